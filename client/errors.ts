@@ -1,0 +1,31 @@
+/**
+ * The one error class of the runtime. `code` is a key of the protocol's error table, so a
+ * caller can switch on it; `retryable` says whether the same request may succeed later.
+ */
+import { ERROR_CODES, type ErrorBody, type ErrorCode } from "./protocol.ts";
+
+export class CrosstalkError extends Error {
+  override readonly name = "CrosstalkError";
+  readonly code: ErrorCode;
+  readonly details: unknown;
+
+  constructor(code: ErrorCode, message: string, details?: unknown) {
+    super(message);
+    this.code = code;
+    this.details = details;
+  }
+
+  get retryable(): boolean {
+    return ERROR_CODES[this.code].retryable;
+  }
+
+  static from(body: ErrorBody): CrosstalkError {
+    return new CrosstalkError(body.code, body.message, body.details);
+  }
+
+  toBody(): ErrorBody {
+    return { code: this.code, message: this.message };
+  }
+}
+
+export const isCrosstalkError = (e: unknown): e is CrosstalkError => e instanceof CrosstalkError;

@@ -1,0 +1,477 @@
+/**
+ * The crosstalk wire protocol: every frame, error code and close code, in one place.
+ *
+ * Both the room (`party/`) and the client (`client/`) import this module; nothing else
+ * declares a frame. `docs/PROTOCOL.md` is checked against these schemas by
+ * `test/protocol-doc.test.ts`, and `test/fixtures/frames.json` holds golden frames that
+ * every future version must still accept.
+ *
+ * One WebSocket per agent carries two kinds of frame:
+ * - text frames: JSON control frames, validated with the zod schemas below;
+ * - binary frames: Yjs documents, a y-protocols message inside a small envelope that
+ *   names the document (see {@link encodeDocFrame}).
+ */
+import * as decoding from "lib0/decoding";
+import * as encoding from "lib0/encoding";
+import { z } from "zod";
+
+/** Bumped when a frame changes incompatibly; sent by the client as the `v` query parameter. */
+export const PROTOCOL_VERSION = 1;
+
+/** PartyKit refuses WebSocket messages above 1 MB; we stay under it with margin for framing. */
+export const MAX_FRAME_BYTES = 1_000_000;
+/** The largest event (its JSON encoding) the room accepts. */
+export const MAX_EVENT_BYTES = 256 * 1024;
+/** Events in one live-log segment (a nested Y.Array), so an append never walks a long list. */
+export const LOG_SEGMENT_SIZE = 1024;
+
+// ---------------------------------------------------------------------------------------
+// Names
+
+/** Agent ids, roles, namespaces and stream names share one conservative alphabet. */
+const NAME = /^[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,127}$/;
+export const nameSchema = z.string().regex(NAME, "must match [A-Za-z0-9_][A-Za-z0-9_.:@-]{0,127}");
+/** Event types are dotted tokens: `deal.closed`. No wildcards: those belong to patterns. */
+export const eventTypeSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/, "must be dotted tokens like deal.closed")
+  .max(200);
+/** Subscription patterns, NATS style: `deal.*` matches one token, `deal.>` the rest, `>` all. */
+export const patternSchema = z
+  .string()
+  .regex(/^(>|([A-Za-z0-9_-]+|\*)(\.([A-Za-z0-9_-]+|\*))*(\.>)?)$/, "must be a NATS-style pattern")
+  .max(200);
+export const methodSchema = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$/, "must be an identifier-like method name");
+
+/** Documents a client may open: shared state namespaces and stream logs. */
+export type DocName = `state/${string}` | `log/${string}`;
+export const docNameSchema = z
+  .string()
+  .refine((s) => /^(state|log)\/[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,127}$/.test(s), "must be state/<ns> or log/<stream>")
+  .transform((s) => s as DocName);
+
+export const stateDoc = (namespace: string): DocName => `state/${namespace}`;
+export const logDoc = (stream: string): DocName => `log/${stream}`;
+/** Only the room writes `log/*` documents; clients may write `state/*`. */
+export const isWritableByClients = (doc: DocName): boolean => doc.startsWith("state/");
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+/**
+ * Every error the runtime reports, with whether retrying the same request can help.
+ * `CrosstalkError.code` is always a key of this table.
+ */
+export const ERROR_CODES = {
+  BAD_FRAME: { retryable: false, doc: "The frame is not valid JSON or does not match its schema. Fix the sender." },
+  UNKNOWN_FRAME: { retryable: false, doc: "The frame type is not part of this protocol version. Upgrade the client." },
+  INVALID_ARGUMENT: {
+    retryable: false,
+    doc: "A client API was called with invalid arguments (a bad name, non-JSON data). Fix the call.",
+  },
+  FORBIDDEN: { retryable: false, doc: "The connection may not do this (e.g. write a room-owned log document)." },
+  UNAUTHORIZED: { retryable: false, doc: "The connection is not authenticated for this room." },
+  TOO_LARGE: {
+    retryable: false,
+    doc: "An event or frame exceeds the size limit. Store large blobs elsewhere and publish a reference.",
+  },
+  NOT_FOUND: { retryable: false, doc: "The named thing (stream, call, document) does not exist." },
+  CONFLICT: {
+    retryable: false,
+    doc: "A precondition failed (expected version or sequence). Re-read and decide again.",
+  },
+  NO_ROUTE: { retryable: false, doc: "No connected agent serves this method at this target. Check the roster." },
+  TARGET_GONE: {
+    retryable: true,
+    doc: "The callee disconnected before answering. Retrying may reach it or another instance.",
+  },
+  TIMEOUT: {
+    retryable: true,
+    doc: "No answer before the deadline. The callee may still have run: retry only with an idempotency key.",
+  },
+  CANCELLED: { retryable: false, doc: "The caller aborted the call." },
+  INVALID_INPUT: { retryable: false, doc: "The callee refused the input as invalid. Fix the input." },
+  INVALID_OUTPUT: {
+    retryable: false,
+    doc: "The callee produced output that fails its contract. Report to the callee's owner.",
+  },
+  HANDLER_ERROR: {
+    retryable: false,
+    doc: "The callee's handler threw; the message is passed on, never a remote stack.",
+  },
+  OVERLOADED: { retryable: true, doc: "Too many calls in flight at the callee or the room. Back off and retry." },
+  OFFLINE: { retryable: true, doc: "The connection dropped while the request was in flight; its outcome is unknown." },
+  CLOSED: { retryable: false, doc: "The client was closed by its owner." },
+  INTERNAL: { retryable: true, doc: "The room hit an unexpected error; nothing was applied." },
+} as const satisfies Record<string, { retryable: boolean; doc: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+export const errorCodeSchema = z.enum(Object.keys(ERROR_CODES) as [ErrorCode, ...ErrorCode[]]);
+
+/** WebSocket close codes the room uses (4000-4999 is the application range). */
+export const CLOSE_CODES = {
+  /** The connect URL lacks a valid `agent`/`role`, or names an unsupported protocol version. */
+  BadRequest: { code: 4400, reason: "bad request" },
+  Unauthorized: { code: 4401, reason: "unauthorized" },
+  Forbidden: { code: 4403, reason: "forbidden" },
+  /** Another live connection (a different client instance) already is this agent. */
+  AgentIdInUse: { code: 4409, reason: "agent id in use" },
+  /** The same client instance reconnected; the older socket is closed. */
+  Replaced: { code: 4000, reason: "replaced by a newer connection" },
+} as const;
+
+/** Close codes after which the client must not reconnect by itself. */
+export const FATAL_CLOSE_CODES: ReadonlySet<number> = new Set([
+  CLOSE_CODES.BadRequest.code,
+  CLOSE_CODES.Unauthorized.code,
+  CLOSE_CODES.Forbidden.code,
+  CLOSE_CODES.AgentIdInUse.code,
+]);
+
+// ---------------------------------------------------------------------------------------
+// Shared shapes
+
+const jsonRecord = z.record(z.string(), z.json());
+
+export const errorBodySchema = z.object({
+  code: errorCodeSchema,
+  message: z.string(),
+  /** Machine-readable extras, e.g. zod issues for a schema failure. */
+  details: z.json().optional(),
+});
+export type ErrorBody = z.infer<typeof errorBodySchema>;
+
+/** What a publisher sends for one event. */
+export const eventInputSchema = z.object({
+  /** Client-generated, sortable (UUIDv7); the dedupe key. */
+  id: z.string().min(1).max(128),
+  type: eventTypeSchema,
+  data: z.json(),
+  /** Schema version of `data`; upcasters lift old versions on read. */
+  v: z.number().int().min(1).optional(),
+  /** Ordering key for consumer groups (e.g. the deal id). */
+  key: z.string().max(256).optional(),
+  causationId: z.string().max(128).optional(),
+  correlationId: z.string().max(128).optional(),
+});
+export type EventInput = z.infer<typeof eventInputSchema>;
+
+/** An event as the room stored it: the input plus what the room stamped. */
+export const storedEventSchema = eventInputSchema.extend({
+  stream: nameSchema,
+  /** Gapless per stream, from 1. */
+  seq: z.number().int().min(1),
+  /** Room clock, ms since the epoch. */
+  ts: z.number(),
+  /** The publishing connection's agent id, stamped by the room. */
+  source: z.string(),
+});
+export type StoredEvent = z.infer<typeof storedEventSchema>;
+
+export const agentInfoSchema = z.object({
+  agent: nameSchema,
+  role: nameSchema,
+  connectedAt: z.number(),
+  /** Free-form fields the agent sets about itself (`team.setStatus`). */
+  status: jsonRecord,
+  /** Methods the agent serves, for routing. */
+  methods: z.array(methodSchema),
+});
+export type AgentInfo = z.infer<typeof agentInfoSchema>;
+
+const ref = z.string().min(1).max(64);
+
+// ---------------------------------------------------------------------------------------
+// Client -> room
+
+export const clientFrames = {
+  /** Append events to a stream; answered by `publish.ack` or `error` with the same `ref`. */
+  publish: z.object({
+    type: z.literal("publish"),
+    ref,
+    stream: nameSchema,
+    events: z.array(eventInputSchema).min(1).max(1000),
+  }),
+  /** Stop receiving updates for a document opened with a sync step 1. */
+  "doc.close": z.object({ type: z.literal("doc.close"), doc: docNameSchema }),
+  /** The full list of methods this connection serves (replaces the previous list). */
+  "rpc.handle": z.object({ type: z.literal("rpc.handle"), methods: z.array(methodSchema).max(1000) }),
+  /** Call `method` on agent `to`; answered by `rpc.response` with the same `ref`. */
+  "rpc.call": z.object({
+    type: z.literal("rpc.call"),
+    ref,
+    to: nameSchema,
+    method: methodSchema,
+    input: z.json(),
+    timeoutMs: z.number().int().min(1).max(3_600_000),
+  }),
+  /** The caller gives up on call `ref` (timeout or abort). */
+  "rpc.cancel": z.object({ type: z.literal("rpc.cancel"), ref }),
+  /** A callee's answer to `rpc.request` `id`. */
+  "rpc.result": z.discriminatedUnion("ok", [
+    z.object({ type: z.literal("rpc.result"), id: ref, ok: z.literal(true), output: z.json() }),
+    z.object({ type: z.literal("rpc.result"), id: ref, ok: z.literal(false), error: errorBodySchema }),
+  ]),
+  /** Replace this agent's free-form status fields in the roster. */
+  "presence.set": z.object({ type: z.literal("presence.set"), status: jsonRecord }),
+} as const;
+
+export const clientFrameSchema = z.union([
+  clientFrames.publish,
+  clientFrames["doc.close"],
+  clientFrames["rpc.handle"],
+  clientFrames["rpc.call"],
+  clientFrames["rpc.cancel"],
+  clientFrames["rpc.result"],
+  clientFrames["presence.set"],
+]);
+export type ClientFrame = z.infer<typeof clientFrameSchema>;
+export type ClientFrameType = keyof typeof clientFrames;
+
+// ---------------------------------------------------------------------------------------
+// Room -> client
+
+export const roomFrames = {
+  /** First frame on every connection: who the room says you are, and who else is here. */
+  welcome: z.object({
+    type: z.literal("welcome"),
+    protocol: z.number().int(),
+    agent: nameSchema,
+    role: nameSchema,
+    serverTime: z.number(),
+    roster: z.array(agentInfoSchema),
+  }),
+  /** Durable acknowledgement of a `publish`, one result per event in order. */
+  "publish.ack": z.object({
+    type: z.literal("publish.ack"),
+    ref,
+    results: z.array(z.object({ id: z.string(), seq: z.number().int(), ts: z.number(), duplicate: z.boolean() })),
+  }),
+  /** A request failed, or a frame was refused. `ref` names the request when there is one. */
+  error: z.object({
+    type: z.literal("error"),
+    ref: z.string().optional(),
+    /** For refused binary frames: the document concerned. */
+    doc: z.string().optional(),
+    error: errorBodySchema,
+  }),
+  /** A call for this agent to run. Answer with `rpc.result` and the same `id`. */
+  "rpc.request": z.object({
+    type: z.literal("rpc.request"),
+    id: ref,
+    from: nameSchema,
+    method: methodSchema,
+    input: z.json(),
+    /** Room clock (ms) after which the caller no longer waits. */
+    deadline: z.number(),
+  }),
+  /** The caller gave up on `id`: abort the work. */
+  "rpc.abort": z.object({ type: z.literal("rpc.abort"), id: ref, reason: errorCodeSchema }),
+  /** The answer to the caller's `rpc.call` `ref`. */
+  "rpc.response": z.discriminatedUnion("ok", [
+    z.object({ type: z.literal("rpc.response"), ref, ok: z.literal(true), output: z.json() }),
+    z.object({ type: z.literal("rpc.response"), ref, ok: z.literal(false), error: errorBodySchema }),
+  ]),
+  /** A roster change: an agent joined, left or changed its status or methods. */
+  presence: z.object({
+    type: z.literal("presence"),
+    op: z.enum(["join", "leave", "update"]),
+    agent: agentInfoSchema,
+  }),
+} as const;
+
+export const roomFrameSchema = z.union([
+  roomFrames.welcome,
+  roomFrames["publish.ack"],
+  roomFrames.error,
+  roomFrames["rpc.request"],
+  roomFrames["rpc.abort"],
+  roomFrames["rpc.response"],
+  roomFrames.presence,
+]);
+export type RoomFrame = z.infer<typeof roomFrameSchema>;
+export type RoomFrameType = keyof typeof roomFrames;
+
+// ---------------------------------------------------------------------------------------
+// Parsing
+
+export type Parsed<T> = { ok: true; frame: T } | { ok: false; error: ErrorBody; ref?: string };
+
+/**
+ * Parses a text frame from an untrusted peer. Never throws: a frame that is not JSON, not
+ * an object with a known `type`, or that fails its schema becomes a typed error.
+ */
+function parseFrame<T>(text: string, table: Record<string, z.ZodType>): Parsed<T> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    return { ok: false, error: { code: "BAD_FRAME", message: "frame is not valid JSON" } };
+  }
+  const type = typeof raw === "object" && raw !== null ? (raw as { type?: unknown }).type : undefined;
+  const maybeRef = typeof raw === "object" && raw !== null ? (raw as { ref?: unknown }).ref : undefined;
+  const refOf = typeof maybeRef === "string" && maybeRef.length <= 64 ? maybeRef : undefined;
+  if (typeof type !== "string" || !Object.hasOwn(table, type)) {
+    return {
+      ok: false,
+      ref: refOf,
+      error: { code: "UNKNOWN_FRAME", message: `unknown frame type ${JSON.stringify(type)?.slice(0, 80)}` },
+    };
+  }
+  const result = (table[type] as z.ZodType).safeParse(raw);
+  if (!result.success) {
+    return {
+      ok: false,
+      ref: refOf,
+      error: {
+        code: "BAD_FRAME",
+        message: `invalid ${type} frame: ${z.prettifyError(result.error).slice(0, 500)}`,
+        details: JSON.parse(JSON.stringify(result.error.issues.slice(0, 20))),
+      },
+    };
+  }
+  // The per-type schema already validated the frame; the union schema only narrows the type.
+  return { ok: true, frame: result.data as T };
+}
+
+export const parseClientFrame = (text: string): Parsed<ClientFrame> => parseFrame(text, clientFrames);
+export const parseRoomFrame = (text: string): Parsed<RoomFrame> => parseFrame(text, roomFrames);
+
+// ---------------------------------------------------------------------------------------
+// Binary document frames
+
+/** The first varUint of a binary frame. Only one kind exists today; the byte leaves room. */
+export const BINARY_KIND_DOC = 0;
+/** y-websocket's message types, carried inside a doc frame. */
+export const Y_MESSAGE_SYNC = 0;
+
+/**
+ * A binary frame: `varUint kind=0, varString doc, y-websocket message` where the message is
+ * `varUint 0 (sync)` followed by a y-protocols sync message (step 1, step 2 or update).
+ */
+export function encodeDocFrame(doc: DocName, write: (encoder: encoding.Encoder) => void): Uint8Array {
+  const encoder = encoding.createEncoder();
+  encoding.writeVarUint(encoder, BINARY_KIND_DOC);
+  encoding.writeVarString(encoder, doc);
+  encoding.writeVarUint(encoder, Y_MESSAGE_SYNC);
+  write(encoder);
+  return encoding.toUint8Array(encoder);
+}
+
+export type DocFrame = { doc: DocName; decoder: decoding.Decoder };
+
+/** Reads a doc frame's header; the returned decoder sits at the y-protocols sync message. */
+export function decodeDocFrame(bytes: Uint8Array): { ok: true; frame: DocFrame } | { ok: false; error: ErrorBody } {
+  try {
+    const decoder = decoding.createDecoder(bytes);
+    const kind = decoding.readVarUint(decoder);
+    if (kind !== BINARY_KIND_DOC) {
+      return { ok: false, error: { code: "UNKNOWN_FRAME", message: `unknown binary frame kind ${kind}` } };
+    }
+    const name = docNameSchema.safeParse(decoding.readVarString(decoder));
+    if (!name.success)
+      return { ok: false, error: { code: "BAD_FRAME", message: "binary frame names no valid document" } };
+    const yType = decoding.readVarUint(decoder);
+    if (yType !== Y_MESSAGE_SYNC) {
+      return { ok: false, error: { code: "UNKNOWN_FRAME", message: `unsupported y message type ${yType}` } };
+    }
+    return { ok: true, frame: { doc: name.data, decoder } };
+  } catch {
+    return { ok: false, error: { code: "BAD_FRAME", message: "truncated binary frame" } };
+  }
+}
+
+/** NATS-style subject matching: `*` one token, `>` one or more trailing tokens. */
+export function matchesPattern(pattern: string, type: string): boolean {
+  if (pattern === ">") return true;
+  const p = pattern.split(".");
+  const t = type.split(".");
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === ">") return t.length > i;
+    if (i >= t.length) return false;
+    if (p[i] !== "*" && p[i] !== t[i]) return false;
+  }
+  return p.length === t.length;
+}
+
+// ---------------------------------------------------------------------------------------
+// Chunking of large binary frames
+
+/** The first varUint of a binary frame that carries one slice of a larger binary frame. */
+export const BINARY_KIND_CHUNK = 1;
+/** Room for the chunk header inside the frame limit. */
+const CHUNK_PAYLOAD_BYTES = MAX_FRAME_BYTES - 64;
+/** A reassembled frame may not exceed this (a document snapshot rarely comes close). */
+export const MAX_REASSEMBLED_BYTES = 256 * 1024 * 1024;
+let nextChunkId = 1;
+
+/**
+ * Splits a binary frame that exceeds {@link MAX_FRAME_BYTES} into chunk frames:
+ * `varUint kind=1, varUint id, varUint index, varUint total, varUint8Array slice`.
+ * A socket delivers in order, so the receiver joins slices as they come.
+ */
+export function chunkBinary(bytes: Uint8Array): Uint8Array[] {
+  const id = nextChunkId++;
+  const total = Math.ceil(bytes.byteLength / CHUNK_PAYLOAD_BYTES);
+  const frames: Uint8Array[] = [];
+  for (let index = 0; index < total; index++) {
+    const encoder = encoding.createEncoder();
+    encoding.writeVarUint(encoder, BINARY_KIND_CHUNK);
+    encoding.writeVarUint(encoder, id);
+    encoding.writeVarUint(encoder, index);
+    encoding.writeVarUint(encoder, total);
+    encoding.writeVarUint8Array(
+      encoder,
+      bytes.subarray(index * CHUNK_PAYLOAD_BYTES, (index + 1) * CHUNK_PAYLOAD_BYTES),
+    );
+    frames.push(encoding.toUint8Array(encoder));
+  }
+  return frames;
+}
+
+/**
+ * Joins chunk frames from one socket. `push` returns the whole frame when its last slice
+ * arrives, `null` while incomplete, or an error for slices out of order or too large.
+ */
+export function createReassembler(): {
+  push(bytes: Uint8Array): { ok: true; frame: Uint8Array | null } | { ok: false; error: ErrorBody };
+} {
+  let current: { id: number; total: number; parts: Uint8Array[]; bytes: number } | null = null;
+  return {
+    push(bytes) {
+      const decoder = decoding.createDecoder(bytes);
+      try {
+        if (decoding.readVarUint(decoder) !== BINARY_KIND_CHUNK) return { ok: true, frame: bytes };
+        const id = decoding.readVarUint(decoder);
+        const index = decoding.readVarUint(decoder);
+        const total = decoding.readVarUint(decoder);
+        const part = decoding.readVarUint8Array(decoder);
+        if (index === 0) current = { id, total, parts: [], bytes: 0 };
+        if (!current || current.id !== id || current.parts.length !== index || current.total !== total) {
+          current = null;
+          return { ok: false, error: { code: "BAD_FRAME", message: "chunk out of order" } };
+        }
+        current.parts.push(part);
+        current.bytes += part.byteLength;
+        if (current.bytes > MAX_REASSEMBLED_BYTES) {
+          current = null;
+          return { ok: false, error: { code: "TOO_LARGE", message: "chunked frame too large" } };
+        }
+        if (current.parts.length < total) return { ok: true, frame: null };
+        const out = new Uint8Array(current.bytes);
+        let at = 0;
+        for (const p of current.parts) {
+          out.set(p, at);
+          at += p.byteLength;
+        }
+        current = null;
+        return { ok: true, frame: out };
+      } catch {
+        current = null;
+        return { ok: false, error: { code: "BAD_FRAME", message: "truncated chunk frame" } };
+      }
+    },
+  };
+}

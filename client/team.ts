@@ -1,0 +1,232 @@
+/**
+ * `connect()` and the `Team` handle: one agent's view of its team room, with the three
+ * primitives (state, events, direct messages) and the roster, over one socket.
+ */
+import { ObservableV2 } from "lib0/observable";
+import { DocSync } from "./docs.ts";
+import { CrosstalkError } from "./errors.ts";
+import {
+  type EventHandler,
+  Events,
+  type PublishOptions,
+  type PublishResult,
+  type SubscribeOptions,
+  type Subscription,
+} from "./events.ts";
+import { type AgentInfo, nameSchema, type StoredEvent, stateDoc } from "./protocol.ts";
+import { type CallOptions, type Handler, Rpc } from "./rpc.ts";
+import { type Json, Namespace } from "./state.ts";
+import { type Status, Transport, type TransportOptions } from "./transport.ts";
+
+export type ConnectOptions = TransportOptions & {
+  /**
+   * Wait until the room has admitted this agent before resolving (default true). With
+   * false, `connect` resolves at once and the agent works offline until the socket opens.
+   */
+  waitForOnline?: boolean;
+  /** With `waitForOnline`, how long to wait before failing with OFFLINE (default 15 s). */
+  connectTimeoutMs?: number;
+};
+
+type TeamEvents = {
+  status: (status: Status) => void;
+  /** The roster changed. */
+  agents: (agents: AgentInfo[]) => void;
+  /** Something failed that no caller is waiting for: a subscription handler, a bad frame from the room. */
+  error: (error: unknown, context: { event?: StoredEvent }) => void;
+};
+
+export class Team extends ObservableV2<TeamEvents> {
+  readonly team: string;
+  readonly agent: string;
+  readonly role: string;
+  readonly #transport: Transport;
+  readonly #docs: DocSync;
+  readonly #events: Events;
+  readonly #rpc: Rpc;
+  readonly #namespaces = new Map<string, Namespace>();
+  readonly #roster = new Map<string, AgentInfo>();
+  /** Room clock minus local clock, from the last welcome. */
+  #clockSkew = 0;
+
+  constructor(options: TransportOptions) {
+    super();
+    for (const [field, value] of [
+      ["team", options.team],
+      ["agent", options.agent],
+      ["role", options.role],
+    ] as const) {
+      if (!nameSchema.safeParse(value).success)
+        throw new CrosstalkError("INVALID_ARGUMENT", `invalid ${field} ${JSON.stringify(value)}`);
+    }
+    this.team = options.team;
+    this.agent = options.agent;
+    this.role = options.role;
+    this.#transport = new Transport(options);
+    this.#docs = new DocSync(this.#transport);
+    this.#events = new Events(this.#transport, this.#docs, (error, event) => this.emit("error", [error, { event }]));
+    this.#rpc = new Rpc(this.#transport);
+    this.#transport.on("frame", (frame) => {
+      switch (frame.type) {
+        case "welcome":
+          this.#clockSkew = frame.serverTime - Date.now();
+          this.#roster.clear();
+          for (const a of frame.roster) this.#roster.set(a.agent, a);
+          // Order matters: documents first, then handlers, then the outbox.
+          this.#docs.resync();
+          this.#rpc.online();
+          this.#events.resend();
+          this.emit("agents", [this.agents()]);
+          return;
+        case "presence":
+          if (frame.op === "leave") this.#roster.delete(frame.agent.agent);
+          else this.#roster.set(frame.agent.agent, frame.agent);
+          this.emit("agents", [this.agents()]);
+          return;
+        case "publish.ack":
+          return this.#events.ack(frame.ref, frame.results);
+        case "error":
+          if (frame.ref && this.#events.refused(frame.ref, CrosstalkError.from(frame.error))) return;
+          this.emit("error", [CrosstalkError.from(frame.error), {}]);
+          return;
+        case "rpc.request":
+        case "rpc.abort":
+        case "rpc.response":
+          return this.#rpc.receive(frame);
+      }
+    });
+    this.#transport.on("doc", (doc, decoder) => this.#docs.receive(doc, decoder));
+    this.#transport.on("protocolError", (error) => this.emit("error", [error, {}]));
+    this.#transport.on("status", (status) => {
+      if (status === "offline") this.#rpc.offline();
+      this.emit("status", [status]);
+    });
+    this.#transport.on("fatal", (error) => this.#shutdown(error));
+  }
+
+  /** "connecting" until first admitted, then "online" / "offline"; "closed" after `close()`. */
+  get status(): Status {
+    return this.#transport.status;
+  }
+
+  /** The room's clock as best known here (ms since the epoch). */
+  now(): number {
+    return Date.now() + this.#clockSkew;
+  }
+
+  // --- shared state ---------------------------------------------------------------------
+
+  /** The namespace `ns`: a map of entities shared by the team. Synced from the first call. */
+  state(ns: string): Namespace {
+    let namespace = this.#namespaces.get(ns);
+    if (!namespace) {
+      if (!nameSchema.safeParse(ns).success)
+        throw new CrosstalkError("INVALID_ARGUMENT", `invalid namespace ${JSON.stringify(ns)}`);
+      const doc = this.#docs.open(stateDoc(ns));
+      namespace = new Namespace(ns, doc, this.#docs.synced(stateDoc(ns)));
+      this.#namespaces.set(ns, namespace);
+    }
+    return namespace;
+  }
+
+  // --- event streams --------------------------------------------------------------------
+
+  /** Appends an event; resolves once the room has stored it. */
+  publish(type: string, data: unknown, options?: PublishOptions): Promise<PublishResult> {
+    return this.#events.publish(type, data, options);
+  }
+
+  publishBatch(
+    items: { type: string; data: unknown; options?: Omit<PublishOptions, "stream"> }[],
+    options?: { stream?: string },
+  ): Promise<PublishResult[]> {
+    return this.#events.publishBatch(items, options);
+  }
+
+  /** Delivers matching events in seq order, one at a time. `from` defaults to "end". */
+  subscribe(pattern: string, handler: EventHandler, options?: SubscribeOptions): Subscription {
+    return this.#events.subscribe(pattern, handler, options);
+  }
+
+  /** Publish frames not yet acknowledged by the room. */
+  get pendingPublishes(): number {
+    return this.#events.pending;
+  }
+
+  // --- direct messages ------------------------------------------------------------------
+
+  /** Serves `method`; returns a function that stops serving it. */
+  handle(method: string, handler: Handler): () => void {
+    return this.#rpc.handle(method, handler);
+  }
+
+  /** Calls `method` on agent `to` and resolves with its output. */
+  call<T = Json>(to: string, method: string, input?: unknown, options?: CallOptions): Promise<T> {
+    return this.#rpc.call(to, method, input, options) as Promise<T>;
+  }
+
+  // --- presence -------------------------------------------------------------------------
+
+  /** The connected agents, this one included, as the room last reported them. */
+  agents(): AgentInfo[] {
+    return [...this.#roster.values()];
+  }
+
+  /** Replaces this agent's free-form status fields in the roster. */
+  setStatus(status: Record<string, Json>): void {
+    this.#transport.send({ type: "presence.set", status });
+  }
+
+  // --- lifecycle ------------------------------------------------------------------------
+
+  /** Resolves when online, or fails with OFFLINE after `timeoutMs`, or with the room's refusal. */
+  online(timeoutMs = 15_000): Promise<void> {
+    if (this.status === "online") return Promise.resolve();
+    if (this.status === "closed") return Promise.reject(new CrosstalkError("CLOSED", "the team connection is closed"));
+    return new Promise((resolve, reject) => {
+      const done = (error?: CrosstalkError) => {
+        clearTimeout(timer);
+        this.off("status", onStatus);
+        this.#transport.off("fatal", onFatal);
+        if (error) reject(error);
+        else resolve();
+      };
+      const onStatus = (s: Status) => {
+        if (s === "online") done();
+        else if (s === "closed") done(new CrosstalkError("CLOSED", "the team connection is closed"));
+      };
+      const onFatal = (e: CrosstalkError) => done(e);
+      const timer = setTimeout(
+        () => done(new CrosstalkError("OFFLINE", `could not reach the room within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      this.on("status", onStatus);
+      this.#transport.on("fatal", onFatal);
+    });
+  }
+
+  /** Closes the socket. Pending publishes and calls fail with CLOSED. */
+  async close(): Promise<void> {
+    this.#shutdown(new CrosstalkError("CLOSED", "the team connection was closed"));
+  }
+
+  #shutdown(error: CrosstalkError): void {
+    if (this.status !== "closed") this.#transport.close();
+    this.#events.failAll(error);
+    this.#rpc.failAll(error);
+    this.#docs.destroy();
+  }
+}
+
+/** Connects an agent to its team room. See {@link ConnectOptions}. */
+export async function connect(options: ConnectOptions): Promise<Team> {
+  const team = new Team(options);
+  if (options.waitForOnline === false) return team;
+  try {
+    await team.online(options.connectTimeoutMs);
+  } catch (error) {
+    await team.close();
+    throw error;
+  }
+  return team;
+}

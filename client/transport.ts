@@ -1,0 +1,157 @@
+/**
+ * The agent's one socket to its team room: partysocket underneath (reconnect with backoff,
+ * query provider re-evaluated on each attempt), frame parsing and chunk reassembly on top.
+ * Not re-exported from the package entry point; `team.ts` owns it.
+ */
+
+import type * as decoding from "lib0/decoding";
+import { ObservableV2 } from "lib0/observable";
+import { PartySocket } from "partysocket";
+import { CrosstalkError } from "./errors.ts";
+import {
+  CLOSE_CODES,
+  type ClientFrame,
+  chunkBinary,
+  createReassembler,
+  type DocName,
+  decodeDocFrame,
+  FATAL_CLOSE_CODES,
+  MAX_FRAME_BYTES,
+  PROTOCOL_VERSION,
+  parseRoomFrame,
+  type RoomFrame,
+} from "./protocol.ts";
+
+export type Status = "connecting" | "online" | "offline" | "closed";
+
+export type TransportOptions = {
+  /** `host[:port]` of the PartyKit server, e.g. `127.0.0.1:1999` or `acme.user.partykit.dev`. */
+  host: string;
+  team: string;
+  agent: string;
+  role: string;
+  /** The PartyKit party that hosts team rooms. */
+  party?: string;
+  /** Defaults to `ws` for loopback hosts and `wss` elsewhere (partysocket's rule). */
+  protocol?: "ws" | "wss";
+  /** A WebSocket constructor where the runtime has none (Node 20: `crosstalk/node` passes `ws`). */
+  WebSocket?: unknown;
+  /** Extra query parameters, re-evaluated on every (re)connect: the hook for tokens. */
+  query?: () => Record<string, string> | Promise<Record<string, string>>;
+  /** Reconnect backoff bounds in ms. */
+  minReconnectDelayMs?: number;
+  maxReconnectDelayMs?: number;
+};
+
+type Events = {
+  status: (status: Status) => void;
+  frame: (frame: RoomFrame) => void;
+  doc: (doc: DocName, decoder: decoding.Decoder) => void;
+  /** The room refused this agent for good (bad parameters, identity in use, unauthorized). */
+  fatal: (error: CrosstalkError) => void;
+  /** A frame from the room could not be read; the connection carries on. */
+  protocolError: (error: CrosstalkError) => void;
+};
+
+const fatalError = (code: number, reason: string): CrosstalkError => {
+  const text = reason || `closed with ${code}`;
+  if (code === CLOSE_CODES.Unauthorized.code) return new CrosstalkError("UNAUTHORIZED", text);
+  if (code === CLOSE_CODES.Forbidden.code) return new CrosstalkError("FORBIDDEN", text);
+  if (code === CLOSE_CODES.AgentIdInUse.code) return new CrosstalkError("CONFLICT", text);
+  return new CrosstalkError("INVALID_ARGUMENT", text);
+};
+
+export class Transport extends ObservableV2<Events> {
+  status: Status = "connecting";
+  readonly #socket: PartySocket;
+  #reassembler = createReassembler();
+
+  constructor(options: TransportOptions) {
+    super();
+    const identity = { agent: options.agent, role: options.role, v: String(PROTOCOL_VERSION) };
+    this.#socket = new PartySocket({
+      host: options.host,
+      room: options.team,
+      party: options.party ?? "main",
+      protocol: options.protocol,
+      WebSocket: options.WebSocket,
+      query: options.query ? async () => ({ ...(await options.query?.()), ...identity }) : identity,
+      minReconnectionDelay: options.minReconnectDelayMs ?? 100,
+      maxReconnectionDelay: options.maxReconnectDelayMs ?? 5000,
+      reconnectionDelayGrowFactor: 1.6,
+      connectionTimeout: 5000,
+    });
+    this.#socket.binaryType = "arraybuffer";
+    this.#socket.addEventListener("message", (e: MessageEvent) => this.#receive(e.data));
+    this.#socket.addEventListener("close", (e: CloseEvent) => {
+      this.#reassembler = createReassembler();
+      if (this.status === "closed") return;
+      if (FATAL_CLOSE_CODES.has(e.code)) {
+        this.#socket.close();
+        this.#setStatus("closed");
+        this.emit("fatal", [fatalError(e.code, e.reason)]);
+        return;
+      }
+      if (this.status === "online") this.#setStatus("offline");
+    });
+  }
+
+  /** The client instance id; the room lets the same instance replace its own older socket. */
+  get instance(): string {
+    return this.#socket.id;
+  }
+
+  get online(): boolean {
+    return this.status === "online";
+  }
+
+  /** Sends a control frame if online; returns false (and sends nothing) otherwise. */
+  send(frame: ClientFrame): boolean {
+    if (!this.online) return false;
+    this.#socket.send(JSON.stringify(frame));
+    return true;
+  }
+
+  sendBinary(bytes: Uint8Array): boolean {
+    if (!this.online) return false;
+    // lib0 encoders always produce plain ArrayBuffer-backed arrays.
+    if (bytes.byteLength <= MAX_FRAME_BYTES) this.#socket.send(bytes as Uint8Array<ArrayBuffer>);
+    else for (const part of chunkBinary(bytes)) this.#socket.send(part as Uint8Array<ArrayBuffer>);
+    return true;
+  }
+
+  close(): void {
+    this.#setStatus("closed");
+    this.#socket.close(1000, "client closed");
+  }
+
+  #setStatus(status: Status): void {
+    if (this.status === status) return;
+    this.status = status;
+    this.emit("status", [status]);
+  }
+
+  #receive(data: unknown): void {
+    if (this.status === "closed") return;
+    if (typeof data === "string") {
+      const parsed = parseRoomFrame(data);
+      if (!parsed.ok) return this.emit("protocolError", [CrosstalkError.from(parsed.error)]);
+      // `welcome` is what makes a socket usable: the room has admitted this agent.
+      if (parsed.frame.type === "welcome") {
+        this.status = "online";
+        this.emit("frame", [parsed.frame]);
+        this.emit("status", ["online"]);
+        return;
+      }
+      this.emit("frame", [parsed.frame]);
+      return;
+    }
+    const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : (data as Uint8Array);
+    const whole = this.#reassembler.push(bytes);
+    if (!whole.ok) return this.emit("protocolError", [CrosstalkError.from(whole.error)]);
+    if (!whole.frame) return;
+    const decoded = decodeDocFrame(whole.frame);
+    if (!decoded.ok) return this.emit("protocolError", [CrosstalkError.from(decoded.error)]);
+    this.emit("doc", [decoded.frame.doc, decoded.frame.decoder]);
+  }
+}

@@ -1,0 +1,231 @@
+/**
+ * The room's Yjs documents: loading from storage, the y-protocols sync exchange with each
+ * session, and the commit queue that makes every update durable before anyone sees it.
+ *
+ * Commit queue: updates that arrive while a storage write is in flight collect in the next
+ * batch (group commit), so throughput does not drop to one write per update. A batch's
+ * updates are broadcast, and its `after` callbacks (acks, sync replies) run, only once the
+ * batch is stored. A sync step 2 computed from the in-memory document is likewise held until
+ * everything it contains is stored.
+ */
+import * as decoding from "lib0/decoding";
+import * as encoding from "lib0/encoding";
+import * as syncProtocol from "y-protocols/sync";
+import * as Y from "yjs";
+import { type DocName, type ErrorBody, encodeDocFrame, isWritableByClients } from "../client/protocol.ts";
+import type { Session } from "./session.ts";
+import { appendUpdate, compact, type KvStorage, loadDoc, needsCompaction, type StoredDoc } from "./storage.ts";
+
+/** Origin of updates applied while loading from storage: not re-persisted. */
+const LOADING = Symbol("loading");
+/** Origin of the room's own writes (stream appends). */
+export const ROOM = Symbol("room");
+
+type Batch = {
+  updates: { update: Uint8Array; origin: Session | typeof ROOM }[];
+  after: (() => void)[];
+  /** Storage entries that must commit together with this batch's updates. */
+  extra: Record<string, unknown>;
+};
+
+export type HubDoc = {
+  readonly name: DocName;
+  readonly ydoc: Y.Doc;
+  readonly stored: StoredDoc;
+  readonly subscribers: Set<Session>;
+  /** Only the room writes documents that clients may not. */
+  readonly clientWritable: boolean;
+  pending: Batch | null;
+  inflight: Batch | null;
+};
+
+export class DocHub {
+  readonly #docs = new Map<DocName, HubDoc>();
+  readonly #loading = new Map<DocName, Promise<HubDoc>>();
+
+  constructor(
+    private readonly storage: KvStorage,
+    /** Called when storage fails: the in-memory state can no longer be trusted. */
+    private readonly fatal: (error: unknown) => void,
+  ) {}
+
+  loaded(name: DocName): HubDoc | undefined {
+    return this.#docs.get(name);
+  }
+
+  open(name: DocName): Promise<HubDoc> {
+    const doc = this.#docs.get(name);
+    if (doc) return Promise.resolve(doc);
+    let loading = this.#loading.get(name);
+    if (!loading) {
+      loading = this.#load(name).finally(() => this.#loading.delete(name));
+      this.#loading.set(name, loading);
+    }
+    return loading;
+  }
+
+  async #load(name: DocName): Promise<HubDoc> {
+    // GC stays on: deleted content (trimmed log segments, overwritten fields) is dropped.
+    const ydoc = new Y.Doc({ gc: true });
+    const stored = await loadDoc(this.storage, name, ydoc, LOADING);
+    const doc: HubDoc = {
+      name,
+      ydoc,
+      stored,
+      subscribers: new Set(),
+      clientWritable: isWritableByClients(name),
+      pending: null,
+      inflight: null,
+    };
+    ydoc.on("update", (update: Uint8Array, origin: unknown) => {
+      if (origin === LOADING) return;
+      this.#batch(doc).updates.push({ update, origin: origin as Session | typeof ROOM });
+    });
+    this.#docs.set(name, doc);
+    return doc;
+  }
+
+  /** The batch that will hold the next update, starting the commit loop if idle. */
+  #batch(doc: HubDoc): Batch {
+    if (!doc.pending) {
+      doc.pending = { updates: [], after: [], extra: {} };
+      if (!doc.inflight) queueMicrotask(() => void this.#commitLoop(doc));
+    }
+    return doc.pending;
+  }
+
+  /** Stores `entries` atomically with the document's next committed batch. */
+  addToCommit(doc: HubDoc, entries: Record<string, unknown>): void {
+    Object.assign(this.#batch(doc).extra, entries);
+  }
+
+  /** Runs `fn` once everything applied to `doc` so far is durable (now, if it already is). */
+  afterCommit(doc: HubDoc, fn: () => void): void {
+    const batch = doc.pending ?? doc.inflight;
+    if (batch) batch.after.push(fn);
+    else fn();
+  }
+
+  async #commitLoop(doc: HubDoc): Promise<void> {
+    if (doc.inflight) return;
+    while (doc.pending) {
+      const batch = doc.pending;
+      doc.pending = null;
+      doc.inflight = batch;
+      try {
+        if (batch.updates.length > 0) {
+          const merged =
+            batch.updates.length === 1
+              ? (batch.updates[0] as Batch["updates"][number]).update
+              : Y.mergeUpdates(batch.updates.map((u) => u.update));
+          await appendUpdate(this.storage, doc.stored, merged, batch.extra);
+          this.#broadcast(doc, batch, merged);
+        } else if (Object.keys(batch.extra).length > 0) {
+          await this.storage.put(batch.extra);
+        }
+        for (const fn of batch.after) fn();
+        if (needsCompaction(doc.stored)) await compact(this.storage, doc.stored, doc.ydoc);
+      } catch (error) {
+        doc.inflight = null;
+        this.fatal(error);
+        return;
+      }
+      doc.inflight = null;
+    }
+  }
+
+  #broadcast(doc: HubDoc, batch: Batch, merged: Uint8Array): void {
+    if (doc.subscribers.size === 0) return;
+    if (batch.updates.every((u) => u.origin === ROOM)) {
+      const frame = encodeDocFrame(doc.name, (e) => syncProtocol.writeUpdate(e, merged));
+      for (const s of doc.subscribers) s.sendBinary(frame);
+      return;
+    }
+    for (const { update, origin } of batch.updates) {
+      const frame = encodeDocFrame(doc.name, (e) => syncProtocol.writeUpdate(e, update));
+      for (const s of doc.subscribers) if (s !== origin) s.sendBinary(frame);
+    }
+  }
+
+  /**
+   * Handles one y-protocols sync message from `session` for `name`. Returns an error to
+   * report to the session, or null.
+   */
+  async receive(session: Session, name: DocName, decoder: decoding.Decoder): Promise<ErrorBody | null> {
+    let messageType: number;
+    let payload: Uint8Array;
+    try {
+      messageType = decoding.readVarUint(decoder);
+      payload = decoding.readVarUint8Array(decoder);
+    } catch {
+      return { code: "BAD_FRAME", message: "truncated sync message" };
+    }
+    switch (messageType) {
+      case syncProtocol.messageYjsSyncStep1: {
+        const doc = await this.open(name);
+        doc.subscribers.add(session);
+        session.docs.add(name);
+        let step2: Uint8Array;
+        try {
+          step2 = Y.encodeStateAsUpdate(doc.ydoc, payload);
+        } catch {
+          return { code: "BAD_FRAME", message: "invalid state vector" };
+        }
+        this.afterCommit(doc, () => {
+          session.sendBinary(
+            encodeDocFrame(name, (e) => {
+              encoding.writeVarUint(e, syncProtocol.messageYjsSyncStep2);
+              encoding.writeVarUint8Array(e, step2);
+            }),
+          );
+          // Ask for what the client has and we lack; only where the client may write.
+          if (doc.clientWritable)
+            session.sendBinary(encodeDocFrame(name, (e) => syncProtocol.writeSyncStep1(e, doc.ydoc)));
+        });
+        return null;
+      }
+      case syncProtocol.messageYjsSyncStep2:
+      case syncProtocol.messageYjsUpdate: {
+        const doc = this.#docs.get(name);
+        if (!doc?.subscribers.has(session)) {
+          return {
+            code: "NOT_FOUND",
+            message: `document ${name} is not open on this connection: send a sync step 1 first`,
+          };
+        }
+        if (!doc.clientWritable) {
+          if (isEmptyUpdate(payload)) return null;
+          return { code: "FORBIDDEN", message: `${name} is written only by the room; the update was not applied` };
+        }
+        try {
+          Y.applyUpdate(doc.ydoc, payload, session);
+        } catch {
+          return { code: "BAD_FRAME", message: `malformed Yjs update for ${name}; nothing was applied` };
+        }
+        return null;
+      }
+      default:
+        return { code: "UNKNOWN_FRAME", message: `unknown sync message type ${messageType}` };
+    }
+  }
+
+  close(session: Session, name: DocName): void {
+    this.#docs.get(name)?.subscribers.delete(session);
+    session.docs.delete(name);
+  }
+
+  closeAll(session: Session): void {
+    for (const name of session.docs) this.#docs.get(name as DocName)?.subscribers.delete(session);
+    session.docs.clear();
+  }
+}
+
+/** True when a Yjs update carries neither new structs nor deletions. */
+export function isEmptyUpdate(update: Uint8Array): boolean {
+  try {
+    const { structs, ds } = Y.decodeUpdate(update);
+    return structs.length === 0 && ds.clients.size === 0;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,35 @@
+/**
+ * The PartyKit main party: one instance per team. Deliberately thin — it adapts PartyKit's
+ * callbacks to {@link TeamRoom}, which holds all the logic.
+ */
+import type * as Party from "partykit/server";
+import { TeamRoom } from "./room.ts";
+
+export default class TeamServer implements Party.Server {
+  readonly team: TeamRoom;
+
+  constructor(readonly room: Party.Room) {
+    this.team = new TeamRoom({ team: room.id, storage: room.storage });
+  }
+
+  onConnect(connection: Party.Connection, ctx: Party.ConnectionContext): void {
+    this.team.connect(connection, new URL(ctx.request.url));
+  }
+
+  onMessage(message: string | ArrayBuffer | ArrayBufferView, sender: Party.Connection): void {
+    this.team.message(sender, message);
+  }
+
+  onClose(connection: Party.Connection): void {
+    this.team.close(connection);
+  }
+
+  onError(connection: Party.Connection): void {
+    this.team.close(connection);
+  }
+
+  onRequest(req: Party.Request): Response {
+    if (req.method === "GET") return Response.json(this.team.info());
+    return new Response("method not allowed", { status: 405 });
+  }
+}

@@ -1,0 +1,58 @@
+/**
+ * One connected agent socket as the room sees it. The identity fields are stamped by the
+ * room at connect time and never taken from frames.
+ */
+import { chunkBinary, createReassembler, MAX_FRAME_BYTES, type RoomFrame } from "../client/protocol.ts";
+
+/** The part of a PartyKit connection the room uses; also fits a raw WebSocket. */
+export interface Socket {
+  send(data: string | ArrayBuffer | ArrayBufferView): void;
+  close(code?: number, reason?: string): void;
+}
+
+export class Session {
+  /** Documents this session has opened (sent a sync step 1 for). */
+  readonly docs = new Set<string>();
+  /** Methods the agent serves, as last announced with `rpc.handle`. */
+  methods: string[] = [];
+  status: Record<string, import("zod").z.core.util.JSONType> = {};
+  /** Serializes this session's frames: a frame waiting on a document load holds the next. */
+  queue: Promise<void> = Promise.resolve();
+  closed = false;
+  /** Joins chunked binary frames from this socket. */
+  readonly reassembler = createReassembler();
+
+  constructor(
+    /** Room-unique, increasing: tells an old socket of an agent from its replacement. */
+    readonly n: number,
+    readonly socket: Socket,
+    readonly agent: string,
+    readonly role: string,
+    /** The client instance (partysocket id); the same instance reconnecting replaces itself. */
+    readonly instance: string,
+    readonly connectedAt: number,
+  ) {}
+
+  sendFrame(frame: RoomFrame): void {
+    this.sendText(JSON.stringify(frame));
+  }
+
+  sendText(text: string): void {
+    if (this.closed) return;
+    try {
+      this.socket.send(text);
+    } catch {
+      // The socket closed under us; onClose will clean up.
+    }
+  }
+
+  sendBinary(bytes: Uint8Array): void {
+    if (this.closed) return;
+    try {
+      if (bytes.byteLength <= MAX_FRAME_BYTES) this.socket.send(bytes);
+      else for (const part of chunkBinary(bytes)) this.socket.send(part);
+    } catch {
+      // As above.
+    }
+  }
+}

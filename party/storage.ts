@@ -1,0 +1,178 @@
+/**
+ * Durable storage of Yjs documents in a key-value store with PartyKit's limits
+ * (128 KiB per value, 128 keys per put).
+ *
+ * Layout for a document `D`:
+ * - `doc:D:meta` → {@link DocMeta}: which snapshot generation is current and which update
+ *   records follow it. Writing meta is the commit point of a compaction.
+ * - `doc:D:snap:<gen>:<part>` → a slice of `Y.encodeStateAsUpdate` at compaction time.
+ * - `doc:D:u:<n>:<part>` → one committed update record (the merge of one commit batch).
+ *
+ * A record is never rewritten; compaction writes a new generation, flips meta, then deletes
+ * what the old meta pointed at. A crash at any step leaves a loadable document.
+ */
+import * as Y from "yjs";
+
+/** The subset of Durable Object storage this module needs; PartyKit's `room.storage` fits. */
+export interface KvStorage {
+  get<T = unknown>(key: string): Promise<T | undefined>;
+  list<T = unknown>(options: {
+    prefix?: string;
+    start?: string;
+    end?: string;
+    limit?: number;
+  }): Promise<Map<string, T>>;
+  put<T>(entries: Record<string, T>): Promise<void>;
+  delete(keys: string[]): Promise<number>;
+}
+
+export type DocMeta = {
+  /** Snapshot generation in use (0 = no snapshot yet). */
+  gen: number;
+  /** Number of parts of that snapshot. */
+  snapParts: number;
+  /** First update record that is not folded into the snapshot. */
+  first: number;
+  /** Next update record number. */
+  next: number;
+  /** Bytes of update records since the snapshot, to decide when to compact. */
+  tailBytes: number;
+};
+
+/** Stay well under the 128 KiB value limit (keys and encoding overhead count too). */
+export const PART_BYTES = 96 * 1024;
+const MAX_KEYS_PER_PUT = 128;
+const COMPACT_AFTER_RECORDS = 256;
+const COMPACT_AFTER_BYTES = 4 * 1024 * 1024;
+
+const pad = (n: number) => n.toString().padStart(10, "0");
+const metaKey = (doc: string) => `doc:${doc}:meta`;
+const snapPrefix = (doc: string, gen: number) => `doc:${doc}:snap:${pad(gen)}:`;
+const updatePrefix = (doc: string) => `doc:${doc}:u:`;
+const updateKey = (doc: string, n: number, part: number) => `${updatePrefix(doc)}${pad(n)}:${pad(part)}`;
+
+export function split(bytes: Uint8Array, size = PART_BYTES): Uint8Array[] {
+  if (bytes.byteLength <= size) return [bytes];
+  const parts: Uint8Array[] = [];
+  for (let i = 0; i < bytes.byteLength; i += size) parts.push(bytes.slice(i, i + size));
+  return parts;
+}
+
+function join(parts: Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0] as Uint8Array;
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}
+
+/** Writes many entries in as few puts as the 128-keys limit allows. */
+export async function putAll(storage: KvStorage, entries: Record<string, unknown>): Promise<void> {
+  const keys = Object.keys(entries);
+  for (let i = 0; i < keys.length; i += MAX_KEYS_PER_PUT) {
+    const batch: Record<string, unknown> = {};
+    for (const k of keys.slice(i, i + MAX_KEYS_PER_PUT)) batch[k] = entries[k];
+    await storage.put(batch);
+  }
+}
+
+async function deleteAll(storage: KvStorage, keys: string[]): Promise<void> {
+  for (let i = 0; i < keys.length; i += MAX_KEYS_PER_PUT) await storage.delete(keys.slice(i, i + MAX_KEYS_PER_PUT));
+}
+
+const toBytes = (v: unknown): Uint8Array => {
+  if (v instanceof Uint8Array) return v;
+  if (v instanceof ArrayBuffer) return new Uint8Array(v);
+  throw new Error("stored document part is not binary");
+};
+
+/** A persisted document: its meta, kept in memory between commits. */
+export type StoredDoc = { name: string; meta: DocMeta };
+
+/**
+ * Loads document `name` into `doc` (which should be empty) and returns its handle.
+ * Updates are applied with `origin` so the caller's update listener can skip them.
+ */
+export async function loadDoc(storage: KvStorage, name: string, doc: Y.Doc, origin: unknown): Promise<StoredDoc> {
+  const meta = (await storage.get<DocMeta>(metaKey(name))) ?? { gen: 0, snapParts: 0, first: 0, next: 0, tailBytes: 0 };
+  const updates: Uint8Array[] = [];
+  if (meta.gen > 0) {
+    const parts = await storage.list({ prefix: snapPrefix(name, meta.gen) });
+    if (parts.size !== meta.snapParts) throw new Error(`document ${name}: snapshot ${meta.gen} is incomplete`);
+    updates.push(join([...parts.values()].map(toBytes)));
+  }
+  if (meta.next > meta.first) {
+    const records = await storage.list({
+      start: updateKey(name, meta.first, 0),
+      end: updateKey(name, meta.next, 0),
+    });
+    // Keys sort as record then part, so consecutive parts of one record are adjacent.
+    let current = -1;
+    let parts: Uint8Array[] = [];
+    for (const [key, value] of records) {
+      const n = Number(key.slice(updatePrefix(name).length, updatePrefix(name).length + 10));
+      if (n !== current && parts.length > 0) {
+        updates.push(join(parts));
+        parts = [];
+      }
+      current = n;
+      parts.push(toBytes(value));
+    }
+    if (parts.length > 0) updates.push(join(parts));
+  }
+  if (updates.length > 0) Y.applyUpdate(doc, Y.mergeUpdates(updates), origin);
+  return { name, meta };
+}
+
+/**
+ * Durably appends one update record. `extra` entries (e.g. a stream's head) are written in
+ * the same put when they fit, so they commit together with the update.
+ */
+export async function appendUpdate(
+  storage: KvStorage,
+  stored: StoredDoc,
+  update: Uint8Array,
+  extra: Record<string, unknown> = {},
+): Promise<void> {
+  const { name, meta } = stored;
+  const n = meta.next;
+  const entries: Record<string, unknown> = { ...extra };
+  split(update).forEach((part, i) => {
+    entries[updateKey(name, n, i)] = part;
+  });
+  const nextMeta: DocMeta = { ...meta, next: n + 1, tailBytes: meta.tailBytes + update.byteLength };
+  entries[metaKey(name)] = nextMeta;
+  await putAll(storage, entries);
+  stored.meta = nextMeta;
+}
+
+export const needsCompaction = (stored: StoredDoc): boolean =>
+  stored.meta.next - stored.meta.first >= COMPACT_AFTER_RECORDS || stored.meta.tailBytes >= COMPACT_AFTER_BYTES;
+
+/**
+ * Folds every committed record into a new snapshot of `doc`. The caller must not append
+ * concurrently (the commit queue in `docs.ts` runs it between batches).
+ */
+export async function compact(storage: KvStorage, stored: StoredDoc, doc: Y.Doc): Promise<void> {
+  const { name, meta } = stored;
+  const gen = meta.gen + 1;
+  const parts = split(Y.encodeStateAsUpdate(doc));
+  const entries: Record<string, unknown> = {};
+  parts.forEach((part, i) => {
+    entries[snapPrefix(name, gen) + pad(i)] = part;
+  });
+  await putAll(storage, entries);
+  const nextMeta: DocMeta = { gen, snapParts: parts.length, first: meta.next, next: meta.next, tailBytes: 0 };
+  await storage.put({ [metaKey(name)]: nextMeta });
+  stored.meta = nextMeta;
+  // Garbage: the old snapshot and the folded records. Losing these deletes to a crash only
+  // leaves unreachable keys behind.
+  const stale = [
+    ...(await storage.list({ prefix: snapPrefix(name, meta.gen) })).keys(),
+    ...(await storage.list({ start: updateKey(name, 0, 0), end: updateKey(name, meta.next, 0) })).keys(),
+  ];
+  await deleteAll(storage, stale);
+}
