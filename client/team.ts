@@ -181,27 +181,22 @@ export class Team extends ObservableV2<TeamEvents> {
 
   /** Resolves when online, or fails with OFFLINE after `timeoutMs`, or with the room's refusal. */
   online(timeoutMs = 15_000): Promise<void> {
+    const closed = () => this.#transport.refusal ?? new CrosstalkError("CLOSED", "the team connection is closed");
     if (this.status === "online") return Promise.resolve();
-    if (this.status === "closed") return Promise.reject(new CrosstalkError("CLOSED", "the team connection is closed"));
+    if (this.status === "closed") return Promise.reject(closed());
     return new Promise((resolve, reject) => {
-      const done = (error?: CrosstalkError) => {
+      const onStatus = (s: Status) => {
+        if (s !== "online" && s !== "closed") return;
         clearTimeout(timer);
         this.off("status", onStatus);
-        this.#transport.off("fatal", onFatal);
-        if (error) reject(error);
-        else resolve();
+        if (s === "online") resolve();
+        else reject(closed());
       };
-      const onStatus = (s: Status) => {
-        if (s === "online") done();
-        else if (s === "closed") done(new CrosstalkError("CLOSED", "the team connection is closed"));
-      };
-      const onFatal = (e: CrosstalkError) => done(e);
-      const timer = setTimeout(
-        () => done(new CrosstalkError("OFFLINE", `could not reach the room within ${timeoutMs} ms`)),
-        timeoutMs,
-      );
+      const timer = setTimeout(() => {
+        this.off("status", onStatus);
+        reject(new CrosstalkError("OFFLINE", `could not reach the room within ${timeoutMs} ms`));
+      }, timeoutMs);
       this.on("status", onStatus);
-      this.#transport.on("fatal", onFatal);
     });
   }
 

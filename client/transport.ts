@@ -63,6 +63,8 @@ const fatalError = (code: number, reason: string): CrosstalkError => {
 
 export class Transport extends ObservableV2<Events> {
   status: Status = "connecting";
+  /** Why the room refused this agent for good, once it has. */
+  refusal: CrosstalkError | null = null;
   readonly #socket: PartySocket;
   #reassembler = createReassembler();
 
@@ -87,9 +89,10 @@ export class Transport extends ObservableV2<Events> {
       this.#reassembler = createReassembler();
       if (this.status === "closed") return;
       if (FATAL_CLOSE_CODES.has(e.code)) {
+        this.refusal = fatalError(e.code, e.reason);
         this.#socket.close();
         this.#setStatus("closed");
-        this.emit("fatal", [fatalError(e.code, e.reason)]);
+        this.emit("fatal", [this.refusal]);
         return;
       }
       if (this.status === "online") this.#setStatus("offline");

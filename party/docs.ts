@@ -156,6 +156,9 @@ export class DocHub {
     let payload: Uint8Array;
     try {
       messageType = decoding.readVarUint(decoder);
+      if (messageType > syncProtocol.messageYjsUpdate) {
+        return { code: "UNKNOWN_FRAME", message: `unknown sync message type ${messageType}` };
+      }
       payload = decoding.readVarUint8Array(decoder);
     } catch {
       return { code: "BAD_FRAME", message: "truncated sync message" };
@@ -204,9 +207,8 @@ export class DocHub {
         }
         return null;
       }
-      default:
-        return { code: "UNKNOWN_FRAME", message: `unknown sync message type ${messageType}` };
     }
+    return { code: "UNKNOWN_FRAME", message: `unknown sync message type ${messageType}` };
   }
 
   close(session: Session, name: DocName): void {
