@@ -11,22 +11,30 @@ import type * as Y from "yjs";
 import type { DocSync } from "./docs.ts";
 import { CrosstalkError } from "./errors.ts";
 import { uuidv7 } from "./ids.ts";
+import { type Decoded, decodeEvent, type EventCatalog } from "./catalog.ts";
 import { eventAt, type LogSegments, logHead, logSegments, logTail } from "./log.ts";
 import {
+  type ConsumerInfo,
+  DLQ_SUFFIX,
   type ClientFrame,
   type EventInput,
   eventInputSchema,
   logDoc,
   MAX_EVENT_BYTES,
+  MAX_HISTORY_PAGE,
   matchesPattern,
   nameSchema,
   patternSchema,
+  type RoomFrame,
   type StoredEvent,
 } from "./protocol.ts";
+import type { Requests } from "./requests.ts";
 import type { Transport } from "./transport.ts";
 
 export type PublishOptions = {
   stream?: string;
+  /** Refused with CONFLICT unless the stream's last seq is this (optimistic concurrency). */
+  expectedLastSeq?: number;
   /** Defaults to a fresh UUIDv7. Publishing an id again returns the original seq. */
   id?: string;
   v?: number;
@@ -41,6 +49,30 @@ export type SubscribeOptions = {
   stream?: string;
   /** Where to start: the first event, after the current end (default), a seq, or a time. */
   from?: "start" | "end" | number | Date;
+  /** A durable consumer name: the room keeps its position; the next subscriber resumes after it. */
+  consumer?: string;
+  /** A consumer group: each event goes to exactly one live member. */
+  group?: string;
+  /** Deliveries before an event goes to `<stream>.dlq` (default 5). */
+  maxDeliver?: number;
+  /** Base of the exponential retry backoff, ms (default 100). */
+  retryDelayMs?: number;
+  /** Groups: events leased to this member at once (default 16). */
+  maxAckPending?: number;
+  /** Groups: how long a lease lasts before the event goes to another member (default 30 s). */
+  ackWaitMs?: number;
+  /** Typed events: validate (and upcast) on delivery. Set by `team.events(catalog)`. */
+  catalog?: EventCatalog;
+};
+
+export type HistoryOptions = {
+  stream?: string;
+  from?: number;
+  to?: number;
+  /** Type patterns to keep (default: all). */
+  types?: string[];
+  /** Most events to yield. */
+  limit?: number;
 };
 
 export type EventHandler = (event: StoredEvent) => unknown | Promise<unknown>;
@@ -61,15 +93,25 @@ const MAX_BATCH_BYTES = 512 * 1024;
 const MAX_BATCH_EVENTS = 1000;
 
 type Sub = {
-  pattern: string;
-  handler: EventHandler;
+  readonly stream: string;
+  readonly pattern: string;
+  readonly handler: EventHandler;
+  readonly options: SubscribeOptions;
+  readonly maxDeliver: number;
+  /** The next seq to look at. */
   next: number;
   started: boolean;
   running: boolean;
   closed: boolean;
+  /** Archive events fetched ahead while catching up from behind the live window. */
+  buffer: StoredEvent[];
+  /** Durable consumers: the last position reported to the room. */
+  acked: number;
+  /** Groups: leased events waiting for the handler. */
+  inbox: Extract<RoomFrame, { type: "group.deliver" }>[];
 };
 
-type LogView = { doc: Y.Doc; segments: LogSegments; subs: Set<Sub> };
+type LogView = { stream: string; doc: Y.Doc; segments: LogSegments; subs: Set<Sub> };
 
 export class Events {
   /** Unacknowledged publish frames, in send order (Map keeps insertion order). */
@@ -79,12 +121,18 @@ export class Events {
   #flushScheduled = false;
   #nextRef = 0;
   readonly #views = new Map<string, LogView>();
+  readonly #groupSubs = new Map<string, Sub>();
+  readonly #dirtyAcks = new Set<Sub>();
+  #ackScheduled = false;
 
   constructor(
     private readonly transport: Transport,
     private readonly docs: DocSync,
+    private readonly requests: Requests,
+    /** This agent's id: names the consumer in dead letters of plain subscriptions. */
+    private readonly agent: string,
     /** Reports handler failures; the subscription carries on with the next event. */
-    private readonly onHandlerError: (error: unknown, event: StoredEvent) => void,
+    private readonly onHandlerError: (error: unknown, event: StoredEvent | undefined) => void,
   ) {}
 
   publish(type: string, data: unknown, options: PublishOptions = {}): Promise<PublishResult> {
@@ -92,6 +140,11 @@ export class Events {
       const stream = options.stream ?? "main";
       const checked = this.#check(stream, { ...options, type, data, id: options.id ?? uuidv7() });
       if (checked instanceof CrosstalkError) return reject(checked);
+      if (options.expectedLastSeq !== undefined) {
+        // A conditional publish travels alone, after everything queued before it.
+        this.#flush();
+        return this.#enqueueFrame(stream, [checked.input], [{ resolve, reject }], options.expectedLastSeq);
+      }
       let queue = this.#queued.get(stream);
       if (!queue) {
         queue = [];
@@ -189,9 +242,11 @@ export class Events {
     this.#queued.clear();
   }
 
-  #enqueueFrame(stream: string, events: EventInput[], waiters: Pending[]): void {
+  #enqueueFrame(stream: string, events: EventInput[], waiters: Pending[], expectedLastSeq?: number): void {
     const ref = `p${++this.#nextRef}`;
-    const out: OutFrame = { frame: { type: "publish", ref, stream, events }, waiters };
+    const frame: OutFrame["frame"] = { type: "publish", ref, stream, events };
+    if (expectedLastSeq !== undefined) frame.expectedLastSeq = expectedLastSeq;
+    const out: OutFrame = { frame, waiters };
     this.#outbox.set(ref, out);
     this.transport.send(out.frame);
   }
@@ -237,42 +292,84 @@ export class Events {
 
   subscribe(pattern: string, handler: EventHandler, options: SubscribeOptions = {}): Subscription {
     const stream = options.stream ?? "main";
-    if (!patternSchema.safeParse(pattern).success)
+    if (!patternSchema.safeParse(pattern).success) {
       throw new CrosstalkError("INVALID_ARGUMENT", `invalid pattern ${JSON.stringify(pattern)}`);
-    if (!nameSchema.safeParse(stream).success)
-      throw new CrosstalkError("INVALID_ARGUMENT", `invalid stream name ${JSON.stringify(stream)}`);
-    const view = this.#view(stream);
-    const from = options.from ?? "end";
-    const sub: Sub = { pattern, handler, next: 1, started: false, running: false, closed: false };
-    view.subs.add(sub);
-    const ready = this.docs.synced(logDoc(stream)).then(() => {
-      if (sub.closed) return;
-      sub.next = startSeq(view.segments, from);
-      sub.started = true;
-      void this.#pump(view, sub);
-    });
+    }
+    for (const [what, value] of [["stream", stream], ["consumer", options.consumer], ["group", options.group]] as const) {
+      if (value !== undefined && !nameSchema.safeParse(value).success) {
+        throw new CrosstalkError("INVALID_ARGUMENT", `invalid ${what} name ${JSON.stringify(value)}`);
+      }
+    }
+    if (options.consumer && options.group) {
+      throw new CrosstalkError("INVALID_ARGUMENT", "a subscription is either a durable consumer or a group member, not both");
+    }
+    const sub: Sub = {
+      stream,
+      pattern,
+      handler,
+      options,
+      maxDeliver: options.maxDeliver ?? 5,
+      next: 1,
+      started: false,
+      running: false,
+      closed: false,
+      buffer: [],
+      acked: 0,
+      inbox: [],
+    };
+    const ready = options.group ? this.#startGroup(sub, options.group) : this.#startLog(sub);
+    // A failure to start is reported, never thrown into an unrelated promise chain.
+    ready.catch((error: unknown) => this.onHandlerError(error, undefined));
     return {
       ready,
       get position() {
         return sub.next;
       },
-      unsubscribe: () => {
-        if (sub.closed) return;
-        sub.closed = true;
-        view.subs.delete(sub);
-        if (view.subs.size === 0) {
-          this.#views.delete(stream);
-          this.docs.release(logDoc(stream));
-        }
-      },
+      unsubscribe: () => this.#unsubscribe(sub),
     };
+  }
+
+  #unsubscribe(sub: Sub): void {
+    if (sub.closed) return;
+    sub.closed = true;
+    if (sub.options.group) {
+      this.#groupSubs.delete(groupKey(sub.stream, sub.options.group));
+      this.transport.send({ type: "group.leave", stream: sub.stream, group: sub.options.group });
+      return;
+    }
+    const view = this.#views.get(sub.stream);
+    if (!view) return;
+    view.subs.delete(sub);
+    if (view.subs.size === 0) {
+      this.#views.delete(sub.stream);
+      this.docs.release(logDoc(sub.stream));
+    }
+  }
+
+  async #startLog(sub: Sub): Promise<void> {
+    const view = this.#view(sub.stream);
+    view.subs.add(sub);
+    await this.docs.synced(logDoc(sub.stream));
+    let start: number | null = null;
+    if (sub.options.consumer) {
+      const state = await this.requests.ask({ type: "consumer.get", stream: sub.stream, consumer: sub.options.consumer });
+      if (state.type === "consumer.state" && state.acked !== null) start = state.acked + 1;
+    }
+    start ??= await this.#startSeq(view, sub.options.from ?? "end");
+    if (sub.closed) return;
+    sub.next = start;
+    sub.acked = start - 1;
+    sub.started = true;
+    // A new durable consumer is registered at its starting point right away.
+    if (sub.options.consumer) this.#ack(sub, true);
+    void this.#pump(view, sub);
   }
 
   #view(stream: string): LogView {
     let view = this.#views.get(stream);
     if (!view) {
       const doc = this.docs.open(logDoc(stream));
-      const created: LogView = { doc, segments: logSegments(doc), subs: new Set() };
+      const created: LogView = { stream, doc, segments: logSegments(doc), subs: new Set() };
       doc.on("afterTransaction", () => {
         for (const sub of created.subs) if (sub.started) void this.#pump(created, sub);
       });
@@ -282,43 +379,253 @@ export class Events {
     return view;
   }
 
+  /** The first seq a subscription reads, given where the log stands now. */
+  async #startSeq(view: LogView, from: NonNullable<SubscribeOptions["from"]>): Promise<number> {
+    const head = logHead(view.segments);
+    if (from === "end") return head + 1;
+    if (from === "start") return 1;
+    if (typeof from === "number") {
+      if (!Number.isInteger(from) || from < 1) throw new CrosstalkError("INVALID_ARGUMENT", "from must be a seq >= 1");
+      return from;
+    }
+    // A Date: room timestamps never decrease along the log, so binary search for the first
+    // event at or after it; below the live window, probe the archive through the room.
+    const t = from.getTime();
+    const tail = logTail(view.segments);
+    const tsAt = async (seq: number): Promise<number> => {
+      const live = eventAt(view.segments, seq);
+      if (live) return live.ts;
+      const page = await this.requests.ask({ type: "history", stream: view.stream, from: seq, to: seq, limit: 1 });
+      return page.type === "history.page" ? (page.events[0]?.ts ?? Number.POSITIVE_INFINITY) : Number.POSITIVE_INFINITY;
+    };
+    let lo = tail <= head && (eventAt(view.segments, tail)?.ts ?? 0) >= t ? 1 : tail;
+    let hi = head + 1;
+    while (lo < hi) {
+      const mid = Math.floor((lo + hi) / 2);
+      if ((await tsAt(mid)) < t) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** The event at `sub.next`: from the live document, or a page of the archive when behind. */
+  async #nextEvent(view: LogView, sub: Sub): Promise<StoredEvent | undefined> {
+    const live = eventAt(view.segments, sub.next);
+    if (live) return live;
+    const buffered = sub.buffer[0];
+    if (buffered && buffered.seq === sub.next) return sub.buffer.shift();
+    sub.buffer = [];
+    const tail = logTail(view.segments);
+    if (sub.next >= tail) return undefined;
+    const page = await this.requests.ask({
+      type: "history",
+      stream: sub.stream,
+      from: sub.next,
+      to: tail - 1,
+      limit: MAX_HISTORY_PAGE,
+    });
+    if (page.type !== "history.page" || page.events.length === 0) return undefined;
+    sub.buffer = page.events.filter((e) => e.seq >= sub.next);
+    return sub.buffer[0]?.seq === sub.next ? sub.buffer.shift() : undefined;
+  }
+
   /** Delivers events to one subscription in seq order, one handler call at a time. */
   async #pump(view: LogView, sub: Sub): Promise<void> {
-    if (sub.running) return;
+    if (sub.running || sub.closed) return;
     sub.running = true;
     try {
-      while (!sub.closed) {
-        const event = eventAt(view.segments, sub.next);
-        if (!event) break;
-        sub.next++;
-        if (!matchesPattern(sub.pattern, event.type)) continue;
+      for (;;) {
+        let event: StoredEvent | undefined;
         try {
-          await sub.handler(event);
+          event = await this.#nextEvent(view, sub);
         } catch (error) {
-          this.onHandlerError(error, event);
+          // Offline while reading the archive: the next (re)sync of the log wakes us again.
+          if (error instanceof CrosstalkError && error.retryable) break;
+          throw error;
+        }
+        if (!event || sub.closed) break;
+        if (matchesPattern(sub.pattern, event.type)) await this.#deliver(sub, event);
+        sub.next = event.seq + 1;
+        this.#ack(sub);
+      }
+    } catch (error) {
+      this.onHandlerError(error, undefined);
+    } finally {
+      sub.running = false;
+    }
+  }
+
+  /**
+   * Runs the handler for one event: retried with backoff on failure up to `maxDeliver`
+   * deliveries, then dead-lettered. An event that fails its schema is dead-lettered at once.
+   */
+  async #deliver(sub: Sub, raw: StoredEvent): Promise<void> {
+    const decoded = this.#decode(sub, raw);
+    if (!decoded.ok) {
+      await this.#deadLetter(sub, raw, decoded.error, 0, decoded.issues);
+      return;
+    }
+    for (let delivery = 1; ; delivery++) {
+      try {
+        await sub.handler(decoded.event);
+        return;
+      } catch (error) {
+        if (sub.closed) return;
+        this.onHandlerError(error, raw);
+        if (delivery >= sub.maxDeliver) {
+          await this.#deadLetter(sub, raw, errorMessage(error), delivery);
+          return;
+        }
+        await sleep(backoff(delivery, sub.options.retryDelayMs));
+      }
+    }
+  }
+
+  #decode(sub: Sub, event: StoredEvent): Decoded {
+    return sub.options.catalog ? decodeEvent(sub.options.catalog, event) : { ok: true, event };
+  }
+
+  /** Publishes the event with its failure to `<stream>.dlq`; deterministic id, so at most once. */
+  #deadLetter(sub: Sub, event: StoredEvent, error: string, deliveries: number, issues?: unknown): Promise<unknown> {
+    const consumer = sub.options.consumer ?? sub.options.group ?? this.agent;
+    return this.publish(
+      event.type,
+      { event, error, deliveries, stream: event.stream, seq: event.seq, consumer, ...(issues ? { issues } : {}) },
+      {
+        stream: event.stream + DLQ_SUFFIX,
+        id: `dlq:${event.stream}:${consumer}:${event.seq}`,
+        causationId: event.id,
+        ...(event.correlationId ? { correlationId: event.correlationId } : {}),
+      },
+    );
+  }
+
+  /** Reports a durable consumer's position; coalesced per tick. */
+  #ack(sub: Sub, now = false): void {
+    const consumer = sub.options.consumer;
+    if (!consumer || sub.next - 1 <= sub.acked) {
+      if (!now || !consumer) return;
+    }
+    sub.acked = Math.max(sub.acked, sub.next - 1);
+    this.#dirtyAcks.add(sub);
+    if (this.#ackScheduled) return;
+    this.#ackScheduled = true;
+    queueMicrotask(() => {
+      this.#ackScheduled = false;
+      for (const s of this.#dirtyAcks) {
+        if (s.options.consumer) {
+          this.transport.send({ type: "consumer.ack", stream: s.stream, consumer: s.options.consumer, seq: s.acked });
+        }
+      }
+      this.#dirtyAcks.clear();
+    });
+  }
+
+  // --- consumer groups ------------------------------------------------------------------
+
+  async #startGroup(sub: Sub, group: string): Promise<void> {
+    const key = groupKey(sub.stream, group);
+    if (this.#groupSubs.has(key)) throw new CrosstalkError("CONFLICT", `already a member of group ${group} on ${sub.stream}`);
+    this.#groupSubs.set(key, sub);
+    await this.#joinGroup(sub);
+    sub.started = true;
+  }
+
+  #joinGroup(sub: Sub): Promise<RoomFrame> {
+    const { options } = sub;
+    const from = options.from instanceof Date ? "start" : (options.from ?? "end");
+    return this.requests.ask({
+      type: "group.join",
+      stream: sub.stream,
+      group: options.group as string,
+      pattern: sub.pattern,
+      from,
+      maxAckPending: options.maxAckPending ?? 16,
+      ackWaitMs: options.ackWaitMs ?? 30_000,
+      maxDeliver: sub.maxDeliver,
+    });
+  }
+
+  /** A leased event for a group member: handled in arrival order, one at a time. */
+  groupDeliver(frame: Extract<RoomFrame, { type: "group.deliver" }>): void {
+    const sub = this.#groupSubs.get(groupKey(frame.stream, frame.group));
+    if (!sub || sub.closed) return;
+    sub.inbox.push(frame);
+    if (!sub.running) void this.#drainGroup(sub);
+  }
+
+  async #drainGroup(sub: Sub): Promise<void> {
+    sub.running = true;
+    try {
+      for (let frame = sub.inbox.shift(); frame && !sub.closed; frame = sub.inbox.shift()) {
+        const base = { stream: frame.stream, group: frame.group, seq: frame.event.seq };
+        const decoded = this.#decode(sub, frame.event);
+        if (!decoded.ok) {
+          this.transport.send({ type: "group.nak", ...base, error: decoded.error, deadLetter: true });
+          continue;
+        }
+        try {
+          await sub.handler(decoded.event);
+          this.transport.send({ type: "group.ack", ...base });
+        } catch (error) {
+          this.onHandlerError(error, frame.event);
+          this.transport.send({ type: "group.nak", ...base, error: errorMessage(error) });
         }
       }
     } finally {
       sub.running = false;
     }
   }
+
+  /** After (re)connecting: rejoin groups (the room forgets members on disconnect), re-report positions. */
+  online(): void {
+    for (const sub of this.#groupSubs.values()) {
+      sub.inbox = [];
+      if (sub.started) this.#joinGroup(sub).catch((error: unknown) => this.onHandlerError(error, undefined));
+    }
+    for (const view of this.#views.values()) {
+      for (const sub of view.subs) {
+        if (sub.options.consumer && sub.started) this.#ack(sub, true);
+      }
+    }
+  }
+
+  // --- history --------------------------------------------------------------------------
+
+  /** The stream's full history (archive included), page by page, filtered by type patterns. */
+  async *history(options: HistoryOptions = {}): AsyncGenerator<StoredEvent> {
+    const stream = options.stream ?? "main";
+    if (!nameSchema.safeParse(stream).success) throw new CrosstalkError("INVALID_ARGUMENT", `invalid stream name ${JSON.stringify(stream)}`);
+    const patterns = options.types ?? [">"];
+    let next: number | null = options.from ?? 1;
+    let left = options.limit ?? Number.POSITIVE_INFINITY;
+    while (next !== null && left > 0) {
+      const page: RoomFrame = await this.requests.ask({
+        type: "history",
+        stream,
+        from: next,
+        ...(options.to ? { to: options.to } : {}),
+        limit: MAX_HISTORY_PAGE,
+      });
+      if (page.type !== "history.page") return;
+      for (const event of page.events) {
+        if (!patterns.some((p) => matchesPattern(p, event.type))) continue;
+        yield event;
+        if (--left <= 0) return;
+      }
+      next = page.events.length > 0 ? page.next : null;
+    }
+  }
+
+  async consumers(stream = "main"): Promise<{ head: number; consumers: ConsumerInfo[] }> {
+    const reply = await this.requests.ask({ type: "consumers.list", stream });
+    if (reply.type !== "consumers") throw new CrosstalkError("INTERNAL", `unexpected answer ${reply.type}`);
+    return { head: reply.head, consumers: reply.consumers };
+  }
 }
 
-/** The first seq a subscription reads, given where the log stands now. */
-function startSeq(segments: LogSegments, from: NonNullable<SubscribeOptions["from"]>): number {
-  const head = logHead(segments);
-  if (from === "end") return head + 1;
-  if (from === "start") return logTail(segments);
-  if (typeof from === "number") return Math.max(1, Math.floor(from));
-  // A Date: room timestamps never decrease along the log, so binary search for the first
-  // event at or after it.
-  const t = from.getTime();
-  let lo = logTail(segments);
-  let hi = head + 1;
-  while (lo < hi) {
-    const mid = Math.floor((lo + hi) / 2);
-    if ((eventAt(segments, mid)?.ts ?? Number.POSITIVE_INFINITY) < t) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
+const groupKey = (stream: string, group: string) => `${stream}\u0000${group}`;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const errorMessage = (error: unknown) => (error instanceof Error ? error.message : String(error)).slice(0, 2000);
+/** Exponential backoff with full jitter: base · 2^(n-1), capped at 10 s. */
+const backoff = (delivery: number, base = 100) => Math.random() * Math.min(10_000, base * 2 ** (delivery - 1));

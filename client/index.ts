@@ -2,12 +2,22 @@
  * crosstalk: the isomorphic agent library (browsers, workerd, Node with a WebSocket).
  * Node 20 has no global WebSocket: import from `crosstalk/node` there.
  */
+export { defineEvents, type EventCatalog, type EventSpec } from "./catalog.ts";
 export { CrosstalkError, isCrosstalkError } from "./errors.ts";
-export type { EventHandler, PublishOptions, PublishResult, SubscribeOptions, Subscription } from "./events.ts";
+export type {
+  EventHandler,
+  HistoryOptions,
+  PublishOptions,
+  PublishResult,
+  SubscribeOptions,
+  Subscription,
+} from "./events.ts";
 export { uuidv7 } from "./ids.ts";
 export {
   type AgentInfo,
   CLOSE_CODES,
+  type ConsumerInfo,
+  DLQ_SUFFIX,
   ERROR_CODES,
   type ErrorCode,
   matchesPattern,
@@ -16,5 +26,5 @@ export {
 } from "./protocol.ts";
 export type { CallContext, CallOptions, Handler } from "./rpc.ts";
 export { type Entity, type Json, Namespace, type StateChange } from "./state.ts";
-export { type ConnectOptions, connect, Team } from "./team.ts";
+export { type ConnectOptions, connect, Team, type TypedEvent, type TypedEvents } from "./team.ts";
 export type { Status } from "./transport.ts";

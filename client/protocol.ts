@@ -24,6 +24,12 @@ export const MAX_FRAME_BYTES = 1_000_000;
 export const MAX_EVENT_BYTES = 256 * 1024;
 /** Events in one live-log segment (a nested Y.Array), so an append never walks a long list. */
 export const LOG_SEGMENT_SIZE = 1024;
+/** The most events one `history` request returns. */
+export const MAX_HISTORY_PAGE = 1000;
+/** Default number of recent events a stream's live log document keeps; older ones are archived. */
+export const DEFAULT_LOG_WINDOW = 10_000;
+/** Suffix of a stream's dead-letter stream: `main` → `main.dlq`. */
+export const DLQ_SUFFIX = ".dlq";
 
 // ---------------------------------------------------------------------------------------
 // Names
@@ -183,6 +189,20 @@ export type AgentInfo = z.infer<typeof agentInfoSchema>;
 
 const ref = z.string().min(1).max(64);
 
+export const consumerInfoSchema = z.object({
+  name: nameSchema,
+  kind: z.enum(["durable", "group"]),
+  /** Every event up to this seq is handled (0: none yet). */
+  acked: z.number().int(),
+  /** Events published after `acked`. */
+  lag: z.number().int(),
+  updatedAt: z.number(),
+  /** Groups: live members and events leased right now. */
+  members: z.number().int().optional(),
+  inFlight: z.number().int().optional(),
+});
+export type ConsumerInfo = z.infer<typeof consumerInfoSchema>;
+
 // ---------------------------------------------------------------------------------------
 // Client -> room
 
@@ -193,6 +213,58 @@ export const clientFrames = {
     ref,
     stream: nameSchema,
     events: z.array(eventInputSchema).min(1).max(1000),
+    /** Optimistic concurrency: refused with CONFLICT unless the stream's last seq is this. */
+    expectedLastSeq: z.number().int().min(0).optional(),
+  }),
+  /** Read a page of a stream's history, archive included; answered by `history.page`. */
+  history: z.object({
+    type: z.literal("history"),
+    ref,
+    stream: nameSchema,
+    from: z.number().int().min(1),
+    /** Last seq wanted (inclusive); default: the head. */
+    to: z.number().int().min(1).optional(),
+    limit: z.number().int().min(1).max(MAX_HISTORY_PAGE),
+  }),
+  /** The stored position of a durable consumer; answered by `consumer.state`. */
+  "consumer.get": z.object({ type: z.literal("consumer.get"), ref, stream: nameSchema, consumer: nameSchema }),
+  /** A durable consumer has handled everything up to `seq`. Stored, not answered. */
+  "consumer.ack": z.object({
+    type: z.literal("consumer.ack"),
+    stream: nameSchema,
+    consumer: nameSchema,
+    seq: z.number().int().min(0),
+  }),
+  /** List a stream's durable consumers and groups; answered by `consumers`. */
+  "consumers.list": z.object({ type: z.literal("consumers.list"), ref, stream: nameSchema }),
+  /** Join a consumer group; the room then leases events with `group.deliver`. Answered by `ok`. */
+  "group.join": z.object({
+    type: z.literal("group.join"),
+    ref,
+    stream: nameSchema,
+    group: nameSchema,
+    pattern: patternSchema,
+    /** Where a new group starts: "start", "end" or a seq. Ignored when the group exists. */
+    from: z.union([z.literal("start"), z.literal("end"), z.number().int().min(1)]),
+    /** Most events leased to this member at once (backpressure). */
+    maxAckPending: z.number().int().min(1).max(10_000),
+    /** How long a lease lasts before the event goes to another member. */
+    ackWaitMs: z.number().int().min(10).max(3_600_000),
+    /** Deliveries before an event goes to the dead-letter stream. */
+    maxDeliver: z.number().int().min(1).max(1000),
+  }),
+  "group.leave": z.object({ type: z.literal("group.leave"), stream: nameSchema, group: nameSchema }),
+  /** The member handled leased event `seq`. */
+  "group.ack": z.object({ type: z.literal("group.ack"), stream: nameSchema, group: nameSchema, seq: z.number().int().min(1) }),
+  /** The member failed leased event `seq`; it is redelivered or dead-lettered. */
+  "group.nak": z.object({
+    type: z.literal("group.nak"),
+    stream: nameSchema,
+    group: nameSchema,
+    seq: z.number().int().min(1),
+    error: z.string().max(2000),
+    /** Dead-letter now without retrying (the event fails its schema). */
+    deadLetter: z.boolean().optional(),
   }),
   /** Stop receiving updates for a document opened with a sync step 1. */
   "doc.close": z.object({ type: z.literal("doc.close"), doc: docNameSchema }),
@@ -220,6 +292,14 @@ export const clientFrames = {
 
 export const clientFrameSchema = z.union([
   clientFrames.publish,
+  clientFrames.history,
+  clientFrames["consumer.get"],
+  clientFrames["consumer.ack"],
+  clientFrames["consumers.list"],
+  clientFrames["group.join"],
+  clientFrames["group.leave"],
+  clientFrames["group.ack"],
+  clientFrames["group.nak"],
   clientFrames["doc.close"],
   clientFrames["rpc.handle"],
   clientFrames["rpc.call"],
@@ -248,6 +328,40 @@ export const roomFrames = {
     type: z.literal("publish.ack"),
     ref,
     results: z.array(z.object({ id: z.string(), seq: z.number().int(), ts: z.number(), duplicate: z.boolean() })),
+  }),
+  /** A page of history: events in seq order; `next` is where to continue, null at `to`/the head. */
+  "history.page": z.object({
+    type: z.literal("history.page"),
+    ref,
+    events: z.array(storedEventSchema),
+    head: z.number().int(),
+    next: z.number().int().nullable(),
+  }),
+  /** A durable consumer's stored position (`acked` null: the consumer is new). */
+  "consumer.state": z.object({
+    type: z.literal("consumer.state"),
+    ref,
+    stream: nameSchema,
+    consumer: nameSchema,
+    acked: z.number().int().nullable(),
+  }),
+  consumers: z.object({
+    type: z.literal("consumers"),
+    ref,
+    stream: nameSchema,
+    head: z.number().int(),
+    consumers: z.array(consumerInfoSchema),
+  }),
+  /** A request without a result succeeded. */
+  ok: z.object({ type: z.literal("ok"), ref }),
+  /** A leased event for a consumer group member. Answer with `group.ack` or `group.nak`. */
+  "group.deliver": z.object({
+    type: z.literal("group.deliver"),
+    stream: nameSchema,
+    group: nameSchema,
+    event: storedEventSchema,
+    /** 1 on first delivery. */
+    deliveries: z.number().int().min(1),
   }),
   /** A request failed, or a frame was refused. `ref` names the request when there is one. */
   error: z.object({
@@ -284,6 +398,11 @@ export const roomFrames = {
 
 export const roomFrameSchema = z.union([
   roomFrames.welcome,
+  roomFrames["history.page"],
+  roomFrames["consumer.state"],
+  roomFrames.consumers,
+  roomFrames.ok,
+  roomFrames["group.deliver"],
   roomFrames["publish.ack"],
   roomFrames.error,
   roomFrames["rpc.request"],

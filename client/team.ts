@@ -8,12 +8,16 @@ import { CrosstalkError } from "./errors.ts";
 import {
   type EventHandler,
   Events,
+  type HistoryOptions,
   type PublishOptions,
   type PublishResult,
   type SubscribeOptions,
   type Subscription,
 } from "./events.ts";
-import { type AgentInfo, nameSchema, type StoredEvent, stateDoc } from "./protocol.ts";
+import type { z } from "zod";
+import { type EventCatalog, encodeEvent } from "./catalog.ts";
+import { type AgentInfo, type ConsumerInfo, nameSchema, type StoredEvent, stateDoc } from "./protocol.ts";
+import { Requests } from "./requests.ts";
 import { type CallOptions, type Handler, Rpc } from "./rpc.ts";
 import { type Json, Namespace } from "./state.ts";
 import { type Status, Transport, type TransportOptions } from "./transport.ts";
@@ -44,6 +48,7 @@ export class Team extends ObservableV2<TeamEvents> {
   readonly #docs: DocSync;
   readonly #events: Events;
   readonly #rpc: Rpc;
+  readonly #requests: Requests;
   readonly #namespaces = new Map<string, Namespace>();
   readonly #roster = new Map<string, AgentInfo>();
   /** Room clock minus local clock, from the last welcome. */
@@ -64,7 +69,10 @@ export class Team extends ObservableV2<TeamEvents> {
     this.role = options.role;
     this.#transport = new Transport(options);
     this.#docs = new DocSync(this.#transport);
-    this.#events = new Events(this.#transport, this.#docs, (error, event) => this.emit("error", [error, { event }]));
+    this.#requests = new Requests(this.#transport);
+    this.#events = new Events(this.#transport, this.#docs, this.#requests, this.agent, (error, event) =>
+      this.emit("error", [error, { event }]),
+    );
     this.#rpc = new Rpc(this.#transport);
     this.#transport.on("frame", (frame) => {
       switch (frame.type) {
@@ -76,6 +84,8 @@ export class Team extends ObservableV2<TeamEvents> {
           this.#docs.resync();
           this.#rpc.online();
           this.#events.resend();
+          this.#requests.online();
+          this.#events.online();
           this.emit("agents", [this.agents()]);
           return;
         case "presence":
@@ -85,7 +95,16 @@ export class Team extends ObservableV2<TeamEvents> {
           return;
         case "publish.ack":
           return this.#events.ack(frame.ref, frame.results);
+        case "history.page":
+        case "consumer.state":
+        case "consumers":
+        case "ok":
+          this.#requests.receive(frame.ref, frame);
+          return;
+        case "group.deliver":
+          return this.#events.groupDeliver(frame);
         case "error":
+          if (frame.ref && this.#requests.receive(frame.ref, frame)) return;
           if (frame.ref && this.#events.refused(frame.ref, CrosstalkError.from(frame.error))) return;
           this.emit("error", [CrosstalkError.from(frame.error), {}]);
           return;
@@ -98,7 +117,10 @@ export class Team extends ObservableV2<TeamEvents> {
     this.#transport.on("doc", (doc, decoder) => this.#docs.receive(doc, decoder));
     this.#transport.on("protocolError", (error) => this.emit("error", [error, {}]));
     this.#transport.on("status", (status) => {
-      if (status === "offline") this.#rpc.offline();
+      if (status === "offline") {
+        this.#rpc.offline();
+        this.#requests.offline();
+      }
       this.emit("status", [status]);
     });
     this.#transport.on("fatal", (error) => this.#shutdown(error));
@@ -146,6 +168,28 @@ export class Team extends ObservableV2<TeamEvents> {
   /** Delivers matching events in seq order, one at a time. `from` defaults to "end". */
   subscribe(pattern: string, handler: EventHandler, options?: SubscribeOptions): Subscription {
     return this.#events.subscribe(pattern, handler, options);
+  }
+
+  /** The stream's whole history (archive included) as an async iterable. */
+  history(options?: HistoryOptions): AsyncGenerator<StoredEvent> {
+    return this.#events.history(options);
+  }
+
+  /** Durable consumers and groups of `stream`, with positions and lag. */
+  consumers(stream = "main"): Promise<{ head: number; consumers: ConsumerInfo[] }> {
+    return this.#events.consumers(stream);
+  }
+
+  /** Typed publish/subscribe over a catalog from `defineEvents`. */
+  events<T extends Record<string, z.ZodType>>(catalog: EventCatalog<T>): TypedEvents<T> {
+    return {
+      publish: (type, data, options) => {
+        const { data: checked, v } = encodeEvent(catalog as EventCatalog, type as string, data);
+        return this.publish(type as string, checked, { ...options, v });
+      },
+      subscribe: (pattern, handler, options) =>
+        this.subscribe(pattern, handler as EventHandler, { ...options, catalog: catalog as EventCatalog }),
+    };
   }
 
   /** Publish frames not yet acknowledged by the room. */
@@ -209,6 +253,7 @@ export class Team extends ObservableV2<TeamEvents> {
     if (this.status !== "closed") this.#transport.close();
     this.#events.failAll(error);
     this.#rpc.failAll(error);
+    this.#requests.failAll(error);
     this.#docs.destroy();
   }
 }
@@ -225,3 +270,18 @@ export async function connect(options: ConnectOptions): Promise<Team> {
   }
   return team;
 }
+
+/** An event of catalog type `K` as a typed handler sees it. */
+export type TypedEvent<T extends Record<string, z.ZodType>, K extends keyof T = keyof T> = K extends keyof T
+  ? Omit<StoredEvent, "type" | "data"> & { type: K; data: z.output<T[K]> }
+  : never;
+
+export type TypedEvents<T extends Record<string, z.ZodType>> = {
+  publish<K extends keyof T & string>(type: K, data: z.input<T[K]>, options?: Omit<PublishOptions, "v">): Promise<PublishResult>;
+  /** An exact type gives that event's shape; a wildcard pattern gives the union of the catalog. */
+  subscribe<P extends string>(
+    pattern: P,
+    handler: (event: P extends keyof T ? TypedEvent<T, P> : TypedEvent<T>) => unknown,
+    options?: Omit<SubscribeOptions, "catalog">,
+  ): Subscription;
+};

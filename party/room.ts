@@ -6,22 +6,27 @@
 import {
   CLOSE_CODES,
   type ClientFrame,
+  DEFAULT_LOG_WINDOW,
   decodeDocFrame,
   type ErrorBody,
+  MAX_HISTORY_PAGE,
   nameSchema,
   PROTOCOL_VERSION,
   parseClientFrame,
 } from "../client/protocol.ts";
+import { Consumers } from "./consumers.ts";
 import { DocHub } from "./docs.ts";
 import { type agentInfo, Presence } from "./presence.ts";
 import { Router } from "./rpc.ts";
 import { Session, type Socket } from "./session.ts";
 import type { KvStorage } from "./storage.ts";
-import { Streams } from "./streams.ts";
+import { type StreamOptions, Streams } from "./streams.ts";
 
 export type RoomOptions = {
   team: string;
   storage: KvStorage;
+  /** Stream tuning; defaults suit most teams. */
+  streams?: Partial<StreamOptions>;
   now?: () => number;
   /** Called when the room can no longer trust its memory (storage failed). */
   onFatal?: (error: unknown) => void;
@@ -33,6 +38,7 @@ export class TeamRoom {
   readonly hub: DocHub;
   readonly streams: Streams;
   readonly router: Router;
+  readonly consumers: Consumers;
   readonly #now: () => number;
   readonly #sessions = new Map<Socket, Session>();
   #nextSession = 0;
@@ -45,7 +51,13 @@ export class TeamRoom {
       for (const s of this.#sessions.values()) s.socket.close(1011, "storage failure");
       options.onFatal?.(error);
     });
-    this.streams = new Streams(this.hub, this.#now);
+    this.streams = new Streams(this.hub, options.storage, this.#now, {
+      window: DEFAULT_LOG_WINDOW,
+      dedupeWindowMs: 24 * 60 * 60 * 1000,
+      dedupeMaxIds: 100_000,
+      ...options.streams,
+    });
+    this.consumers = new Consumers(options.storage, this.streams, this.#now);
     this.router = new Router(this.presence, this.#now);
   }
 
@@ -91,7 +103,8 @@ export class TeamRoom {
     session.queue = session.queue.then(() =>
       this.#handle(session, data).catch((error: unknown) => {
         console.error(`[crosstalk ${this.team}] frame from ${session.agent} failed`, error);
-        this.#refuse(session, { code: "INTERNAL", message: "the room failed to handle this frame" });
+        const ref = typeof data === "string" ? refOf(data) : undefined;
+        this.#refuse(session, { code: "INTERNAL", message: "the room failed to handle this frame" }, { ref });
       }),
     );
   }
@@ -108,6 +121,7 @@ export class TeamRoom {
     this.#sessions.delete(session.socket);
     this.hub.closeAll(session);
     this.router.gone(session);
+    this.consumers.gone(session);
     this.presence.remove(session);
   }
 
@@ -139,6 +153,31 @@ export class TeamRoom {
     switch (frame.type) {
       case "publish":
         return this.streams.publish(session, frame);
+      case "history": {
+        const page = await this.streams.read(frame.stream, frame.from, frame.to, frame.limit);
+        return session.sendFrame({ type: "history.page", ref: frame.ref, ...page });
+      }
+      case "consumer.get": {
+        const acked = await this.consumers.position(frame.stream, frame.consumer);
+        return session.sendFrame({ type: "consumer.state", ref: frame.ref, stream: frame.stream, consumer: frame.consumer, acked });
+      }
+      case "consumer.ack":
+        return this.consumers.ack(frame.stream, frame.consumer, frame.seq);
+      case "consumers.list": {
+        const list = await this.consumers.list(frame.stream);
+        return session.sendFrame({ type: "consumers", ref: frame.ref, stream: frame.stream, ...list });
+      }
+      case "group.join": {
+        const error = await this.consumers.join(session, frame);
+        if (error) return this.#refuse(session, error, { ref: frame.ref });
+        return session.sendFrame({ type: "ok", ref: frame.ref });
+      }
+      case "group.leave":
+        return this.consumers.leave(session, frame.stream, frame.group);
+      case "group.ack":
+        return this.consumers.groupAck(session, frame.stream, frame.group, frame.seq);
+      case "group.nak":
+        return this.consumers.groupNak(session, frame);
       case "doc.close":
         return this.hub.close(session, frame.doc);
       case "rpc.handle":
@@ -163,8 +202,52 @@ export class TeamRoom {
     }
   }
 
+  /**
+   * HTTP, for tools: `GET …/<team>` a summary; `GET …/<team>/streams/<stream>?from=&to=&limit=`
+   * the stream's history as NDJSON (archive included).
+   */
+  async request(req: Request): Promise<Response> {
+    if (req.method !== "GET") return new Response("method not allowed", { status: 405 });
+    const url = new URL(req.url);
+    const parts = url.pathname.split("/").filter(Boolean).map(decodeURIComponent);
+    // parts: ["parties", <party>, <team>, ...rest]
+    const rest = parts.slice(3);
+    if (rest.length === 0) return Response.json(this.info());
+    if (rest[0] === "streams" && rest.length === 2) {
+      const stream = nameSchema.safeParse(rest[1]);
+      const num = (k: string) => (url.searchParams.has(k) ? Number(url.searchParams.get(k)) : undefined);
+      const from = num("from") ?? 1;
+      const to = num("to");
+      const limit = num("limit") ?? 1000;
+      if (!stream.success || ![from, to ?? 1, limit].every((n) => Number.isInteger(n) && n >= 1)) {
+        return Response.json({ error: { code: "INVALID_ARGUMENT", message: "stream, from, to and limit must be valid" } }, { status: 400 });
+      }
+      const lines: string[] = [];
+      let next: number | null = from;
+      while (next !== null && lines.length < limit) {
+        const page = await this.streams.read(stream.data, next, to, Math.min(MAX_HISTORY_PAGE, limit - lines.length));
+        for (const e of page.events) lines.push(JSON.stringify(e));
+        next = page.events.length > 0 ? page.next : null;
+      }
+      return new Response(lines.length > 0 ? `${lines.join("\n")}\n` : "", {
+        headers: { "content-type": "application/x-ndjson" },
+      });
+    }
+    return Response.json({ error: { code: "NOT_FOUND", message: `no such resource ${url.pathname}` } }, { status: 404 });
+  }
+
   /** A summary for `GET /parties/main/<team>`. */
   info(): { team: string; agents: ReturnType<typeof agentInfo>[]; inFlightCalls: number } {
     return { team: this.team, agents: this.presence.roster(), inFlightCalls: this.router.inFlight };
+  }
+}
+
+/** The `ref` of a text frame, if it has a plausible one, for error replies. */
+function refOf(text: string): string | undefined {
+  try {
+    const ref = (JSON.parse(text) as { ref?: unknown }).ref;
+    return typeof ref === "string" && ref.length <= 64 ? ref : undefined;
+  } catch {
+    return undefined;
   }
 }

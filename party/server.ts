@@ -9,7 +9,12 @@ export default class TeamServer implements Party.Server {
   readonly team: TeamRoom;
 
   constructor(readonly room: Party.Room) {
-    this.team = new TeamRoom({ team: room.id, storage: room.storage });
+    const window = Number(room.env.CROSSTALK_LOG_WINDOW);
+    this.team = new TeamRoom({
+      team: room.id,
+      storage: room.storage,
+      streams: Number.isInteger(window) && window > 0 ? { window } : {},
+    });
   }
 
   onConnect(connection: Party.Connection, ctx: Party.ConnectionContext): void {
@@ -28,8 +33,7 @@ export default class TeamServer implements Party.Server {
     this.team.close(connection);
   }
 
-  onRequest(req: Party.Request): Response {
-    if (req.method === "GET") return Response.json(this.team.info());
-    return new Response("method not allowed", { status: 405 });
+  onRequest(req: Party.Request): Promise<Response> {
+    return this.team.request(req as unknown as Request);
   }
 }

@@ -21,6 +21,7 @@ export interface KvStorage {
     start?: string;
     end?: string;
     limit?: number;
+    reverse?: boolean;
   }): Promise<Map<string, T>>;
   put<T>(entries: Record<string, T>): Promise<void>;
   delete(keys: string[]): Promise<number>;

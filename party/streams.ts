@@ -1,66 +1,127 @@
 /**
- * Stream sequencing: the room is the only writer of `log/<stream>` documents. A publish is
- * validated, deduplicated by event id, stamped (`seq`, `ts`, `source`), appended in one
- * transaction, and acknowledged only once the commit queue has stored it.
+ * Stream sequencing and history. The room is the only writer of `log/<stream>` documents:
+ * a publish is validated, deduplicated by event id, stamped (`seq`, `ts`, `source`),
+ * appended in one transaction, and acknowledged once the commit queue has stored it.
+ *
+ * Bounded live window: the log document keeps about `window` recent events. Whole segments
+ * older than that are written to immutable archive records and then deleted from the
+ * document (Yjs GC drops their content), so the document a joining agent syncs stays the
+ * same size however long the history grows. The archive is whatever lies below the
+ * document's first segment, so a crash between the two steps only leaves an overlap.
+ *
+ * Storage:
+ * - `arc:<stream>:<segment>:<part>` → JSON text of the segment's events, split in parts
+ * - `arcidx:<stream>:<segment>` → {@link ArchiveIndex}: the segment's event ids and last
+ *   timestamp, loaded at start to rebuild the dedupe window without reading events.
  */
 import { appendEvents, eventAt, type LogSegments, logHead, logSegments, logTail } from "../client/log.ts";
 import {
   type ClientFrame,
   type ErrorBody,
   type EventInput,
+  LOG_SEGMENT_SIZE,
   logDoc,
   MAX_EVENT_BYTES,
   type StoredEvent,
 } from "../client/protocol.ts";
 import { type DocHub, type HubDoc, ROOM } from "./docs.ts";
 import type { Session } from "./session.ts";
+import { type KvStorage, putAll } from "./storage.ts";
 
-type StreamState = {
+export type StreamOptions = {
+  /** Events the live document keeps (rounded up to whole segments). */
+  window: number;
+  /** How long a published id is remembered for dedupe. */
+  dedupeWindowMs: number;
+  /** At most this many ids are remembered per stream (the newest). */
+  dedupeMaxIds: number;
+};
+
+export type StreamState = {
   readonly name: string;
   readonly doc: HubDoc;
   readonly segments: LogSegments;
   head: number;
   lastTs: number;
-  /** Event id → where it was stored, for idempotent re-publish. */
+  /** Event id → where it was stored, for idempotent re-publish (bounded, newest kept). */
   readonly ids: Map<string, { seq: number; ts: number }>;
+  archiving: boolean;
+  /** Called after every append, synchronously (consumer groups hook in here). */
+  readonly listeners: Set<(stream: StreamState) => void>;
 };
 
+type ArchiveIndex = { ids: string[]; seqs: [number, number]; lastTs: number };
 type PublishFrame = Extract<ClientFrame, { type: "publish" }>;
-type Ack = { id: string; seq: number; ts: number; duplicate: boolean };
+export type Ack = { id: string; seq: number; ts: number; duplicate: boolean };
 
-/** JSON length is a cheap upper bound check first; bytes only matter near the limit. */
+const pad = (n: number) => n.toString().padStart(10, "0");
+const arcPrefix = (stream: string, seg: number) => `arc:${stream}:${pad(seg)}:`;
+const idxPrefix = (stream: string) => `arcidx:${stream}:`;
+/** Archive parts are JSON text; 40k UTF-16 units stay under 128 KiB however they serialize. */
+const ARCHIVE_PART_CHARS = 40_000;
+
 function eventBytes(event: EventInput): number {
   const json = JSON.stringify(event);
+  // Length in UTF-16 units is a cheap bound; count bytes only near the limit.
   return json.length * 3 <= MAX_EVENT_BYTES ? json.length : new TextEncoder().encode(json).byteLength;
 }
 
 export class Streams {
   readonly #streams = new Map<string, Promise<StreamState>>();
+  /** A few recently read archive segments: consumers catching up read them in sequence. */
+  readonly #archiveCache = new Map<string, StoredEvent[]>();
 
   constructor(
     private readonly hub: DocHub,
+    private readonly storage: KvStorage,
     private readonly now: () => number,
+    private readonly options: StreamOptions,
   ) {}
 
-  #open(name: string): Promise<StreamState> {
+  open(name: string): Promise<StreamState> {
     let stream = this.#streams.get(name);
     if (!stream) {
-      stream = this.hub.open(logDoc(name)).then((doc) => {
-        const segments = logSegments(doc.ydoc);
-        const state: StreamState = { name, doc, segments, head: logHead(segments), lastTs: 0, ids: new Map() };
-        for (let seq = logTail(segments); seq <= state.head; seq++) {
-          const event = eventAt(segments, seq);
-          if (event) {
-            state.ids.set(event.id, { seq, ts: event.ts });
-            state.lastTs = event.ts;
-          }
-        }
-        return state;
-      });
+      stream = this.#load(name);
       stream.catch(() => this.#streams.delete(name));
       this.#streams.set(name, stream);
     }
     return stream;
+  }
+
+  async #load(name: string): Promise<StreamState> {
+    const doc = await this.hub.open(logDoc(name));
+    const segments = logSegments(doc.ydoc);
+    const state: StreamState = {
+      name,
+      doc,
+      segments,
+      head: logHead(segments),
+      lastTs: 0,
+      ids: new Map(),
+      archiving: false,
+      listeners: new Set(),
+    };
+    // Dedupe window: ids of recent archived segments, then the live ones, oldest first.
+    const recent = await this.storage.list<ArchiveIndex>({
+      prefix: idxPrefix(name),
+      reverse: true,
+      limit: Math.ceil(this.options.dedupeMaxIds / LOG_SEGMENT_SIZE),
+    });
+    const horizon = this.now() - this.options.dedupeWindowMs;
+    for (const idx of [...recent.values()].reverse()) {
+      if (idx.lastTs < horizon) continue;
+      idx.ids.forEach((id, i) => state.ids.set(id, { seq: idx.seqs[0] + i, ts: idx.lastTs }));
+      state.lastTs = Math.max(state.lastTs, idx.lastTs);
+    }
+    for (let seq = logTail(segments); seq <= state.head; seq++) {
+      const event = eventAt(segments, seq);
+      if (event) {
+        state.ids.set(event.id, { seq, ts: event.ts });
+        state.lastTs = event.ts;
+      }
+    }
+    this.#trimIds(state);
+    return state;
   }
 
   /** Handles a publish frame; answers the session with `publish.ack` or `error`. */
@@ -74,33 +135,148 @@ export class Streams {
         });
       }
     }
-    const stream = await this.#open(frame.stream);
-    const results = this.append(stream, frame.events, session.agent);
-    this.hub.afterCommit(stream.doc, () => session.sendFrame({ type: "publish.ack", ref: frame.ref, results }));
+    const stream = await this.open(frame.stream);
+    const result = this.append(stream, frame.events, session.agent, frame.expectedLastSeq);
+    if (!result.ok) return refused(result.error);
+    this.hub.afterCommit(stream.doc, () =>
+      session.sendFrame({ type: "publish.ack", ref: frame.ref, results: result.results }),
+    );
   }
 
-  /** Appends a validated batch atomically (one transaction, contiguous seqs). Synchronous. */
-  append(stream: StreamState, events: EventInput[], source: string): Ack[] {
+  /**
+   * Appends a validated batch atomically (one transaction, contiguous seqs). Synchronous, so
+   * nothing interleaves between the dedupe check and the append.
+   */
+  append(
+    stream: StreamState,
+    events: EventInput[],
+    source: string,
+    expectedLastSeq?: number,
+  ): { ok: true; results: Ack[] } | { ok: false; error: ErrorBody } {
     const results: Ack[] = [];
     const fresh: StoredEvent[] = [];
     const ts = Math.max(this.now(), stream.lastTs);
+    const batchIds = new Map<string, Ack>();
     for (const input of events) {
-      const known = stream.ids.get(input.id);
+      const known = stream.ids.get(input.id) ?? batchIds.get(input.id);
       if (known) {
         results.push({ id: input.id, seq: known.seq, ts: known.ts, duplicate: true });
         continue;
       }
       const seq = stream.head + fresh.length + 1;
       const event: StoredEvent = { ...input, stream: stream.name, seq, ts, source };
-      stream.ids.set(input.id, { seq, ts });
+      const ack = { id: input.id, seq, ts, duplicate: false };
+      batchIds.set(input.id, ack);
       fresh.push(event);
-      results.push({ id: input.id, seq, ts, duplicate: false });
+      results.push(ack);
+    }
+    // A retried conditional publish whose events are all stored already is not a conflict.
+    if (fresh.length > 0 && expectedLastSeq !== undefined && expectedLastSeq !== stream.head) {
+      return {
+        ok: false,
+        error: {
+          code: "CONFLICT",
+          message: `stream ${stream.name} is at seq ${stream.head}, not ${expectedLastSeq}; nothing was appended`,
+          details: { lastSeq: stream.head },
+        },
+      };
     }
     if (fresh.length > 0) {
       stream.doc.ydoc.transact(() => appendEvents(stream.segments, fresh), ROOM);
       stream.head += fresh.length;
       stream.lastTs = ts;
+      for (const [id, ack] of batchIds) stream.ids.set(id, { seq: ack.seq, ts: ack.ts });
+      this.#trimIds(stream);
+      for (const listener of stream.listeners) listener(stream);
+      this.#maybeArchive(stream);
     }
-    return results;
+    return { ok: true, results };
+  }
+
+  #trimIds(stream: StreamState): void {
+    // Map iteration is insertion order: the oldest ids go first.
+    const excess = stream.ids.size - this.options.dedupeMaxIds;
+    if (excess <= 0) return;
+    let n = 0;
+    for (const id of stream.ids.keys()) {
+      if (n++ >= excess) break;
+      stream.ids.delete(id);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Window and archive
+
+  #maybeArchive(stream: StreamState): void {
+    if (stream.archiving) return;
+    const tail = logTail(stream.segments);
+    // Archive a segment only when everything in it is older than the window.
+    if (tail + LOG_SEGMENT_SIZE - 1 > stream.head - this.options.window) return;
+    stream.archiving = true;
+    void this.#archive(stream).finally(() => {
+      stream.archiving = false;
+    });
+  }
+
+  async #archive(stream: StreamState): Promise<void> {
+    for (;;) {
+      const tail = logTail(stream.segments);
+      const last = tail + LOG_SEGMENT_SIZE - 1;
+      if (last > stream.head - this.options.window) return;
+      const segNo = Math.floor((tail - 1) / LOG_SEGMENT_SIZE);
+      const segment = stream.segments.get(String(segNo));
+      if (!segment) return;
+      const events = segment.toArray();
+      const text = JSON.stringify(events);
+      const entries: Record<string, unknown> = {};
+      for (let i = 0, part = 0; i < text.length; i += ARCHIVE_PART_CHARS, part++) {
+        entries[arcPrefix(stream.name, segNo) + pad(part)] = text.slice(i, i + ARCHIVE_PART_CHARS);
+      }
+      const index: ArchiveIndex = {
+        ids: events.map((e) => e.id),
+        seqs: [tail, last],
+        lastTs: events.at(-1)?.ts ?? 0,
+      };
+      entries[idxPrefix(stream.name) + pad(segNo)] = index;
+      // Archive first, durably; only then drop the segment from the live document.
+      await putAll(this.storage, entries);
+      stream.doc.ydoc.transact(() => stream.segments.delete(String(segNo)), ROOM);
+      await new Promise<void>((resolve) => this.hub.afterCommit(stream.doc, resolve));
+    }
+  }
+
+  async #archivedSegment(stream: string, segNo: number): Promise<StoredEvent[]> {
+    const key = `${stream}:${segNo}`;
+    const cached = this.#archiveCache.get(key);
+    if (cached) return cached;
+    const parts = await this.storage.list<string>({ prefix: arcPrefix(stream, segNo) });
+    const events = parts.size > 0 ? (JSON.parse([...parts.values()].join("")) as StoredEvent[]) : [];
+    this.#archiveCache.set(key, events);
+    if (this.#archiveCache.size > 8) this.#archiveCache.delete(this.#archiveCache.keys().next().value as string);
+    return events;
+  }
+
+  /** Events `from`..`to` (inclusive), at most `limit`, from the archive and the live document. */
+  async read(name: string, from: number, to: number | undefined, limit: number): Promise<{ events: StoredEvent[]; head: number; next: number | null }> {
+    const stream = await this.open(name);
+    const last = Math.min(to ?? stream.head, stream.head);
+    const events: StoredEvent[] = [];
+    let seq = Math.max(1, from);
+    while (seq <= last && events.length < limit) {
+      const live = eventAt(stream.segments, seq);
+      if (live) {
+        events.push(live);
+        seq++;
+        continue;
+      }
+      const segNo = Math.floor((seq - 1) / LOG_SEGMENT_SIZE);
+      const archived = await this.#archivedSegment(name, segNo);
+      const offset = (seq - 1) % LOG_SEGMENT_SIZE;
+      if (archived.length <= offset) throw new Error(`stream ${name}: seq ${seq} is neither live nor archived`);
+      for (let i = offset; i < archived.length && seq <= last && events.length < limit; i++, seq++) {
+        events.push(archived[i] as StoredEvent);
+      }
+    }
+    return { events, head: stream.head, next: seq <= last ? seq : null };
   }
 }

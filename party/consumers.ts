@@ -1,0 +1,422 @@
+/**
+ * Consumers that the room remembers.
+ *
+ * Durable consumers: a name whose ack position (`acked`: everything up to it is handled)
+ * lives in the room, so whoever subscribes under that name next resumes right after it.
+ * The client reads events itself (from the synced log) and reports progress.
+ *
+ * Consumer groups (competing consumers): the room leases each matching event to exactly one
+ * live member at a time, with an ack deadline and a cap of in-flight events per member
+ * (`maxAckPending`). An expired lease, a nak or a departed member sends the event to another
+ * member; after `maxDeliver` deliveries it goes to `<stream>.dlq`. Events with a `key` are
+ * handed out one at a time per key, in seq order.
+ *
+ * Storage: `cons:<stream>:<name>` → {@link DurableRecord}; `grp:<stream>:<name>` →
+ * {@link GroupRecord}. Leases are memory-only: after a restart every unfinished event is
+ * delivered again (at least once).
+ */
+import { eventAt } from "../client/log.ts";
+import {
+  type ClientFrame,
+  type ConsumerInfo,
+  DLQ_SUFFIX,
+  type ErrorBody,
+  matchesPattern,
+  type StoredEvent,
+} from "../client/protocol.ts";
+import type { Session } from "./session.ts";
+import { type KvStorage, putAll } from "./storage.ts";
+import type { StreamState, Streams } from "./streams.ts";
+
+type DurableRecord = { acked: number; updatedAt: number };
+type JoinFrame = Extract<ClientFrame, { type: "group.join" }>;
+type GroupConfig = Pick<JoinFrame, "pattern" | "ackWaitMs" | "maxDeliver">;
+type GroupRecord = {
+  config: GroupConfig;
+  floor: number;
+  done: number[];
+  deliveries: [number, number][];
+  updatedAt: number;
+};
+
+type Lease = { member: Session; timer: ReturnType<typeof setTimeout> };
+
+type Group = {
+  readonly stream: StreamState;
+  readonly name: string;
+  readonly config: GroupConfig;
+  /** Every seq up to here is finished (acked, skipped or dead-lettered). */
+  floor: number;
+  /** Finished seqs above the floor. */
+  readonly done: Set<number>;
+  /** The next seq not yet looked at. */
+  next: number;
+  /** Seqs ready to lease again (expired, nak'd after backoff, unblocked), lowest first. */
+  ready: number[];
+  /** Per key: seqs waiting for the key's current event to finish. */
+  readonly blocked: Map<string, number[]>;
+  /** Key → the seq holding it. */
+  readonly keyOwner: Map<string, number>;
+  readonly leases: Map<number, Lease>;
+  readonly deliveries: Map<number, number>;
+  /** Events of leased, ready and blocked seqs, so redelivery needs no read. */
+  readonly events: Map<number, StoredEvent>;
+  readonly members: Map<Session, { maxAckPending: number; inFlight: number }>;
+  dispatching: boolean;
+  again: boolean;
+  updatedAt: number;
+};
+
+const consKey = (stream: string, name: string) => `cons:${stream}:${name}`;
+const grpKey = (stream: string, name: string) => `grp:${stream}:${name}`;
+
+export class Consumers {
+  readonly #durable = new Map<string, DurableRecord>();
+  readonly #groups = new Map<string, Promise<Group>>();
+  readonly #dirty = new Map<string, unknown>();
+  #flushScheduled = false;
+
+  constructor(
+    private readonly storage: KvStorage,
+    private readonly streams: Streams,
+    private readonly now: () => number,
+  ) {}
+
+  // --- durable consumers ----------------------------------------------------------------
+
+  async position(stream: string, consumer: string): Promise<number | null> {
+    const key = consKey(stream, consumer);
+    let record = this.#durable.get(key);
+    if (!record) {
+      record = await this.storage.get<DurableRecord>(key);
+      if (!record) return null;
+      // A concurrent ack may have landed while we read.
+      record = this.#durable.get(key) ?? record;
+      this.#durable.set(key, record);
+    }
+    return record.acked;
+  }
+
+  ack(stream: string, consumer: string, seq: number): void {
+    const key = consKey(stream, consumer);
+    const current = this.#durable.get(key);
+    // Positions only move forward; a stale ack from a slow socket cannot rewind them.
+    if (current && current.acked >= seq) return;
+    const record = { acked: seq, updatedAt: this.now() };
+    this.#durable.set(key, record);
+    this.#persist(key, record);
+  }
+
+  /** Durable consumers and groups of `stream`, with their lag. */
+  async list(streamName: string): Promise<{ head: number; consumers: ConsumerInfo[] }> {
+    const stream = await this.streams.open(streamName);
+    const out: ConsumerInfo[] = [];
+    const stored = await this.storage.list<DurableRecord>({ prefix: consKey(streamName, "") });
+    for (const [key, record] of stored) this.#durable.set(key, this.#durable.get(key) ?? record);
+    for (const [key, record] of this.#durable) {
+      if (!key.startsWith(consKey(streamName, ""))) continue;
+      const name = key.slice(consKey(streamName, "").length);
+      out.push({ name, kind: "durable", acked: record.acked, lag: stream.head - record.acked, updatedAt: record.updatedAt });
+    }
+    const groups = await this.storage.list<GroupRecord>({ prefix: grpKey(streamName, "") });
+    for (const key of groups.keys()) if (!this.#groups.has(key)) this.#groups.set(key, this.#loadGroup(key, stream, null));
+    for (const [key, loading] of this.#groups) {
+      if (!key.startsWith(grpKey(streamName, ""))) continue;
+      const g = await loading;
+      out.push({
+        name: g.name,
+        kind: "group",
+        acked: g.floor,
+        lag: stream.head - g.floor,
+        updatedAt: g.updatedAt,
+        members: g.members.size,
+        inFlight: g.leases.size,
+      });
+    }
+    return { head: stream.head, consumers: out.sort((a, b) => a.name.localeCompare(b.name)) };
+  }
+
+  // --- groups ---------------------------------------------------------------------------
+
+  async join(session: Session, frame: JoinFrame): Promise<ErrorBody | null> {
+    const stream = await this.streams.open(frame.stream);
+    const key = grpKey(frame.stream, frame.group);
+    let loading = this.#groups.get(key);
+    if (!loading) {
+      loading = this.#loadGroup(key, stream, frame);
+      this.#groups.set(key, loading);
+    }
+    const group = await loading;
+    if (group.config.pattern !== frame.pattern) {
+      return {
+        code: "CONFLICT",
+        message: `group ${frame.group} consumes ${group.config.pattern}, not ${frame.pattern}`,
+      };
+    }
+    group.members.set(session, { maxAckPending: frame.maxAckPending, inFlight: 0 });
+    void this.#dispatch(group);
+    return null;
+  }
+
+  async #loadGroup(key: string, stream: StreamState, frame: JoinFrame | null): Promise<Group> {
+    const record = await this.storage.get<GroupRecord>(key);
+    const name = key.slice(grpKey(stream.name, "").length);
+    let floor = record?.floor ?? 0;
+    if (!record && frame) floor = frame.from === "start" ? 0 : frame.from === "end" ? stream.head : frame.from - 1;
+    const config: GroupConfig = record?.config ?? {
+      pattern: frame?.pattern ?? ">",
+      ackWaitMs: frame?.ackWaitMs ?? 30_000,
+      maxDeliver: frame?.maxDeliver ?? 5,
+    };
+    if (frame) Object.assign(config, { ackWaitMs: frame.ackWaitMs, maxDeliver: frame.maxDeliver });
+    const group: Group = {
+      stream,
+      name,
+      config,
+      floor,
+      done: new Set(record?.done ?? []),
+      next: floor + 1,
+      ready: [],
+      blocked: new Map(),
+      keyOwner: new Map(),
+      leases: new Map(),
+      deliveries: new Map(record?.deliveries ?? []),
+      events: new Map(),
+      members: new Map(),
+      dispatching: false,
+      again: false,
+      updatedAt: record?.updatedAt ?? this.now(),
+    };
+    stream.listeners.add(() => void this.#dispatch(group));
+    if (!record) this.#saveGroup(group);
+    return group;
+  }
+
+  async #group(stream: string, name: string): Promise<Group | undefined> {
+    return this.#groups.get(grpKey(stream, name));
+  }
+
+  leave(session: Session, stream: string, name: string): void {
+    void this.#group(stream, name).then((g) => g && this.#removeMember(g, session));
+  }
+
+  /** A disconnected session leaves every group; its leases go to other members. */
+  gone(session: Session): void {
+    for (const loading of this.#groups.values()) void loading.then((g) => this.#removeMember(g, session));
+  }
+
+  #removeMember(group: Group, session: Session): void {
+    if (!group.members.delete(session)) return;
+    for (const [seq, lease] of group.leases) if (lease.member === session) this.#expire(group, seq);
+    void this.#dispatch(group);
+  }
+
+  async groupAck(session: Session, stream: string, name: string, seq: number): Promise<void> {
+    const group = await this.#group(stream, name);
+    if (!group || !group.members.has(session)) return;
+    this.#unlease(group, seq);
+    this.#finish(group, seq);
+    void this.#dispatch(group);
+  }
+
+  async groupNak(session: Session, frame: Extract<ClientFrame, { type: "group.nak" }>): Promise<void> {
+    const group = await this.#group(frame.stream, frame.group);
+    if (!group || !group.members.has(session) || group.leases.get(frame.seq)?.member !== session) return;
+    this.#unlease(group, frame.seq);
+    const deliveries = group.deliveries.get(frame.seq) ?? 1;
+    if (deliveries >= group.config.maxDeliver || frame.deadLetter) {
+      await this.#deadLetter(group, frame.seq, frame.error);
+    } else {
+      // Back off before the next delivery: 100 ms, 200 ms, 400 ms … capped at 10 s.
+      const delay = Math.min(10_000, 100 * 2 ** (deliveries - 1));
+      setTimeout(() => {
+        this.#requeue(group, frame.seq);
+        void this.#dispatch(group);
+      }, delay);
+    }
+    void this.#dispatch(group);
+  }
+
+  #unlease(group: Group, seq: number): void {
+    const lease = group.leases.get(seq);
+    if (!lease) return;
+    clearTimeout(lease.timer);
+    group.leases.delete(seq);
+    const member = group.members.get(lease.member);
+    if (member) member.inFlight--;
+  }
+
+  #expire(group: Group, seq: number): void {
+    this.#unlease(group, seq);
+    this.#requeue(group, seq);
+  }
+
+  #requeue(group: Group, seq: number): void {
+    if (group.done.has(seq) || seq <= group.floor || group.ready.includes(seq)) return;
+    group.ready.push(seq);
+    group.ready.sort((a, b) => a - b);
+  }
+
+  #finish(group: Group, seq: number): void {
+    if (seq <= group.floor || group.done.has(seq)) return;
+    group.done.add(seq);
+    group.deliveries.delete(seq);
+    const event = group.events.get(seq);
+    group.events.delete(seq);
+    group.ready = group.ready.filter((s) => s !== seq);
+    while (group.done.has(group.floor + 1)) {
+      group.floor++;
+      group.done.delete(group.floor);
+    }
+    // Hand the key to the next waiting event of the same key.
+    if (event?.key !== undefined && group.keyOwner.get(event.key) === seq) {
+      group.keyOwner.delete(event.key);
+      const waiting = group.blocked.get(event.key);
+      const nextSeq = waiting?.shift();
+      if (waiting && waiting.length === 0) group.blocked.delete(event.key);
+      if (nextSeq !== undefined) {
+        group.keyOwner.set(event.key, nextSeq);
+        this.#requeue(group, nextSeq);
+      }
+    }
+    group.updatedAt = this.now();
+    this.#saveGroup(group);
+  }
+
+  async #deadLetter(group: Group, seq: number, error: string): Promise<void> {
+    const event = group.events.get(seq) ?? (await this.#read(group, seq));
+    if (event) {
+      const dlq = await this.streams.open(group.stream.name + DLQ_SUFFIX);
+      this.streams.append(
+        dlq,
+        [
+          {
+            id: `dlq:${group.stream.name}:${group.name}:${seq}`,
+            type: event.type,
+            data: {
+              event,
+              error,
+              deliveries: group.deliveries.get(seq) ?? 0,
+              stream: group.stream.name,
+              seq,
+              consumer: group.name,
+            },
+            ...(event.correlationId ? { correlationId: event.correlationId } : {}),
+            causationId: event.id,
+          },
+        ],
+        "room",
+      );
+    }
+    this.#finish(group, seq);
+  }
+
+  async #read(group: Group, seq: number): Promise<StoredEvent | undefined> {
+    const live = eventAt(group.stream.segments, seq);
+    if (live) return live;
+    const page = await this.streams.read(group.stream.name, seq, seq, 1);
+    return page.events[0];
+  }
+
+  /** The next seq to lease, or null when nothing is ready. */
+  async #candidate(group: Group): Promise<number | null> {
+    const ready = group.ready.shift();
+    if (ready !== undefined) return ready;
+    while (group.next <= group.stream.head) {
+      const seq = group.next++;
+      if (seq <= group.floor || group.done.has(seq)) continue;
+      const event = await this.#read(group, seq);
+      if (!event || !matchesPattern(group.config.pattern, event.type)) {
+        this.#finish(group, seq);
+        continue;
+      }
+      group.events.set(seq, event);
+      if (event.key !== undefined) {
+        const owner = group.keyOwner.get(event.key);
+        if (owner !== undefined && owner !== seq) {
+          const waiting = group.blocked.get(event.key) ?? [];
+          waiting.push(seq);
+          group.blocked.set(event.key, waiting);
+          continue;
+        }
+        group.keyOwner.set(event.key, seq);
+      }
+      return seq;
+    }
+    return null;
+  }
+
+  /** Leases ready events to members with spare capacity, least loaded first. */
+  async #dispatch(group: Group): Promise<void> {
+    if (group.dispatching) {
+      group.again = true;
+      return;
+    }
+    group.dispatching = true;
+    try {
+      do {
+        group.again = false;
+        for (;;) {
+          let best: [Session, { maxAckPending: number; inFlight: number }] | null = null;
+          for (const entry of group.members) {
+            if (entry[1].inFlight < entry[1].maxAckPending && (!best || entry[1].inFlight < best[1].inFlight)) best = entry;
+          }
+          if (!best) break;
+          const seq = await this.#candidate(group);
+          if (seq === null) break;
+          const event = group.events.get(seq) ?? (await this.#read(group, seq));
+          if (!event) {
+            this.#finish(group, seq);
+            continue;
+          }
+          group.events.set(seq, event);
+          const [session, member] = best;
+          if (!group.members.has(session)) {
+            this.#requeue(group, seq);
+            continue;
+          }
+          const deliveries = (group.deliveries.get(seq) ?? 0) + 1;
+          if (deliveries > group.config.maxDeliver) {
+            await this.#deadLetter(group, seq, "lease expired too many times");
+            continue;
+          }
+          group.deliveries.set(seq, deliveries);
+          member.inFlight++;
+          const timer = setTimeout(() => {
+            if (group.leases.get(seq)?.member !== session) return;
+            this.#expire(group, seq);
+            void this.#dispatch(group);
+          }, group.config.ackWaitMs);
+          group.leases.set(seq, { member: session, timer });
+          session.sendFrame({ type: "group.deliver", stream: group.stream.name, group: group.name, event, deliveries });
+        }
+      } while (group.again);
+    } finally {
+      group.dispatching = false;
+    }
+  }
+
+  #saveGroup(group: Group): void {
+    const record: GroupRecord = {
+      config: group.config,
+      floor: group.floor,
+      done: [...group.done],
+      deliveries: [...group.deliveries],
+      updatedAt: group.updatedAt,
+    };
+    this.#persist(grpKey(group.stream.name, group.name), record);
+  }
+
+  /** Coalesces position writes: one put per tick for all consumers and groups. */
+  #persist(key: string, value: unknown): void {
+    this.#dirty.set(key, value);
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    queueMicrotask(() => {
+      this.#flushScheduled = false;
+      const entries = Object.fromEntries(this.#dirty);
+      this.#dirty.clear();
+      void putAll(this.storage, entries).catch((error: unknown) => console.error("[crosstalk] consumer positions not stored", error));
+    });
+  }
+}
