@@ -3,6 +3,8 @@
  * primitives (state, events, direct messages) and the roster, over one socket.
  */
 import { ObservableV2 } from "lib0/observable";
+import type { z } from "zod";
+import { type EventCatalog, encodeEvent } from "./catalog.ts";
 import { DocSync } from "./docs.ts";
 import { CrosstalkError } from "./errors.ts";
 import {
@@ -14,8 +16,6 @@ import {
   type SubscribeOptions,
   type Subscription,
 } from "./events.ts";
-import type { z } from "zod";
-import { type EventCatalog, encodeEvent } from "./catalog.ts";
 import { type AgentInfo, type ConsumerInfo, nameSchema, type StoredEvent, stateDoc } from "./protocol.ts";
 import { Requests } from "./requests.ts";
 import { type CallOptions, type Handler, Rpc } from "./rpc.ts";
@@ -183,7 +183,7 @@ export class Team extends ObservableV2<TeamEvents> {
   /** Typed publish/subscribe over a catalog from `defineEvents`. */
   events<T extends Record<string, z.ZodType>>(catalog: EventCatalog<T>): TypedEvents<T> {
     return {
-      publish: (type, data, options) => {
+      publish: async (type, data, options) => {
         const { data: checked, v } = encodeEvent(catalog as EventCatalog, type as string, data);
         return this.publish(type as string, checked, { ...options, v });
       },
@@ -277,7 +277,11 @@ export type TypedEvent<T extends Record<string, z.ZodType>, K extends keyof T = 
   : never;
 
 export type TypedEvents<T extends Record<string, z.ZodType>> = {
-  publish<K extends keyof T & string>(type: K, data: z.input<T[K]>, options?: Omit<PublishOptions, "v">): Promise<PublishResult>;
+  publish<K extends keyof T & string>(
+    type: K,
+    data: z.input<T[K]>,
+    options?: Omit<PublishOptions, "v">,
+  ): Promise<PublishResult>;
   /** An exact type gives that event's shape; a wildcard pattern gives the union of the catalog. */
   subscribe<P extends string>(
     pattern: P,
