@@ -28,7 +28,9 @@ export type EventSpec<S extends z.ZodType = z.ZodType> =
     };
 
 export type EventCatalog<T extends Record<string, z.ZodType> = Record<string, z.ZodType>> = {
-  readonly entries: { [K in keyof T]: { schema: T[K]; version: number; upcast: Record<number, (data: unknown) => unknown> } };
+  readonly entries: {
+    [K in keyof T]: { schema: T[K]; version: number; upcast: Record<number, (data: unknown) => unknown> };
+  };
 };
 
 type SchemaOf<E> = E extends { schema: infer S extends z.ZodType } ? S : E extends z.ZodType ? E : never;
@@ -36,11 +38,15 @@ type SchemaOf<E> = E extends { schema: infer S extends z.ZodType } ? S : E exten
 export function defineEvents<D extends Record<string, EventSpec>>(
   specs: D,
 ): EventCatalog<{ [K in keyof D]: SchemaOf<D[K]> }> {
-  const entries: Record<string, { schema: z.ZodType; version: number; upcast: Record<number, (data: unknown) => unknown> }> = {};
+  const entries: Record<
+    string,
+    { schema: z.ZodType; version: number; upcast: Record<number, (data: unknown) => unknown> }
+  > = {};
   for (const [type, spec] of Object.entries(specs)) {
     const full = "schema" in spec && !("safeParse" in spec) ? spec : { schema: spec as z.ZodType };
     const version = full.version ?? 1;
-    if (!Number.isInteger(version) || version < 1) throw new CrosstalkError("INVALID_ARGUMENT", `${type}: version must be an integer >= 1`);
+    if (!Number.isInteger(version) || version < 1)
+      throw new CrosstalkError("INVALID_ARGUMENT", `${type}: version must be an integer >= 1`);
     entries[type] = { schema: full.schema, version, upcast: full.upcast ?? {} };
   }
   return { entries } as EventCatalog<{ [K in keyof D]: SchemaOf<D[K]> }>;
@@ -54,7 +60,8 @@ export function decodeEvent(catalog: EventCatalog, event: StoredEvent): Decoded 
   if (!entry) return { ok: true, event };
   let data: unknown = event.data;
   let v = event.v ?? 1;
-  if (v > entry.version) return { ok: false, error: `${event.type} v${v} is newer than this agent's v${entry.version}` };
+  if (v > entry.version)
+    return { ok: false, error: `${event.type} v${v} is newer than this agent's v${entry.version}` };
   try {
     while (v < entry.version) {
       const up = entry.upcast[v];
@@ -67,7 +74,11 @@ export function decodeEvent(catalog: EventCatalog, event: StoredEvent): Decoded 
   }
   const parsed = entry.schema.safeParse(data);
   if (!parsed.success) {
-    return { ok: false, error: `${event.type} fails its schema`, issues: JSON.parse(JSON.stringify(parsed.error.issues)) };
+    return {
+      ok: false,
+      error: `${event.type} fails its schema`,
+      issues: JSON.parse(JSON.stringify(parsed.error.issues)),
+    };
   }
   return { ok: true, event: { ...event, data: parsed.data as StoredEvent["data"], v } };
 }
@@ -78,7 +89,11 @@ export function encodeEvent(catalog: EventCatalog, type: string, data: unknown):
   if (!entry) throw new CrosstalkError("INVALID_ARGUMENT", `event type ${type} is not in the catalog`);
   const parsed = entry.schema.safeParse(data);
   if (!parsed.success) {
-    throw new CrosstalkError("INVALID_ARGUMENT", `${type} fails its schema: ${parsed.error.issues[0]?.message ?? ""}`, parsed.error.issues);
+    throw new CrosstalkError(
+      "INVALID_ARGUMENT",
+      `${type} fails its schema: ${parsed.error.issues[0]?.message ?? ""}`,
+      parsed.error.issues,
+    );
   }
   return { data: parsed.data, v: entry.version };
 }

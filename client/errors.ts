@@ -23,8 +23,14 @@ export class CrosstalkError extends Error {
     return new CrosstalkError(body.code, body.message, body.details);
   }
 
+  /** The wire form: code, message and JSON details (never a stack). */
   toBody(): ErrorBody {
-    return { code: this.code, message: this.message };
+    if (this.details === undefined) return { code: this.code, message: this.message };
+    try {
+      return { code: this.code, message: this.message, details: JSON.parse(JSON.stringify(this.details)) };
+    } catch {
+      return { code: this.code, message: this.message };
+    }
   }
 }
 

@@ -8,15 +8,15 @@
  * Not re-exported from the package entry point; `team.ts` owns it.
  */
 import type * as Y from "yjs";
+import { type Decoded, decodeEvent, type EventCatalog } from "./catalog.ts";
 import type { DocSync } from "./docs.ts";
 import { CrosstalkError } from "./errors.ts";
 import { uuidv7 } from "./ids.ts";
-import { type Decoded, decodeEvent, type EventCatalog } from "./catalog.ts";
 import { eventAt, type LogSegments, logHead, logSegments, logTail } from "./log.ts";
 import {
+  type ClientFrame,
   type ConsumerInfo,
   DLQ_SUFFIX,
-  type ClientFrame,
   type EventInput,
   eventInputSchema,
   logDoc,
@@ -295,13 +295,20 @@ export class Events {
     if (!patternSchema.safeParse(pattern).success) {
       throw new CrosstalkError("INVALID_ARGUMENT", `invalid pattern ${JSON.stringify(pattern)}`);
     }
-    for (const [what, value] of [["stream", stream], ["consumer", options.consumer], ["group", options.group]] as const) {
+    for (const [what, value] of [
+      ["stream", stream],
+      ["consumer", options.consumer],
+      ["group", options.group],
+    ] as const) {
       if (value !== undefined && !nameSchema.safeParse(value).success) {
         throw new CrosstalkError("INVALID_ARGUMENT", `invalid ${what} name ${JSON.stringify(value)}`);
       }
     }
     if (options.consumer && options.group) {
-      throw new CrosstalkError("INVALID_ARGUMENT", "a subscription is either a durable consumer or a group member, not both");
+      throw new CrosstalkError(
+        "INVALID_ARGUMENT",
+        "a subscription is either a durable consumer or a group member, not both",
+      );
     }
     const sub: Sub = {
       stream,
@@ -352,7 +359,11 @@ export class Events {
     await this.docs.synced(logDoc(sub.stream));
     let start: number | null = null;
     if (sub.options.consumer) {
-      const state = await this.requests.ask({ type: "consumer.get", stream: sub.stream, consumer: sub.options.consumer });
+      const state = await this.requests.ask({
+        type: "consumer.get",
+        stream: sub.stream,
+        consumer: sub.options.consumer,
+      });
       if (state.type === "consumer.state" && state.acked !== null) start = state.acked + 1;
     }
     start ??= await this.#startSeq(view, sub.options.from ?? "end");
@@ -525,7 +536,8 @@ export class Events {
 
   async #startGroup(sub: Sub, group: string): Promise<void> {
     const key = groupKey(sub.stream, group);
-    if (this.#groupSubs.has(key)) throw new CrosstalkError("CONFLICT", `already a member of group ${group} on ${sub.stream}`);
+    if (this.#groupSubs.has(key))
+      throw new CrosstalkError("CONFLICT", `already a member of group ${group} on ${sub.stream}`);
     this.#groupSubs.set(key, sub);
     await this.#joinGroup(sub);
     sub.started = true;
@@ -595,7 +607,8 @@ export class Events {
   /** The stream's full history (archive included), page by page, filtered by type patterns. */
   async *history(options: HistoryOptions = {}): AsyncGenerator<StoredEvent> {
     const stream = options.stream ?? "main";
-    if (!nameSchema.safeParse(stream).success) throw new CrosstalkError("INVALID_ARGUMENT", `invalid stream name ${JSON.stringify(stream)}`);
+    if (!nameSchema.safeParse(stream).success)
+      throw new CrosstalkError("INVALID_ARGUMENT", `invalid stream name ${JSON.stringify(stream)}`);
     const patterns = options.types ?? [">"];
     let next: number | null = options.from ?? 1;
     let left = options.limit ?? Number.POSITIVE_INFINITY;

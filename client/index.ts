@@ -3,6 +3,13 @@
  * Node 20 has no global WebSocket: import from `crosstalk/node` there.
  */
 export { defineEvents, type EventCatalog, type EventSpec } from "./catalog.ts";
+export {
+  type Contract,
+  type ContractClient,
+  type ContractHandlers,
+  defineContract,
+  type MethodSpec,
+} from "./contract.ts";
 export { CrosstalkError, isCrosstalkError } from "./errors.ts";
 export type {
   EventHandler,
@@ -23,8 +30,9 @@ export {
   matchesPattern,
   PROTOCOL_VERSION,
   type StoredEvent,
+  type Target,
 } from "./protocol.ts";
-export type { CallContext, CallOptions, Handler } from "./rpc.ts";
+export type { CallContext, CallOptions, Handler, SendOptions, Trace } from "./rpc.ts";
 export { type Entity, type Json, Namespace, type StateChange } from "./state.ts";
 export { type ConnectOptions, connect, Team, type TypedEvent, type TypedEvents } from "./team.ts";
 export type { Status } from "./transport.ts";

@@ -189,6 +189,20 @@ export type AgentInfo = z.infer<typeof agentInfoSchema>;
 
 const ref = z.string().min(1).max(64);
 
+/** Where a call or message goes: one agent, or (any / every) live agent of a role. */
+export const targetSchema = z.union([nameSchema, z.object({ role: nameSchema })]);
+export type Target = z.infer<typeof targetSchema>;
+
+/** Trace context carried by calls and messages (events carry the same two ids). */
+const traceFields = {
+  /** Unique id of this call or message: the `causationId` of whatever its handler does. */
+  callId: z.string().min(1).max(128).optional(),
+  /** The piece of work this belongs to; propagated unchanged down the causal chain. */
+  correlationId: z.string().max(128).optional(),
+  /** The event, call or message that caused this one. */
+  causationId: z.string().max(128).optional(),
+};
+
 export const consumerInfoSchema = z.object({
   name: nameSchema,
   kind: z.enum(["durable", "group"]),
@@ -255,7 +269,12 @@ export const clientFrames = {
   }),
   "group.leave": z.object({ type: z.literal("group.leave"), stream: nameSchema, group: nameSchema }),
   /** The member handled leased event `seq`. */
-  "group.ack": z.object({ type: z.literal("group.ack"), stream: nameSchema, group: nameSchema, seq: z.number().int().min(1) }),
+  "group.ack": z.object({
+    type: z.literal("group.ack"),
+    stream: nameSchema,
+    group: nameSchema,
+    seq: z.number().int().min(1),
+  }),
   /** The member failed leased event `seq`; it is redelivered or dead-lettered. */
   "group.nak": z.object({
     type: z.literal("group.nak"),
@@ -269,16 +288,46 @@ export const clientFrames = {
   /** Stop receiving updates for a document opened with a sync step 1. */
   "doc.close": z.object({ type: z.literal("doc.close"), doc: docNameSchema }),
   /** The full list of methods this connection serves (replaces the previous list). */
-  "rpc.handle": z.object({ type: z.literal("rpc.handle"), methods: z.array(methodSchema).max(1000) }),
-  /** Call `method` on agent `to`; answered by `rpc.response` with the same `ref`. */
+  "rpc.handle": z.object({
+    type: z.literal("rpc.handle"),
+    methods: z.array(methodSchema).max(1000),
+    /** Calls the room routes here at once; beyond it callers get OVERLOADED. */
+    maxInFlight: z.number().int().min(1).max(100_000).optional(),
+  }),
+  /** Call `method` on `to` (an agent, or any live agent of a role); answered by `rpc.response`. */
   "rpc.call": z.object({
     type: z.literal("rpc.call"),
     ref,
-    to: nameSchema,
+    to: targetSchema,
     method: methodSchema,
     input: z.json(),
     timeoutMs: z.number().int().min(1).max(3_600_000),
+    ...traceFields,
+    /** With a key, the room runs the call at most once per caller and key, and keeps its result. */
+    idempotencyKey: z.string().min(1).max(200).optional(),
   }),
+  /** A callee reports progress on call `id`; relayed to the caller. */
+  "rpc.progress": z.object({ type: z.literal("rpc.progress"), id: ref, data: z.json() }),
+  /** Fire-and-forget: store a message for `to` (kept in its inbox while offline); answered by `rpc.sent`. */
+  "rpc.send": z.object({
+    type: z.literal("rpc.send"),
+    ref,
+    /** Client-generated message id: resending it never delivers twice. */
+    id: z.string().min(1).max(128),
+    to: targetSchema,
+    method: methodSchema,
+    input: z.json(),
+    /** How long an undelivered message waits in an offline agent's inbox. */
+    ttlMs: z
+      .number()
+      .int()
+      .min(1)
+      .max(30 * 24 * 3_600_000)
+      .optional(),
+    ...traceFields,
+  }),
+  /** The recipient has handled message `id`; the room drops it from the inbox. */
+  "rpc.message.ack": z.object({ type: z.literal("rpc.message.ack"), id: z.string().min(1).max(128) }),
   /** The caller gives up on call `ref` (timeout or abort). */
   "rpc.cancel": z.object({ type: z.literal("rpc.cancel"), ref }),
   /** A callee's answer to `rpc.request` `id`. */
@@ -305,6 +354,9 @@ export const clientFrameSchema = z.union([
   clientFrames["rpc.call"],
   clientFrames["rpc.cancel"],
   clientFrames["rpc.result"],
+  clientFrames["rpc.progress"],
+  clientFrames["rpc.send"],
+  clientFrames["rpc.message.ack"],
   clientFrames["presence.set"],
 ]);
 export type ClientFrame = z.infer<typeof clientFrameSchema>;
@@ -380,6 +432,7 @@ export const roomFrames = {
     input: z.json(),
     /** Room clock (ms) after which the caller no longer waits. */
     deadline: z.number(),
+    ...traceFields,
   }),
   /** The caller gave up on `id`: abort the work. */
   "rpc.abort": z.object({ type: z.literal("rpc.abort"), id: ref, reason: errorCodeSchema }),
@@ -388,6 +441,21 @@ export const roomFrames = {
     z.object({ type: z.literal("rpc.response"), ref, ok: z.literal(true), output: z.json() }),
     z.object({ type: z.literal("rpc.response"), ref, ok: z.literal(false), error: errorBodySchema }),
   ]),
+  /** Progress the callee reported on the caller's call `ref`. */
+  "rpc.progress": z.object({ type: z.literal("rpc.progress"), ref, data: z.json() }),
+  /** A fire-and-forget message for this agent. Handle it, then answer `rpc.message.ack`. */
+  "rpc.message": z.object({
+    type: z.literal("rpc.message"),
+    id: z.string(),
+    from: nameSchema,
+    method: methodSchema,
+    input: z.json(),
+    /** Room clock when the message was stored. */
+    ts: z.number(),
+    ...traceFields,
+  }),
+  /** The message of `rpc.send` `ref` is stored for these agents. */
+  "rpc.sent": z.object({ type: z.literal("rpc.sent"), ref, recipients: z.array(nameSchema) }),
   /** A roster change: an agent joined, left or changed its status or methods. */
   presence: z.object({
     type: z.literal("presence"),
@@ -408,6 +476,9 @@ export const roomFrameSchema = z.union([
   roomFrames["rpc.request"],
   roomFrames["rpc.abort"],
   roomFrames["rpc.response"],
+  roomFrames["rpc.progress"],
+  roomFrames["rpc.message"],
+  roomFrames["rpc.sent"],
   roomFrames.presence,
 ]);
 export type RoomFrame = z.infer<typeof roomFrameSchema>;
@@ -439,7 +510,19 @@ function parseFrame<T>(text: string, table: Record<string, z.ZodType>): Parsed<T
       error: { code: "UNKNOWN_FRAME", message: `unknown frame type ${JSON.stringify(type)?.slice(0, 80)}` },
     };
   }
-  const result = (table[type] as z.ZodType).safeParse(raw);
+  if (tooDeep(raw, MAX_JSON_DEPTH)) {
+    return {
+      ok: false,
+      ref: refOf,
+      error: { code: "BAD_FRAME", message: `frame nests deeper than ${MAX_JSON_DEPTH} levels` },
+    };
+  }
+  let result: ReturnType<z.ZodType["safeParse"]>;
+  try {
+    result = (table[type] as z.ZodType).safeParse(raw);
+  } catch {
+    return { ok: false, ref: refOf, error: { code: "BAD_FRAME", message: `invalid ${type} frame` } };
+  }
   if (!result.success) {
     return {
       ok: false,
@@ -453,6 +536,21 @@ function parseFrame<T>(text: string, table: Record<string, z.ZodType>): Parsed<T
   }
   // The per-type schema already validated the frame; the union schema only narrows the type.
   return { ok: true, frame: result.data as T };
+}
+
+/** JSON deeper than this is refused before validation (the validator recurses per level). */
+export const MAX_JSON_DEPTH = 64;
+
+/** Iterative, so a hostile depth cannot overflow the stack here either. */
+function tooDeep(value: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop() as [unknown, number];
+    if (typeof v !== "object" || v === null) continue;
+    if (depth >= max) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return false;
 }
 
 export const parseClientFrame = (text: string): Parsed<ClientFrame> => parseFrame(text, clientFrames);

@@ -1,57 +1,139 @@
 /**
- * Direct messages, client side: serving methods and calling other agents through the room.
+ * Direct messages, client side: serving methods, calling other agents through the room
+ * (with deadlines, cancellation, retries, idempotency and progress) and fire-and-forget
+ * sends with durable inboxes.
  * Not re-exported from the package entry point; `team.ts` owns it.
  */
 import { CrosstalkError } from "./errors.ts";
-import { ERROR_CODES, type ErrorBody, MAX_FRAME_BYTES, methodSchema, nameSchema, type RoomFrame } from "./protocol.ts";
+import type { PublishOptions, PublishResult } from "./events.ts";
+import { uuidv7 } from "./ids.ts";
+import {
+  type ClientFrame,
+  ERROR_CODES,
+  type ErrorBody,
+  type ErrorCode,
+  MAX_FRAME_BYTES,
+  methodSchema,
+  type RoomFrame,
+  type Target,
+  targetSchema,
+} from "./protocol.ts";
 import type { Json } from "./state.ts";
 import type { Transport } from "./transport.ts";
+
+/** Trace ids that whatever a handler does inherits. */
+export type Trace = { correlationId?: string; causationId?: string };
 
 export type CallContext = {
   /** The calling agent, as stamped by the room. */
   from: string;
   method: string;
-  /** Room clock (ms) after which the caller stops waiting. */
+  /** Room clock (ms) after which the caller stops waiting (messages: none). */
   deadline: number;
   /** Aborted when the caller times out, cancels or disconnects. */
   signal: AbortSignal;
+  /** This call's (or message's) id: the causationId of what the handler publishes or calls. */
+  callId?: string;
+  correlationId?: string;
+  /** Reports progress to the caller (`onProgress`). No-op for messages. */
+  progress(data: unknown): void;
+  /** The trace to pass on: `{ correlationId, causationId: callId }`. `ctx.publish`/`call`/`send` use it. */
+  trace: Trace;
+  /** `team.publish` stamped with this call's trace. */
+  publish(type: string, data: unknown, options?: PublishOptions): Promise<PublishResult>;
+  /** `team.call` stamped with this call's trace. */
+  call<T = Json>(to: Target, method: string, input?: unknown, options?: CallOptions): Promise<T>;
+  /** `team.send` stamped with this call's trace. */
+  send(
+    to: Target,
+    method: string,
+    input?: unknown,
+    options?: SendOptions,
+  ): Promise<{ id: string; recipients: string[] }>;
 };
+
+type BareContext = Omit<CallContext, "publish" | "call" | "send">;
 
 export type Handler = (input: Json, ctx: CallContext) => unknown | Promise<unknown>;
 
-export type CallOptions = {
-  /** Bounds the whole call, queueing while offline included. Default 30 s. */
+export type CallOptions = Trace & {
+  /** Bounds the whole call, retries and queueing while offline included. Default 30 s. */
   timeoutMs?: number;
   signal?: AbortSignal;
+  /** Further attempts after a retryable failure (TARGET_GONE, OVERLOADED; OFFLINE and TIMEOUT see below). */
+  retries?: number;
+  /** Also retry after TIMEOUT (only safe with an idempotency key or an idempotent method). */
+  retryOnTimeout?: boolean;
+  /** Run at most once per key: a retry, or a resend after reconnecting, gets the original result. */
+  idempotencyKey?: string;
+  onProgress?: (data: Json) => void;
 };
 
-type Outgoing = {
-  frame: Extract<import("./protocol.ts").ClientFrame, { type: "rpc.call" }>;
+export type SendOptions = Trace & {
+  /** Message id; resending the same id never delivers twice. Default: a fresh UUIDv7. */
+  id?: string;
+  /** How long the message waits in an offline recipient's inbox (default: the room's, 24 h). */
+  ttlMs?: number;
+};
+
+type CallFrame = Extract<ClientFrame, { type: "rpc.call" }>;
+type Attempt = {
+  frame: CallFrame;
   sent: boolean;
+  onProgress?: (data: Json) => void;
   settle: (error: CrosstalkError | null, output?: unknown) => void;
 };
+type OutgoingMessage = {
+  frame: Extract<ClientFrame, { type: "rpc.send" }>;
+  resolve: (r: { id: string; recipients: string[] }) => void;
+  reject: (e: CrosstalkError) => void;
+};
+type Incoming = Extract<RoomFrame, { type: "rpc.message" }>;
 
 const DEFAULT_TIMEOUT_MS = 30_000;
+const SEEN_MESSAGES = 10_000;
 
 export class Rpc {
   readonly #handlers = new Map<string, Handler>();
-  readonly #calls = new Map<string, Outgoing>();
+  readonly #attempts = new Map<string, Attempt>();
   readonly #running = new Map<string, AbortController>();
+  readonly #outbox = new Map<string, OutgoingMessage>();
+  /** Messages whose method has no handler yet: kept (unacked) until one is registered. */
+  readonly #parked: Incoming[] = [];
+  /** Message ids already handled, so a redelivery does not run the handler again. */
+  readonly #seen = new Set<string>();
+  #maxInFlight: number | undefined;
   #nextRef = 0;
   #announceScheduled = false;
 
-  constructor(private readonly transport: Transport) {}
+  constructor(
+    private readonly transport: Transport,
+    /** Binds `ctx.publish`/`call`/`send` to a trace; supplied by the team. */
+    private readonly bind: (ctx: BareContext) => CallContext,
+    private readonly onError: (error: unknown) => void,
+  ) {}
 
   handle(method: string, handler: Handler): () => void {
-    if (!methodSchema.safeParse(method).success)
+    if (!methodSchema.safeParse(method).success) {
       throw new CrosstalkError("INVALID_ARGUMENT", `invalid method name ${JSON.stringify(method)}`);
+    }
     this.#handlers.set(method, handler);
     this.#announce();
+    for (const message of this.#parked.filter((m) => m.method === method)) {
+      this.#parked.splice(this.#parked.indexOf(message), 1);
+      void this.#serveMessage(message);
+    }
     return () => {
       if (this.#handlers.get(method) !== handler) return;
       this.#handlers.delete(method);
       this.#announce();
     };
+  }
+
+  /** Caps the calls the room routes here at once (beyond it: OVERLOADED). */
+  setMaxInFlight(max: number): void {
+    this.#maxInFlight = max;
+    this.#announce();
   }
 
   /** Tells the room which methods we serve; coalesced per tick. */
@@ -60,62 +142,176 @@ export class Rpc {
     this.#announceScheduled = true;
     queueMicrotask(() => {
       this.#announceScheduled = false;
-      this.transport.send({ type: "rpc.handle", methods: [...this.#handlers.keys()] });
+      const frame: Extract<ClientFrame, { type: "rpc.handle" }> = {
+        type: "rpc.handle",
+        methods: [...this.#handlers.keys()],
+      };
+      if (this.#maxInFlight !== undefined) frame.maxInFlight = this.#maxInFlight;
+      this.transport.send(frame);
     });
   }
 
-  call(to: string, method: string, input: unknown, options: CallOptions = {}): Promise<unknown> {
+  async call(to: Target, method: string, input: unknown, options: CallOptions = {}): Promise<unknown> {
+    if (!targetSchema.safeParse(to).success)
+      throw new CrosstalkError("INVALID_ARGUMENT", `invalid target ${JSON.stringify(to)}`);
+    if (!methodSchema.safeParse(method).success)
+      throw new CrosstalkError("INVALID_ARGUMENT", `invalid method name ${JSON.stringify(method)}`);
+    const json = toJson(input);
+    if (json instanceof CrosstalkError) throw json;
+    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const deadline = Date.now() + timeoutMs;
+    const retryable = new Set<ErrorCode>(["TARGET_GONE", "OVERLOADED"]);
+    if (options.retryOnTimeout) retryable.add("TIMEOUT");
+    if (options.idempotencyKey) retryable.add("OFFLINE");
+    const callId = uuidv7();
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.#attempt({
+          to,
+          method,
+          input: json,
+          timeoutMs: Math.max(1, deadline - Date.now()),
+          callId,
+          correlationId: options.correlationId ?? callId,
+          causationId: options.causationId,
+          idempotencyKey: options.idempotencyKey,
+          signal: options.signal,
+          onProgress: options.onProgress,
+        });
+      } catch (error) {
+        const retry =
+          error instanceof CrosstalkError &&
+          retryable.has(error.code) &&
+          attempt < (options.retries ?? 0) &&
+          !options.signal?.aborted;
+        const wait = backoff(attempt);
+        if (!retry || Date.now() + wait >= deadline) throw error;
+        await sleep(wait);
+      }
+    }
+  }
+
+  #attempt(a: {
+    to: Target;
+    method: string;
+    input: Json;
+    timeoutMs: number;
+    callId: string;
+    correlationId: string;
+    causationId?: string;
+    idempotencyKey?: string;
+    signal?: AbortSignal;
+    onProgress?: (data: Json) => void;
+  }): Promise<unknown> {
     return new Promise((resolve, reject) => {
-      if (!nameSchema.safeParse(to).success)
-        return reject(new CrosstalkError("INVALID_ARGUMENT", `invalid agent id ${JSON.stringify(to)}`));
-      if (!methodSchema.safeParse(method).success)
-        return reject(new CrosstalkError("INVALID_ARGUMENT", `invalid method name ${JSON.stringify(method)}`));
-      if (options.signal?.aborted) return reject(new CrosstalkError("CANCELLED", "aborted before the call was made"));
-      const json = toJson(input);
-      if (json instanceof CrosstalkError) return reject(json);
-      const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+      if (a.signal?.aborted) return reject(new CrosstalkError("CANCELLED", "the caller aborted the call"));
       const ref = `r${++this.#nextRef}`;
       const onAbort = () => this.#giveUp(ref, new CrosstalkError("CANCELLED", "the caller aborted the call"));
       const timer = setTimeout(
-        () => this.#giveUp(ref, new CrosstalkError("TIMEOUT", `no answer from ${to}.${method} within ${timeoutMs} ms`)),
-        timeoutMs,
+        () =>
+          this.#giveUp(
+            ref,
+            new CrosstalkError(
+              "TIMEOUT",
+              `no answer from ${JSON.stringify(a.to)}.${a.method} within ${a.timeoutMs} ms`,
+            ),
+          ),
+        a.timeoutMs,
       );
-      const call: Outgoing = {
-        frame: { type: "rpc.call", ref, to, method, input: json, timeoutMs },
+      const frame: CallFrame = {
+        type: "rpc.call",
+        ref,
+        to: a.to,
+        method: a.method,
+        input: a.input,
+        timeoutMs: a.timeoutMs,
+        callId: a.callId,
+        correlationId: a.correlationId,
+      };
+      if (a.causationId) frame.causationId = a.causationId;
+      if (a.idempotencyKey) frame.idempotencyKey = a.idempotencyKey;
+      const attempt: Attempt = {
+        frame,
         sent: false,
+        onProgress: a.onProgress,
         settle: (error, output) => {
           clearTimeout(timer);
-          options.signal?.removeEventListener("abort", onAbort);
-          this.#calls.delete(ref);
+          a.signal?.removeEventListener("abort", onAbort);
+          this.#attempts.delete(ref);
           if (error) reject(error);
           else resolve(output);
         },
       };
-      options.signal?.addEventListener("abort", onAbort, { once: true });
-      this.#calls.set(ref, call);
-      call.sent = this.transport.send(call.frame);
+      a.signal?.addEventListener("abort", onAbort, { once: true });
+      this.#attempts.set(ref, attempt);
+      attempt.sent = this.transport.send(frame);
     });
   }
 
   #giveUp(ref: string, error: CrosstalkError): void {
-    const call = this.#calls.get(ref);
-    if (!call) return;
-    if (call.sent) this.transport.send({ type: "rpc.cancel", ref });
-    call.settle(error);
+    const attempt = this.#attempts.get(ref);
+    if (!attempt) return;
+    if (attempt.sent) this.transport.send({ type: "rpc.cancel", ref });
+    attempt.settle(error);
   }
 
-  /** After (re)connecting: announce methods again and send calls queued while offline. */
+  /** Fire-and-forget: resolves once the room has stored the message for its recipients. */
+  send(
+    to: Target,
+    method: string,
+    input: unknown,
+    options: SendOptions = {},
+  ): Promise<{ id: string; recipients: string[] }> {
+    return new Promise((resolve, reject) => {
+      if (!targetSchema.safeParse(to).success)
+        return reject(new CrosstalkError("INVALID_ARGUMENT", `invalid target ${JSON.stringify(to)}`));
+      if (!methodSchema.safeParse(method).success)
+        return reject(new CrosstalkError("INVALID_ARGUMENT", `invalid method name ${JSON.stringify(method)}`));
+      const json = toJson(input);
+      if (json instanceof CrosstalkError) return reject(json);
+      const id = options.id ?? uuidv7();
+      const frame: OutgoingMessage["frame"] = {
+        type: "rpc.send",
+        ref: `s${++this.#nextRef}`,
+        id,
+        to,
+        method,
+        input: json,
+        callId: id,
+      };
+      if (options.ttlMs !== undefined) frame.ttlMs = options.ttlMs;
+      if (options.correlationId) frame.correlationId = options.correlationId;
+      if (options.causationId) frame.causationId = options.causationId;
+      this.#outbox.set(frame.ref, {
+        frame,
+        resolve: (r) => resolve(r),
+        reject,
+      });
+      this.transport.send(frame);
+    });
+  }
+
+  /** After (re)connecting: announce methods, send what waited, resend idempotent calls and unconfirmed sends. */
   online(): void {
     this.#announce();
-    for (const call of this.#calls.values()) if (!call.sent) call.sent = this.transport.send(call.frame);
+    for (const a of this.#attempts.values()) if (!a.sent) a.sent = this.transport.send(a.frame);
+    for (const m of this.#outbox.values()) this.transport.send(m.frame);
   }
 
-  /** The socket dropped: calls already sent have an unknown outcome; handlers are aborted. */
+  /**
+   * The socket dropped. A plain call already sent has an unknown outcome: OFFLINE. An
+   * idempotent one is sent again on reconnect and answered from the room's record.
+   */
   offline(): void {
-    for (const call of [...this.#calls.values()]) {
-      if (call.sent)
-        call.settle(
-          new CrosstalkError("OFFLINE", `connection lost while calling ${call.frame.to}.${call.frame.method}`),
+    for (const a of [...this.#attempts.values()]) {
+      if (!a.sent) continue;
+      if (a.frame.idempotencyKey) a.sent = false;
+      else
+        a.settle(
+          new CrosstalkError(
+            "OFFLINE",
+            `connection lost while calling ${JSON.stringify(a.frame.to)}.${a.frame.method}`,
+          ),
         );
     }
     for (const controller of this.#running.values()) controller.abort(new CrosstalkError("OFFLINE", "connection lost"));
@@ -123,31 +319,77 @@ export class Rpc {
   }
 
   failAll(error: CrosstalkError): void {
-    for (const call of [...this.#calls.values()]) call.settle(error);
+    for (const a of [...this.#attempts.values()]) a.settle(error);
+    for (const m of this.#outbox.values()) m.reject(error);
+    this.#outbox.clear();
     for (const controller of this.#running.values()) controller.abort(error);
     this.#running.clear();
   }
 
-  receive(frame: Extract<RoomFrame, { type: "rpc.request" | "rpc.abort" | "rpc.response" }>): void {
+  /** The room refused send `ref`. */
+  refused(ref: string, error: CrosstalkError): boolean {
+    const m = this.#outbox.get(ref);
+    if (!m) return false;
+    this.#outbox.delete(ref);
+    m.reject(error);
+    return true;
+  }
+
+  receive(frame: Extract<RoomFrame, { type: `rpc.${string}` }>): void {
     switch (frame.type) {
       case "rpc.response": {
-        const call = this.#calls.get(frame.ref);
-        if (!call) return;
-        if (frame.ok) call.settle(null, frame.output);
-        else call.settle(CrosstalkError.from(frame.error));
+        const attempt = this.#attempts.get(frame.ref);
+        if (!attempt) return;
+        if (frame.ok) attempt.settle(null, frame.output);
+        else attempt.settle(CrosstalkError.from(frame.error));
         return;
       }
+      case "rpc.progress":
+        this.#attempts.get(frame.ref)?.onProgress?.(frame.data);
+        return;
       case "rpc.abort":
         this.#running.get(frame.id)?.abort(new CrosstalkError(frame.reason, `call aborted: ${frame.reason}`));
         this.#running.delete(frame.id);
         return;
       case "rpc.request":
-        void this.#serve(frame);
+        void this.#serveCall(frame);
         return;
+      case "rpc.message":
+        void this.#serveMessage(frame);
+        return;
+      case "rpc.sent": {
+        const m = this.#outbox.get(frame.ref);
+        if (!m) return;
+        this.#outbox.delete(frame.ref);
+        m.resolve({ id: m.frame.id, recipients: frame.recipients });
+        return;
+      }
     }
   }
 
-  async #serve(frame: Extract<RoomFrame, { type: "rpc.request" }>): Promise<void> {
+  #context(
+    frame: { from: string; method: string; callId?: string; correlationId?: string },
+    deadline: number,
+    signal: AbortSignal,
+    progress: (data: unknown) => void,
+  ): CallContext {
+    const trace: Trace = {};
+    const correlationId = frame.correlationId ?? frame.callId;
+    if (correlationId) trace.correlationId = correlationId;
+    if (frame.callId) trace.causationId = frame.callId;
+    return this.bind({
+      from: frame.from,
+      method: frame.method,
+      deadline,
+      signal,
+      callId: frame.callId,
+      correlationId,
+      progress,
+      trace,
+    });
+  }
+
+  async #serveCall(frame: Extract<RoomFrame, { type: "rpc.request" }>): Promise<void> {
     const handler = this.#handlers.get(frame.method);
     const reply = (result: { ok: true; output: Json } | { ok: false; error: ErrorBody }) =>
       this.transport.send({ type: "rpc.result", id: frame.id, ...result });
@@ -158,13 +400,13 @@ export class Rpc {
       });
     const controller = new AbortController();
     this.#running.set(frame.id, controller);
+    const progress = (data: unknown) => {
+      const json = toJson(data);
+      if (!(json instanceof CrosstalkError) && !controller.signal.aborted)
+        this.transport.send({ type: "rpc.progress", id: frame.id, data: json });
+    };
     try {
-      const output = await handler(frame.input, {
-        from: frame.from,
-        method: frame.method,
-        deadline: frame.deadline,
-        signal: controller.signal,
-      });
+      const output = await handler(frame.input, this.#context(frame, frame.deadline, controller.signal, progress));
       if (controller.signal.aborted) return;
       const json = toJson(output);
       if (json instanceof CrosstalkError)
@@ -177,6 +419,30 @@ export class Rpc {
       this.#running.delete(frame.id);
     }
   }
+
+  async #serveMessage(frame: Incoming): Promise<void> {
+    if (this.#seen.has(frame.id)) {
+      this.transport.send({ type: "rpc.message.ack", id: frame.id });
+      return;
+    }
+    const handler = this.#handlers.get(frame.method);
+    if (!handler) {
+      if (!this.#parked.some((m) => m.id === frame.id)) this.#parked.push(frame);
+      return;
+    }
+    this.#seen.add(frame.id);
+    if (this.#seen.size > SEEN_MESSAGES) this.#seen.delete(this.#seen.values().next().value as string);
+    try {
+      await handler(
+        frame.input,
+        this.#context(frame, Number.POSITIVE_INFINITY, new AbortController().signal, () => {}),
+      );
+    } catch (error) {
+      // Delivered is delivered: the failure is the handler's to report, not a reason to redeliver.
+      this.onError(error);
+    }
+    this.transport.send({ type: "rpc.message.ack", id: frame.id });
+  }
 }
 
 /** What a callee sends back for a thrown value: a table code it chose, else HANDLER_ERROR; never a stack. */
@@ -187,7 +453,7 @@ function toErrorBody(error: unknown): ErrorBody {
 }
 
 /** A JSON copy of `value` (undefined becomes null), or why it cannot travel. */
-function toJson(value: unknown): Json | CrosstalkError {
+export function toJson(value: unknown): Json | CrosstalkError {
   let text: string;
   try {
     text = JSON.stringify(value ?? null);
@@ -198,3 +464,7 @@ function toJson(value: unknown): Json | CrosstalkError {
     return new CrosstalkError("TOO_LARGE", `value is ${text.length} bytes; a message carries at most about 1 MB`);
   return JSON.parse(text) as Json;
 }
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Exponential backoff with full jitter: 50 ms · 2^attempt, capped at 5 s. */
+const backoff = (attempt: number) => Math.random() * Math.min(5_000, 50 * 2 ** attempt);

@@ -5,6 +5,14 @@
 import { ObservableV2 } from "lib0/observable";
 import type { z } from "zod";
 import { type EventCatalog, encodeEvent } from "./catalog.ts";
+import {
+  type Contract,
+  type ContractClient,
+  type ContractHandlers,
+  checkedHandler,
+  checkedOutput,
+  type MethodSpec,
+} from "./contract.ts";
 import { DocSync } from "./docs.ts";
 import { CrosstalkError } from "./errors.ts";
 import {
@@ -16,9 +24,9 @@ import {
   type SubscribeOptions,
   type Subscription,
 } from "./events.ts";
-import { type AgentInfo, type ConsumerInfo, nameSchema, type StoredEvent, stateDoc } from "./protocol.ts";
+import { type AgentInfo, type ConsumerInfo, nameSchema, type StoredEvent, stateDoc, type Target } from "./protocol.ts";
 import { Requests } from "./requests.ts";
-import { type CallOptions, type Handler, Rpc } from "./rpc.ts";
+import { type CallContext, type CallOptions, type Handler, Rpc, type SendOptions } from "./rpc.ts";
 import { type Json, Namespace } from "./state.ts";
 import { type Status, Transport, type TransportOptions } from "./transport.ts";
 
@@ -73,7 +81,16 @@ export class Team extends ObservableV2<TeamEvents> {
     this.#events = new Events(this.#transport, this.#docs, this.#requests, this.agent, (error, event) =>
       this.emit("error", [error, { event }]),
     );
-    this.#rpc = new Rpc(this.#transport);
+    this.#rpc = new Rpc(
+      this.#transport,
+      (ctx) => ({
+        ...ctx,
+        publish: (type, data, options) => this.publish(type, data, { ...ctx.trace, ...options }),
+        call: (to, method, input, options) => this.call(to, method, input, { ...ctx.trace, ...options }),
+        send: (to, method, input, options) => this.send(to, method, input, { ...ctx.trace, ...options }),
+      }),
+      (error) => this.emit("error", [error, {}]),
+    );
     this.#transport.on("frame", (frame) => {
       switch (frame.type) {
         case "welcome":
@@ -106,11 +123,15 @@ export class Team extends ObservableV2<TeamEvents> {
         case "error":
           if (frame.ref && this.#requests.receive(frame.ref, frame)) return;
           if (frame.ref && this.#events.refused(frame.ref, CrosstalkError.from(frame.error))) return;
+          if (frame.ref && this.#rpc.refused(frame.ref, CrosstalkError.from(frame.error))) return;
           this.emit("error", [CrosstalkError.from(frame.error), {}]);
           return;
         case "rpc.request":
         case "rpc.abort":
         case "rpc.response":
+        case "rpc.progress":
+        case "rpc.message":
+        case "rpc.sent":
           return this.#rpc.receive(frame);
       }
     });
@@ -204,9 +225,53 @@ export class Team extends ObservableV2<TeamEvents> {
     return this.#rpc.handle(method, handler);
   }
 
-  /** Calls `method` on agent `to` and resolves with its output. */
-  call<T = Json>(to: string, method: string, input?: unknown, options?: CallOptions): Promise<T> {
+  /**
+   * Calls `method` on `to` — an agent id, or `{ role }` for the least busy live agent of that
+   * role — and resolves with its output. See {@link CallOptions} for deadlines, retries,
+   * idempotency and progress.
+   */
+  call<T = Json>(to: Target, method: string, input?: unknown, options?: CallOptions): Promise<T> {
     return this.#rpc.call(to, method, input, options) as Promise<T>;
+  }
+
+  /**
+   * Fire-and-forget: resolves once the room has stored the message. An offline agent gets it
+   * when it reconnects (within the TTL); `{ role }` reaches every live agent of the role.
+   */
+  send(
+    to: Target,
+    method: string,
+    input?: unknown,
+    options?: SendOptions,
+  ): Promise<{ id: string; recipients: string[] }> {
+    return this.#rpc.send(to, method, input, options);
+  }
+
+  /** Serves every method of a contract, with input and output validated. Returns an unsubscribe. */
+  serve<C extends Record<string, MethodSpec>>(contract: Contract<C>, handlers: ContractHandlers<C>): () => void {
+    const stops = Object.entries(contract.methods).map(([method, spec]) => {
+      const handler = handlers[method as keyof C] as (input: unknown, ctx: CallContext) => unknown;
+      if (typeof handler !== "function") throw new CrosstalkError("INVALID_ARGUMENT", `no handler for ${method}`);
+      return this.handle(method, checkedHandler(spec, method, handler) as Handler);
+    });
+    return () => {
+      for (const stop of stops) stop();
+    };
+  }
+
+  /** A typed proxy for calling a contract's methods on `target`. */
+  client<C extends Record<string, MethodSpec>>(contract: Contract<C>, target: Target): ContractClient<C> {
+    const proxy: Record<string, unknown> = {};
+    for (const [method, spec] of Object.entries(contract.methods)) {
+      proxy[method] = async (input: unknown, options?: CallOptions) =>
+        checkedOutput(spec, method, await this.call(target, method, input, options));
+    }
+    return proxy as ContractClient<C>;
+  }
+
+  /** Caps how many calls the room routes to this agent at once (beyond it callers get OVERLOADED). */
+  setMaxInFlight(max: number): void {
+    this.#rpc.setMaxInFlight(max);
   }
 
   // --- presence -------------------------------------------------------------------------

@@ -11,7 +11,7 @@
  * member; after `maxDeliver` deliveries it goes to `<stream>.dlq`. Events with a `key` are
  * handed out one at a time per key, in seq order.
  *
- * Storage: `cons:<stream>:<name>` → {@link DurableRecord}; `grp:<stream>:<name>` →
+ * Storage: `cons|<stream>|<name>` → {@link DurableRecord}; `grp|<stream>|<name>` →
  * {@link GroupRecord}. Leases are memory-only: after a restart every unfinished event is
  * delivered again (at least once).
  */
@@ -24,6 +24,7 @@ import {
   matchesPattern,
   type StoredEvent,
 } from "../client/protocol.ts";
+import { keys } from "./keys.ts";
 import type { Session } from "./session.ts";
 import { type KvStorage, putAll } from "./storage.ts";
 import type { StreamState, Streams } from "./streams.ts";
@@ -67,8 +68,8 @@ type Group = {
   updatedAt: number;
 };
 
-const consKey = (stream: string, name: string) => `cons:${stream}:${name}`;
-const grpKey = (stream: string, name: string) => `grp:${stream}:${name}`;
+const consKey = keys.consumer;
+const grpKey = keys.group;
 
 export class Consumers {
   readonly #durable = new Map<string, DurableRecord>();
@@ -116,10 +117,17 @@ export class Consumers {
     for (const [key, record] of this.#durable) {
       if (!key.startsWith(consKey(streamName, ""))) continue;
       const name = key.slice(consKey(streamName, "").length);
-      out.push({ name, kind: "durable", acked: record.acked, lag: stream.head - record.acked, updatedAt: record.updatedAt });
+      out.push({
+        name,
+        kind: "durable",
+        acked: record.acked,
+        lag: stream.head - record.acked,
+        updatedAt: record.updatedAt,
+      });
     }
     const groups = await this.storage.list<GroupRecord>({ prefix: grpKey(streamName, "") });
-    for (const key of groups.keys()) if (!this.#groups.has(key)) this.#groups.set(key, this.#loadGroup(key, stream, null));
+    for (const key of groups.keys())
+      if (!this.#groups.has(key)) this.#groups.set(key, this.#loadGroup(key, stream, null));
     for (const [key, loading] of this.#groups) {
       if (!key.startsWith(grpKey(streamName, ""))) continue;
       const g = await loading;
@@ -213,7 +221,7 @@ export class Consumers {
 
   async groupAck(session: Session, stream: string, name: string, seq: number): Promise<void> {
     const group = await this.#group(stream, name);
-    if (!group || !group.members.has(session)) return;
+    if (!group?.members.has(session)) return;
     this.#unlease(group, seq);
     this.#finish(group, seq);
     void this.#dispatch(group);
@@ -221,7 +229,7 @@ export class Consumers {
 
   async groupNak(session: Session, frame: Extract<ClientFrame, { type: "group.nak" }>): Promise<void> {
     const group = await this.#group(frame.stream, frame.group);
-    if (!group || !group.members.has(session) || group.leases.get(frame.seq)?.member !== session) return;
+    if (!group?.members.has(session) || group.leases.get(frame.seq)?.member !== session) return;
     this.#unlease(group, frame.seq);
     const deliveries = group.deliveries.get(frame.seq) ?? 1;
     if (deliveries >= group.config.maxDeliver || frame.deadLetter) {
@@ -359,7 +367,8 @@ export class Consumers {
         for (;;) {
           let best: [Session, { maxAckPending: number; inFlight: number }] | null = null;
           for (const entry of group.members) {
-            if (entry[1].inFlight < entry[1].maxAckPending && (!best || entry[1].inFlight < best[1].inFlight)) best = entry;
+            if (entry[1].inFlight < entry[1].maxAckPending && (!best || entry[1].inFlight < best[1].inFlight))
+              best = entry;
           }
           if (!best) break;
           const seq = await this.#candidate(group);
@@ -416,7 +425,9 @@ export class Consumers {
       this.#flushScheduled = false;
       const entries = Object.fromEntries(this.#dirty);
       this.#dirty.clear();
-      void putAll(this.storage, entries).catch((error: unknown) => console.error("[crosstalk] consumer positions not stored", error));
+      void putAll(this.storage, entries).catch((error: unknown) =>
+        console.error("[crosstalk] consumer positions not stored", error),
+      );
     });
   }
 }

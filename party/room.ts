@@ -16,8 +16,9 @@ import {
 } from "../client/protocol.ts";
 import { Consumers } from "./consumers.ts";
 import { DocHub } from "./docs.ts";
+import { Inbox } from "./inbox.ts";
 import { type agentInfo, Presence } from "./presence.ts";
-import { Router } from "./rpc.ts";
+import { Router, type RouterOptions } from "./rpc.ts";
 import { Session, type Socket } from "./session.ts";
 import type { KvStorage } from "./storage.ts";
 import { type StreamOptions, Streams } from "./streams.ts";
@@ -27,6 +28,8 @@ export type RoomOptions = {
   storage: KvStorage;
   /** Stream tuning; defaults suit most teams. */
   streams?: Partial<StreamOptions>;
+  /** Call and message tuning. */
+  rpc?: Partial<RouterOptions> & { inboxTtlMs?: number };
   now?: () => number;
   /** Called when the room can no longer trust its memory (storage failed). */
   onFatal?: (error: unknown) => void;
@@ -39,6 +42,7 @@ export class TeamRoom {
   readonly streams: Streams;
   readonly router: Router;
   readonly consumers: Consumers;
+  readonly inbox: Inbox;
   readonly #now: () => number;
   readonly #sessions = new Map<Socket, Session>();
   #nextSession = 0;
@@ -58,7 +62,12 @@ export class TeamRoom {
       ...options.streams,
     });
     this.consumers = new Consumers(options.storage, this.streams, this.#now);
-    this.router = new Router(this.presence, this.#now);
+    this.router = new Router(this.presence, options.storage, this.#now, {
+      idempotencyWindowMs: 24 * 60 * 60 * 1000,
+      defaultMaxInFlight: 256,
+      ...options.rpc,
+    });
+    this.inbox = new Inbox(this.presence, options.storage, this.#now, options.rpc?.inboxTtlMs ?? 24 * 60 * 60 * 1000);
   }
 
   /**
@@ -93,6 +102,12 @@ export class TeamRoom {
       serverTime: this.#now(),
       roster: this.presence.roster(),
     });
+    // Messages that waited in the inbox follow the welcome, in the session's frame order.
+    session.queue = session.queue
+      .then(() => this.inbox.flush(session))
+      .catch((error: unknown) => {
+        console.error(`[crosstalk ${this.team}] inbox of ${session.agent} not delivered`, error);
+      });
     return session;
   }
 
@@ -159,7 +174,13 @@ export class TeamRoom {
       }
       case "consumer.get": {
         const acked = await this.consumers.position(frame.stream, frame.consumer);
-        return session.sendFrame({ type: "consumer.state", ref: frame.ref, stream: frame.stream, consumer: frame.consumer, acked });
+        return session.sendFrame({
+          type: "consumer.state",
+          ref: frame.ref,
+          stream: frame.stream,
+          consumer: frame.consumer,
+          acked,
+        });
       }
       case "consumer.ack":
         return this.consumers.ack(frame.stream, frame.consumer, frame.seq);
@@ -182,16 +203,26 @@ export class TeamRoom {
         return this.hub.close(session, frame.doc);
       case "rpc.handle":
         session.methods = [...new Set(frame.methods)];
+        this.router.setMaxInFlight(session, frame.maxInFlight);
         return this.presence.changed(session);
       case "rpc.call":
         return this.router.call(session, frame);
       case "rpc.cancel":
         return this.router.cancel(session, frame.ref);
       case "rpc.result": {
-        const error = this.router.result(session, frame);
+        const error = await this.router.result(session, frame);
         if (error) this.#refuse(session, error);
         return;
       }
+      case "rpc.progress":
+        return this.router.progress(session, frame.id, frame.data);
+      case "rpc.send": {
+        const sent = await this.inbox.send(session, frame);
+        if (!sent.ok) return this.#refuse(session, sent.error, { ref: frame.ref });
+        return session.sendFrame({ type: "rpc.sent", ref: frame.ref, recipients: sent.recipients });
+      }
+      case "rpc.message.ack":
+        return this.inbox.ack(session, frame.id);
       case "presence.set":
         session.status = frame.status;
         return this.presence.changed(session);
@@ -220,7 +251,10 @@ export class TeamRoom {
       const to = num("to");
       const limit = num("limit") ?? 1000;
       if (!stream.success || ![from, to ?? 1, limit].every((n) => Number.isInteger(n) && n >= 1)) {
-        return Response.json({ error: { code: "INVALID_ARGUMENT", message: "stream, from, to and limit must be valid" } }, { status: 400 });
+        return Response.json(
+          { error: { code: "INVALID_ARGUMENT", message: "stream, from, to and limit must be valid" } },
+          { status: 400 },
+        );
       }
       const lines: string[] = [];
       let next: number | null = from;
@@ -233,7 +267,10 @@ export class TeamRoom {
         headers: { "content-type": "application/x-ndjson" },
       });
     }
-    return Response.json({ error: { code: "NOT_FOUND", message: `no such resource ${url.pathname}` } }, { status: 404 });
+    return Response.json(
+      { error: { code: "NOT_FOUND", message: `no such resource ${url.pathname}` } },
+      { status: 404 },
+    );
   }
 
   /** A summary for `GET /parties/main/<team>`. */

@@ -1,58 +1,145 @@
 /**
- * Direct messages: the room routes `rpc.call` from a caller to the callee's live session,
- * relays the answer back, and fails calls promptly when either side goes away or the
- * deadline passes. In-flight calls live in memory only: a room restart drops every socket,
- * and callers see OFFLINE for calls that were in flight.
+ * Direct calls: the room routes `rpc.call` from a caller to a callee's live session
+ * (an agent id, or the least busy live agent of a role that serves the method), relays
+ * progress and the answer back, and fails calls promptly when the callee goes away or the
+ * deadline passes.
+ *
+ * Idempotent calls (`idempotencyKey`): the room runs a call at most once per caller agent and
+ * key. A second call with the same key while the first runs waits for the same answer; once
+ * answered, the result is stored (`idem|<agent>|<key>`) for the idempotency window, so a
+ * caller that lost the reply (offline, crashed) gets it on retry. Such a call is not aborted
+ * when its caller disconnects, so its result can still be stored.
+ *
+ * Everything else in flight is memory-only: a room restart drops every socket, and callers
+ * see OFFLINE (or, for idempotent calls, retry and are answered from the stored result).
  */
-import type { ClientFrame, ErrorBody, ErrorCode } from "../client/protocol.ts";
+import type { ClientFrame, ErrorBody, ErrorCode, Target } from "../client/protocol.ts";
+import { keys } from "./keys.ts";
 import type { Presence } from "./presence.ts";
 import type { Session } from "./session.ts";
+import type { KvStorage } from "./storage.ts";
 
 type CallFrame = Extract<ClientFrame, { type: "rpc.call" }>;
 type ResultFrame = Extract<ClientFrame, { type: "rpc.result" }>;
+type Answer = { ok: true; output: Extract<ResultFrame, { ok: true }>["output"] } | { ok: false; error: ErrorBody };
 
+type Waiter = { session: Session; ref: string };
 type InFlight = {
   id: string;
-  caller: Session;
-  ref: string;
+  /** Who waits for the answer: the caller, and for idempotent calls any retry of it. */
+  waiters: Waiter[];
   callee: Session;
   timer: ReturnType<typeof setTimeout>;
+  /** The storage key of an idempotent call's result. */
+  idem: string | null;
+};
+
+type IdemRecord = { answer: Answer; expiresAt: number };
+
+export type RouterOptions = {
+  /** How long an idempotent call's result is kept. */
+  idempotencyWindowMs: number;
+  /** Calls routed to one agent at once, unless it announces its own cap. */
+  defaultMaxInFlight: number;
 };
 
 export class Router {
   #next = 0;
   /** Room call id → call. */
   readonly #calls = new Map<string, InFlight>();
-  /** `${caller.n}:${ref}` → room call id, for cancels. */
+  /** `${session.n}:${ref}` → room call id, for cancels. */
   readonly #byRef = new Map<string, string>();
+  /** Idempotent calls running now, by `<agent>:<key>`. */
+  readonly #running = new Map<string, string>();
+  /** Calls routed to each callee session right now. */
+  readonly #load = new Map<Session, number>();
+  readonly #maxInFlight = new Map<Session, number>();
 
   constructor(
     private readonly presence: Presence,
+    private readonly storage: KvStorage,
     private readonly now: () => number,
+    private readonly options: RouterOptions,
   ) {}
 
   get inFlight(): number {
     return this.#calls.size;
   }
 
-  call(caller: Session, frame: CallFrame): void {
-    const fail = (error: ErrorBody) => caller.sendFrame({ type: "rpc.response", ref: frame.ref, ok: false, error });
-    const callee = this.presence.get(frame.to);
-    if (!callee) return fail({ code: "NO_ROUTE", message: `agent ${frame.to} is not connected` });
-    if (!callee.methods.includes(frame.method)) {
-      return fail({ code: "NO_ROUTE", message: `agent ${frame.to} does not serve ${frame.method}` });
+  setMaxInFlight(session: Session, max: number | undefined): void {
+    if (max === undefined) this.#maxInFlight.delete(session);
+    else this.#maxInFlight.set(session, max);
+  }
+
+  /** The session to send a call to, or why there is none. */
+  route(to: Target, method: string): { ok: true; callee: Session } | { ok: false; error: ErrorBody } {
+    const cap = (s: Session) => this.#maxInFlight.get(s) ?? this.options.defaultMaxInFlight;
+    const load = (s: Session) => this.#load.get(s) ?? 0;
+    if (typeof to === "string") {
+      const callee = this.presence.get(to);
+      if (!callee) return { ok: false, error: { code: "NO_ROUTE", message: `agent ${to} is not connected` } };
+      if (!callee.methods.includes(method)) {
+        return { ok: false, error: { code: "NO_ROUTE", message: `agent ${to} does not serve ${method}` } };
+      }
+      if (load(callee) >= cap(callee)) {
+        return { ok: false, error: { code: "OVERLOADED", message: `agent ${to} has ${load(callee)} calls in flight` } };
+      }
+      return { ok: true, callee };
     }
+    let best: Session | null = null;
+    let serving = 0;
+    for (const s of this.presence.sessions()) {
+      if (s.role !== to.role || !s.methods.includes(method)) continue;
+      serving++;
+      if (load(s) < cap(s) && (!best || load(s) < load(best))) best = s;
+    }
+    if (best) return { ok: true, callee: best };
+    if (serving === 0)
+      return { ok: false, error: { code: "NO_ROUTE", message: `no live agent of role ${to.role} serves ${method}` } };
+    return {
+      ok: false,
+      error: { code: "OVERLOADED", message: `all ${serving} agents of role ${to.role} are at capacity` },
+    };
+  }
+
+  async call(caller: Session, frame: CallFrame): Promise<void> {
+    const reply = (answer: Answer) => caller.sendFrame({ type: "rpc.response", ref: frame.ref, ...answer });
     const refKey = `${caller.n}:${frame.ref}`;
     if (this.#byRef.has(refKey))
-      return fail({ code: "CONFLICT", message: `call ref ${frame.ref} is already in flight` });
+      return reply({ ok: false, error: { code: "CONFLICT", message: `call ref ${frame.ref} is already in flight` } });
+
+    const idem = frame.idempotencyKey ? keys.idempotent(caller.agent, frame.idempotencyKey) : null;
+    if (idem) {
+      const running = this.#running.get(idem);
+      const call = running ? this.#calls.get(running) : undefined;
+      if (call) {
+        // A retry of a call still running: wait for the same answer.
+        call.waiters.push({ session: caller, ref: frame.ref });
+        this.#byRef.set(refKey, call.id);
+        return;
+      }
+      const stored = await this.storage.get<IdemRecord>(idem);
+      if (stored && stored.expiresAt > this.now()) return reply(stored.answer);
+      // The storage read yielded: a concurrent retry may have started the call meanwhile.
+      const started = this.#running.get(idem);
+      const startedCall = started ? this.#calls.get(started) : undefined;
+      if (startedCall) {
+        startedCall.waiters.push({ session: caller, ref: frame.ref });
+        this.#byRef.set(refKey, startedCall.id);
+        return;
+      }
+    }
+
+    const route = this.route(frame.to, frame.method);
+    if (!route.ok) return reply({ ok: false, error: route.error });
+    const { callee } = route;
     const id = `c${++this.#next}`;
     const deadline = this.now() + frame.timeoutMs;
-    const timer = setTimeout(
-      () => this.#finish(id, { code: "TIMEOUT", message: `no answer within ${frame.timeoutMs} ms` }, "TIMEOUT"),
-      frame.timeoutMs,
-    );
-    this.#calls.set(id, { id, caller, ref: frame.ref, callee, timer });
+    const timer = setTimeout(() => this.#timeout(id, frame.timeoutMs), frame.timeoutMs);
+    this.#calls.set(id, { id, waiters: [{ session: caller, ref: frame.ref }], callee, timer, idem });
     this.#byRef.set(refKey, id);
+    if (idem) this.#running.set(idem, id);
+    this.#load.set(callee, (this.#load.get(callee) ?? 0) + 1);
     callee.sendFrame({
       type: "rpc.request",
       id,
@@ -60,53 +147,92 @@ export class Router {
       method: frame.method,
       input: frame.input,
       deadline,
+      ...(frame.callId ? { callId: frame.callId } : {}),
+      ...(frame.correlationId ? { correlationId: frame.correlationId } : {}),
+      ...(frame.causationId ? { causationId: frame.causationId } : {}),
     });
   }
 
-  result(callee: Session, frame: ResultFrame): ErrorBody | null {
+  async result(callee: Session, frame: ResultFrame): Promise<ErrorBody | null> {
     const call = this.#calls.get(frame.id);
-    // A late answer (after timeout or cancel) is dropped quietly: the caller has moved on.
+    // A late answer (after timeout or cancel) of a plain call is dropped: the caller moved on.
     if (!call) return null;
     if (call.callee !== callee)
       return { code: "FORBIDDEN", message: `call ${frame.id} was not sent to this connection` };
-    this.#drop(call);
-    if (frame.ok) call.caller.sendFrame({ type: "rpc.response", ref: call.ref, ok: true, output: frame.output });
-    else call.caller.sendFrame({ type: "rpc.response", ref: call.ref, ok: false, error: frame.error });
+    const answer: Answer = frame.ok ? { ok: true, output: frame.output } : { ok: false, error: frame.error };
+    if (call.idem) {
+      // Stored before anyone sees it: a retry after this point is answered from storage.
+      const record: IdemRecord = { answer, expiresAt: this.now() + this.options.idempotencyWindowMs };
+      await this.storage.put({ [call.idem]: record });
+    }
+    this.#finish(call.id, answer);
     return null;
+  }
+
+  progress(callee: Session, id: string, data: unknown): void {
+    const call = this.#calls.get(id);
+    if (!call || call.callee !== callee) return;
+    for (const w of call.waiters) w.session.sendFrame({ type: "rpc.progress", ref: w.ref, data: data as never });
   }
 
   cancel(caller: Session, ref: string): void {
     const id = this.#byRef.get(`${caller.n}:${ref}`);
-    if (id) this.#finish(id, null, "CANCELLED");
+    const call = id ? this.#calls.get(id) : undefined;
+    if (!call) return;
+    this.#byRef.delete(`${caller.n}:${ref}`);
+    call.waiters = call.waiters.filter((w) => !(w.session === caller && w.ref === ref));
+    // An idempotent call keeps running for its result; a plain one is aborted.
+    if (call.waiters.length === 0 && !call.idem) this.#finish(call.id, null, "CANCELLED");
   }
 
-  /** Fails or aborts every call that involves `session`. */
+  /**
+   * The deadline passed: waiters get TIMEOUT. A plain call is aborted at the callee; an
+   * idempotent one keeps running so that its result is stored for a retry (at most once).
+   */
+  #timeout(id: string, timeoutMs: number): void {
+    const call = this.#calls.get(id);
+    if (!call) return;
+    const answer: Answer = { ok: false, error: { code: "TIMEOUT", message: `no answer within ${timeoutMs} ms` } };
+    if (!call.idem) return this.#finish(id, answer, "TIMEOUT");
+    for (const w of call.waiters) {
+      this.#byRef.delete(`${w.session.n}:${w.ref}`);
+      w.session.sendFrame({ type: "rpc.response", ref: w.ref, ...answer });
+    }
+    call.waiters = [];
+  }
+
+  /** Fails calls to `session`, and aborts plain calls it was waiting for. */
   gone(session: Session): void {
     for (const call of [...this.#calls.values()]) {
       if (call.callee === session) {
-        this.#finish(
-          call.id,
-          { code: "TARGET_GONE", message: `agent ${session.agent} disconnected before answering` },
-          null,
-        );
-      } else if (call.caller === session) {
-        this.#finish(call.id, null, "OFFLINE");
+        this.#finish(call.id, {
+          ok: false,
+          error: { code: "TARGET_GONE", message: `agent ${session.agent} disconnected before answering` },
+        });
+        continue;
       }
+      const before = call.waiters.length;
+      call.waiters = call.waiters.filter((w) => w.session !== session);
+      if (before > 0 && call.waiters.length === 0 && !call.idem) this.#finish(call.id, null, "OFFLINE");
     }
+    this.#load.delete(session);
+    this.#maxInFlight.delete(session);
   }
 
-  /** Ends a call: answers the caller with `error` (if any) and aborts the callee (if `abort`). */
-  #finish(id: string, error: ErrorBody | null, abort: ErrorCode | null): void {
+  /** Ends a call: answers its waiters (if `answer`) and aborts the callee (if `abort`). */
+  #finish(id: string, answer: Answer | null, abort: ErrorCode | null = null): void {
     const call = this.#calls.get(id);
     if (!call) return;
-    this.#drop(call);
-    if (error) call.caller.sendFrame({ type: "rpc.response", ref: call.ref, ok: false, error });
-    if (abort) call.callee.sendFrame({ type: "rpc.abort", id, reason: abort });
-  }
-
-  #drop(call: InFlight): void {
     clearTimeout(call.timer);
-    this.#calls.delete(call.id);
-    this.#byRef.delete(`${call.caller.n}:${call.ref}`);
+    this.#calls.delete(id);
+    if (call.idem && this.#running.get(call.idem) === id) this.#running.delete(call.idem);
+    const load = (this.#load.get(call.callee) ?? 1) - 1;
+    if (load > 0) this.#load.set(call.callee, load);
+    else this.#load.delete(call.callee);
+    for (const w of call.waiters) {
+      this.#byRef.delete(`${w.session.n}:${w.ref}`);
+      if (answer) w.session.sendFrame({ type: "rpc.response", ref: w.ref, ...answer });
+    }
+    if (abort) call.callee.sendFrame({ type: "rpc.abort", id, reason: abort });
   }
 }

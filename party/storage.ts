@@ -3,15 +3,16 @@
  * (128 KiB per value, 128 keys per put).
  *
  * Layout for a document `D`:
- * - `doc:D:meta` → {@link DocMeta}: which snapshot generation is current and which update
+ * - `doc|D|meta` → {@link DocMeta}: which snapshot generation is current and which update
  *   records follow it. Writing meta is the commit point of a compaction.
- * - `doc:D:snap:<gen>:<part>` → a slice of `Y.encodeStateAsUpdate` at compaction time.
- * - `doc:D:u:<n>:<part>` → one committed update record (the merge of one commit batch).
+ * - `doc|D|snap|<gen>|<part>` → a slice of `Y.encodeStateAsUpdate` at compaction time.
+ * - `doc|D|u|<n>|<part>` → one committed update record (the merge of one commit batch).
  *
  * A record is never rewritten; compaction writes a new generation, flips meta, then deletes
  * what the old meta pointed at. A crash at any step leaves a loadable document.
  */
 import * as Y from "yjs";
+import { keys, pad } from "./keys.ts";
 
 /** The subset of Durable Object storage this module needs; PartyKit's `room.storage` fits. */
 export interface KvStorage {
@@ -46,11 +47,10 @@ const MAX_KEYS_PER_PUT = 128;
 const COMPACT_AFTER_RECORDS = 256;
 const COMPACT_AFTER_BYTES = 4 * 1024 * 1024;
 
-const pad = (n: number) => n.toString().padStart(10, "0");
-const metaKey = (doc: string) => `doc:${doc}:meta`;
-const snapPrefix = (doc: string, gen: number) => `doc:${doc}:snap:${pad(gen)}:`;
-const updatePrefix = (doc: string) => `doc:${doc}:u:`;
-const updateKey = (doc: string, n: number, part: number) => `${updatePrefix(doc)}${pad(n)}:${pad(part)}`;
+const metaKey = keys.docMeta;
+const snapPrefix = keys.docSnapPrefix;
+const updatePrefix = keys.docUpdatePrefix;
+const updateKey = keys.docUpdate;
 
 export function split(bytes: Uint8Array, size = PART_BYTES): Uint8Array[] {
   if (bytes.byteLength <= size) return [bytes];

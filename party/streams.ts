@@ -10,8 +10,8 @@
  * document's first segment, so a crash between the two steps only leaves an overlap.
  *
  * Storage:
- * - `arc:<stream>:<segment>:<part>` → JSON text of the segment's events, split in parts
- * - `arcidx:<stream>:<segment>` → {@link ArchiveIndex}: the segment's event ids and last
+ * - `arc|<stream>|<segment>|<part>` → JSON text of the segment's events, split in parts
+ * - `arcidx|<stream>|<segment>` → {@link ArchiveIndex}: the segment's event ids and last
  *   timestamp, loaded at start to rebuild the dedupe window without reading events.
  */
 import { appendEvents, eventAt, type LogSegments, logHead, logSegments, logTail } from "../client/log.ts";
@@ -25,6 +25,7 @@ import {
   type StoredEvent,
 } from "../client/protocol.ts";
 import { type DocHub, type HubDoc, ROOM } from "./docs.ts";
+import { keys, pad } from "./keys.ts";
 import type { Session } from "./session.ts";
 import { type KvStorage, putAll } from "./storage.ts";
 
@@ -54,9 +55,8 @@ type ArchiveIndex = { ids: string[]; seqs: [number, number]; lastTs: number };
 type PublishFrame = Extract<ClientFrame, { type: "publish" }>;
 export type Ack = { id: string; seq: number; ts: number; duplicate: boolean };
 
-const pad = (n: number) => n.toString().padStart(10, "0");
-const arcPrefix = (stream: string, seg: number) => `arc:${stream}:${pad(seg)}:`;
-const idxPrefix = (stream: string) => `arcidx:${stream}:`;
+const arcPrefix = keys.archivePrefix;
+const idxPrefix = keys.archiveIndexPrefix;
 /** Archive parts are JSON text; 40k UTF-16 units stay under 128 KiB however they serialize. */
 const ARCHIVE_PART_CHARS = 40_000;
 
@@ -110,7 +110,7 @@ export class Streams {
     const horizon = this.now() - this.options.dedupeWindowMs;
     for (const idx of [...recent.values()].reverse()) {
       if (idx.lastTs < horizon) continue;
-      idx.ids.forEach((id, i) => state.ids.set(id, { seq: idx.seqs[0] + i, ts: idx.lastTs }));
+      for (const [i, id] of idx.ids.entries()) state.ids.set(id, { seq: idx.seqs[0] + i, ts: idx.lastTs });
       state.lastTs = Math.max(state.lastTs, idx.lastTs);
     }
     for (let seq = logTail(segments); seq <= state.head; seq++) {
@@ -257,7 +257,12 @@ export class Streams {
   }
 
   /** Events `from`..`to` (inclusive), at most `limit`, from the archive and the live document. */
-  async read(name: string, from: number, to: number | undefined, limit: number): Promise<{ events: StoredEvent[]; head: number; next: number | null }> {
+  async read(
+    name: string,
+    from: number,
+    to: number | undefined,
+    limit: number,
+  ): Promise<{ events: StoredEvent[]; head: number; next: number | null }> {
     const stream = await this.open(name);
     const last = Math.min(to ?? stream.head, stream.head);
     const events: StoredEvent[] = [];

@@ -1,0 +1,63 @@
+/**
+ * Typed direct messages: a contract names methods with zod schemas for input and output.
+ *
+ *   const contracts = defineContract({
+ *     generateContract: { input: z.object({ dealId: z.string() }), output: z.object({ contractId: z.string() }) },
+ *   });
+ *   team.serve(contracts, { generateContract: async ({ dealId }) => ({ contractId: `CTR-${dealId}` }) });
+ *   const legal = team.client(contracts, { role: "legal" });
+ *   const { contractId } = await legal.generateContract({ dealId: "D1" });
+ *
+ * The callee validates input before its handler runs (INVALID_INPUT with the zod issues goes
+ * back to the caller) and output before it leaves (INVALID_OUTPUT). The caller parses the
+ * output again, so what it gets has the output schema's type and defaults.
+ */
+import type { z } from "zod";
+import { CrosstalkError } from "./errors.ts";
+import type { CallContext, CallOptions } from "./rpc.ts";
+
+export type MethodSpec = { input: z.ZodType; output: z.ZodType };
+export type Contract<C extends Record<string, MethodSpec> = Record<string, MethodSpec>> = { readonly methods: C };
+
+export function defineContract<C extends Record<string, MethodSpec>>(methods: C): Contract<C> {
+  return { methods };
+}
+
+export type ContractHandlers<C extends Record<string, MethodSpec>> = {
+  [M in keyof C]: (
+    input: z.output<C[M]["input"]>,
+    ctx: CallContext,
+  ) => z.input<C[M]["output"]> | Promise<z.input<C[M]["output"]>>;
+};
+
+export type ContractClient<C extends Record<string, MethodSpec>> = {
+  [M in keyof C]: (input: z.input<C[M]["input"]>, options?: CallOptions) => Promise<z.output<C[M]["output"]>>;
+};
+
+const issues = (error: z.ZodError) => JSON.parse(JSON.stringify(error.issues)) as unknown;
+
+/** Wraps a typed handler with input and output validation. */
+export function checkedHandler(
+  spec: MethodSpec,
+  method: string,
+  handler: (input: unknown, ctx: CallContext) => unknown,
+) {
+  return async (input: unknown, ctx: CallContext): Promise<unknown> => {
+    const parsed = spec.input.safeParse(input);
+    if (!parsed.success)
+      throw new CrosstalkError("INVALID_INPUT", `${method}: input fails its schema`, issues(parsed.error));
+    const output = await handler(parsed.data, ctx);
+    const checked = spec.output.safeParse(output);
+    if (!checked.success)
+      throw new CrosstalkError("INVALID_OUTPUT", `${method}: output fails its schema`, issues(checked.error));
+    return checked.data;
+  };
+}
+
+/** Parses a typed call's output on the caller's side. */
+export function checkedOutput(spec: MethodSpec, method: string, output: unknown): unknown {
+  const checked = spec.output.safeParse(output);
+  if (!checked.success)
+    throw new CrosstalkError("INVALID_OUTPUT", `${method}: output fails its schema`, issues(checked.error));
+  return checked.data;
+}

@@ -1,0 +1,102 @@
+/**
+ * Fire-and-forget messages with durable inboxes. `rpc.send` is stored for each recipient
+ * (`inbox|<agent>|<id>`) before the sender's `rpc.sent`, delivered at once to a live
+ * recipient and on every (re)connect until the recipient acks it. Delivery is at least
+ * once; the client skips ids it has already handled, so a handler runs once.
+ *
+ * A message to a role goes to every live agent of that role serving the method; with
+ * none live it fails with NO_ROUTE (a role has no members while nobody is connected).
+ */
+import type { ClientFrame, ErrorBody, RoomFrame } from "../client/protocol.ts";
+import { keys } from "./keys.ts";
+import type { Presence } from "./presence.ts";
+import type { Session } from "./session.ts";
+import { type KvStorage, putAll } from "./storage.ts";
+
+type SendFrame = Extract<ClientFrame, { type: "rpc.send" }>;
+type Message = Extract<RoomFrame, { type: "rpc.message" }> & { expiresAt: number };
+
+const prefix = keys.inboxPrefix;
+/** Recently stored `<from>:<id>`s, so a resent message is not stored again after delivery. */
+const RECENT_IDS = 10_000;
+
+export class Inbox {
+  readonly #recent = new Map<string, string[]>();
+
+  constructor(
+    private readonly presence: Presence,
+    private readonly storage: KvStorage,
+    private readonly now: () => number,
+    private readonly defaultTtlMs: number,
+  ) {}
+
+  async send(
+    sender: Session,
+    frame: SendFrame,
+  ): Promise<{ ok: true; recipients: string[] } | { ok: false; error: ErrorBody }> {
+    const seen = this.#recent.get(`${sender.agent}:${frame.id}`);
+    if (seen) return { ok: true, recipients: seen };
+    let recipients: string[];
+    if (typeof frame.to === "string") {
+      const live = this.presence.get(frame.to);
+      if (live && !live.methods.includes(frame.method)) {
+        return { ok: false, error: { code: "NO_ROUTE", message: `agent ${frame.to} does not serve ${frame.method}` } };
+      }
+      recipients = [frame.to];
+    } else {
+      const role = frame.to.role;
+      recipients = [...this.presence.sessions()]
+        .filter((s) => s.role === role && s.methods.includes(frame.method))
+        .map((s) => s.agent);
+      if (recipients.length === 0) {
+        return {
+          ok: false,
+          error: { code: "NO_ROUTE", message: `no live agent of role ${role} serves ${frame.method}` },
+        };
+      }
+    }
+    const ts = this.now();
+    const message: Message = {
+      type: "rpc.message",
+      id: frame.id,
+      from: sender.agent,
+      method: frame.method,
+      input: frame.input,
+      ts,
+      expiresAt: ts + (frame.ttlMs ?? this.defaultTtlMs),
+      ...(frame.callId ? { callId: frame.callId } : {}),
+      ...(frame.correlationId ? { correlationId: frame.correlationId } : {}),
+      ...(frame.causationId ? { causationId: frame.causationId } : {}),
+    };
+    await putAll(this.storage, Object.fromEntries(recipients.map((r) => [prefix(r) + frame.id, message])));
+    this.#remember(`${sender.agent}:${frame.id}`, recipients);
+    for (const r of recipients) this.#deliver(this.presence.get(r), message);
+    return { ok: true, recipients };
+  }
+
+  /** On connect: hand over everything waiting for this agent, dropping what expired. */
+  async flush(session: Session): Promise<void> {
+    const waiting = await this.storage.list<Message>({ prefix: prefix(session.agent) });
+    const expired: string[] = [];
+    for (const [key, message] of [...waiting].sort((a, b) => a[1].ts - b[1].ts)) {
+      if (message.expiresAt <= this.now()) expired.push(key);
+      else this.#deliver(session, message);
+    }
+    if (expired.length > 0) await this.storage.delete(expired);
+  }
+
+  async ack(session: Session, id: string): Promise<void> {
+    await this.storage.delete([prefix(session.agent) + id]);
+  }
+
+  #deliver(session: Session | undefined, message: Message): void {
+    if (!session) return;
+    const { expiresAt: _, ...frame } = message;
+    session.sendFrame(frame);
+  }
+
+  #remember(key: string, recipients: string[]): void {
+    this.#recent.set(key, recipients);
+    if (this.#recent.size > RECENT_IDS) this.#recent.delete(this.#recent.keys().next().value as string);
+  }
+}

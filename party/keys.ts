@@ -1,0 +1,25 @@
+/**
+ * Every storage key the room writes, in one place. Components are joined with `|`, which
+ * no agent id, role, namespace, stream or consumer name can contain (see `nameSchema`), so
+ * one name's keys can never fall inside another name's range. Numbers are zero-padded so
+ * keys sort in numeric order.
+ */
+export const pad = (n: number): string => n.toString().padStart(10, "0");
+
+export const keys = {
+  /** Yjs documents (`party/storage.ts`). */
+  docMeta: (doc: string) => `doc|${doc}|meta`,
+  docSnapPrefix: (doc: string, gen: number) => `doc|${doc}|snap|${pad(gen)}|`,
+  docUpdatePrefix: (doc: string) => `doc|${doc}|u|`,
+  docUpdate: (doc: string, n: number, part: number) => `doc|${doc}|u|${pad(n)}|${pad(part)}`,
+  /** Archived log segments and their id index (`party/streams.ts`). */
+  archivePrefix: (stream: string, segment: number) => `arc|${stream}|${pad(segment)}|`,
+  archiveIndexPrefix: (stream: string) => `arcidx|${stream}|`,
+  /** Durable consumer positions and consumer groups (`party/consumers.ts`). */
+  consumer: (stream: string, name: string) => `cons|${stream}|${name}`,
+  group: (stream: string, name: string) => `grp|${stream}|${name}`,
+  /** Durable inboxes (`party/inbox.ts`); the message id comes last and may hold anything. */
+  inboxPrefix: (agent: string) => `inbox|${agent}|`,
+  /** Stored results of idempotent calls (`party/rpc.ts`), per caller agent. */
+  idempotent: (agent: string, key: string) => `idem|${agent}|${key}`,
+} as const;

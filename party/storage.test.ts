@@ -1,0 +1,251 @@
+/**
+ * Document persistence against an in-memory store that enforces Durable Object storage
+ * limits (128 KiB per value, 128 keys per put or delete), so passing proves the chunking.
+ */
+import { describe, expect, it } from "vitest";
+import * as Y from "yjs";
+import { appendUpdate, compact, type KvStorage, loadDoc, needsCompaction, type StoredDoc } from "./storage.ts";
+
+const MAX_VALUE_BYTES = 128 * 1024;
+const MAX_KEYS = 128;
+const MAX_KEY_BYTES = 2048;
+
+const sizeOf = (value: unknown): number => {
+  if (value instanceof Uint8Array || value instanceof ArrayBuffer) return value.byteLength;
+  return new TextEncoder().encode(JSON.stringify(value)).byteLength;
+};
+
+/** A Map with Durable Object storage semantics: sorted list, exclusive `end`, copies on the way in and out. */
+class MemoryKv implements KvStorage {
+  readonly data = new Map<string, unknown>();
+  puts = 0;
+
+  async get<T = unknown>(key: string): Promise<T | undefined> {
+    return this.data.has(key) ? (structuredClone(this.data.get(key)) as T) : undefined;
+  }
+
+  async list<T = unknown>(options: {
+    prefix?: string;
+    start?: string;
+    end?: string;
+    limit?: number;
+    reverse?: boolean;
+  }): Promise<Map<string, T>> {
+    let keys = [...this.data.keys()].sort().filter((k) => {
+      if (options.prefix !== undefined && !k.startsWith(options.prefix)) return false;
+      if (options.start !== undefined && k < options.start) return false;
+      if (options.end !== undefined && k >= options.end) return false;
+      return true;
+    });
+    if (options.reverse) keys.reverse();
+    if (options.limit !== undefined) keys = keys.slice(0, options.limit);
+    return new Map(keys.map((k) => [k, structuredClone(this.data.get(k)) as T]));
+  }
+
+  async put<T>(entries: Record<string, T>): Promise<void> {
+    const keys = Object.keys(entries);
+    if (keys.length > MAX_KEYS) throw new RangeError(`put of ${keys.length} keys exceeds ${MAX_KEYS}`);
+    for (const key of keys) {
+      if (new TextEncoder().encode(key).byteLength > MAX_KEY_BYTES) throw new RangeError(`key too long: ${key}`);
+      const size = sizeOf(entries[key]);
+      if (size > MAX_VALUE_BYTES) throw new RangeError(`value of ${key} is ${size} bytes, over ${MAX_VALUE_BYTES}`);
+    }
+    // All or nothing, like a Durable Object put.
+    for (const key of keys) this.data.set(key, structuredClone(entries[key]));
+    this.puts++;
+  }
+
+  async delete(keys: string[]): Promise<number> {
+    if (keys.length > MAX_KEYS) throw new RangeError(`delete of ${keys.length} keys exceeds ${MAX_KEYS}`);
+    let n = 0;
+    for (const key of keys) if (this.data.delete(key)) n++;
+    return n;
+  }
+
+  keysOf(doc: string): string[] {
+    return [...this.data.keys()].filter((k) => k.startsWith(`doc|${doc}|`)).sort();
+  }
+}
+
+/** A document with persistence wired like party/docs.ts does: every local transaction is one record. */
+async function open(storage: KvStorage, name: string): Promise<{ doc: Y.Doc; stored: StoredDoc }> {
+  const doc = new Y.Doc({ gc: true });
+  const stored = await loadDoc(storage, name, doc, "loading");
+  return { doc, stored };
+}
+
+/** Applies `change` and persists the resulting update as one record. */
+async function commit(storage: KvStorage, doc: Y.Doc, stored: StoredDoc, change: () => void): Promise<void> {
+  const updates: Uint8Array[] = [];
+  const listener = (u: Uint8Array) => updates.push(u);
+  doc.on("update", listener);
+  doc.transact(change);
+  doc.off("update", listener);
+  await appendUpdate(storage, stored, Y.mergeUpdates(updates));
+}
+
+const random = (n: number, seed = 1) => {
+  const out = new Uint8Array(n);
+  let x = seed;
+  for (let i = 0; i < n; i++) {
+    x = (x * 1103515245 + 12345) >>> 0;
+    out[i] = x >>> 24;
+  }
+  return out;
+};
+
+const snapshotOf = (doc: Y.Doc) => ({
+  json: doc.getMap("m").toJSON(),
+  text: doc.getText("t").toString(),
+  stateVector: Y.encodeStateVector(doc),
+});
+
+describe("the in-memory store", () => {
+  it("enforces the limits the chunking is written for", async () => {
+    const kv = new MemoryKv();
+    await expect(kv.put({ a: new Uint8Array(MAX_VALUE_BYTES + 1) })).rejects.toThrow(RangeError);
+    const many: Record<string, number> = {};
+    for (let i = 0; i <= MAX_KEYS; i++) many[`k${i}`] = i;
+    await expect(kv.put(many)).rejects.toThrow(RangeError);
+    expect(kv.data.size).toBe(0);
+  });
+});
+
+describe("document storage", () => {
+  it("starts empty and round trips small updates", async () => {
+    const kv = new MemoryKv();
+    const { doc, stored } = await open(kv, "state/a");
+    expect(stored.meta).toEqual({ gen: 0, snapParts: 0, first: 0, next: 0, tailBytes: 0 });
+    await commit(kv, doc, stored, () => doc.getMap("m").set("x", 1));
+    await commit(kv, doc, stored, () => doc.getText("t").insert(0, "hello"));
+    expect(stored.meta.next).toBe(2);
+
+    const again = await open(kv, "state/a");
+    expect(snapshotOf(again.doc)).toEqual(snapshotOf(doc));
+    expect(again.stored.meta).toEqual(stored.meta);
+  });
+
+  it("round trips an update larger than 128 KiB, and one needing more than 128 keys", async () => {
+    const kv = new MemoryKv();
+    const { doc, stored } = await open(kv, "state/big");
+    const blob = random(300 * 1024);
+    await commit(kv, doc, stored, () => doc.getMap("m").set("blob", blob));
+    const parts = kv.keysOf("state/big").filter((k) => k.includes("|u|"));
+    expect(parts.length).toBeGreaterThan(2);
+
+    // ~13 MB: more parts than one put may carry.
+    const huge = random(13 * 1024 * 1024, 7);
+    const putsBefore = kv.puts;
+    await commit(kv, doc, stored, () => doc.getMap("m").set("huge", huge));
+    expect(kv.puts - putsBefore).toBeGreaterThan(1);
+
+    const again = await open(kv, "state/big");
+    const m = again.doc.getMap("m");
+    expect(Buffer.compare(m.get("blob") as Uint8Array, blob)).toBe(0);
+    expect(Buffer.compare(m.get("huge") as Uint8Array, huge)).toBe(0);
+    expect(Buffer.compare(Y.encodeStateAsUpdate(again.doc), Y.encodeStateAsUpdate(doc))).toBe(0);
+  });
+
+  it("asks for compaction after many records or many bytes", async () => {
+    const kv = new MemoryKv();
+    const { doc, stored } = await open(kv, "state/count");
+    let n = 0;
+    while (!needsCompaction(stored)) {
+      await commit(kv, doc, stored, () => doc.getMap("m").set(`k${n}`, n));
+      n++;
+      if (n > 10_000) throw new Error("never asked for compaction");
+    }
+    expect(n).toBeGreaterThan(10);
+
+    const bytes = await open(kv, "state/bytes");
+    await commit(kv, bytes.doc, bytes.stored, () => bytes.doc.getMap("m").set("blob", random(1024)));
+    expect(needsCompaction(bytes.stored)).toBe(false);
+    await commit(kv, bytes.doc, bytes.stored, () => bytes.doc.getMap("m").set("blob2", random(5 * 1024 * 1024)));
+    expect(needsCompaction(bytes.stored)).toBe(true);
+    await compact(kv, bytes.stored, bytes.doc);
+    expect(needsCompaction(bytes.stored)).toBe(false);
+  });
+
+  it("compacts many records into a snapshot: same content, old keys gone, reload identical", async () => {
+    const kv = new MemoryKv();
+    const { doc, stored } = await open(kv, "state/c");
+    const m = doc.getMap("m");
+    const t = doc.getText("t");
+    for (let i = 0; i < 300; i++) {
+      await commit(kv, doc, stored, () => {
+        m.set(`k${i % 50}`, { i, payload: "x".repeat(i) });
+        if (i % 7 === 0) m.delete(`k${(i + 3) % 50}`);
+        t.insert(t.length, `${i},`);
+        if (i % 11 === 0) t.delete(0, 2);
+      });
+    }
+    expect(needsCompaction(stored)).toBe(true);
+    const before = await open(kv, "state/c");
+    expect(snapshotOf(before.doc)).toEqual(snapshotOf(doc));
+    const updateKeysBefore = kv.keysOf("state/c").filter((k) => k.includes("|u|"));
+    expect(updateKeysBefore.length).toBe(300);
+
+    await compact(kv, stored, doc);
+    expect(needsCompaction(stored)).toBe(false);
+    expect(stored.meta).toMatchObject({ gen: 1, first: 300, next: 300, tailBytes: 0 });
+    const keys = kv.keysOf("state/c");
+    expect(keys.filter((k) => k.includes("|u|"))).toEqual([]);
+    expect(keys.filter((k) => k.includes("|snap|")).length).toBe(stored.meta.snapParts);
+    expect(keys.length).toBe(stored.meta.snapParts + 1);
+
+    const after = await open(kv, "state/c");
+    expect(snapshotOf(after.doc)).toEqual(snapshotOf(doc));
+    expect(Buffer.compare(Y.encodeStateAsUpdate(after.doc), Y.encodeStateAsUpdate(before.doc))).toBe(0);
+    expect(after.stored.meta).toEqual(stored.meta);
+
+    // More records on top of the snapshot, then a second compaction drops generation 1.
+    for (let i = 0; i < 20; i++) await commit(kv, doc, stored, () => m.set(`late${i}`, i));
+    const mixed = await open(kv, "state/c");
+    expect(snapshotOf(mixed.doc)).toEqual(snapshotOf(doc));
+
+    await compact(kv, stored, doc);
+    expect(stored.meta).toMatchObject({ gen: 2, first: 320, next: 320 });
+    const keys2 = kv.keysOf("state/c");
+    expect(keys2.some((k) => k.includes(":snap:0000000001:"))).toBe(false);
+    expect(keys2.filter((k) => k.includes("|u|"))).toEqual([]);
+    const final = await open(kv, "state/c");
+    expect(snapshotOf(final.doc)).toEqual(snapshotOf(doc));
+    expect(Buffer.compare(Y.encodeStateAsUpdate(final.doc), Y.encodeStateAsUpdate(mixed.doc))).toBe(0);
+  });
+
+  it("compacts a snapshot larger than 128 KiB into several parts", async () => {
+    const kv = new MemoryKv();
+    const { doc, stored } = await open(kv, "state/s");
+    for (let i = 0; i < 5; i++)
+      await commit(kv, doc, stored, () => doc.getMap("m").set(`b${i}`, random(100_000, i + 1)));
+    await compact(kv, stored, doc);
+    expect(stored.meta.snapParts).toBeGreaterThan(4);
+    const again = await open(kv, "state/s");
+    expect(Buffer.compare(Y.encodeStateAsUpdate(again.doc), Y.encodeStateAsUpdate(doc))).toBe(0);
+  });
+
+  it("keeps documents apart", async () => {
+    const kv = new MemoryKv();
+    const a = await open(kv, "state/a");
+    const b = await open(kv, "state/b");
+    await commit(kv, a.doc, a.stored, () => a.doc.getMap("m").set("who", "a"));
+    await commit(kv, b.doc, b.stored, () => b.doc.getMap("m").set("who", "b"));
+    await compact(kv, a.stored, a.doc);
+    expect((await open(kv, "state/a")).doc.getMap("m").toJSON()).toEqual({ who: "a" });
+    expect((await open(kv, "state/b")).doc.getMap("m").toJSON()).toEqual({ who: "b" });
+  });
+
+  // Regression: keys once joined names with `:`, which names may contain, so the meta key of
+  // `state/x:u:0000000000` sorted inside the update range of `state/x` (party/keys.ts now
+  // joins with `|`, which no name can contain).
+  it("keeps documents apart when one name extends another with ':'", async () => {
+    const kv = new MemoryKv();
+    const x = await open(kv, "state/x");
+    const evil = await open(kv, "state/x:u:0000000000");
+    await commit(kv, x.doc, x.stored, () => x.doc.getMap("m").set("who", "x"));
+    await commit(kv, evil.doc, evil.stored, () => evil.doc.getMap("m").set("who", "evil"));
+    expect((await open(kv, "state/x")).doc.getMap("m").toJSON()).toEqual({ who: "x" });
+    await compact(kv, x.stored, x.doc);
+    expect((await open(kv, "state/x:u:0000000000")).doc.getMap("m").toJSON()).toEqual({ who: "evil" });
+  });
+});
