@@ -329,7 +329,12 @@ export const clientFrames = {
   /** The recipient has handled message `id`; the room drops it from the inbox. */
   "rpc.message.ack": z.object({ type: z.literal("rpc.message.ack"), id: z.string().min(1).max(128) }),
   /** The caller gives up on call `ref` (timeout or abort). */
-  "rpc.cancel": z.object({ type: z.literal("rpc.cancel"), ref }),
+  "rpc.cancel": z.object({
+    type: z.literal("rpc.cancel"),
+    ref,
+    /** Why, passed to the callee's abort signal (default CANCELLED). */
+    reason: z.enum(["CANCELLED", "TIMEOUT"]).optional(),
+  }),
   /** A callee's answer to `rpc.request` `id`. */
   "rpc.result": z.discriminatedUnion("ok", [
     z.object({ type: z.literal("rpc.result"), id: ref, ok: z.literal(true), output: z.json() }),

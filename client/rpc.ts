@@ -251,7 +251,8 @@ export class Rpc {
   #giveUp(ref: string, error: CrosstalkError): void {
     const attempt = this.#attempts.get(ref);
     if (!attempt) return;
-    if (attempt.sent) this.transport.send({ type: "rpc.cancel", ref });
+    if (attempt.sent)
+      this.transport.send({ type: "rpc.cancel", ref, reason: error.code === "TIMEOUT" ? "TIMEOUT" : "CANCELLED" });
     attempt.settle(error);
   }
 

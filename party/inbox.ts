@@ -4,8 +4,10 @@
  * recipient and on every (re)connect until the recipient acks it. Delivery is at least
  * once; the client skips ids it has already handled, so a handler runs once.
  *
- * A message to a role goes to every live agent of that role serving the method; with
- * none live it fails with NO_ROUTE (a role has no members while nobody is connected).
+ * A message to an agent id is always stored (it may be offline, or not have registered its
+ * handler yet). A message to a role goes to every live agent of that role serving the
+ * method; with none live it fails with NO_ROUTE (a role has no members while nobody is
+ * connected).
  */
 import type { ClientFrame, ErrorBody, RoomFrame } from "../client/protocol.ts";
 import { keys } from "./keys.ts";
@@ -38,10 +40,8 @@ export class Inbox {
     if (seen) return { ok: true, recipients: seen };
     let recipients: string[];
     if (typeof frame.to === "string") {
-      const live = this.presence.get(frame.to);
-      if (live && !live.methods.includes(frame.method)) {
-        return { ok: false, error: { code: "NO_ROUTE", message: `agent ${frame.to} does not serve ${frame.method}` } };
-      }
+      // Stored whether or not the agent is live or serves the method yet: the client keeps a
+      // message until a handler for its method is registered.
       recipients = [frame.to];
     } else {
       const role = frame.to.role;

@@ -208,7 +208,7 @@ export class TeamRoom {
       case "rpc.call":
         return this.router.call(session, frame);
       case "rpc.cancel":
-        return this.router.cancel(session, frame.ref);
+        return this.router.cancel(session, frame.ref, frame.reason);
       case "rpc.result": {
         const error = await this.router.result(session, frame);
         if (error) this.#refuse(session, error);

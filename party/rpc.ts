@@ -175,14 +175,14 @@ export class Router {
     for (const w of call.waiters) w.session.sendFrame({ type: "rpc.progress", ref: w.ref, data: data as never });
   }
 
-  cancel(caller: Session, ref: string): void {
+  cancel(caller: Session, ref: string, reason: "CANCELLED" | "TIMEOUT" = "CANCELLED"): void {
     const id = this.#byRef.get(`${caller.n}:${ref}`);
     const call = id ? this.#calls.get(id) : undefined;
     if (!call) return;
     this.#byRef.delete(`${caller.n}:${ref}`);
     call.waiters = call.waiters.filter((w) => !(w.session === caller && w.ref === ref));
     // An idempotent call keeps running for its result; a plain one is aborted.
-    if (call.waiters.length === 0 && !call.idem) this.#finish(call.id, null, "CANCELLED");
+    if (call.waiters.length === 0 && !call.idem) this.#finish(call.id, null, reason);
   }
 
   /**
