@@ -20,6 +20,8 @@ export type {
   Subscription,
 } from "./events.ts";
 export { uuidv7 } from "./ids.ts";
+export { Lease, type LeaseOptions } from "./lease.ts";
+export type { Projection, ProjectionOptions } from "./projection.ts";
 export {
   type AgentInfo,
   CLOSE_CODES,
@@ -33,6 +35,14 @@ export {
   type Target,
 } from "./protocol.ts";
 export type { CallContext, CallOptions, Handler, SendOptions, Trace } from "./rpc.ts";
-export { type Entity, type Json, Namespace, type StateChange } from "./state.ts";
+export {
+  type Entity,
+  type EntityMeta,
+  type InvalidEntity,
+  type Json,
+  Namespace,
+  type NamespaceOptions,
+  type StateChange,
+} from "./state.ts";
 export { type ConnectOptions, connect, Team, type TypedEvent, type TypedEvents } from "./team.ts";
 export type { Status } from "./transport.ts";

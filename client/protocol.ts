@@ -189,6 +189,14 @@ export type AgentInfo = z.infer<typeof agentInfoSchema>;
 
 const ref = z.string().min(1).max(64);
 
+/** Lease names are free-form (`deal:DEAL-001`, `projection:deals`) but bounded. */
+export const leaseNameSchema = z.string().min(1).max(256);
+const leaseTtl = z
+  .number()
+  .int()
+  .min(10)
+  .max(24 * 3_600_000);
+
 /** Where a call or message goes: one agent, or (any / every) live agent of a role. */
 export const targetSchema = z.union([nameSchema, z.object({ role: nameSchema })]);
 export type Target = z.infer<typeof targetSchema>;
@@ -285,6 +293,28 @@ export const clientFrames = {
     /** Dead-letter now without retrying (the event fails its schema). */
     deadLetter: z.boolean().optional(),
   }),
+  /** A conditional write arbitrated by the room; answered by `state.written` or CONFLICT. */
+  "state.setIf": z.object({
+    type: z.literal("state.setIf"),
+    ref,
+    ns: nameSchema,
+    key: z.string().min(1).max(512),
+    /** The entity's current version must be this (0: it must not exist). */
+    expectedVersion: z.number().int().min(0),
+    value: jsonRecord,
+  }),
+  /** Take lease `name` for `ttlMs`; answered by `lease.granted` or CONFLICT (held by another agent). */
+  "lease.acquire": z.object({ type: z.literal("lease.acquire"), ref, name: leaseNameSchema, ttlMs: leaseTtl }),
+  /** Extend a held lease; answered by `lease.granted` or CONFLICT when it was lost. */
+  "lease.renew": z.object({
+    type: z.literal("lease.renew"),
+    ref,
+    name: leaseNameSchema,
+    token: z.number().int(),
+    ttlMs: leaseTtl,
+  }),
+  /** Give a held lease up; answered by `ok`. */
+  "lease.release": z.object({ type: z.literal("lease.release"), ref, name: leaseNameSchema, token: z.number().int() }),
   /** Stop receiving updates for a document opened with a sync step 1. */
   "doc.close": z.object({ type: z.literal("doc.close"), doc: docNameSchema }),
   /** The full list of methods this connection serves (replaces the previous list). */
@@ -347,6 +377,10 @@ export const clientFrames = {
 export const clientFrameSchema = z.union([
   clientFrames.publish,
   clientFrames.history,
+  clientFrames["state.setIf"],
+  clientFrames["lease.acquire"],
+  clientFrames["lease.renew"],
+  clientFrames["lease.release"],
   clientFrames["consumer.get"],
   clientFrames["consumer.ack"],
   clientFrames["consumers.list"],
@@ -409,6 +443,18 @@ export const roomFrames = {
     head: z.number().int(),
     consumers: z.array(consumerInfoSchema),
   }),
+  /** A conditional write succeeded: the entity now has this version. */
+  "state.written": z.object({ type: z.literal("state.written"), ref, version: z.number().int() }),
+  /** The lease is this agent's until `expiresAt` (room clock); `token` grows with every grant (a fencing token). */
+  "lease.granted": z.object({
+    type: z.literal("lease.granted"),
+    ref,
+    name: leaseNameSchema,
+    token: z.number().int(),
+    expiresAt: z.number(),
+  }),
+  /** A lease this agent held expired (it was not renewed in time). */
+  "lease.lost": z.object({ type: z.literal("lease.lost"), name: leaseNameSchema, token: z.number().int() }),
   /** A request without a result succeeded. */
   ok: z.object({ type: z.literal("ok"), ref }),
   /** A leased event for a consumer group member. Answer with `group.ack` or `group.nak`. */
@@ -475,6 +521,9 @@ export const roomFrameSchema = z.union([
   roomFrames["consumer.state"],
   roomFrames.consumers,
   roomFrames.ok,
+  roomFrames["state.written"],
+  roomFrames["lease.granted"],
+  roomFrames["lease.lost"],
   roomFrames["group.deliver"],
   roomFrames["publish.ack"],
   roomFrames.error,
@@ -568,6 +617,8 @@ export const parseRoomFrame = (text: string): Parsed<RoomFrame> => parseFrame(te
 export const BINARY_KIND_DOC = 0;
 /** y-websocket's message types, carried inside a doc frame. */
 export const Y_MESSAGE_SYNC = 0;
+/** y-websocket's awareness message type (stock clients only; agents use presence). */
+export const Y_MESSAGE_AWARENESS = 1;
 
 /**
  * A binary frame: `varUint kind=0, varString doc, y-websocket message` where the message is

@@ -1,17 +1,31 @@
 /**
- * Shared state: a namespace is a map of entities in the document `state/<ns>`.
+ * Shared state: a namespace is a map of entities (JSON objects) in the document
+ * `state/<ns>`, synced with every agent that opens it. Layout and merge rules: `entities.ts`.
  *
- * Each entity is a nested Y.Map of its top-level fields, so two agents that change
- * different fields of one entity concurrently both keep their change. When they write the
- * same field, Yjs keeps one value on every replica: the write of the client with the higher
- * Yjs client id wins (a deterministic, arbitrary tie-break).
+ * With a zod schema, local writes are validated before they apply (INVALID_ARGUMENT on the
+ * writer), and entities that arrive from other agents and fail the schema are reported
+ * through the `invalid` event — `get` then returns undefined for them rather than handing
+ * malformed data to typed code; `raw` still shows what is stored.
  */
-import * as Y from "yjs";
-import { z } from "zod";
+import { ObservableV2 } from "lib0/observable";
+import type * as Y from "yjs";
+import type { z } from "zod";
+import {
+  checkEntity,
+  checkKey,
+  deleteEntity,
+  type Entity,
+  EntityIndex,
+  type EntityMeta,
+  fieldKey,
+  fieldsMap,
+  type Json,
+  metaMap,
+  writeEntity,
+} from "./entities.ts";
 import { CrosstalkError } from "./errors.ts";
 
-export type Json = z.core.util.JSONType;
-export type Entity = { [field: string]: Json };
+export type { Entity, EntityMeta, Json };
 
 export type StateChange = {
   /** Entity keys whose value changed (set, updated or deleted). */
@@ -20,73 +34,101 @@ export type StateChange = {
   local: boolean;
 };
 
-const entitySchema = z.record(z.string(), z.json());
+export type InvalidEntity = { key: string; issues: unknown; value: Entity };
 
-function checkEntity(key: string, value: unknown): Entity {
-  if (typeof key !== "string" || key.length === 0 || key.length > 512) {
-    throw new CrosstalkError("INVALID_ARGUMENT", "an entity key must be a non-empty string of at most 512 characters");
-  }
-  const parsed = entitySchema.safeParse(value);
-  if (!parsed.success) {
-    throw new CrosstalkError("INVALID_ARGUMENT", `entity ${key} must be a JSON object`, parsed.error.issues);
-  }
-  return parsed.data;
-}
+type NamespaceEvents = {
+  change: (change: StateChange) => void;
+  invalid: (report: InvalidEntity) => void;
+};
 
-const sameJson = (a: unknown, b: unknown): boolean => a === b || JSON.stringify(a) === JSON.stringify(b);
+export type NamespaceOptions<T extends Entity> = {
+  /** Validates every entity written here and read from others. */
+  schema?: z.ZodType<T>;
+};
 
-/** Writes `next` into `fields`, touching only the fields whose value changed. */
-function writeFields(fields: Y.Map<Json>, next: Entity, removeMissing: boolean): void {
-  if (removeMissing) for (const f of [...fields.keys()]) if (!(f in next)) fields.delete(f);
-  for (const [f, v] of Object.entries(next)) if (!fields.has(f) || !sameJson(fields.get(f), v)) fields.set(f, v);
-}
+/** What a namespace needs from its team: identity, clock, and the room for conditional writes. */
+export type NamespaceHost = {
+  agent: string;
+  now(): number;
+  setIf(ns: string, key: string, expectedVersion: number, value: Entity): Promise<{ version: number }>;
+};
 
-export class Namespace {
-  readonly #entities: Y.Map<Y.Map<Json>>;
+export class Namespace<T extends Entity = Entity> extends ObservableV2<NamespaceEvents> {
+  readonly #index: EntityIndex;
+  readonly #schema: z.ZodType<T> | undefined;
+  /** Validation results by key, dropped when the entity changes. */
+  readonly #checked = new Map<string, { ok: true; value: T } | { ok: false }>();
 
   constructor(
     readonly name: string,
     readonly doc: Y.Doc,
     /** Resolves once the namespace has synced with the room at least once. */
     readonly ready: Promise<void>,
+    private readonly host: NamespaceHost,
+    options: NamespaceOptions<T> = {},
   ) {
-    this.#entities = doc.getMap("entities");
+    super();
+    this.#schema = options.schema;
+    this.#index = new EntityIndex(doc);
+    fieldsMap(doc).observe((event, txn) => {
+      const keys = this.#index.apply(event.changes.keys as Map<string, { action: "add" | "update" | "delete" }>);
+      for (const k of keys) this.#checked.delete(k);
+      if (!txn.local && this.#schema) for (const k of keys) this.#validate(k, true);
+      if (keys.size > 0) this.emit("change", [{ keys: [...keys], local: txn.local }]);
+    });
   }
 
-  get(key: string): Entity | undefined {
-    return this.#entities.get(key)?.toJSON() as Entity | undefined;
+  /** The entity, validated against the schema if there is one (undefined when it fails). */
+  get(key: string): T | undefined {
+    if (!this.#index.has(key)) return undefined;
+    if (!this.#schema) return this.#index.read(key) as T;
+    const checked = this.#validate(key, false);
+    return checked.ok ? checked.value : undefined;
+  }
+
+  /** The entity as stored, unvalidated. */
+  raw(key: string): Entity | undefined {
+    return this.#index.read(key);
+  }
+
+  /** Version, last writer and time of the entity's last write. */
+  meta(key: string): EntityMeta | undefined {
+    return this.#index.has(key) ? metaMap(this.doc).get(key) : undefined;
   }
 
   has(key: string): boolean {
-    return this.#entities.has(key);
+    return this.#index.has(key);
   }
 
   keys(): string[] {
-    return [...this.#entities.keys()];
+    return [...this.#index.keys()];
   }
 
-  entries(): [string, Entity][] {
-    return [...this.#entities.entries()].map(([k, v]) => [k, v.toJSON() as Entity]);
+  /** Valid entities (all of them without a schema). */
+  entries(): [string, T][] {
+    const out: [string, T][] = [];
+    for (const key of this.#index.keys()) {
+      const value = this.get(key);
+      if (value !== undefined) out.push([key, value]);
+    }
+    return out;
   }
 
   get size(): number {
-    return this.#entities.size;
+    return this.#index.size;
   }
 
+  /** Every entity as stored. */
   toJSON(): Record<string, Entity> {
-    return Object.fromEntries(this.entries());
+    const out: Record<string, Entity> = {};
+    for (const key of [...this.#index.keys()].sort()) out[key] = this.#index.read(key) as Entity;
+    return out;
   }
 
   /** Replaces the entity: fields missing from `value` are removed. */
-  set(key: string, value: Entity): void {
-    const next = checkEntity(key, value);
-    this.doc.transact(() => {
-      const fields = this.#entities.get(key);
-      if (fields) writeFields(fields, next, true);
-      else {
-        this.#entities.set(key, new Y.Map<Json>(Object.entries(next)));
-      }
-    });
+  set(key: string, value: T): void {
+    const next = this.#check(checkKey(key), value);
+    this.doc.transact(() => writeEntity(this.doc, this.#index, key, next, this.#stamp(true)));
   }
 
   /**
@@ -94,50 +136,89 @@ export class Namespace {
    * to the current value. Only changed fields are written, so concurrent updates of other
    * fields survive.
    */
-  update(key: string, patch: Partial<Entity> | ((current: Entity | undefined) => Entity)): void {
+  update(key: string, patch: Partial<T> | ((current: T | undefined) => T)): void {
+    checkKey(key);
+    const current = this.#index.read(key);
+    if (typeof patch === "function") {
+      const next = this.#check(key, patch(current as T | undefined));
+      this.doc.transact(() => writeEntity(this.doc, this.#index, key, next, this.#stamp(true)));
+      return;
+    }
+    const removed = Object.keys(patch).filter((f) => (patch as Record<string, unknown>)[f] === undefined);
+    const merged: Record<string, unknown> = { ...current, ...patch };
+    for (const f of removed) delete merged[f];
+    const next = this.#check(key, merged);
     this.doc.transact(() => {
-      const current = this.get(key);
-      if (typeof patch === "function") {
-        const next = checkEntity(key, patch(current));
-        if (current) writeFields(this.#entities.get(key) as Y.Map<Json>, next, true);
-        else this.set(key, next);
-        return;
+      writeEntity(this.doc, this.#index, key, next, this.#stamp(false));
+      for (const f of removed) {
+        fieldsMap(this.doc).delete(fieldKey(key, f));
+        this.#index.note(fieldKey(key, f), false);
       }
-      const removed = Object.keys(patch).filter((f) => patch[f] === undefined);
-      const defined = checkEntity(key, Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)));
-      const fields = this.#entities.get(key);
-      if (!fields) return this.set(key, defined);
-      writeFields(fields, defined, false);
-      for (const f of removed) fields.delete(f);
     });
   }
 
   delete(key: string): boolean {
-    if (!this.#entities.has(key)) return false;
-    this.#entities.delete(key);
-    return true;
+    let deleted = false;
+    this.doc.transact(() => {
+      deleted = deleteEntity(this.doc, this.#index, key);
+    });
+    return deleted;
   }
 
-  /** Runs `fn` as one Yjs transaction: one update on the wire, one observe call. */
-  transact<T>(fn: () => T): T {
-    let out: T | undefined;
+  /**
+   * Replaces the entity only if its version is still `expectedVersion` (0: it must not
+   * exist), decided by the room: of several concurrent callers exactly one succeeds; the
+   * others get CONFLICT with the current version in `details`.
+   */
+  async setIf(key: string, expectedVersion: number, value: T): Promise<{ version: number }> {
+    const next = this.#check(checkKey(key), value);
+    return this.host.setIf(this.name, key, expectedVersion, next);
+  }
+
+  /** Runs `fn` as one Yjs transaction: one update on the wire, one change event. */
+  transact<R>(fn: () => R): R {
+    let out: R | undefined;
     this.doc.transact(() => {
       out = fn();
     });
-    return out as T;
+    return out as R;
   }
 
   /** Calls `fn` after every change with the entity keys that changed. Returns an unsubscribe. */
   observe(fn: (change: StateChange) => void): () => void {
-    const handler = (events: Y.YEvent<Y.AbstractType<unknown>>[], txn: Y.Transaction) => {
-      const keys = new Set<string>();
-      for (const event of events) {
-        if (event.target === this.#entities) for (const k of (event as Y.YMapEvent<unknown>).keysChanged) keys.add(k);
-        else if (typeof event.path[0] === "string") keys.add(event.path[0]);
-      }
-      if (keys.size > 0) fn({ keys: [...keys], local: txn.local });
-    };
-    this.#entities.observeDeep(handler);
-    return () => this.#entities.unobserveDeep(handler);
+    this.on("change", fn);
+    return () => this.off("change", fn);
+  }
+
+  #stamp(replace: boolean) {
+    return { replace, by: this.host.agent, at: this.host.now() };
+  }
+
+  #check(key: string, value: unknown): Entity {
+    const entity = checkEntity(key, value);
+    if (!this.#schema) return entity;
+    const parsed = this.#schema.safeParse(entity);
+    if (!parsed.success) {
+      throw new CrosstalkError(
+        "INVALID_ARGUMENT",
+        `entity ${key} fails the schema of ${this.name}`,
+        parsed.error.issues,
+      );
+    }
+    return checkEntity(key, parsed.data);
+  }
+
+  #validate(key: string, report: boolean): { ok: true; value: T } | { ok: false } {
+    const cached = this.#checked.get(key);
+    if (cached) return cached;
+    const value = this.#index.read(key);
+    if (!value || !this.#schema) return { ok: false };
+    const parsed = this.#schema.safeParse(value);
+    const result = parsed.success ? ({ ok: true, value: parsed.data } as const) : ({ ok: false } as const);
+    this.#checked.set(key, result);
+    if (!parsed.success && report) {
+      this.emit("invalid", [{ key, value, issues: JSON.parse(JSON.stringify(parsed.error.issues)) }]);
+    }
+    return result;
   }
 }

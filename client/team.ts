@@ -24,10 +24,12 @@ import {
   type SubscribeOptions,
   type Subscription,
 } from "./events.ts";
+import { Lease, type LeaseOptions } from "./lease.ts";
+import { type Projection, type ProjectionOptions, startProjection } from "./projection.ts";
 import { type AgentInfo, type ConsumerInfo, nameSchema, type StoredEvent, stateDoc, type Target } from "./protocol.ts";
 import { Requests } from "./requests.ts";
 import { type CallContext, type CallOptions, type Handler, Rpc, type SendOptions } from "./rpc.ts";
-import { type Json, Namespace } from "./state.ts";
+import { type Entity, type Json, Namespace, type NamespaceHost, type NamespaceOptions } from "./state.ts";
 import { type Status, Transport, type TransportOptions } from "./transport.ts";
 
 export type ConnectOptions = TransportOptions & {
@@ -57,7 +59,8 @@ export class Team extends ObservableV2<TeamEvents> {
   readonly #events: Events;
   readonly #rpc: Rpc;
   readonly #requests: Requests;
-  readonly #namespaces = new Map<string, Namespace>();
+  readonly #namespaces = new Map<string, Namespace<Entity>>();
+  readonly #leases = new Set<Lease>();
   readonly #roster = new Map<string, AgentInfo>();
   /** Room clock minus local clock, from the last welcome. */
   #clockSkew = 0;
@@ -112,9 +115,15 @@ export class Team extends ObservableV2<TeamEvents> {
           return;
         case "publish.ack":
           return this.#events.ack(frame.ref, frame.results);
+        case "lease.lost":
+          for (const lease of this.#leases)
+            if (lease.name === frame.name && lease.token === frame.token) lease.markLost("expired");
+          return;
         case "history.page":
         case "consumer.state":
         case "consumers":
+        case "state.written":
+        case "lease.granted":
         case "ok":
           this.#requests.receive(frame.ref, frame);
           return;
@@ -159,17 +168,62 @@ export class Team extends ObservableV2<TeamEvents> {
 
   // --- shared state ---------------------------------------------------------------------
 
-  /** The namespace `ns`: a map of entities shared by the team. Synced from the first call. */
-  state(ns: string): Namespace {
+  /**
+   * The namespace `ns`: a map of entities shared by the team, synced from the first call.
+   * A schema given on the first call validates writes and reports invalid remote data.
+   */
+  state<T extends Entity = Entity>(ns: string, options?: NamespaceOptions<T>): Namespace<T> {
     let namespace = this.#namespaces.get(ns);
     if (!namespace) {
       if (!nameSchema.safeParse(ns).success)
         throw new CrosstalkError("INVALID_ARGUMENT", `invalid namespace ${JSON.stringify(ns)}`);
       const doc = this.#docs.open(stateDoc(ns));
-      namespace = new Namespace(ns, doc, this.#docs.synced(stateDoc(ns)));
+      const host: NamespaceHost = {
+        agent: this.agent,
+        now: () => this.now(),
+        setIf: async (name, key, expectedVersion, value) => {
+          const reply = await this.#requests.ask({ type: "state.setIf", ns: name, key, expectedVersion, value });
+          return { version: reply.type === "state.written" ? reply.version : 0 };
+        },
+      };
+      namespace = new Namespace(ns, doc, this.#docs.synced(stateDoc(ns)), host, options as NamespaceOptions<Entity>);
       this.#namespaces.set(ns, namespace);
     }
-    return namespace;
+    return namespace as unknown as Namespace<T>;
+  }
+
+  /**
+   * Takes lease `name` (held by one agent at a time) or fails with CONFLICT, the holder in
+   * `details`. The lease renews itself while held; watch `lease.lost`.
+   */
+  async lease(name: string, options: LeaseOptions = {}): Promise<Lease> {
+    const ttlMs = options.ttlMs ?? 10_000;
+    const granted = await this.#requests.ask({ type: "lease.acquire", name, ttlMs });
+    if (granted.type !== "lease.granted") throw new CrosstalkError("INTERNAL", `unexpected answer ${granted.type}`);
+    const lease = new Lease(granted, this.#requests, ttlMs, options.autoRenew ?? true, (l) => this.#leases.delete(l));
+    this.#leases.add(lease);
+    return lease;
+  }
+
+  /** Keeps a namespace in step with a stream; see {@link ProjectionOptions}. */
+  project<T extends Entity>(options: ProjectionOptions<T>): Projection {
+    return startProjection(
+      {
+        subscribe: (pattern, handler, opts) => this.subscribe(pattern, handler, opts),
+        acquire: async (name) => {
+          // Wait for the lease: another agent may run this projection now.
+          for (;;) {
+            try {
+              return await this.lease(name, { ttlMs: 5_000 });
+            } catch (error) {
+              if (!(error instanceof CrosstalkError) || (error.code !== "CONFLICT" && !error.retryable)) throw error;
+              await new Promise((r) => setTimeout(r, 250));
+            }
+          }
+        },
+      },
+      options,
+    );
   }
 
   // --- event streams --------------------------------------------------------------------
@@ -319,6 +373,7 @@ export class Team extends ObservableV2<TeamEvents> {
     this.#events.failAll(error);
     this.#rpc.failAll(error);
     this.#requests.failAll(error);
+    for (const lease of this.#leases) lease.markLost("closed");
     this.#docs.destroy();
   }
 }

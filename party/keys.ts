@@ -20,6 +20,9 @@ export const keys = {
   group: (stream: string, name: string) => `grp|${stream}|${name}`,
   /** Durable inboxes (`party/inbox.ts`); the message id comes last and may hold anything. */
   inboxPrefix: (agent: string) => `inbox|${agent}|`,
+  /** Leases and the last fencing token of each name (`party/leases.ts`). */
+  lease: (name: string) => `lease|${name}`,
+  leaseToken: (name: string) => `leasetoken|${name}`,
   /** Stored results of idempotent calls (`party/rpc.ts`), per caller agent. */
   idempotent: (agent: string, key: string) => `idem|${agent}|${key}`,
 } as const;

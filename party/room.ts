@@ -3,23 +3,29 @@
  * connections, messages and requests to this. The same object could sit in partyserver or
  * a raw Durable Object.
  */
+import * as decoding from "lib0/decoding";
 import {
   CLOSE_CODES,
   type ClientFrame,
   DEFAULT_LOG_WINDOW,
   decodeDocFrame,
+  docNameSchema,
   type ErrorBody,
   MAX_HISTORY_PAGE,
   nameSchema,
   PROTOCOL_VERSION,
   parseClientFrame,
+  Y_MESSAGE_AWARENESS,
+  Y_MESSAGE_SYNC,
 } from "../client/protocol.ts";
 import { Consumers } from "./consumers.ts";
 import { DocHub } from "./docs.ts";
 import { Inbox } from "./inbox.ts";
+import { Leases } from "./leases.ts";
 import { type agentInfo, Presence } from "./presence.ts";
 import { Router, type RouterOptions } from "./rpc.ts";
-import { Session, type Socket } from "./session.ts";
+import { RawDocSession, Session, type Socket } from "./session.ts";
+import { SharedState } from "./state.ts";
 import type { KvStorage } from "./storage.ts";
 import { type StreamOptions, Streams } from "./streams.ts";
 
@@ -43,6 +49,8 @@ export class TeamRoom {
   readonly router: Router;
   readonly consumers: Consumers;
   readonly inbox: Inbox;
+  readonly state: SharedState;
+  readonly leases: Leases;
   readonly #now: () => number;
   readonly #sessions = new Map<Socket, Session>();
   #nextSession = 0;
@@ -67,6 +75,8 @@ export class TeamRoom {
       defaultMaxInFlight: 256,
       ...options.rpc,
     });
+    this.state = new SharedState(this.hub, this.#now);
+    this.leases = new Leases(options.storage, this.presence, this.#now);
     this.inbox = new Inbox(this.presence, options.storage, this.#now, options.rpc?.inboxTtlMs ?? 24 * 60 * 60 * 1000);
   }
 
@@ -77,6 +87,7 @@ export class TeamRoom {
    */
   connect(socket: Socket, url: URL): Session | null {
     const q = url.searchParams;
+    if (q.has("doc")) return this.#connectRaw(socket, q);
     const agent = nameSchema.safeParse(q.get("agent"));
     const role = nameSchema.safeParse(q.get("role") ?? "agent");
     const version = Number(q.get("v") ?? PROTOCOL_VERSION);
@@ -108,6 +119,19 @@ export class TeamRoom {
       .catch((error: unknown) => {
         console.error(`[crosstalk ${this.team}] inbox of ${session.agent} not delivered`, error);
       });
+    return session;
+  }
+
+  /** A stock Yjs provider for one document: same document permissions, no agent identity. */
+  #connectRaw(socket: Socket, q: URLSearchParams): Session | null {
+    const doc = docNameSchema.safeParse(q.get("doc"));
+    const agent = nameSchema.safeParse(q.get("agent") ?? `yjs-${this.#nextSession + 1}`);
+    if (!doc.success || !agent.success) {
+      socket.close(CLOSE_CODES.BadRequest.code, `${CLOSE_CODES.BadRequest.reason}: invalid doc or agent`);
+      return null;
+    }
+    const session = new RawDocSession(++this.#nextSession, socket, agent.data, this.#now(), doc.data);
+    this.#sessions.set(socket, session);
     return session;
   }
 
@@ -145,6 +169,7 @@ export class TeamRoom {
   }
 
   async #handle(session: Session, data: string | ArrayBuffer | ArrayBufferView): Promise<void> {
+    if (session instanceof RawDocSession) return this.#handleRaw(session, data);
     if (typeof data !== "string") {
       const bytes =
         data instanceof ArrayBuffer
@@ -162,6 +187,30 @@ export class TeamRoom {
     const parsed = parseClientFrame(data);
     if (!parsed.ok) return this.#refuse(session, parsed.error, { ref: parsed.ref });
     await this.#dispatch(session, parsed.frame);
+  }
+
+  /** y-websocket messages: sync goes to the hub, awareness is relayed to the doc's other stock clients. */
+  async #handleRaw(session: RawDocSession, data: string | ArrayBuffer | ArrayBufferView): Promise<void> {
+    if (typeof data === "string") return;
+    const bytes =
+      data instanceof ArrayBuffer
+        ? new Uint8Array(data)
+        : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    const decoder = decoding.createDecoder(bytes);
+    let type: number;
+    try {
+      type = decoding.readVarUint(decoder);
+    } catch {
+      return;
+    }
+    if (type === Y_MESSAGE_SYNC) {
+      const error = await this.hub.receive(session, session.doc, decoder);
+      if (error) console.warn(`[crosstalk ${this.team}] stock Yjs client ${session.agent}: ${error.message}`);
+    } else if (type === Y_MESSAGE_AWARENESS) {
+      for (const other of this.#sessions.values()) {
+        if (other !== session && other instanceof RawDocSession && other.doc === session.doc) other.socket.send(bytes);
+      }
+    }
   }
 
   async #dispatch(session: Session, frame: ClientFrame): Promise<void> {
@@ -199,6 +248,20 @@ export class TeamRoom {
         return this.consumers.groupAck(session, frame.stream, frame.group, frame.seq);
       case "group.nak":
         return this.consumers.groupNak(session, frame);
+      case "state.setIf":
+        return this.state.setIf(session, frame);
+      case "lease.acquire":
+      case "lease.renew": {
+        const granted =
+          frame.type === "lease.acquire"
+            ? await this.leases.acquire(session, frame)
+            : await this.leases.renew(session, frame);
+        if ("code" in granted) return this.#refuse(session, granted, { ref: frame.ref });
+        return session.sendFrame({ type: "lease.granted", ref: frame.ref, ...granted });
+      }
+      case "lease.release":
+        await this.leases.release(session, frame);
+        return session.sendFrame({ type: "ok", ref: frame.ref });
       case "doc.close":
         return this.hub.close(session, frame.doc);
       case "rpc.handle":

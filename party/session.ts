@@ -2,7 +2,8 @@
  * One connected agent socket as the room sees it. The identity fields are stamped by the
  * room at connect time and never taken from frames.
  */
-import { chunkBinary, createReassembler, MAX_FRAME_BYTES, type RoomFrame } from "../client/protocol.ts";
+import * as decoding from "lib0/decoding";
+import { chunkBinary, createReassembler, type DocName, MAX_FRAME_BYTES, type RoomFrame } from "../client/protocol.ts";
 
 /** The part of a PartyKit connection the room uses; also fits a raw WebSocket. */
 export interface Socket {
@@ -46,6 +47,7 @@ export class Session {
     }
   }
 
+  /** Sends a binary doc frame (`encodeDocFrame`), chunked if large. */
   sendBinary(bytes: Uint8Array): void {
     if (this.closed) return;
     try {
@@ -55,4 +57,38 @@ export class Session {
       // As above.
     }
   }
+}
+
+/**
+ * A stock Yjs client (y-websocket's `WebsocketProvider`, an editor binding) syncing one
+ * document at `/parties/main/<team>?doc=state/<ns>`: plain y-websocket messages, no
+ * envelope, no control frames. Not an agent: it is not in the roster.
+ */
+export class RawDocSession extends Session {
+  constructor(
+    n: number,
+    socket: Socket,
+    agent: string,
+    connectedAt: number,
+    /** The one document this socket syncs. */
+    readonly doc: DocName,
+  ) {
+    super(n, socket, agent, "yjs", `raw-${n}`, connectedAt);
+  }
+
+  /** Strips the doc-frame envelope: a stock client speaks bare y-websocket messages. */
+  override sendBinary(bytes: Uint8Array): void {
+    if (this.closed) return;
+    const decoder = decoding.createDecoder(bytes);
+    decoding.readVarUint(decoder);
+    decoding.readVarString(decoder);
+    try {
+      this.socket.send(bytes.subarray(decoder.pos));
+    } catch {
+      // Closed under us.
+    }
+  }
+
+  /** Control frames mean nothing to a stock client. */
+  override sendFrame(): void {}
 }

@@ -142,7 +142,7 @@ export async function startRoom(options: { config?: string; vars?: Record<string
 /** Polls `check` until it returns without throwing (state settles over the network). */
 export async function eventually<T>(
   check: () => T | Promise<T>,
-  { timeoutMs = 10_000, intervalMs = 20 } = {},
+  { timeoutMs = 20_000, intervalMs = 20 } = {},
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {

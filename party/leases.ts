@@ -1,0 +1,108 @@
+/**
+ * Leases: a named claim held by one agent at a time ("only one agent works on DEAL-001").
+ * A lease lasts `ttlMs` unless renewed; it survives its holder's disconnect until then, so a
+ * brief network cut does not hand the work to someone else. Every grant gets a larger
+ * `token` (a fencing token). Stored as `lease|<name>`, so a restarted room still refuses
+ * others until expiry; expiry notifies the former holder with `lease.lost` when it is online.
+ */
+import type { ClientFrame, ErrorBody } from "../client/protocol.ts";
+import { keys } from "./keys.ts";
+import type { Presence } from "./presence.ts";
+import type { Session } from "./session.ts";
+import type { KvStorage } from "./storage.ts";
+
+type LeaseRecord = { holder: string; token: number; expiresAt: number };
+type Granted = { name: string; token: number; expiresAt: number };
+
+export class Leases {
+  readonly #cache = new Map<string, LeaseRecord | null>();
+  readonly #timers = new Map<string, ReturnType<typeof setTimeout>>();
+  /** Per lease name, so concurrent requests are decided one at a time. */
+  readonly #queue = new Map<string, Promise<unknown>>();
+
+  constructor(
+    private readonly storage: KvStorage,
+    private readonly presence: Presence,
+    private readonly now: () => number,
+  ) {}
+
+  #serial<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const run = (this.#queue.get(name) ?? Promise.resolve()).then(fn, fn);
+    this.#queue.set(
+      name,
+      run.catch(() => {}),
+    );
+    return run;
+  }
+
+  async #read(name: string): Promise<LeaseRecord | null> {
+    if (!this.#cache.has(name)) this.#cache.set(name, (await this.storage.get<LeaseRecord>(keys.lease(name))) ?? null);
+    const record = this.#cache.get(name) ?? null;
+    return record && record.expiresAt > this.now() ? record : null;
+  }
+
+  async #write(name: string, record: LeaseRecord | null): Promise<void> {
+    if (record) await this.storage.put({ [keys.lease(name)]: record });
+    else await this.storage.delete([keys.lease(name)]);
+    this.#cache.set(name, record);
+    clearTimeout(this.#timers.get(name));
+    this.#timers.delete(name);
+    if (record)
+      this.#timers.set(
+        name,
+        setTimeout(() => void this.#expire(name, record.token), Math.max(0, record.expiresAt - this.now())),
+      );
+  }
+
+  #expire(name: string, token: number): Promise<void> {
+    return this.#serial(name, async () => {
+      const record = this.#cache.get(name);
+      if (!record || record.token !== token) return;
+      await this.#write(name, null);
+      // Keep the token so the next grant still gets a larger one.
+      await this.storage.put({ [keys.leaseToken(name)]: token });
+      this.presence.get(record.holder)?.sendFrame({ type: "lease.lost", name, token });
+    });
+  }
+
+  acquire(session: Session, frame: Extract<ClientFrame, { type: "lease.acquire" }>): Promise<Granted | ErrorBody> {
+    return this.#serial(frame.name, async () => {
+      const current = await this.#read(frame.name);
+      if (current && current.holder !== session.agent) {
+        return {
+          code: "CONFLICT",
+          message: `lease ${frame.name} is held by ${current.holder}`,
+          details: { holder: current.holder, expiresAt: current.expiresAt },
+        } satisfies ErrorBody;
+      }
+      const last = current?.token ?? (await this.storage.get<number>(keys.leaseToken(frame.name))) ?? 0;
+      const record = { holder: session.agent, token: last + 1, expiresAt: this.now() + frame.ttlMs };
+      await this.#write(frame.name, record);
+      return { name: frame.name, token: record.token, expiresAt: record.expiresAt };
+    });
+  }
+
+  renew(session: Session, frame: Extract<ClientFrame, { type: "lease.renew" }>): Promise<Granted | ErrorBody> {
+    return this.#serial(frame.name, async () => {
+      const current = await this.#read(frame.name);
+      if (!current || current.holder !== session.agent || current.token !== frame.token) {
+        return {
+          code: "CONFLICT",
+          message: `lease ${frame.name} (token ${frame.token}) is no longer held`,
+        } satisfies ErrorBody;
+      }
+      const record = { ...current, expiresAt: this.now() + frame.ttlMs };
+      await this.#write(frame.name, record);
+      return { name: frame.name, token: record.token, expiresAt: record.expiresAt };
+    });
+  }
+
+  release(session: Session, frame: Extract<ClientFrame, { type: "lease.release" }>): Promise<void> {
+    return this.#serial(frame.name, async () => {
+      const current = await this.#read(frame.name);
+      if (!current || current.holder !== session.agent || current.token !== frame.token) return;
+      await this.#write(frame.name, null);
+      await this.storage.put({ [keys.leaseToken(frame.name)]: current.token });
+    });
+  }
+}
