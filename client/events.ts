@@ -29,6 +29,7 @@ import {
   type StoredEvent,
 } from "./protocol.ts";
 import type { Requests } from "./requests.ts";
+import { traceparentFor } from "./trace.ts";
 import type { Transport } from "./transport.ts";
 
 export type PublishOptions = {
@@ -212,6 +213,9 @@ export class Events {
         parsed.error.issues,
       );
     }
+    // Every event starts or continues a piece of work: it always carries a correlation id and trace context.
+    parsed.data.correlationId ??= parsed.data.id;
+    parsed.data.traceparent ??= traceparentFor(parsed.data.correlationId);
     const bytes = JSON.stringify(parsed.data).length;
     if (bytes > MAX_EVENT_BYTES)
       return new CrosstalkError("TOO_LARGE", `event is ${bytes} bytes; the limit is ${MAX_EVENT_BYTES}`);

@@ -141,6 +141,9 @@ export const FATAL_CLOSE_CODES: ReadonlySet<number> = new Set([
 
 const jsonRecord = z.record(z.string(), z.json());
 
+/** W3C Trace Context `traceparent`: version-traceid-parentid-flags. */
+export const traceparentSchema = z.string().regex(/^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/);
+
 export const errorBodySchema = z.object({
   code: errorCodeSchema,
   message: z.string(),
@@ -161,6 +164,7 @@ export const eventInputSchema = z.object({
   key: z.string().max(256).optional(),
   causationId: z.string().max(128).optional(),
   correlationId: z.string().max(128).optional(),
+  traceparent: traceparentSchema.optional(),
 });
 export type EventInput = z.infer<typeof eventInputSchema>;
 
@@ -209,6 +213,8 @@ const traceFields = {
   correlationId: z.string().max(128).optional(),
   /** The event, call or message that caused this one. */
   causationId: z.string().max(128).optional(),
+  /** W3C trace context, for OpenTelemetry. */
+  traceparent: traceparentSchema.optional(),
 };
 
 export const consumerInfoSchema = z.object({
@@ -315,6 +321,14 @@ export const clientFrames = {
   }),
   /** Give a held lease up; answered by `ok`. */
   "lease.release": z.object({ type: z.literal("lease.release"), ref, name: leaseNameSchema, token: z.number().int() }),
+  /** The events, calls and messages of one piece of work; answered by `trace`. */
+  "trace.get": z.object({
+    type: z.literal("trace.get"),
+    ref,
+    correlationId: z.string().min(1).max(128),
+    /** Streams to search (default: every stream). */
+    streams: z.array(nameSchema).max(100).optional(),
+  }),
   /** Stop receiving updates for a document opened with a sync step 1. */
   "doc.close": z.object({ type: z.literal("doc.close"), doc: docNameSchema }),
   /** The full list of methods this connection serves (replaces the previous list). */
@@ -377,6 +391,7 @@ export const clientFrames = {
 export const clientFrameSchema = z.union([
   clientFrames.publish,
   clientFrames.history,
+  clientFrames["trace.get"],
   clientFrames["state.setIf"],
   clientFrames["lease.acquire"],
   clientFrames["lease.renew"],
@@ -455,6 +470,21 @@ export const roomFrames = {
   }),
   /** A lease this agent held expired (it was not renewed in time). */
   "lease.lost": z.object({ type: z.literal("lease.lost"), name: leaseNameSchema, token: z.number().int() }),
+  /** Everything the room knows of one correlation id: events (from the streams) and recent calls and messages. */
+  trace: z.object({
+    type: z.literal("trace"),
+    ref,
+    nodes: z.array(
+      z.object({
+        kind: z.enum(["event", "call", "message"]),
+        id: z.string(),
+        causationId: z.string().optional(),
+        correlationId: z.string(),
+        detail: jsonRecord,
+        ts: z.number(),
+      }),
+    ),
+  }),
   /** A request without a result succeeded. */
   ok: z.object({ type: z.literal("ok"), ref }),
   /** A leased event for a consumer group member. Answer with `group.ack` or `group.nak`. */
@@ -521,6 +551,7 @@ export const roomFrameSchema = z.union([
   roomFrames["consumer.state"],
   roomFrames.consumers,
   roomFrames.ok,
+  roomFrames.trace,
   roomFrames["state.written"],
   roomFrames["lease.granted"],
   roomFrames["lease.lost"],

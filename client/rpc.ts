@@ -19,6 +19,7 @@ import {
   targetSchema,
 } from "./protocol.ts";
 import type { Json } from "./state.ts";
+import { traceparentFor } from "./trace.ts";
 import type { Transport } from "./transport.ts";
 
 /** Trace ids that whatever a handler does inherits. */
@@ -227,6 +228,7 @@ export class Rpc {
         timeoutMs: a.timeoutMs,
         callId: a.callId,
         correlationId: a.correlationId,
+        traceparent: traceparentFor(a.correlationId),
       };
       if (a.causationId) frame.causationId = a.causationId;
       if (a.idempotencyKey) frame.idempotencyKey = a.idempotencyKey;
@@ -279,9 +281,10 @@ export class Rpc {
         method,
         input: json,
         callId: id,
+        correlationId: options.correlationId ?? id,
+        traceparent: traceparentFor(options.correlationId ?? id),
       };
       if (options.ttlMs !== undefined) frame.ttlMs = options.ttlMs;
-      if (options.correlationId) frame.correlationId = options.correlationId;
       if (options.causationId) frame.causationId = options.causationId;
       this.#outbox.set(frame.ref, {
         frame,

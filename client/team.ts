@@ -30,6 +30,7 @@ import { type AgentInfo, type ConsumerInfo, nameSchema, type StoredEvent, stateD
 import { Requests } from "./requests.ts";
 import { type CallContext, type CallOptions, type Handler, Rpc, type SendOptions } from "./rpc.ts";
 import { type Entity, type Json, Namespace, type NamespaceHost, type NamespaceOptions } from "./state.ts";
+import { buildTraceTree, type TraceNode } from "./trace.ts";
 import { type Status, Transport, type TransportOptions } from "./transport.ts";
 
 export type ConnectOptions = TransportOptions & {
@@ -123,6 +124,7 @@ export class Team extends ObservableV2<TeamEvents> {
         case "consumer.state":
         case "consumers":
         case "state.written":
+        case "trace":
         case "lease.granted":
         case "ok":
           this.#requests.receive(frame.ref, frame);
@@ -248,6 +250,16 @@ export class Team extends ObservableV2<TeamEvents> {
   /** The stream's whole history (archive included) as an async iterable. */
   history(options?: HistoryOptions): AsyncGenerator<StoredEvent> {
     return this.#events.history(options);
+  }
+
+  /**
+   * The causal tree of one piece of work: the events (from every stream, or `streams`)
+   * and the recent calls and messages with this correlation id, each under its cause.
+   */
+  async trace(correlationId: string, options: { streams?: string[] } = {}): Promise<TraceNode[]> {
+    const reply = await this.#requests.ask({ type: "trace.get", correlationId, ...options });
+    if (reply.type !== "trace") throw new CrosstalkError("INTERNAL", `unexpected answer ${reply.type}`);
+    return buildTraceTree(reply.nodes);
   }
 
   /** Durable consumers and groups of `stream`, with positions and lag. */

@@ -49,6 +49,11 @@ export class DocHub {
     private readonly fatal: (error: unknown) => void,
   ) {}
 
+  /** Every document loaded in memory. */
+  all(): IterableIterator<HubDoc> {
+    return this.#docs.values();
+  }
+
   loaded(name: DocName): HubDoc | undefined {
     return this.#docs.get(name);
   }

@@ -15,6 +15,9 @@ export const keys = {
   /** Archived log segments and their id index (`party/streams.ts`). */
   archivePrefix: (stream: string, segment: number) => `arc|${stream}|${pad(segment)}|`,
   archiveIndexPrefix: (stream: string) => `arcidx|${stream}|`,
+  /** One key per stream that ever had an event: the list of streams. */
+  stream: (name: string) => `stream|${name}`,
+  streamPrefix: "stream|",
   /** Durable consumer positions and consumer groups (`party/consumers.ts`). */
   consumer: (stream: string, name: string) => `cons|${stream}|${name}`,
   group: (stream: string, name: string) => `grp|${stream}|${name}`,

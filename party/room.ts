@@ -4,10 +4,12 @@
  * a raw Durable Object.
  */
 import * as decoding from "lib0/decoding";
+import * as Y from "yjs";
 import {
   CLOSE_CODES,
   type ClientFrame,
   DEFAULT_LOG_WINDOW,
+  DLQ_SUFFIX,
   decodeDocFrame,
   docNameSchema,
   type ErrorBody,
@@ -18,16 +20,20 @@ import {
   Y_MESSAGE_AWARENESS,
   Y_MESSAGE_SYNC,
 } from "../client/protocol.ts";
+import { eventNode, type TraceNode } from "../client/trace.ts";
 import { Consumers } from "./consumers.ts";
+import type { RoomContext } from "./context.ts";
 import { DocHub } from "./docs.ts";
 import { Inbox } from "./inbox.ts";
 import { Leases } from "./leases.ts";
+import { type GaugeSample, Metrics } from "./metrics.ts";
 import { type agentInfo, Presence } from "./presence.ts";
 import { Router, type RouterOptions } from "./rpc.ts";
 import { RawDocSession, Session, type Socket } from "./session.ts";
 import { SharedState } from "./state.ts";
 import type { KvStorage } from "./storage.ts";
 import { type StreamOptions, Streams } from "./streams.ts";
+import { TraceLog } from "./trace.ts";
 
 export type RoomOptions = {
   team: string;
@@ -44,6 +50,8 @@ export type RoomOptions = {
 export class TeamRoom {
   readonly team: string;
   readonly presence = new Presence();
+  readonly metrics = new Metrics();
+  readonly traces = new TraceLog();
   readonly hub: DocHub;
   readonly streams: Streams;
   readonly router: Router;
@@ -63,18 +71,25 @@ export class TeamRoom {
       for (const s of this.#sessions.values()) s.socket.close(1011, "storage failure");
       options.onFatal?.(error);
     });
-    this.streams = new Streams(this.hub, options.storage, this.#now, {
+    const ctx: RoomContext = {
+      storage: options.storage,
+      now: this.#now,
+      metrics: this.metrics,
+      presence: this.presence,
+      hub: this.hub,
+    };
+    this.streams = new Streams(ctx, {
       window: DEFAULT_LOG_WINDOW,
       dedupeWindowMs: 24 * 60 * 60 * 1000,
       dedupeMaxIds: 100_000,
       ...options.streams,
     });
     this.consumers = new Consumers(options.storage, this.streams, this.#now);
-    this.router = new Router(this.presence, options.storage, this.#now, {
-      idempotencyWindowMs: 24 * 60 * 60 * 1000,
-      defaultMaxInFlight: 256,
-      ...options.rpc,
-    });
+    this.router = new Router(
+      ctx,
+      { idempotencyWindowMs: 24 * 60 * 60 * 1000, defaultMaxInFlight: 256, ...options.rpc },
+      this.traces,
+    );
     this.state = new SharedState(this.hub, this.#now);
     this.leases = new Leases(options.storage, this.presence, this.#now);
     this.inbox = new Inbox(this.presence, options.storage, this.#now, options.rpc?.inboxTtlMs ?? 24 * 60 * 60 * 1000);
@@ -97,7 +112,15 @@ export class TeamRoom {
       return null;
     }
     const instance = q.get("_pk") ?? `anon-${this.#nextSession + 1}`;
-    const session = new Session(++this.#nextSession, socket, agent.data, role.data, instance, this.#now());
+    const session = new Session({
+      n: ++this.#nextSession,
+      socket,
+      agent: agent.data,
+      role: role.data,
+      instance,
+      connectedAt: this.#now(),
+      metrics: this.metrics,
+    });
     const admitted = this.presence.admit(session);
     if (!admitted.ok) {
       socket.close(CLOSE_CODES.AgentIdInUse.code, `${CLOSE_CODES.AgentIdInUse.reason}: ${agent.data}`);
@@ -130,7 +153,8 @@ export class TeamRoom {
       socket.close(CLOSE_CODES.BadRequest.code, `${CLOSE_CODES.BadRequest.reason}: invalid doc or agent`);
       return null;
     }
-    const session = new RawDocSession(++this.#nextSession, socket, agent.data, this.#now(), doc.data);
+    const init = { n: ++this.#nextSession, socket, agent: agent.data, connectedAt: this.#now(), metrics: this.metrics };
+    const session = new RawDocSession(init, doc.data);
     this.#sessions.set(socket, session);
     return session;
   }
@@ -165,6 +189,7 @@ export class TeamRoom {
   }
 
   #refuse(session: Session, error: ErrorBody, extra: { ref?: string; doc?: string } = {}): void {
+    this.metrics.refused.inc({ code: error.code });
     session.sendFrame({ type: "error", ...extra, error });
   }
 
@@ -178,6 +203,7 @@ export class TeamRoom {
       const whole = session.reassembler.push(bytes);
       if (!whole.ok) return this.#refuse(session, whole.error);
       if (!whole.frame) return;
+      this.metrics.framesIn.inc({ type: "doc" });
       const decoded = decodeDocFrame(whole.frame);
       if (!decoded.ok) return this.#refuse(session, decoded.error);
       const error = await this.hub.receive(session, decoded.frame.doc, decoded.frame.decoder);
@@ -185,6 +211,7 @@ export class TeamRoom {
       return;
     }
     const parsed = parseClientFrame(data);
+    this.metrics.framesIn.inc({ type: parsed.ok ? parsed.frame.type : "invalid" });
     if (!parsed.ok) return this.#refuse(session, parsed.error, { ref: parsed.ref });
     await this.#dispatch(session, parsed.frame);
   }
@@ -262,6 +289,12 @@ export class TeamRoom {
       case "lease.release":
         await this.leases.release(session, frame);
         return session.sendFrame({ type: "ok", ref: frame.ref });
+      case "trace.get":
+        return session.sendFrame({
+          type: "trace",
+          ref: frame.ref,
+          nodes: await this.trace(frame.correlationId, frame.streams),
+        });
       case "doc.close":
         return this.hub.close(session, frame.doc);
       case "rpc.handle":
@@ -282,6 +315,15 @@ export class TeamRoom {
       case "rpc.send": {
         const sent = await this.inbox.send(session, frame);
         if (!sent.ok) return this.#refuse(session, sent.error, { ref: frame.ref });
+        this.metrics.sends.inc({ method: frame.method });
+        this.traces.add({
+          kind: "message",
+          id: frame.id,
+          correlationId: frame.correlationId ?? frame.id,
+          ...(frame.causationId ? { causationId: frame.causationId } : {}),
+          detail: { from: session.agent, to: sent.recipients, method: frame.method },
+          ts: this.#now(),
+        });
         return session.sendFrame({ type: "rpc.sent", ref: frame.ref, recipients: sent.recipients });
       }
       case "rpc.message.ack":
@@ -307,6 +349,16 @@ export class TeamRoom {
     // parts: ["parties", <party>, <team>, ...rest]
     const rest = parts.slice(3);
     if (rest.length === 0) return Response.json(this.info());
+    if (rest[0] === "metrics" && rest.length === 1) {
+      return new Response(await this.#metricsText(), { headers: { "content-type": "text/plain; version=0.0.4" } });
+    }
+    if (rest[0] === "agents" && rest.length === 1) return Response.json(this.presence.roster());
+    if (rest[0] === "state" && rest.length === 2) {
+      const ns = nameSchema.safeParse(rest[1]);
+      if (!ns.success)
+        return Response.json({ error: { code: "INVALID_ARGUMENT", message: "invalid namespace" } }, { status: 400 });
+      return Response.json(await this.state.read(ns.data));
+    }
     if (rest[0] === "streams" && rest.length === 2) {
       const stream = nameSchema.safeParse(rest[1]);
       const num = (k: string) => (url.searchParams.has(k) ? Number(url.searchParams.get(k)) : undefined);
@@ -334,6 +386,82 @@ export class TeamRoom {
       { error: { code: "NOT_FOUND", message: `no such resource ${url.pathname}` } },
       { status: 404 },
     );
+  }
+
+  async #metricsText(): Promise<string> {
+    const roles = new Map<string, number>();
+    for (const s of this.presence.sessions()) roles.set(s.role, (roles.get(s.role) ?? 0) + 1);
+    const streams = await this.streams.loaded();
+    const lag: GaugeSample[] = [];
+    for (const stream of streams) {
+      for (const c of (await this.consumers.list(stream.name)).consumers) {
+        lag.push({ labels: { stream: stream.name, consumer: c.name, kind: c.kind }, value: c.lag });
+      }
+    }
+    const docs = [...this.hub.all()];
+    return this.metrics.render([
+      {
+        name: "crosstalk_connections",
+        help: "Open sockets (agents and stock Yjs clients).",
+        samples: [{ value: this.#sessions.size }],
+      },
+      {
+        name: "crosstalk_agents",
+        help: "Connected agents, by role.",
+        samples: [...roles].map(([role, value]) => ({ labels: { role }, value })),
+      },
+      {
+        name: "crosstalk_stream_head_seq",
+        help: "Last seq of each loaded stream.",
+        samples: streams.map((s) => ({ labels: { stream: s.name }, value: s.head })),
+      },
+      {
+        name: "crosstalk_dlq_depth",
+        help: "Events in each loaded dead-letter stream.",
+        samples: streams
+          .filter((s) => s.name.endsWith(DLQ_SUFFIX))
+          .map((s) => ({ labels: { stream: s.name }, value: s.head })),
+      },
+      { name: "crosstalk_consumer_lag", help: "Events published after a consumer's position.", samples: lag },
+      {
+        name: "crosstalk_rpc_in_flight",
+        help: "Calls routed and not yet answered.",
+        samples: [{ value: this.router.inFlight }],
+      },
+      {
+        name: "crosstalk_doc_size_bytes",
+        help: "Encoded size of each loaded document.",
+        samples: docs.map((d) => ({ labels: { doc: d.name }, value: Y.encodeStateAsUpdate(d.ydoc).byteLength })),
+      },
+      {
+        name: "crosstalk_doc_stored_tail_bytes",
+        help: "Bytes of update records stored since each document's last snapshot.",
+        samples: docs.map((d) => ({ labels: { doc: d.name }, value: d.stored.meta.tailBytes })),
+      },
+      {
+        name: "crosstalk_doc_subscribers",
+        help: "Sockets syncing each loaded document.",
+        samples: docs.map((d) => ({ labels: { doc: d.name }, value: d.subscribers.size })),
+      },
+    ]);
+  }
+
+  /**
+   * The events (searched in every stream's history, archive included) and the recent calls
+   * and messages of one correlation id. A full scan: fine for an operator's question, not
+   * for a hot path (an index by correlation id is the next step).
+   */
+  async trace(correlationId: string, only?: string[]): Promise<Omit<TraceNode, "children">[]> {
+    const nodes: Omit<TraceNode, "children">[] = [...this.traces.find(correlationId)];
+    for (const name of only ?? (await this.streams.names())) {
+      let next: number | null = 1;
+      while (next !== null) {
+        const page = await this.streams.read(name, next, undefined, MAX_HISTORY_PAGE);
+        for (const e of page.events) if (e.correlationId === correlationId) nodes.push(eventNode(e));
+        next = page.events.length > 0 ? page.next : null;
+      }
+    }
+    return nodes;
   }
 
   /** A summary for `GET /parties/main/<team>`. */

@@ -14,10 +14,13 @@
  * see OFFLINE (or, for idempotent calls, retry and are answered from the stored result).
  */
 import type { ClientFrame, ErrorBody, ErrorCode, Target } from "../client/protocol.ts";
+import type { RoomContext } from "./context.ts";
 import { keys } from "./keys.ts";
+import type { Metrics } from "./metrics.ts";
 import type { Presence } from "./presence.ts";
 import type { Session } from "./session.ts";
 import type { KvStorage } from "./storage.ts";
+import type { TraceLog } from "./trace.ts";
 
 type CallFrame = Extract<ClientFrame, { type: "rpc.call" }>;
 type ResultFrame = Extract<ClientFrame, { type: "rpc.result" }>;
@@ -26,6 +29,10 @@ type Answer = { ok: true; output: Extract<ResultFrame, { ok: true }>["output"] }
 type Waiter = { session: Session; ref: string };
 type InFlight = {
   id: string;
+  method: string;
+  startedAt: number;
+  from: string;
+  trace: { callId?: string; correlationId?: string; causationId?: string };
   /** Who waits for the answer: the caller, and for idempotent calls any retry of it. */
   waiters: Waiter[];
   callee: Session;
@@ -55,12 +62,19 @@ export class Router {
   readonly #load = new Map<Session, number>();
   readonly #maxInFlight = new Map<Session, number>();
 
+  private readonly presence: Presence;
+  private readonly storage: KvStorage;
+  private readonly now: () => number;
+  private readonly metrics: Metrics;
+
   constructor(
-    private readonly presence: Presence,
-    private readonly storage: KvStorage,
-    private readonly now: () => number,
+    ctx: RoomContext,
     private readonly options: RouterOptions,
-  ) {}
+    /** Where finished calls are recorded for `trace`. */
+    private readonly traces: TraceLog,
+  ) {
+    ({ presence: this.presence, storage: this.storage, now: this.now, metrics: this.metrics } = ctx);
+  }
 
   get inFlight(): number {
     return this.#calls.size;
@@ -131,12 +145,25 @@ export class Router {
     }
 
     const route = this.route(frame.to, frame.method);
-    if (!route.ok) return reply({ ok: false, error: route.error });
+    if (!route.ok) {
+      this.metrics.calls.inc({ method: frame.method, outcome: route.error.code });
+      return reply({ ok: false, error: route.error });
+    }
     const { callee } = route;
     const id = `c${++this.#next}`;
     const deadline = this.now() + frame.timeoutMs;
     const timer = setTimeout(() => this.#timeout(id, frame.timeoutMs), frame.timeoutMs);
-    this.#calls.set(id, { id, waiters: [{ session: caller, ref: frame.ref }], callee, timer, idem });
+    this.#calls.set(id, {
+      id,
+      method: frame.method,
+      startedAt: this.now(),
+      from: caller.agent,
+      trace: { callId: frame.callId, correlationId: frame.correlationId, causationId: frame.causationId },
+      waiters: [{ session: caller, ref: frame.ref }],
+      callee,
+      timer,
+      idem,
+    });
     this.#byRef.set(refKey, id);
     if (idem) this.#running.set(idem, id);
     this.#load.set(callee, (this.#load.get(callee) ?? 0) + 1);
@@ -225,6 +252,26 @@ export class Router {
     if (!call) return;
     clearTimeout(call.timer);
     this.#calls.delete(id);
+    const outcome = answer ? (answer.ok ? "ok" : answer.error.code) : (abort ?? "aborted");
+    this.metrics.calls.inc({ method: call.method, outcome });
+    this.metrics.callSeconds.observe({ method: call.method }, (this.now() - call.startedAt) / 1000);
+    const { callId, correlationId, causationId } = call.trace;
+    if (callId && correlationId) {
+      this.traces.add({
+        kind: "call",
+        id: callId,
+        correlationId,
+        ...(causationId ? { causationId } : {}),
+        detail: {
+          from: call.from,
+          to: call.callee.agent,
+          method: call.method,
+          outcome,
+          ms: this.now() - call.startedAt,
+        },
+        ts: call.startedAt,
+      });
+    }
     if (call.idem && this.#running.get(call.idem) === id) this.#running.delete(call.idem);
     const load = (this.#load.get(call.callee) ?? 1) - 1;
     if (load > 0) this.#load.set(call.callee, load);

@@ -4,12 +4,25 @@
  */
 import * as decoding from "lib0/decoding";
 import { chunkBinary, createReassembler, type DocName, MAX_FRAME_BYTES, type RoomFrame } from "../client/protocol.ts";
+import type { Metrics } from "./metrics.ts";
 
 /** The part of a PartyKit connection the room uses; also fits a raw WebSocket. */
 export interface Socket {
   send(data: string | ArrayBuffer | ArrayBufferView): void;
   close(code?: number, reason?: string): void;
 }
+
+export type SessionInit = {
+  /** Room-unique, increasing: tells an old socket of an agent from its replacement. */
+  n: number;
+  socket: Socket;
+  agent: string;
+  role: string;
+  /** The client instance (partysocket id); the same instance reconnecting replaces itself. */
+  instance: string;
+  connectedAt: number;
+  metrics: Metrics;
+};
 
 export class Session {
   /** Documents this session has opened (sent a sync step 1 for). */
@@ -23,18 +36,26 @@ export class Session {
   /** Joins chunked binary frames from this socket. */
   readonly reassembler = createReassembler();
 
-  constructor(
-    /** Room-unique, increasing: tells an old socket of an agent from its replacement. */
-    readonly n: number,
-    readonly socket: Socket,
-    readonly agent: string,
-    readonly role: string,
-    /** The client instance (partysocket id); the same instance reconnecting replaces itself. */
-    readonly instance: string,
-    readonly connectedAt: number,
-  ) {}
+  readonly n: number;
+  readonly socket: Socket;
+  readonly agent: string;
+  readonly role: string;
+  readonly instance: string;
+  readonly connectedAt: number;
+  readonly metrics: Metrics;
+
+  constructor(init: SessionInit) {
+    this.n = init.n;
+    this.socket = init.socket;
+    this.agent = init.agent;
+    this.role = init.role;
+    this.instance = init.instance;
+    this.connectedAt = init.connectedAt;
+    this.metrics = init.metrics;
+  }
 
   sendFrame(frame: RoomFrame): void {
+    this.metrics.framesOut.inc({ type: frame.type });
     this.sendText(JSON.stringify(frame));
   }
 
@@ -50,6 +71,7 @@ export class Session {
   /** Sends a binary doc frame (`encodeDocFrame`), chunked if large. */
   sendBinary(bytes: Uint8Array): void {
     if (this.closed) return;
+    this.metrics.framesOut.inc({ type: "doc" });
     try {
       if (bytes.byteLength <= MAX_FRAME_BYTES) this.socket.send(bytes);
       else for (const part of chunkBinary(bytes)) this.socket.send(part);
@@ -66,14 +88,11 @@ export class Session {
  */
 export class RawDocSession extends Session {
   constructor(
-    n: number,
-    socket: Socket,
-    agent: string,
-    connectedAt: number,
+    init: Omit<SessionInit, "role" | "instance">,
     /** The one document this socket syncs. */
     readonly doc: DocName,
   ) {
-    super(n, socket, agent, "yjs", `raw-${n}`, connectedAt);
+    super({ ...init, role: "yjs", instance: `raw-${init.n}` });
   }
 
   /** Strips the doc-frame envelope: a stock client speaks bare y-websocket messages. */

@@ -4,7 +4,7 @@
  * version must match, then the room writes the value into its own copy (stamped with the
  * caller's identity and the room clock) and answers once that is stored.
  */
-import { EntityIndex, fieldsMap, metaMap, writeEntity } from "../client/entities.ts";
+import { type Entity, EntityIndex, type EntityMeta, fieldsMap, metaMap, writeEntity } from "../client/entities.ts";
 import { type ClientFrame, type ErrorBody, stateDoc } from "../client/protocol.ts";
 import { type DocHub, type HubDoc, ROOM } from "./docs.ts";
 import type { Session } from "./session.ts";
@@ -28,6 +28,16 @@ export class SharedState {
       index = created;
     }
     return index;
+  }
+
+  /** Every entity of namespace `ns` with its meta, for `GET …/state/<ns>`. */
+  async read(ns: string): Promise<Record<string, { value: Entity; meta: EntityMeta | undefined }>> {
+    const doc = await this.hub.open(stateDoc(ns));
+    const index = this.#index(doc);
+    const out: Record<string, { value: Entity; meta: EntityMeta | undefined }> = {};
+    for (const key of [...index.keys()].sort())
+      out[key] = { value: index.read(key) as Entity, meta: metaMap(doc.ydoc).get(key) };
+    return out;
   }
 
   async setIf(session: Session, frame: SetIfFrame): Promise<void> {

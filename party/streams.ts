@@ -24,8 +24,10 @@ import {
   MAX_EVENT_BYTES,
   type StoredEvent,
 } from "../client/protocol.ts";
+import type { RoomContext } from "./context.ts";
 import { type DocHub, type HubDoc, ROOM } from "./docs.ts";
 import { keys, pad } from "./keys.ts";
+import type { Metrics } from "./metrics.ts";
 import type { Session } from "./session.ts";
 import { type KvStorage, putAll } from "./storage.ts";
 
@@ -71,12 +73,29 @@ export class Streams {
   /** A few recently read archive segments: consumers catching up read them in sequence. */
   readonly #archiveCache = new Map<string, StoredEvent[]>();
 
+  private readonly hub: DocHub;
+  private readonly storage: KvStorage;
+  private readonly now: () => number;
+  private readonly metrics: Metrics;
+
   constructor(
-    private readonly hub: DocHub,
-    private readonly storage: KvStorage,
-    private readonly now: () => number,
+    ctx: RoomContext,
     private readonly options: StreamOptions,
-  ) {}
+  ) {
+    ({ hub: this.hub, storage: this.storage, now: this.now, metrics: this.metrics } = ctx);
+  }
+
+  /** Every stream that has events. */
+  async names(): Promise<string[]> {
+    const listed = await this.storage.list({ prefix: keys.streamPrefix });
+    return [...listed.keys()].map((k) => k.slice(keys.streamPrefix.length));
+  }
+
+  /** Streams loaded in memory (those used since the room started). */
+  async loaded(): Promise<StreamState[]> {
+    const settled = await Promise.allSettled(this.#streams.values());
+    return settled.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
+  }
 
   open(name: string): Promise<StreamState> {
     let stream = this.#streams.get(name);
@@ -181,7 +200,12 @@ export class Streams {
         },
       };
     }
+    if (results.length > fresh.length)
+      this.metrics.duplicates.inc({ stream: stream.name }, results.length - fresh.length);
+    if (fresh.length > 0 && stream.head === 0) this.hub.addToCommit(stream.doc, { [keys.stream(stream.name)]: 1 });
     if (fresh.length > 0) {
+      this.metrics.published.inc({ stream: stream.name }, fresh.length);
+      this.metrics.delivered.inc({ stream: stream.name }, fresh.length * stream.doc.subscribers.size);
       stream.doc.ydoc.transact(() => appendEvents(stream.segments, fresh), ROOM);
       stream.head += fresh.length;
       stream.lastTs = ts;
