@@ -60,9 +60,9 @@ class Histogram {
   render(): string[] {
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`];
     for (const s of this.#series.values()) {
-      BUCKETS.forEach((b, i) =>
-        lines.push(`${this.name}_bucket${renderLabels(s.labels, { le: String(b) })} ${s.counts[i]}`),
-      );
+      for (const [i, b] of BUCKETS.entries()) {
+        lines.push(`${this.name}_bucket${renderLabels(s.labels, { le: String(b) })} ${s.counts[i]}`);
+      }
       lines.push(`${this.name}_bucket${renderLabels(s.labels, { le: "+Inf" })} ${s.count}`);
       lines.push(`${this.name}_sum${renderLabels(s.labels)} ${s.sum}`);
       lines.push(`${this.name}_count${renderLabels(s.labels)} ${s.count}`);
