@@ -363,7 +363,7 @@ export class Events {
     await this.docs.synced(logDoc(sub.stream));
     let start: number | null = null;
     if (sub.options.consumer) {
-      const state = await this.requests.ask({
+      const state = await this.requests.askUntilAnswered({
         type: "consumer.get",
         stream: sub.stream,
         consumer: sub.options.consumer,
@@ -410,7 +410,13 @@ export class Events {
     const tsAt = async (seq: number): Promise<number> => {
       const live = eventAt(view.segments, seq);
       if (live) return live.ts;
-      const page = await this.requests.ask({ type: "history", stream: view.stream, from: seq, to: seq, limit: 1 });
+      const page = await this.requests.askUntilAnswered({
+        type: "history",
+        stream: view.stream,
+        from: seq,
+        to: seq,
+        limit: 1,
+      });
       return page.type === "history.page" ? (page.events[0]?.ts ?? Number.POSITIVE_INFINITY) : Number.POSITIVE_INFINITY;
     };
     let lo = tail <= head && (eventAt(view.segments, tail)?.ts ?? 0) >= t ? 1 : tail;
@@ -543,14 +549,15 @@ export class Events {
     if (this.#groupSubs.has(key))
       throw new CrosstalkError("CONFLICT", `already a member of group ${group} on ${sub.stream}`);
     this.#groupSubs.set(key, sub);
-    await this.#joinGroup(sub);
+    // Started before the join is answered, so a reconnect in between joins again.
     sub.started = true;
+    await this.#joinGroup(sub);
   }
 
   #joinGroup(sub: Sub): Promise<RoomFrame> {
     const { options } = sub;
     const from = options.from instanceof Date ? "start" : (options.from ?? "end");
-    return this.requests.ask({
+    return this.requests.askUntilAnswered({
       type: "group.join",
       stream: sub.stream,
       group: options.group as string,
@@ -601,7 +608,10 @@ export class Events {
     }
     for (const view of this.#views.values()) {
       for (const sub of view.subs) {
-        if (sub.options.consumer && sub.started) this.#ack(sub, true);
+        if (!sub.started) continue;
+        if (sub.options.consumer) this.#ack(sub, true);
+        // A subscription that stopped reading the archive when the socket dropped goes on.
+        void this.#pump(view, sub);
       }
     }
   }

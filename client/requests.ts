@@ -40,6 +40,20 @@ export class Requests {
     });
   }
 
+  /**
+   * Like `ask`, but asks again after a retryable failure (the socket dropped, no answer in
+   * time) until answered or refused: for requests a subscription cannot start without.
+   */
+  async askUntilAnswered(frame: Unsent): Promise<RoomFrame> {
+    for (;;) {
+      try {
+        return await this.ask(frame);
+      } catch (error) {
+        if (!(error instanceof CrosstalkError) || !error.retryable || this.transport.status === "closed") throw error;
+      }
+    }
+  }
+
   /** Routes an answer; false when `ref` is not ours. */
   receive(ref: string, frame: RoomFrame): boolean {
     const pending = this.#pending.get(ref);
