@@ -631,7 +631,7 @@ export class Events {
         type: "history",
         stream,
         from: next,
-        ...(options.to ? { to: options.to } : {}),
+        ...(options.to !== undefined ? { to: options.to } : {}),
         limit: MAX_HISTORY_PAGE,
       });
       if (page.type !== "history.page") return;

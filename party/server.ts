@@ -27,13 +27,24 @@ export default class TeamServer implements Party.Server {
 
   onClose(connection: Party.Connection): void {
     this.team.close(connection);
+    // Answer the client's close handshake, or a Node `ws` client waits 30 s for it.
+    closeQuietly(connection);
   }
 
   onError(connection: Party.Connection): void {
     this.team.close(connection);
+    closeQuietly(connection);
   }
 
   onRequest(req: Party.Request): Promise<Response> {
     return this.team.request(req as unknown as Request);
+  }
+}
+
+function closeQuietly(connection: Party.Connection): void {
+  try {
+    connection.close();
+  } catch {
+    // Already closed.
   }
 }
