@@ -34,6 +34,8 @@ export class Lease {
     private readonly ttlMs: number,
     autoRenew: boolean,
     private readonly forget: (lease: Lease) => void,
+    /** The room's clock as this agent knows it. */
+    private readonly now: () => number,
   ) {
     this.name = granted.name;
     this.token = granted.token;
@@ -49,7 +51,8 @@ export class Lease {
     this.#timer = setTimeout(
       () => {
         this.renew().catch(() => {
-          // Refused: already marked lost. Offline: retry until the TTL runs out.
+          // Refused: already marked lost. Offline: retry until the TTL runs out, then it is gone.
+          if (this.held && this.now() >= this.expiresAt) this.markLost("expired");
           if (this.held) this.#schedule();
         });
       },

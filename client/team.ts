@@ -202,7 +202,14 @@ export class Team extends ObservableV2<TeamEvents> {
     const ttlMs = options.ttlMs ?? 10_000;
     const granted = await this.#requests.ask({ type: "lease.acquire", name, ttlMs });
     if (granted.type !== "lease.granted") throw new CrosstalkError("INTERNAL", `unexpected answer ${granted.type}`);
-    const lease = new Lease(granted, this.#requests, ttlMs, options.autoRenew ?? true, (l) => this.#leases.delete(l));
+    const lease = new Lease(
+      granted,
+      this.#requests,
+      ttlMs,
+      options.autoRenew ?? true,
+      (l) => this.#leases.delete(l),
+      () => this.now(),
+    );
     this.#leases.add(lease);
     return lease;
   }
@@ -375,8 +382,13 @@ export class Team extends ObservableV2<TeamEvents> {
     });
   }
 
-  /** Closes the socket. Pending publishes and calls fail with CLOSED. */
+  /** Releases held leases, closes the socket. Pending publishes and calls fail with CLOSED. */
   async close(): Promise<void> {
+    // Held leases are given back rather than left to expire (bounded: closing never hangs).
+    if (this.status === "online" && this.#leases.size > 0) {
+      const released = Promise.all([...this.#leases].map((lease) => lease.release()));
+      await Promise.race([released, new Promise((r) => setTimeout(r, 1000))]);
+    }
     this.#shutdown(new CrosstalkError("CLOSED", "the team connection was closed"));
   }
 

@@ -35,9 +35,15 @@ export class Leases {
     return run;
   }
 
-  async #read(name: string): Promise<LeaseRecord | null> {
+  /** The stored record, expired or not. */
+  async #raw(name: string): Promise<LeaseRecord | null> {
     if (!this.#cache.has(name)) this.#cache.set(name, (await this.storage.get<LeaseRecord>(keys.lease(name))) ?? null);
-    const record = this.#cache.get(name) ?? null;
+    return this.#cache.get(name) ?? null;
+  }
+
+  /** The record if it is still in force. */
+  async #read(name: string): Promise<LeaseRecord | null> {
+    const record = await this.#raw(name);
     return record && record.expiresAt > this.now() ? record : null;
   }
 
@@ -75,7 +81,9 @@ export class Leases {
           details: { holder: current.holder, expiresAt: current.expiresAt },
         } satisfies ErrorBody;
       }
-      const last = current?.token ?? (await this.storage.get<number>(keys.leaseToken(frame.name))) ?? 0;
+      // Fencing tokens only grow: past the last grant, whether it expired, was released or still holds.
+      const raw = await this.#raw(frame.name);
+      const last = Math.max(raw?.token ?? 0, (await this.storage.get<number>(keys.leaseToken(frame.name))) ?? 0);
       const record = { holder: session.agent, token: last + 1, expiresAt: this.now() + frame.ttlMs };
       await this.#write(frame.name, record);
       return { name: frame.name, token: record.token, expiresAt: record.expiresAt };

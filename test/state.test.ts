@@ -21,16 +21,27 @@ afterAll(async () => {
   await room?.[Symbol.asyncDispose]();
 });
 
-/** A `ws` WebSocket whose last instance a test can cut; partysocket reconnects by itself. */
+/**
+ * A `ws` WebSocket whose last instance a test can cut (partysocket reconnects by itself), or
+ * take down for good (later connections go nowhere): a crashed or partitioned agent.
+ */
 function cuttable() {
   const sockets: WebSocket[] = [];
+  let down = false;
   class Tracked extends WebSocket {
     constructor(url: string, protocols?: string | string[]) {
-      super(url, protocols);
+      super(down ? "ws://127.0.0.1:9/" : url, protocols);
       sockets.push(this);
     }
   }
-  return { WebSocket: Tracked, cut: () => sockets.at(-1)?.terminate() };
+  return {
+    WebSocket: Tracked,
+    cut: () => sockets.at(-1)?.terminate(),
+    down: () => {
+      down = true;
+      sockets.at(-1)?.terminate();
+    },
+  };
 }
 
 const sameEverywhere = async (teams: Team[], ns: string) => {
@@ -164,7 +175,8 @@ describe("what a CRDT cannot do alone", () => {
 
   it("gives a lease to one agent at a time, expires it after its holder disconnects, and reports loss", async () => {
     const team = room.team("lease");
-    const agents = await Promise.all(Array.from({ length: 6 }, (_, i) => room.agent(`l${i}`, { team })));
+    const nets = Array.from({ length: 6 }, () => cuttable());
+    const agents = await Promise.all(nets.map((net, i) => room.agent(`l${i}`, { team, WebSocket: net.WebSocket })));
     const attempts = await Promise.allSettled(agents.map((t) => t.lease("DEAL-001", { ttlMs: 1500 })));
     const held = attempts.filter((a) => a.status === "fulfilled");
     expect(held).toHaveLength(1);
@@ -183,18 +195,24 @@ describe("what a CRDT cannot do alone", () => {
     const other = agents[(holderIndex + 1) % agents.length] as Team;
     await expect(other.lease("DEAL-001", { ttlMs: 1500 })).rejects.toMatchObject({ code: "CONFLICT" });
 
-    // The holder dies: the lease is still held until its TTL runs out, then another takes it.
-    await holder.close();
+    // The holder's network dies: the lease stays held until its TTL runs out, then another
+    // takes it, and the cut-off holder knows it lost it.
+    nets[holderIndex]?.down();
     await expect(other.lease("DEAL-001", { ttlMs: 1500 })).rejects.toMatchObject({ code: "CONFLICT" });
     const next = await eventually(() => other.lease("DEAL-001", { ttlMs: 300, autoRenew: false }), {
       timeoutMs: 5000,
       intervalMs: 100,
     });
     expect(next.token).toBeGreaterThan(lease.token);
+    expect(await lease.lost).toBe("expired");
     // Not renewed: it expires, and its holder is told.
     expect(await next.lost).toBe("expired");
     const third = agents[(holderIndex + 2) % agents.length] as Team;
     expect((await third.lease("DEAL-001")).token).toBeGreaterThan(next.token);
+    // Closing gives the lease back at once, without waiting for its TTL.
+    await third.close();
+    const fourth = agents[(holderIndex + 3) % agents.length] as Team;
+    expect((await fourth.lease("DEAL-001", { ttlMs: 60_000 })).held).toBe(true);
   });
 });
 
