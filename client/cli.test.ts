@@ -1,7 +1,6 @@
-/** The CLI's pure helpers: argument parsing, formatting and trace trees. */
+/** The CLI's pure helpers: argument parsing, formatting and trace rendering. */
 import { describe, expect, it } from "vitest";
 import {
-  buildTraceTree,
   describeError,
   formatEvent,
   formatTable,
@@ -11,32 +10,11 @@ import {
   printable,
   renderProgress,
   renderTraceTree,
-  type TraceNode,
   useColor,
 } from "./cli.ts";
 import { CrosstalkError } from "./errors.ts";
 import type { StoredEvent } from "./protocol.ts";
-
-let nextSeq = 0;
-const ev = (id: string, causationId?: string, extra: Partial<StoredEvent> = {}): StoredEvent => {
-  const seq = ++nextSeq;
-  return {
-    id,
-    type: `t.${id}`,
-    data: {},
-    stream: "main",
-    seq,
-    ts: 1_000 + seq,
-    source: "a-1",
-    correlationId: "work",
-    ...(causationId ? { causationId } : {}),
-    ...extra,
-  };
-};
-
-/** The tree as nested [label, children] for compact assertions. */
-const shape = (nodes: TraceNode[]): unknown[] =>
-  nodes.map((n) => [n.kind === "call" ? `call:${n.id}` : n.event.id, shape(n.children)]);
+import type { TraceNode } from "./trace.ts";
 
 describe("parseFrom", () => {
   it("takes start, end, a seq or an ISO time", () => {
@@ -128,104 +106,88 @@ describe("formatting", () => {
   });
 });
 
-describe("buildTraceTree", () => {
-  it("hangs events under their cause and calls as call nodes, in time order", () => {
-    const root = ev("root");
-    const child = ev("child", "root");
-    const viaCall1 = ev("viaCall1", "call-1");
-    const grandchild = ev("grandchild", "child");
-    const viaCall2 = ev("viaCall2", "call-1");
-    const child2 = ev("child2", "root");
-    // Input order does not matter.
-    const tree = buildTraceTree([grandchild, viaCall2, child2, root, viaCall1, child]);
-    expect(shape(tree)).toEqual([
-      [
-        "root",
-        [
-          ["child", [["grandchild", []]]],
-          ["child2", []],
-        ],
-      ],
-      [
-        "call:call-1",
-        [
-          ["viaCall1", []],
-          ["viaCall2", []],
-        ],
-      ],
-    ]);
-  });
-
-  it("keeps every event exactly once: self-causes and cycles are cut", () => {
-    const self = ev("self", "self");
-    const a = ev("a", "c");
-    const b = ev("b", "a");
-    const c = ev("c", "b");
-    const hanger = ev("hanger", "b");
-    const tree = buildTraceTree([self, a, b, c, hanger]);
-    expect(shape(tree)).toEqual([
-      ["self", []],
-      [
-        "a",
-        [
-          [
-            "b",
-            [
-              ["c", []],
-              ["hanger", []],
-            ],
-          ],
-        ],
-      ],
-    ]);
-  });
-
-  it("orders by room time across streams and links a dead letter to its event", () => {
-    const original = ev("orig", undefined, { ts: 5, seq: 9 });
-    const dead = ev("dlq:main:w:9", "orig", { stream: "main.dlq", seq: 1, ts: 6 });
-    const tree = buildTraceTree([dead, original]);
-    expect(shape(tree)).toEqual([["orig", [["dlq:main:w:9", []]]]]);
-    expect(renderTraceTree(tree, { showStream: true })).toEqual([
-      "main#9 t.orig (a-1)",
-      "└─ main.dlq#1 t.dlq:main:w:9 (a-1)",
-    ]);
-  });
-
-  it("is empty for no events", () => {
-    expect(buildTraceTree([])).toEqual([]);
-  });
-});
-
 describe("renderTraceTree", () => {
-  it("draws an indented tree with ├─ and └─", () => {
-    const e1 = ev("e1", "call-9");
-    const e2 = ev("e2", "e1");
-    const e3 = ev("e3", "e2");
-    const e4 = ev("e4", "e1");
-    const e5 = ev("e5", "call-9");
-    const e6 = ev("e6");
-    const lines = renderTraceTree(buildTraceTree([e1, e2, e3, e4, e5, e6]));
-    expect(lines).toEqual([
-      "call call-9",
-      `├─ #${e1.seq} t.e1 (a-1)`,
-      `│  ├─ #${e2.seq} t.e2 (a-1)`,
-      `│  │  └─ #${e3.seq} t.e3 (a-1)`,
-      `│  └─ #${e4.seq} t.e4 (a-1)`,
-      `└─ #${e5.seq} t.e5 (a-1)`,
-      `#${e6.seq} t.e6 (a-1)`,
+  let clock = 0;
+  const node = (
+    kind: TraceNode["kind"],
+    id: string,
+    detail: TraceNode["detail"],
+    children: TraceNode[] = [],
+  ): TraceNode => ({ kind, id, correlationId: "work", detail, ts: ++clock, children });
+  const event = (seq: number, type: string, children: TraceNode[] = [], stream = "main") =>
+    node("event", `e${seq}`, { stream, seq, type, source: "a-1" }, children);
+
+  it("draws events, calls and messages as an indented tree with ├─ and └─", () => {
+    const roots = [
+      event(1, "order.placed", [
+        node("call", "c1", { from: "planner", to: "stock", method: "reserve", outcome: "ok", ms: 12 }, [
+          event(2, "stock.reserved", [event(4, "stock.counted")]),
+          node("message", "m1", { from: "stock", to: ["mailer-1", "mailer-2"], method: "notify" }),
+        ]),
+        event(3, "order.noted"),
+      ]),
+      node("call", "c2", { from: "a", to: "b", method: "fail", outcome: "HANDLER_ERROR", ms: 0 }),
+    ];
+    expect(renderTraceTree(roots)).toEqual([
+      "#1 order.placed (a-1)",
+      "├─ call reserve planner → stock ok 12ms",
+      "│  ├─ #2 stock.reserved (a-1)",
+      "│  │  └─ #4 stock.counted (a-1)",
+      "│  └─ message notify stock → mailer-1, mailer-2",
+      "└─ #3 order.noted (a-1)",
+      "call fail a → b HANDLER_ERROR 0ms",
     ]);
   });
 
-  it("escapes control characters in ids from the wire", () => {
-    const e = ev("e", "bad\u001b]0;pwned\u0007");
-    expect(renderTraceTree(buildTraceTree([e]))[0]).toBe("call bad\\u001b]0;pwned\\u0007");
+  it("prefixes the stream when the tree spans several streams", () => {
+    const roots = [event(9, "t.orig", [event(1, "t.dead", [], "main.dlq")])];
+    expect(renderTraceTree(roots)).toEqual(["main#9 t.orig (a-1)", "└─ main.dlq#1 t.dead (a-1)"]);
+    expect(renderTraceTree(roots, { showStream: false })).toEqual(["#9 t.orig (a-1)", "└─ #1 t.dead (a-1)"]);
+    // Calls and messages have no stream: one stream of events is no prefix.
+    const one = [event(1, "t.a", [node("call", "c", { from: "x", to: "y", method: "m", outcome: "ok", ms: 1 })])];
+    expect(renderTraceTree(one)[0]).toBe("#1 t.a (a-1)");
+  });
+
+  it("escapes control characters in everything from the wire", () => {
+    const bad = "x\u001b]0;pwned\u0007";
+    const lines = renderTraceTree([
+      node("event", "e", { stream: bad, seq: 1, type: bad, source: bad }, [
+        node("call", "c", { from: bad, to: bad, method: bad, outcome: bad, ms: 1 }),
+        node("message", "m", { from: bad, to: [bad], method: bad }),
+      ]),
+      node("event", "e2", { stream: "main", seq: 2, type: "t", source: "s" }),
+    ]);
+    const safe = "x\\u001b]0;pwned\\u0007";
+    expect(lines).toEqual([
+      `${safe}#1 ${safe} (${safe})`,
+      `├─ call ${safe} ${safe} → ${safe} ${safe} 1ms`,
+      `└─ message ${safe} ${safe} → ${safe}`,
+      "main#2 t (s)",
+    ]);
+    expect(lines.join("")).not.toContain("\u001b");
+    expect(lines.join("")).not.toContain("\u0007");
+  });
+
+  it("renders missing or odd details without failing", () => {
+    expect(
+      renderTraceTree([
+        node("call", "c", { from: "a" }),
+        node("message", "m", { from: "a", to: [], method: { odd: 1 } }),
+      ]),
+    ).toEqual(["call ? a → ? ? ?ms", 'message {"odd":1} a → (nobody)']);
   });
 
   it("handles a deep chain without recursion", () => {
-    const chain = [ev("n0")];
-    for (let i = 1; i < 3_000; i++) chain.push(ev(`n${i}`, `n${i - 1}`));
-    const lines = renderTraceTree(buildTraceTree(chain));
-    expect(lines).toHaveLength(3_000);
-    expect(lines[2]).toMatch(/^ {3}└─ #\d+ t\.n2 \(a-1\)$/);
+    const root = event(0, "t.n0");
+    let tip = root;
+    for (let i = 1; i < 20_000; i++) {
+      const next = event(i, `t.n${i}`);
+      tip.children.push(next);
+      tip = next;
+    }
+    const lines = renderTraceTree([root]);
+    expect(lines).toHaveLength(20_000);
+    expect(lines[2]).toBe("   └─ #2 t.n2 (a-1)");
+    expect(lines[19_999]).toBe(`${"   ".repeat(19_998)}└─ #19999 t.n19999 (a-1)`);
   });
 });

@@ -14,6 +14,7 @@ import { createWriteStream } from "node:fs";
 import type { Writable } from "node:stream";
 import { finished } from "node:stream/promises";
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import type { Json } from "./entities.ts";
 import { CrosstalkError } from "./errors.ts";
 import { connect } from "./node.ts";
 import {
@@ -26,6 +27,7 @@ import {
   type Target,
 } from "./protocol.ts";
 import type { Team } from "./team.ts";
+import type { TraceNode } from "./trace.ts";
 
 /** A writable with what a terminal stream adds (`process.stdout` has both). */
 export type Output = Writable & { isTTY?: boolean; columns?: number };
@@ -253,24 +255,23 @@ function buildProgram(ctx: CliIO): Command {
 
   program
     .command("trace")
-    .description("Print the causal tree (causationId → id) of one correlationId.")
+    .description("Print the causal tree (causationId → id) of one correlationId: events, calls and messages.")
     .argument("<team>", "team name", nameArg("team"))
     .argument("<correlationId>", "the correlation id of the work", idArg("correlation id"))
-    .option("--stream <name>", "stream to scan; repeat for several (default: main)", collectNames, [])
-    .option("--json", "print the tree as JSON")
+    .option("--stream <name>", "stream to search for events; repeat for several (default: all)", collectNames, [])
+    .option("--json", "print {correlationId, roots} as JSON")
     .action(async (team: string, correlationId: string, opts: { stream: string[]; json?: boolean }, cmd: Command) => {
       await withTeam(ctx, cmd, team, async (t) => {
-        const streams = opts.stream.length > 0 ? [...new Set(opts.stream)] : ["main"];
-        const events: StoredEvent[] = [];
-        for (const stream of streams) {
-          for await (const event of t.history({ stream }))
-            if (event.correlationId === correlationId) events.push(event);
+        const streams = [...new Set(opts.stream)];
+        const roots = await t.trace(correlationId, streams.length > 0 ? { streams } : {});
+        if (roots.length === 0) {
+          const where = streams.length > 0 ? `in stream ${streams.join(", ")}` : "in any stream";
+          throw new CliFailure(
+            `nothing found for correlationId ${printable(correlationId)}: no events ${where}, no recent calls or messages`,
+          );
         }
-        if (events.length === 0)
-          throw new CliFailure(`no events with correlationId ${printable(correlationId)} in ${streams.join(", ")}`);
-        const roots = buildTraceTree(events);
-        if (opts.json) printJson(ctx.stdout, { correlationId, streams, events: events.length, roots });
-        else ctx.stdout.write(`${renderTraceTree(roots, { showStream: streams.length > 1 }).join("\n")}\n`);
+        if (opts.json) printJson(ctx.stdout, { correlationId, roots });
+        else ctx.stdout.write(`${renderTraceTree(roots).join("\n")}\n`);
       });
     });
 
@@ -543,80 +544,53 @@ export function renderProgress(done: number, total: number, width = 30): string 
 // ---------------------------------------------------------------------------------------
 // Trace trees (pure)
 
-export type TraceEventNode = { kind: "event"; event: StoredEvent; children: TraceNode[] };
-/** A call or message id that events name as their cause; calls leave no event of their own. */
-export type TraceCallNode = { kind: "call"; id: string; children: TraceNode[] };
-export type TraceNode = TraceEventNode | TraceCallNode;
-
-const byTime = (a: StoredEvent, b: StoredEvent) =>
-  a.ts - b.ts || (a.stream < b.stream ? -1 : a.stream > b.stream ? 1 : 0) || a.seq - b.seq;
-
-/**
- * Builds the causal forest of a set of events (one correlationId's): each event hangs under
- * the event whose `id` is its `causationId`; a `causationId` naming no event in the set is a
- * call (or message) and becomes a `call` node. Events without a cause are roots. Every event
- * appears exactly once: a self-cause counts as none, and a causation cycle is cut at its
- * earliest event. Siblings and roots are in room-time order.
- */
-export function buildTraceTree(events: readonly StoredEvent[]): TraceNode[] {
-  const nodes: TraceEventNode[] = [...events].sort(byTime).map((event) => ({ kind: "event", event, children: [] }));
-  const byId = new Map<string, TraceEventNode>();
-  for (const node of nodes) if (!byId.has(node.event.id)) byId.set(node.event.id, node);
-  const calls = new Map<string, TraceCallNode>();
-  const parent = new Map<TraceEventNode, TraceNode>();
-  const roots: TraceNode[] = [];
-  for (const node of nodes) {
-    const cause = node.event.causationId;
-    if (!cause || cause === node.event.id) {
-      roots.push(node);
-      continue;
-    }
-    let up: TraceNode | undefined = byId.get(cause);
-    if (!up) {
-      up = calls.get(cause);
-      if (!up) {
-        up = { kind: "call", id: cause, children: [] };
-        calls.set(cause, up);
-        roots.push(up);
-      }
-    }
-    up.children.push(node);
-    parent.set(node, up);
-  }
-  // Events on a causation cycle are unreachable from any root: cut each cycle once.
-  const reached = new Set<TraceNode>();
-  const mark = (from: TraceNode) => {
-    const stack = [from];
-    for (let n = stack.pop(); n; n = stack.pop()) {
-      if (reached.has(n)) continue;
-      reached.add(n);
-      stack.push(...n.children);
-    }
-  };
-  for (const root of roots) mark(root);
-  for (const node of nodes) {
-    if (reached.has(node)) continue;
-    const up = parent.get(node);
-    if (up) up.children.splice(up.children.indexOf(node), 1);
-    roots.push(node);
-    mark(node);
-  }
-  return roots;
+/** A detail value from the wire as text (lists comma-separated), escaped for the terminal. */
+function detailText(value: Json | undefined): string {
+  if (value === undefined || value === null) return "?";
+  if (typeof value === "string") return printable(value);
+  if (Array.isArray(value)) return value.length > 0 ? value.map(detailText).join(", ") : "(nobody)";
+  if (typeof value === "object") return printable(JSON.stringify(value));
+  return printable(String(value));
 }
 
-/** Renders a trace forest as indented lines: `#3 deal.created (sales-1)`, `├─`/`└─` for children. */
+/** One line of a trace: an event, a call or a message. */
+function traceLabel(node: TraceNode, showStream: boolean): string {
+  const d = node.detail;
+  if (node.kind === "event")
+    return `${showStream ? detailText(d.stream) : ""}#${detailText(d.seq)} ${detailText(d.type)} (${detailText(d.source)})`;
+  if (node.kind === "call")
+    return `call ${detailText(d.method)} ${detailText(d.from)} → ${detailText(d.to)} ${detailText(d.outcome)} ${detailText(d.ms)}ms`;
+  return `message ${detailText(d.method)} ${detailText(d.from)} → ${detailText(d.to)}`;
+}
+
+/** Every node of a forest, depth first, without recursion. */
+function* walkTrace(roots: readonly TraceNode[]): Generator<TraceNode> {
+  const stack = [...roots];
+  for (let node = stack.pop(); node; node = stack.pop()) {
+    yield node;
+    for (const child of node.children) stack.push(child);
+  }
+}
+
+/**
+ * Renders a trace forest as indented lines, `├─`/`└─` for children:
+ * `#3 deal.created (sales-1)` (`main#3 …` when the tree spans several streams),
+ * `call review sales-1 → legal-1 ok 12ms`, `message notify legal-1 → mailer-1`.
+ */
 export function renderTraceTree(roots: readonly TraceNode[], opts: { showStream?: boolean } = {}): string[] {
-  const label = (node: TraceNode) =>
-    node.kind === "call"
-      ? `call ${printable(node.id)}`
-      : `${opts.showStream ? node.event.stream : ""}#${node.event.seq} ${node.event.type} (${printable(node.event.source)})`;
+  let showStream = opts.showStream;
+  if (showStream === undefined) {
+    const streams = new Set<Json>();
+    for (const node of walkTrace(roots)) if (node.kind === "event") streams.add(node.detail.stream ?? null);
+    showStream = streams.size > 1;
+  }
   const lines: string[] = [];
   // Iterative depth-first walk: [node, prefix for its line, prefix for its children].
   const stack: [TraceNode, string, string][] = [];
   for (const root of [...roots].reverse()) stack.push([root, "", ""]);
   for (let item = stack.pop(); item; item = stack.pop()) {
     const [node, linePrefix, childPrefix] = item;
-    lines.push(linePrefix + label(node));
+    lines.push(linePrefix + traceLabel(node, showStream));
     node.children.forEach((_, i, children) => {
       const child = children[children.length - 1 - i] as TraceNode;
       const lastChild = i === 0;

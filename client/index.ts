@@ -45,5 +45,5 @@ export {
   type StateChange,
 } from "./state.ts";
 export { type ConnectOptions, connect, Team, type TypedEvent, type TypedEvents } from "./team.ts";
-export { buildTraceTree, type TraceNode, traceFrom, traceIdOf, traceparentFor } from "./trace.ts";
+export { buildTraceTree, type TraceItem, type TraceNode, traceFrom, traceIdOf, traceparentFor } from "./trace.ts";
 export type { Status } from "./transport.ts";

@@ -11,7 +11,7 @@ import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocketServer } from "ws";
 import { main } from "../client/cli.ts";
-import type { StoredEvent } from "../client/index.ts";
+import { type StoredEvent, traceFrom } from "../client/index.ts";
 import { eventually, freePort, type RoomServer, startRoom } from "./harness.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
@@ -270,48 +270,107 @@ describe("crosstalk CLI", () => {
     expect(bad.stderr).toMatch(/ENOENT/);
   });
 
-  it("trace prints the causal tree of a call's work", async () => {
+  it("trace prints the causal tree of a piece of work: events, calls and messages", async () => {
     const team = room.team("cli-trace");
     const legal = await room.agent("legal-1", { team, role: "legal" });
     const sales = await room.agent("sales-1", { team, role: "sales" });
+    const mailer = await room.agent("mailer-1", { team, role: "mailer" });
+    mailer.handle("notify", () => {});
     let callId = "";
     legal.handle("review", async (input, ctx) => {
       callId = ctx.callId ?? "";
       const started = await ctx.publish("review.started", input);
-      await ctx.publish("review.note", { n: 1 }, { causationId: started.id });
-      await ctx.publish("review.done", {});
+      const note = await ctx.publish("review.note", { n: 1 }, { causationId: started.id });
+      await ctx.send("mailer-1", "notify", { dealId: "D1" }, { causationId: note.id });
+      const done = await ctx.publish("review.done", {});
+      await ctx.publish("review.audited", {}, { stream: "audit", causationId: done.id });
       return { ok: true };
     });
-    await eventually(() => expect(sales.agents().find((a) => a.agent === "legal-1")?.methods).toContain("review"));
+    await eventually(() => {
+      const methods = sales.agents().flatMap((a) => a.methods);
+      expect(methods).toContain("review");
+      expect(methods).toContain("notify");
+    });
     await sales.publish("noise", {}, { correlationId: "other-work" });
-    await sales.call("legal-1", "review", { dealId: "D1" });
-    // A call without a correlationId starts the work: its id is the correlation id.
+    const created = await sales.publish("deal.created", { dealId: "D1" }, { correlationId: "deal-D1" });
+    await sales.call("legal-1", "review", { dealId: "D1" }, traceFrom({ id: created.id, correlationId: "deal-D1" }));
     expect(callId).not.toBe("");
 
-    const text = await cli(["trace", team, callId]);
+    // Every stream by default: the tree spans two, so events carry their stream.
+    const text = await cli(["trace", team, "deal-D1"]);
     expect(text.code, text.stderr).toBe(0);
-    expect(text.stdout).toBe(
-      [
-        `call ${callId}`,
-        "├─ #2 review.started (legal-1)",
-        "│  └─ #3 review.note (legal-1)",
-        "└─ #4 review.done (legal-1)",
-        "",
-      ].join("\n"),
-    );
-    const tree = json(await cli(["trace", team, callId, "--json"])) as {
-      events: number;
-      roots: { kind: string; id: string; children: { event: StoredEvent; children: { event: StoredEvent }[] }[] }[];
-    };
-    expect(tree.events).toBe(3);
+    const lines = text.stdout.split("\n");
+    expect(lines.pop()).toBe("");
+    expect(lines[1]).toMatch(/^└─ call review sales-1 → legal-1 ok \d+ms$/);
+    expect(lines.map((l, i) => (i === 1 ? "CALL" : l))).toEqual([
+      "main#2 deal.created (sales-1)",
+      "CALL",
+      "   ├─ main#3 review.started (legal-1)",
+      "   │  └─ main#4 review.note (legal-1)",
+      "   │     └─ message notify legal-1 → mailer-1",
+      "   └─ main#5 review.done (legal-1)",
+      "      └─ audit#1 review.audited (legal-1)",
+    ]);
+
+    // --stream narrows the events (calls and messages stay); one stream, no prefix.
+    const main = await cli(["trace", team, "deal-D1", "--stream", "main", "--stream", "main"]);
+    expect(main.code, main.stderr).toBe(0);
+    expect(main.stdout).not.toContain("audited");
+    expect(main.stdout.split("\n").slice(2, 6)).toEqual([
+      "   ├─ #3 review.started (legal-1)",
+      "   │  └─ #4 review.note (legal-1)",
+      "   │     └─ message notify legal-1 → mailer-1",
+      "   └─ #5 review.done (legal-1)",
+    ]);
+
+    type Node = { kind: string; id: string; detail: Record<string, unknown>; children: Node[] };
+    const tree = json(await cli(["trace", team, "deal-D1", "--json"])) as { correlationId: string; roots: Node[] };
+    expect(tree.correlationId).toBe("deal-D1");
     expect(tree.roots).toHaveLength(1);
-    expect(tree.roots[0]).toMatchObject({ kind: "call", id: callId });
-    expect(tree.roots[0]?.children.map((c) => c.event.type)).toEqual(["review.started", "review.done"]);
-    expect(tree.roots[0]?.children[0]?.children[0]?.event.type).toBe("review.note");
+    expect(tree.roots[0]).toMatchObject({ kind: "event", id: created.id, detail: { type: "deal.created" } });
+    const call = tree.roots[0]?.children[0];
+    expect(call).toMatchObject({
+      kind: "call",
+      id: callId,
+      correlationId: "deal-D1",
+      causationId: created.id,
+      detail: { from: "sales-1", to: "legal-1", method: "review", outcome: "ok" },
+    });
+    expect(call?.children.map((c) => [c.kind, c.detail.type ?? c.detail.method])).toEqual([
+      ["event", "review.started"],
+      ["event", "review.done"],
+    ]);
+    expect(call?.children[0]?.children[0]?.children[0]).toMatchObject({
+      kind: "message",
+      detail: { from: "legal-1", to: ["mailer-1"], method: "notify" },
+    });
+
+    // A failed call without a correlation id starts its own work, and shows its outcome.
+    legal.handle("fail", () => {
+      throw new Error("no");
+    });
+    await eventually(() => expect(sales.agents().flatMap((a) => a.methods)).toContain("fail"));
+    let failedId = "";
+    mailer.handle("probe", async (_input, ctx) => {
+      failedId = ctx.trace.correlationId ?? "";
+      await ctx.call("legal-1", "fail", null);
+    });
+    await eventually(() => expect(sales.agents().flatMap((a) => a.methods)).toContain("probe"));
+    await expect(sales.call("mailer-1", "probe", null)).rejects.toMatchObject({ code: "HANDLER_ERROR" });
+    const failed = await cli(["trace", team, failedId]);
+    expect(failed.code, failed.stderr).toBe(0);
+    expect(failed.stdout).toMatch(
+      /^call probe sales-1 → mailer-1 HANDLER_ERROR \d+ms\n└─ call fail mailer-1 → legal-1 HANDLER_ERROR \d+ms\n$/,
+    );
 
     const unknown = await cli(["trace", team, "no-such-work"]);
-    expect(unknown.code).toBe(1);
-    expect(unknown.stderr).toContain("no events with correlationId no-such-work in main");
+    expect(unknown).toMatchObject({ code: 1, stdout: "" });
+    expect(unknown.stderr).toBe(
+      "nothing found for correlationId no-such-work: no events in any stream, no recent calls or messages\n",
+    );
+    const elsewhere = await cli(["trace", team, "deal-D1", "--stream", "nowhere"]);
+    expect(elsewhere.code, elsewhere.stderr).toBe(0); // the call and the message are still found
+    expect(elsewhere.stdout).toMatch(/^call review/);
   });
 
   it("usage errors exit 2 without connecting; --help exits 0", async () => {

@@ -16,7 +16,9 @@ it("resolves crosstalk and crosstalk/node to working compiled modules", () => {
       node: typeof node.connect,
       same: node.CrosstalkError === core.CrosstalkError,
     }));`;
-  const out = execFileSync(process.execPath, ["--input-type=module", "-e", script], { cwd: resolve(import.meta.dirname, "..") });
+  const out = execFileSync(process.execPath, ["--input-type=module", "-e", script], {
+    cwd: resolve(import.meta.dirname, ".."),
+  });
   expect(JSON.parse(String(out))).toEqual({
     core: ["function", "function", "function", "function", "object"],
     node: "function",
