@@ -7,6 +7,7 @@
 
 import type { Json } from "./entities.ts";
 import { CrosstalkError } from "./errors.ts";
+import { randomBytes, toHex } from "./ids.ts";
 import type { StoredEvent } from "./protocol.ts";
 
 const HEX32 = /^[0-9a-f]{32}$/;
@@ -29,10 +30,9 @@ export function traceIdOf(correlationId: string): string {
 }
 
 export function newSpanId(): string {
-  const bytes = new Uint8Array(8);
-  crypto.getRandomValues(bytes);
+  const bytes = randomBytes(8);
   if (bytes.every((b) => b === 0)) bytes[7] = 1;
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return toHex(bytes);
 }
 
 /** `00-<trace id>-<span id>-01` (version 00, sampled). */
