@@ -124,24 +124,12 @@ export class Router {
 
     const idem = frame.idempotencyKey ? keys.idempotent(caller.agent, frame.idempotencyKey) : null;
     if (idem) {
-      const running = this.#running.get(idem);
-      const call = running ? this.#calls.get(running) : undefined;
-      if (call) {
-        // A retry of a call still running: wait for the same answer.
-        call.waiters.push({ session: caller, ref: frame.ref });
-        this.#byRef.set(refKey, call.id);
-        return;
-      }
+      // A retry of a call still running waits for the same answer.
+      if (this.#joinRunning(idem, caller, frame.ref)) return;
       const stored = await this.storage.get<IdemRecord>(idem);
       if (stored && stored.expiresAt > this.now()) return reply(stored.answer);
       // The storage read yielded: a concurrent retry may have started the call meanwhile.
-      const started = this.#running.get(idem);
-      const startedCall = started ? this.#calls.get(started) : undefined;
-      if (startedCall) {
-        startedCall.waiters.push({ session: caller, ref: frame.ref });
-        this.#byRef.set(refKey, startedCall.id);
-        return;
-      }
+      if (this.#joinRunning(idem, caller, frame.ref)) return;
     }
 
     const route = this.route(frame.to, frame.method);
@@ -178,6 +166,16 @@ export class Router {
       ...(frame.correlationId ? { correlationId: frame.correlationId } : {}),
       ...(frame.causationId ? { causationId: frame.causationId } : {}),
     });
+  }
+
+  /** Adds a waiter to the running idempotent call `idem`, if there is one. */
+  #joinRunning(idem: string, caller: Session, ref: string): boolean {
+    const id = this.#running.get(idem);
+    const call = id ? this.#calls.get(id) : undefined;
+    if (!call) return false;
+    call.waiters.push({ session: caller, ref });
+    this.#byRef.set(`${caller.n}:${ref}`, call.id);
+    return true;
   }
 
   async result(callee: Session, frame: ResultFrame): Promise<ErrorBody | null> {

@@ -11,6 +11,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import WebSocket from "ws";
 import { type ConnectOptions, connect, type Team } from "../client/node.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
@@ -153,4 +154,28 @@ export async function eventually<T>(
       await new Promise((r) => setTimeout(r, intervalMs));
     }
   }
+}
+
+/**
+ * A `ws` WebSocket class for `connect({ WebSocket })` whose sockets a test can break: `cut()`
+ * kills the current socket (partysocket reconnects by itself); `down()` kills it and sends
+ * every later connection nowhere — a crashed or partitioned agent.
+ */
+export function cuttableSocket() {
+  const sockets: WebSocket[] = [];
+  let down = false;
+  class Tracked extends WebSocket {
+    constructor(url: string, protocols?: string | string[]) {
+      super(down ? "ws://127.0.0.1:9/" : url, protocols);
+      sockets.push(this);
+    }
+  }
+  return {
+    WebSocket: Tracked,
+    cut: () => sockets.at(-1)?.terminate(),
+    down: () => {
+      down = true;
+      sockets.at(-1)?.terminate();
+    },
+  };
 }

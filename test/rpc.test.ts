@@ -5,10 +5,9 @@
  * durable fire-and-forget sends to an offline agent.
  */
 import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from "vitest";
-import WebSocket from "ws";
 import { z } from "zod";
 import { type CallContext, defineContract, type StoredEvent } from "../client/index.ts";
-import { eventually, type RoomServer, startRoom } from "./harness.ts";
+import { cuttableSocket as cuttable, eventually, type RoomServer, startRoom } from "./harness.ts";
 
 let room: RoomServer;
 beforeAll(async () => {
@@ -21,18 +20,6 @@ afterAll(async () => {
 const never = () => new Promise<never>(() => {});
 const methodsOf = (agents: { agent: string; methods: string[] }[], id: string) =>
   agents.find((a) => a.agent === id)?.methods ?? [];
-
-/** A `ws` WebSocket that remembers its instances, so a test can cut the caller's socket. */
-function cuttable() {
-  const sockets: WebSocket[] = [];
-  class Tracked extends WebSocket {
-    constructor(url: string, protocols?: string | string[]) {
-      super(url, protocols);
-      sockets.push(this);
-    }
-  }
-  return { WebSocket: Tracked, cut: () => sockets.at(-1)?.terminate() };
-}
 
 const contracts = defineContract({
   generateContract: {

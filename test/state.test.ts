@@ -11,7 +11,7 @@ import { WebsocketProvider } from "y-websocket";
 import * as Y from "yjs";
 import { z } from "zod";
 import type { Team } from "../client/index.ts";
-import { eventually, type RoomServer, startRoom } from "./harness.ts";
+import { cuttableSocket as cuttable, eventually, type RoomServer, startRoom } from "./harness.ts";
 
 let room: RoomServer;
 beforeAll(async () => {
@@ -20,29 +20,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await room?.[Symbol.asyncDispose]();
 });
-
-/**
- * A `ws` WebSocket whose last instance a test can cut (partysocket reconnects by itself), or
- * take down for good (later connections go nowhere): a crashed or partitioned agent.
- */
-function cuttable() {
-  const sockets: WebSocket[] = [];
-  let down = false;
-  class Tracked extends WebSocket {
-    constructor(url: string, protocols?: string | string[]) {
-      super(down ? "ws://127.0.0.1:9/" : url, protocols);
-      sockets.push(this);
-    }
-  }
-  return {
-    WebSocket: Tracked,
-    cut: () => sockets.at(-1)?.terminate(),
-    down: () => {
-      down = true;
-      sockets.at(-1)?.terminate();
-    },
-  };
-}
 
 const sameEverywhere = async (teams: Team[], ns: string) => {
   await eventually(
