@@ -166,6 +166,23 @@ describe("document storage", () => {
     expect(needsCompaction(bytes.stored)).toBe(false);
   });
 
+  it("waits with compaction until the records since the snapshot weigh as much as the snapshot", async () => {
+    const kv = new MemoryKv();
+    const { doc, stored } = await open(kv, "state/amortized");
+    const m = doc.getMap("m");
+    await commit(kv, doc, stored, () => m.set("big", random(3 * 1024 * 1024)));
+    await compact(kv, stored, doc);
+    expect(stored.meta.snapBytes).toBeGreaterThan(3 * 1024 * 1024);
+    let written = 0;
+    for (let i = 0; !needsCompaction(stored); i++) {
+      const before = stored.meta.tailBytes;
+      await commit(kv, doc, stored, () => m.set(`k${i}`, random(64 * 1024)));
+      written += stored.meta.tailBytes - before;
+      if (i > 1000) throw new Error("never asked for compaction");
+    }
+    expect(written).toBeGreaterThanOrEqual(stored.meta.snapBytes ?? 0);
+  });
+
   it("compacts many records into a snapshot: same content, old keys gone, reload identical", async () => {
     const kv = new MemoryKv();
     const { doc, stored } = await open(kv, "state/c");
@@ -179,7 +196,6 @@ describe("document storage", () => {
         if (i % 11 === 0) t.delete(0, 2);
       });
     }
-    expect(needsCompaction(stored)).toBe(true);
     const before = await open(kv, "state/c");
     expect(snapshotOf(before.doc)).toEqual(snapshotOf(doc));
     const updateKeysBefore = kv.keysOf("state/c").filter((k) => k.includes("|u|"));

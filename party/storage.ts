@@ -39,13 +39,17 @@ export type DocMeta = {
   next: number;
   /** Bytes of update records since the snapshot, to decide when to compact. */
   tailBytes: number;
+  /** Size of the snapshot (absent in metas written before it was recorded). */
+  snapBytes?: number;
 };
 
 /** Stay well under the 128 KiB value limit (keys and encoding overhead count too). */
 export const PART_BYTES = 96 * 1024;
 const MAX_KEYS_PER_PUT = 128;
-const COMPACT_AFTER_RECORDS = 256;
-const COMPACT_AFTER_BYTES = 4 * 1024 * 1024;
+/** Records since the snapshot that trigger a compaction whatever their size (bounds load time). */
+const COMPACT_AFTER_RECORDS = 4096;
+/** Tail bytes below which a compaction is never worth it. */
+const COMPACT_MIN_TAIL_BYTES = 1024 * 1024;
 
 const metaKey = keys.docMeta;
 const snapPrefix = keys.docSnapPrefix;
@@ -150,8 +154,15 @@ export async function appendUpdate(
   stored.meta = nextMeta;
 }
 
+/**
+ * Compaction rewrites the whole document, so it waits until the records since the last
+ * snapshot weigh as much as the snapshot itself (at least 1 MiB): its cost stays proportional
+ * to the bytes written, however large the document. (A fixed record count made a 2 MB log
+ * rewrite itself every 256 small appends, and every message waited for that flush.)
+ */
 export const needsCompaction = (stored: StoredDoc): boolean =>
-  stored.meta.next - stored.meta.first >= COMPACT_AFTER_RECORDS || stored.meta.tailBytes >= COMPACT_AFTER_BYTES;
+  stored.meta.next - stored.meta.first >= COMPACT_AFTER_RECORDS ||
+  stored.meta.tailBytes >= Math.max(COMPACT_MIN_TAIL_BYTES, stored.meta.snapBytes ?? 0);
 
 /**
  * Folds every committed record into a new snapshot of `doc`. The caller must not append
@@ -160,13 +171,21 @@ export const needsCompaction = (stored: StoredDoc): boolean =>
 export async function compact(storage: KvStorage, stored: StoredDoc, doc: Y.Doc): Promise<void> {
   const { name, meta } = stored;
   const gen = meta.gen + 1;
-  const parts = split(Y.encodeStateAsUpdate(doc));
+  const snapshot = Y.encodeStateAsUpdate(doc);
+  const parts = split(snapshot);
   const entries: Record<string, unknown> = {};
   parts.forEach((part, i) => {
     entries[snapPrefix(name, gen) + pad(i)] = part;
   });
   await putAll(storage, entries);
-  const nextMeta: DocMeta = { gen, snapParts: parts.length, first: meta.next, next: meta.next, tailBytes: 0 };
+  const nextMeta: DocMeta = {
+    gen,
+    snapParts: parts.length,
+    first: meta.next,
+    next: meta.next,
+    tailBytes: 0,
+    snapBytes: snapshot.byteLength,
+  };
   await storage.put({ [metaKey(name)]: nextMeta });
   stored.meta = nextMeta;
   // Garbage: the old snapshot and the folded records. Losing these deletes to a crash only
