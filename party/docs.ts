@@ -94,7 +94,9 @@ export class DocHub {
   #batch(doc: HubDoc): Batch {
     if (!doc.pending) {
       doc.pending = { updates: [], after: [], extra: {} };
-      if (!doc.inflight) queueMicrotask(() => void this.#commitLoop(doc));
+      // A macrotask, not a microtask: everything delivered in this turn joins the batch. (On
+      // workerd `storage.put` resolves at once, so a microtask made one record per update.)
+      if (!doc.inflight) setTimeout(() => void this.#commitLoop(doc), 0);
     }
     return doc.pending;
   }
@@ -139,17 +141,17 @@ export class DocHub {
     }
   }
 
+  /**
+   * One frame per batch: the merged update goes to every subscriber. Only when the batch has a
+   * single writer is that writer skipped; with several, each also gets its own changes back,
+   * which Yjs ignores — cheaper than one frame per update per subscriber.
+   */
   #broadcast(doc: HubDoc, batch: Batch, merged: Uint8Array): void {
     if (doc.subscribers.size === 0) return;
-    if (batch.updates.every((u) => u.origin === ROOM)) {
-      const frame = encodeDocFrame(doc.name, (e) => syncProtocol.writeUpdate(e, merged));
-      for (const s of doc.subscribers) s.sendBinary(frame);
-      return;
-    }
-    for (const { update, origin } of batch.updates) {
-      const frame = encodeDocFrame(doc.name, (e) => syncProtocol.writeUpdate(e, update));
-      for (const s of doc.subscribers) if (s !== origin) s.sendBinary(frame);
-    }
+    const first = batch.updates[0]?.origin;
+    const soleWriter = first !== ROOM && batch.updates.every((u) => u.origin === first) ? first : null;
+    const frame = encodeDocFrame(doc.name, (e) => syncProtocol.writeUpdate(e, merged));
+    for (const s of doc.subscribers) if (s !== soleWriter) s.sendBinary(frame);
   }
 
   /**

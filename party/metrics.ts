@@ -6,7 +6,8 @@
  */
 
 type Labels = Record<string, string>;
-const key = (labels: Labels) => JSON.stringify(Object.entries(labels).sort());
+/** Callers pass a metric's labels in one fixed order, so the values alone identify the series. */
+const key = (labels: Labels) => Object.values(labels).join("\u0000");
 const escapeLabel = (v: string) => v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
 const renderLabels = (labels: Labels, extra: Labels = {}) => {
   const all = { ...labels, ...extra };

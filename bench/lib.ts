@@ -1,0 +1,631 @@
+/**
+ * Shared pieces of the benchmark suite: options, statistics, the progress line, the result
+ * table, servers (a real `partykit dev` per scenario), a byte-counting WebSocket that can
+ * also be cut and held offline, /proc readers for the room process, and bounded waiting.
+ */
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import WebSocket from "ws";
+import YPartyKitProvider from "y-partykit/provider";
+import * as Y from "yjs";
+import { type RoomServer, startRoom } from "../test/harness.ts";
+
+export const BENCH_CONFIG = resolve(import.meta.dirname, "partykit.json");
+const ROOT = resolve(import.meta.dirname, "..");
+
+let snapshotDir: string | null = null;
+
+/**
+ * `partykit dev` rebuilds and restarts workerd whenever a source file changes, which drops
+ * every socket mid-measurement. The servers therefore run a copy of the sources taken when
+ * the suite starts (the same moment this process loaded the client), laid out like the repo
+ * so `bench/partykit.json` works unchanged.
+ */
+function snapshotConfig(): string {
+  if (!snapshotDir) {
+    // Inside the repo (workerd refuses module paths that climb out of its working
+    // directory), where git and biome do not look; packages resolve from the repo's own.
+    const cache = join(ROOT, "node_modules", ".cache", "crosstalk-bench");
+    mkdirSync(cache, { recursive: true });
+    const dir = mkdtempSync(join(cache, "src-"));
+    for (const part of ["party", "client"]) cpSync(join(ROOT, part), join(dir, part), { recursive: true });
+    mkdirSync(join(dir, "bench"));
+    for (const file of ["partykit.json", "relay.ts", "yparty.ts"]) {
+      cpSync(join(ROOT, "bench", file), join(dir, "bench", file));
+    }
+    cpSync(join(ROOT, "package.json"), join(dir, "package.json"));
+    snapshotDir = dir;
+  }
+  return join(snapshotDir, "bench", "partykit.json");
+}
+
+function removeSnapshot(): void {
+  if (!snapshotDir) return;
+  rmSync(snapshotDir, { recursive: true, force: true });
+  try {
+    rmdirSync(dirname(snapshotDir));
+  } catch {
+    // Another run's snapshot is still there.
+  }
+  snapshotDir = null;
+}
+
+// ---------------------------------------------------------------------------------------
+// Options and results
+
+export type Options = {
+  quick: boolean;
+  /** Repetitions of each measurement; the median is reported. */
+  runs: number;
+};
+
+/** One measured quantity: per-run values of crosstalk and, when there is one, of its baseline. */
+export type Metric = {
+  name: string;
+  unit: string;
+  runs: number[];
+  baselineRuns?: number[];
+  /** What the baseline is, e.g. "relay" or "y-partykit". */
+  baselineName?: string;
+  /** Context for the number: sizes, counts. */
+  note?: string;
+};
+
+export type Result = {
+  value: number;
+  unit: string;
+  baseline: number | null;
+  baselineName: string | null;
+  ratio: number | null;
+  runs: number[];
+  baselineRuns: number[] | null;
+  note: string | null;
+};
+
+export type Scenario = {
+  name: string;
+  /** How many progress steps `run` will report, for the bar. */
+  steps(options: Options): number;
+  run(ctx: Context): Promise<Metric[]>;
+};
+
+export type Context = {
+  options: Options;
+  /** Advances the progress bar by one step. */
+  step(label: string): void;
+  /** Shows what is going on without advancing. */
+  status(label: string): void;
+  /** Unique per scenario attempt: goes into team and room names, so a retry starts clean. */
+  tag: string;
+  /** The server shared by scenarios with short-lived rooms (started lazily). */
+  server(): Promise<BenchServer>;
+  /** A server of its own for scenarios that need a long stream history (started lazily). */
+  history(): Promise<HistoryRoom>;
+};
+
+export function summarize(metric: Metric): Result {
+  const value = median(metric.runs);
+  const baseline = metric.baselineRuns && metric.baselineRuns.length > 0 ? median(metric.baselineRuns) : null;
+  return {
+    value,
+    unit: metric.unit,
+    baseline,
+    baselineName: baseline === null ? null : (metric.baselineName ?? null),
+    ratio: baseline === null || baseline === 0 ? null : value / baseline,
+    runs: metric.runs,
+    baselineRuns: metric.baselineRuns ?? null,
+    note: metric.note ?? null,
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Statistics
+
+export function median(values: number[]): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1
+    ? (sorted[mid] as number)
+    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+}
+
+/** Nearest-rank percentile (p in 0..100); NaN for no values. */
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))] as number;
+}
+
+export const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+
+/** Runs `fn` `times` times in sequence and collects what it returns. */
+export async function repeat<T>(times: number, fn: (run: number) => Promise<T>): Promise<T[]> {
+  const out: T[] = [];
+  for (let i = 0; i < times; i++) out.push(await fn(i));
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Progress bar and table
+
+export class Progress {
+  #done = 0;
+  #label = "";
+  readonly #started = performance.now();
+  readonly #tty = process.stderr.isTTY === true;
+  #lastDraw = 0;
+
+  constructor(readonly total: number) {}
+
+  step(label: string): void {
+    this.#done = Math.min(this.total, this.#done + 1);
+    this.#label = label;
+    this.#draw(true);
+  }
+
+  status(label: string): void {
+    this.#label = label;
+    this.#draw(false);
+  }
+
+  #draw(force: boolean): void {
+    const now = performance.now();
+    if (!force && now - this.#lastDraw < 100) return;
+    this.#lastDraw = now;
+    const width = 30;
+    const filled = Math.round((this.#done / Math.max(1, this.total)) * width);
+    const secs = ((now - this.#started) / 1000).toFixed(0).padStart(4);
+    const line = `[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${this.#done}/${this.total} ${secs}s ${this.#label}`;
+    // Without a terminal, one line per step keeps logs readable.
+    if (this.#tty) process.stderr.write(`\r${line.slice(0, (process.stderr.columns ?? 120) - 1).padEnd(100)}`);
+    else if (force) process.stderr.write(`${line}\n`);
+  }
+
+  end(): void {
+    if (this.#tty) process.stderr.write("\n");
+  }
+}
+
+export function formatNumber(n: number | null): string {
+  if (n === null || Number.isNaN(n)) return "-";
+  const abs = Math.abs(n);
+  if (abs >= 1000) return Math.round(n).toLocaleString("en-US");
+  if (abs >= 100) return n.toFixed(0);
+  if (abs >= 10) return n.toFixed(1);
+  if (abs >= 1) return n.toFixed(2);
+  return n.toFixed(3);
+}
+
+export function table(results: Record<string, Result>): string {
+  const header = ["scenario", "metric", "value", "unit", "baseline", "ratio", "note"];
+  const rows = Object.entries(results).map(([key, r]) => {
+    const dot = key.indexOf(".");
+    return [
+      key.slice(0, dot),
+      key.slice(dot + 1),
+      formatNumber(r.value),
+      r.unit,
+      r.baseline === null ? "-" : `${formatNumber(r.baseline)} (${r.baselineName ?? "baseline"})`,
+      r.ratio === null ? "-" : `${r.ratio.toFixed(2)}x`,
+      r.note ?? "",
+    ];
+  });
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
+  const numeric = new Set([2, 4, 5]);
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (numeric.has(i) ? c.padStart(widths[i] as number) : c.padEnd(widths[i] as number)))
+      .join("  ")
+      .trimEnd();
+  return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
+}
+
+// ---------------------------------------------------------------------------------------
+// Servers
+
+export type BenchServer = RoomServer & {
+  /** The `partykit dev` process (leader of its process group). */
+  readonly pid: number;
+  /** The workerd process that runs the rooms. */
+  workerd(): number;
+};
+
+const live = new Set<BenchServer>();
+
+/**
+ * Starts a real `partykit dev` with the bench project (the crosstalk room plus the `relay`
+ * and `yparty` baseline parties). Always pair with `stopServer` in a finally block.
+ */
+export async function startServer(vars: Record<string, string> = {}, config = BENCH_CONFIG): Promise<BenchServer> {
+  const path = config === BENCH_CONFIG ? snapshotConfig() : config;
+  let room: RoomServer;
+  try {
+    room = await startRoom({ config: path, vars });
+  } catch (error) {
+    // The harness leaves a server that never answered running: end it here.
+    for (const p of processes()) {
+      if (p.ppid !== process.pid || !cmdline(p.pid).includes(path)) continue;
+      try {
+        process.kill(-p.pid, "SIGKILL");
+      } catch {
+        // Already gone.
+      }
+    }
+    throw error;
+  }
+  const find = () => {
+    const child = processes().find((p) => p.ppid === process.pid && cmdline(p.pid).includes(`--port\0${room.port}`));
+    if (!child) throw new Error(`no partykit dev process for port ${room.port}`);
+    return child.pid;
+  };
+  let pid = find();
+  const server: BenchServer = {
+    ...room,
+    get pid() {
+      return pid;
+    },
+    workerd(): number {
+      const w = processes().find((p) => p.pgrp === pid && p.comm.startsWith("workerd"));
+      if (!w) throw new Error(`no workerd under partykit dev ${pid}`);
+      return w.pid;
+    },
+    async restart() {
+      await room.restart();
+      pid = find();
+    },
+  };
+  live.add(server);
+  return server;
+}
+
+export async function stopServer(server: BenchServer | null | undefined): Promise<void> {
+  if (!server) return;
+  live.delete(server);
+  await server[Symbol.asyncDispose]();
+}
+
+/** Last resort on exit or a signal: kill every server's process group synchronously. */
+export function killAllServers(): void {
+  for (const server of live) {
+    try {
+      process.kill(-server.pid, "SIGKILL");
+    } catch {
+      // Already gone.
+    }
+    rmSync(server.persistDir, { recursive: true, force: true });
+  }
+  live.clear();
+  removeSnapshot();
+}
+
+// ---------------------------------------------------------------------------------------
+// /proc
+
+type Proc = { pid: number; ppid: number; pgrp: number; comm: string; cpuSeconds: number };
+
+const CLOCK_TICKS = 100;
+
+function readStat(pid: number | string): Proc | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const close = stat.lastIndexOf(")");
+    const comm = stat.slice(stat.indexOf("(") + 1, close);
+    // Fields after the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+    const f = stat.slice(close + 2).split(" ");
+    return {
+      pid: Number(pid),
+      ppid: Number(f[1]),
+      pgrp: Number(f[2]),
+      comm,
+      cpuSeconds: (Number(f[11]) + Number(f[12])) / CLOCK_TICKS,
+    };
+  } catch {
+    return null;
+  }
+}
+
+function processes(): Proc[] {
+  const out: Proc[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const p = readStat(entry);
+    if (p) out.push(p);
+  }
+  return out;
+}
+
+function cmdline(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8");
+  } catch {
+    return "";
+  }
+}
+
+/** Resident set size of a process, in MB. */
+export function rssMb(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = Number(/VmRSS:\s+(\d+)\s+kB/.exec(status)?.[1] ?? Number.NaN);
+  return kb / 1024;
+}
+
+/** Measures CPU seconds spent by the room process and by this process while `fn` runs. */
+export async function withCpu<T>(
+  server: BenchServer,
+  fn: () => Promise<T>,
+): Promise<{ result: T; wallS: number; roomCpuS: number; benchCpuS: number }> {
+  const workerd = server.workerd();
+  const room0 = readStat(workerd)?.cpuSeconds ?? 0;
+  const bench0 = process.cpuUsage();
+  const t0 = performance.now();
+  const result = await fn();
+  const wallS = (performance.now() - t0) / 1000;
+  const bench = process.cpuUsage(bench0);
+  // partykit dev restarts workerd when a source file changes: then the figure is unknown.
+  const room1 = readStat(workerd)?.cpuSeconds;
+  if (room1 === undefined)
+    process.stderr.write(`\nworkerd ${workerd} went away during a measurement (source edited?)\n`);
+  return {
+    result,
+    wallS,
+    roomCpuS: room1 === undefined ? Number.NaN : room1 - room0,
+    benchCpuS: (bench.user + bench.system) / 1e6,
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Byte-counting, cuttable WebSocket
+
+export type Wire = {
+  /** A `ws` subclass to pass as `WebSocket` to `connect` or `WebSocketPolyfill` to y-partykit. */
+  WebSocket: new (
+    url: string | URL,
+    protocols?: string | string[],
+  ) => WebSocket;
+  /** Payload bytes received by every socket of this class so far. */
+  readonly received: number;
+  /** Payload bytes sent. */
+  readonly sent: number;
+  /** When the latest socket opened (performance.now()). */
+  readonly openedAt: number;
+  /** Cuts the current socket without a close handshake (the peer sees it vanish). */
+  cut(): void;
+  /** While held, new sockets go to a closed port and fail: the client stays offline. */
+  hold(held: boolean): void;
+};
+
+export function wire(): Wire {
+  let received = 0;
+  let sent = 0;
+  let openedAt = 0;
+  let held = false;
+  let current: WebSocket | null = null;
+  class CountingWebSocket extends WebSocket {
+    constructor(url: string | URL, protocols?: string | string[]) {
+      // Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
+      super(held ? "ws://127.0.0.1:9/" : url, protocols);
+      current = this;
+      this.on("open", () => {
+        openedAt = performance.now();
+      });
+      this.on("message", (data: Buffer | ArrayBuffer | Buffer[]) => {
+        received += Array.isArray(data) ? data.reduce((n, b) => n + b.byteLength, 0) : data.byteLength;
+      });
+    }
+
+    override send(data: unknown, ...rest: unknown[]): void {
+      sent += typeof data === "string" ? Buffer.byteLength(data) : ((data as ArrayBufferView).byteLength ?? 0);
+      (super.send as (...args: unknown[]) => void)(data, ...rest);
+    }
+  }
+  return {
+    WebSocket: CountingWebSocket,
+    get received() {
+      return received;
+    },
+    get sent() {
+      return sent;
+    },
+    get openedAt() {
+      return openedAt;
+    },
+    cut() {
+      current?.terminate();
+    },
+    hold(h) {
+      held = h;
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw sockets (relay baseline, fast history fill)
+
+export type RawSocket = {
+  ws: WebSocket;
+  send(value: unknown): void;
+  onMessage(fn: (text: string) => void): void;
+  close(): void;
+};
+
+/** Opens a plain `ws` socket to `path` on the server and waits until it is open. */
+export async function rawSocket(server: BenchServer, path: string): Promise<RawSocket> {
+  const ws = new WebSocket(`ws://${server.host}${path}`);
+  ws.binaryType = "arraybuffer";
+  await new Promise<void>((res, rej) => {
+    const timer = setTimeout(() => rej(new Error(`socket to ${path} did not open`)), 10_000);
+    ws.once("open", () => {
+      clearTimeout(timer);
+      res();
+    });
+    ws.once("error", (e) => {
+      clearTimeout(timer);
+      rej(e);
+    });
+  });
+  return {
+    ws,
+    send: (value) => ws.send(typeof value === "string" ? value : JSON.stringify(value)),
+    onMessage: (fn) => ws.on("message", (data, isBinary) => !isBinary && fn(String(data))),
+    close: () => ws.terminate(),
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Waiting, always bounded
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Polls `done` every `intervalMs` until true; throws after `timeoutMs`. */
+export async function waitFor(
+  what: string,
+  done: () => boolean,
+  { timeoutMs = 60_000, intervalMs = 2 }: { timeoutMs?: number; intervalMs?: number } = {},
+): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!done()) {
+    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(intervalMs);
+  }
+}
+
+/** Rejects if `promise` takes longer than `timeoutMs`. */
+export function within<T>(what: string, promise: Promise<T>, timeoutMs = 60_000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, rej) => {
+    timer = setTimeout(() => rej(new Error(`timed out after ${timeoutMs} ms: ${what}`)), timeoutMs);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+// ---------------------------------------------------------------------------------------
+// Event payloads and a long history
+
+/** A small, realistic event body (about 100 bytes of JSON). */
+export const eventData = (n: number) => ({ n, deal: `D-${n % 997}`, amount: 1234.5, note: "benchmark event" });
+
+/**
+ * A room with one stream (`main` of team `history`) that scenarios grow as needed. Filling
+ * uses a raw socket with prebuilt publish frames, a few in flight: the fill is not measured,
+ * and this keeps the client's own validation out of the way.
+ */
+export class HistoryRoom {
+  readonly team = "history";
+  size = 0;
+  #socket: RawSocket | null = null;
+  readonly #waiting = new Map<string, { ok: () => void; fail: (e: Error) => void }>();
+  #nextRef = 0;
+
+  constructor(readonly server: BenchServer) {}
+
+  async fillTo(target: number, onProgress: (size: number) => void = () => {}): Promise<void> {
+    if (this.size >= target) return;
+    const socket = await this.#connect();
+    const BATCH = 1000;
+    const IN_FLIGHT = 3;
+    const inFlight = new Set<Promise<void>>();
+    const deadline = performance.now() + 20 * 60_000;
+    while (this.size < target) {
+      if (performance.now() > deadline) throw new Error("history fill took over 20 minutes");
+      const count = Math.min(BATCH, target - this.size);
+      const first = this.size + 1;
+      const events = range(count).map((i) => ({
+        id: `fill-${first + i}`,
+        type: "bench.filled",
+        data: eventData(first + i),
+      }));
+      const ref = `f${++this.#nextRef}`;
+      const acked = new Promise<void>((ok, fail) => this.#waiting.set(ref, { ok, fail }));
+      socket.send({ type: "publish", ref, stream: "main", events });
+      this.size += count;
+      const tracked = within(`fill ack ${ref}`, acked, 60_000).then(() => {
+        inFlight.delete(tracked);
+      });
+      // Raced and awaited below; this only keeps a failure from being reported as unhandled.
+      tracked.catch(() => {});
+      inFlight.add(tracked);
+      if (inFlight.size >= IN_FLIGHT) await Promise.race(inFlight);
+      onProgress(this.size);
+    }
+    await Promise.all(inFlight);
+  }
+
+  async #connect(): Promise<RawSocket> {
+    if (this.#socket && this.#socket.ws.readyState === WebSocket.OPEN) return this.#socket;
+    const socket = await rawSocket(this.server, `/parties/main/${this.team}?agent=filler&role=bench&v=1&_pk=filler`);
+    socket.onMessage((text) => {
+      const frame = JSON.parse(text) as { type: string; ref?: string; error?: unknown };
+      const waiting = frame.ref ? this.#waiting.get(frame.ref) : undefined;
+      if (!waiting || !frame.ref) return;
+      this.#waiting.delete(frame.ref);
+      if (frame.type === "publish.ack") waiting.ok();
+      else waiting.fail(new Error(`history fill refused: ${JSON.stringify(frame.error)}`));
+    });
+    this.#socket = socket;
+    return socket;
+  }
+
+  /** Forgets the filler socket (after a server restart). */
+  disconnect(): void {
+    this.#socket?.close();
+    this.#socket = null;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// y-partykit clients (baseline)
+
+export type YClient = { doc: Y.Doc; provider: YPartyKitProvider; synced: Promise<void>; destroy(): void };
+
+/** A stock y-partykit provider on the `yparty` party; `synced` resolves after its first sync. */
+export function yClient(
+  server: BenchServer,
+  room: string,
+  options: { wire?: Wire; maxBackoffTime?: number } = {},
+): YClient {
+  const doc = new Y.Doc();
+  const provider = new YPartyKitProvider(server.host, room, doc, {
+    party: "yparty",
+    // `ws` stands in for the browser WebSocket; the provider only uses the common surface.
+    WebSocketPolyfill: (options.wire?.WebSocket ?? WebSocket) as unknown as typeof globalThis.WebSocket,
+    // Node has a global BroadcastChannel: without this, providers in one process would
+    // exchange updates in memory instead of through the server.
+    disableBc: true,
+    maxBackoffTime: options.maxBackoffTime ?? 2500,
+  });
+  const synced = within(
+    `y-partykit sync of ${room}`,
+    new Promise<void>((res) => {
+      if (provider.synced) return res();
+      const onSync = (s: boolean) => {
+        if (!s) return;
+        provider.off("sync", onSync);
+        res();
+      };
+      provider.on("sync", onSync);
+    }),
+    120_000,
+  );
+  return {
+    doc,
+    provider,
+    synced,
+    destroy: () => {
+      provider.destroy();
+      doc.destroy();
+    },
+  };
+}
+
+/** An event shaped like a crosstalk stored event, for the baselines' payloads. */
+export const storedLike = (seq: number, data: unknown, stream = "main") => ({
+  id: `0190b2f4-${seq.toString(16).padStart(4, "0")}-7000-8000-${seq.toString(16).padStart(12, "0")}`,
+  type: "bench.event",
+  data,
+  stream,
+  seq,
+  ts: Date.now(),
+  source: "publisher",
+});

@@ -1,0 +1,74 @@
+/**
+ * memory: resident memory of the room process (workerd) with a long history and many
+ * connected agents (1M events and 200 agents; quick: 50k events and 50 agents). The room
+ * is restarted first, so the figure is what a cold room grows to, not what the fill left
+ * behind. Baseline: the same process idle after the restart, before anyone connects.
+ */
+import type { Team } from "../../client/node.ts";
+import { connect } from "../../client/node.ts";
+import { type Metric, range, rssMb, type Scenario, sleep, within } from "../lib.ts";
+
+const SUBSCRIBERS = 10;
+const SAMPLES = 5;
+
+export const memory: Scenario = {
+  name: "memory",
+  steps: () => 4,
+  async run(ctx) {
+    const { quick } = ctx.options;
+    const EVENTS = quick ? 50_000 : 1_000_000;
+    const AGENTS = quick ? 50 : 200;
+    const history = await ctx.history();
+    await history.fillTo(EVENTS, (s) => ctx.status(`filling to ${s.toLocaleString("en-US")} events`));
+    ctx.step(`history of ${history.size.toLocaleString("en-US")} events`);
+
+    history.disconnect();
+    await history.server.kill();
+    await history.server.restart();
+    await sleep(1000);
+    const sample = async () => {
+      const values: number[] = [];
+      for (let i = 0; i < SAMPLES; i++) {
+        values.push(rssMb(history.server.workerd()));
+        await sleep(200);
+      }
+      return values;
+    };
+    const idle = await sample();
+    ctx.step("idle room sampled");
+
+    const agents: Team[] = [];
+    try {
+      // Connect in groups, so the room is not asked to admit everyone in one instant.
+      for (let i = 0; i < AGENTS; i += 25) {
+        const group = await Promise.all(
+          range(Math.min(25, AGENTS - i)).map((k) =>
+            connect({ host: history.server.host, team: history.team, agent: `member-${i + k}`, role: "bench" }),
+          ),
+        );
+        agents.push(...group);
+        ctx.status(`${agents.length}/${AGENTS} agents connected`);
+      }
+      // Some agents follow the stream (the room loads its log and dedupe window), and one
+      // publishes; the rest are merely present.
+      await within(
+        "subscribers ready",
+        Promise.all(agents.slice(0, SUBSCRIBERS).map((a) => a.subscribe(">", () => {}).ready)),
+        120_000,
+      );
+      await within("publish", (agents[0] as Team).publish("bench.memory", { n: 1 }), 60_000);
+      ctx.step(`${AGENTS} agents connected`);
+      await sleep(1000);
+      const loaded = await sample();
+      ctx.step("loaded room sampled");
+      const note = `${AGENTS} agents (${SUBSCRIBERS} subscribed), ${history.size.toLocaleString("en-US")} events`;
+      const metrics: Metric[] = [
+        { name: "room_rss", unit: "MB", runs: loaded, baselineRuns: idle, baselineName: "idle room", note },
+        { name: "room_rss_idle", unit: "MB", runs: idle, note: "after restart, nobody connected" },
+      ];
+      return metrics;
+    } finally {
+      await Promise.all(agents.map((a) => a.close()));
+    }
+  },
+};

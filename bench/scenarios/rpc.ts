@@ -1,0 +1,139 @@
+/**
+ * rpc: request/response between two agents through the room (`team.call` → the room →
+ * the callee's `team.handle` → the room → the caller), sequential and pipelined, beside the
+ * same exchange through the bare relay party.
+ *
+ * Pipelined calls keep 1,000 in flight; the callee raises the room's per-callee cap (256 by
+ * default) with `team.setMaxInFlight`.
+ */
+import { type Metric, percentile, range, rawSocket, type Scenario, waitFor, withCpu, within } from "../lib.ts";
+
+const WINDOW = 1000;
+
+type Call = (input: unknown) => Promise<unknown>;
+
+/** `n` calls one after another; per-call latencies in ms and the total time. */
+async function sequential(call: Call, n: number): Promise<{ latencies: number[]; totalMs: number }> {
+  const latencies: number[] = [];
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) {
+    const start = performance.now();
+    await call({ i, text: "ping" });
+    latencies.push(performance.now() - start);
+  }
+  return { latencies, totalMs: performance.now() - t0 };
+}
+
+/** `n` calls with `window` in flight at any time; calls per second. */
+async function pipelined(call: Call, n: number, window: number): Promise<number> {
+  let next = 0;
+  const t0 = performance.now();
+  const worker = async () => {
+    while (next < n) await call({ i: next++, text: "ping" });
+  };
+  await Promise.all(range(Math.min(window, n)).map(worker));
+  return n / ((performance.now() - t0) / 1000);
+}
+
+export const rpc: Scenario = {
+  name: "rpc",
+  steps: (o) => o.runs * 4 + 1,
+  async run(ctx) {
+    const { quick, runs } = ctx.options;
+    const SEQUENTIAL = quick ? 300 : 2000;
+    const PIPELINED = quick ? 2000 : 10_000;
+    const server = await ctx.server();
+    const closers: (() => unknown)[] = [];
+    try {
+      // crosstalk: caller and callee agents in one team.
+      const team = `rpc-${ctx.tag}`;
+      const caller = await server.agent("caller", { team });
+      const callee = await server.agent("callee", { team });
+      closers.push(
+        () => caller.close(),
+        () => callee.close(),
+      );
+      callee.handle("echo", (input) => input);
+      callee.setMaxInFlight(WINDOW);
+      await waitFor("the callee's methods in the roster", () =>
+        caller.agents().some((a) => a.agent === "callee" && a.methods.includes("echo")),
+      );
+      const crosstalk: Call = (input) => caller.call("callee", "echo", input, { timeoutMs: 30_000 });
+
+      // Relay: the same exchange as raw frames, routed by connection id.
+      const a = await rawSocket(server, `/parties/relay/rpc-${ctx.tag}?_pk=a`);
+      const b = await rawSocket(server, `/parties/relay/rpc-${ctx.tag}?_pk=b`);
+      closers.push(a.close, b.close);
+      b.onMessage((text) => {
+        const frame = JSON.parse(text) as { from: string; id: number; input: unknown };
+        b.send({ to: frame.from, id: frame.id, ok: true, output: frame.input });
+      });
+      const waiting = new Map<number, () => void>();
+      let nextId = 0;
+      a.onMessage((text) => {
+        const { id } = JSON.parse(text) as { id: number };
+        waiting.get(id)?.();
+        waiting.delete(id);
+      });
+      const relay: Call = (input) =>
+        new Promise<void>((res) => {
+          const id = ++nextId;
+          waiting.set(id, res);
+          a.send({ to: "b", from: "a", id, method: "echo", input });
+        });
+
+      // Warm up both paths (JIT, connections, the room's first frames).
+      await within("rpc warm-up", Promise.all([sequential(crosstalk, 200), sequential(relay, 200)]), 60_000);
+      ctx.step("warmed up");
+
+      const m = {
+        p50: { x: [] as number[], r: [] as number[] },
+        p99: { x: [] as number[], r: [] as number[] },
+        seq: { x: [] as number[], r: [] as number[] },
+        pipe: { x: [] as number[], r: [] as number[] },
+        roomUs: { x: [] as number[], r: [] as number[] },
+        clientUs: { x: [] as number[], r: [] as number[] },
+      };
+      for (let run = 0; run < runs; run++) {
+        for (const [key, call] of [
+          ["x", crosstalk],
+          ["r", relay],
+        ] as const) {
+          const s = await within("sequential calls", sequential(call, SEQUENTIAL), 120_000);
+          m.p50[key].push(percentile(s.latencies, 50));
+          m.p99[key].push(percentile(s.latencies, 99));
+          m.seq[key].push(SEQUENTIAL / (s.totalMs / 1000));
+          ctx.step(`sequential ${key === "x" ? "crosstalk" : "relay"} ${run + 1}/${runs}`);
+        }
+        for (const [key, call] of [
+          ["x", crosstalk],
+          ["r", relay],
+        ] as const) {
+          const p = await withCpu(server, () => within("pipelined calls", pipelined(call, PIPELINED, WINDOW), 120_000));
+          m.pipe[key].push(p.result);
+          m.roomUs[key].push((p.roomCpuS / PIPELINED) * 1e6);
+          m.clientUs[key].push((p.benchCpuS / PIPELINED) * 1e6);
+          ctx.step(`pipelined ${key === "x" ? "crosstalk" : "relay"} ${run + 1}/${runs}`);
+        }
+      }
+      const metric = (name: string, unit: string, v: { x: number[]; r: number[] }, note?: string): Metric => ({
+        name,
+        unit,
+        runs: v.x,
+        baselineRuns: v.r,
+        baselineName: "relay",
+        ...(note ? { note } : {}),
+      });
+      return [
+        metric("latency_p50", "ms", m.p50, `${SEQUENTIAL} sequential calls`),
+        metric("latency_p99", "ms", m.p99),
+        metric("calls_per_s", "calls/s", m.seq, "sequential"),
+        metric("pipelined_calls_per_s", "calls/s", m.pipe, `${PIPELINED} calls, ${WINDOW} in flight`),
+        metric("room_cpu_per_call", "µs", m.roomUs, "workerd CPU, pipelined"),
+        metric("client_cpu_per_call", "µs", m.clientUs, "bench process CPU (both agents), pipelined"),
+      ];
+    } finally {
+      for (const close of closers) await close();
+    }
+  },
+};
