@@ -12,7 +12,7 @@ export default defineConfig({
   // Starting partykit dev (workerd + the demo bundle) can take a while on a busy machine.
   timeout: 180_000,
   expect: { timeout: 20_000 },
-  reporter: [["list"], ["json", { outputFile: "test-results/playwright.json" }]],
+  reporter: [["list"], ["json", { outputFile: "reports/playwright.json" }]],
   use: {
     trace: "retain-on-failure",
     screenshot: "only-on-failure",

@@ -8,6 +8,6 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 90_000,
     // The JSON report feeds the one-line summary .ci/run prints (scripts/test-summary.mjs).
-    reporters: ["default", ["json", { outputFile: "test-results/vitest.json" }]],
+    reporters: ["default", ["json", { outputFile: "reports/vitest.json" }]],
   },
 });

@@ -1,14 +1,15 @@
 #!/usr/bin/env node
 /**
  * Prints one closing line for the whole `npm test` run — `tests: N passed, N failed` — from
- * the JSON reports vitest and Playwright write into test-results/. Exits 1 when a report is
+ * the JSON reports vitest and Playwright write into reports/ (not test-results/: Playwright
+ * empties that folder when it starts). Exits 1 when a report is
  * missing or counts no test at all, so a run that silently tested nothing cannot pass.
  */
 import { readFileSync } from "node:fs";
 
 const read = (file) => {
   try {
-    return JSON.parse(readFileSync(new URL(`../test-results/${file}`, import.meta.url), "utf8"));
+    return JSON.parse(readFileSync(new URL(`../reports/${file}`, import.meta.url), "utf8"));
   } catch {
     return null;
   }
