@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { StoredEvent } from "../client/index.ts";
-import { eventually, type RoomServer, startRoom } from "./harness.ts";
+import { cuttableSocket, eventually, type RoomServer, startRoom } from "./harness.ts";
 
 let room: RoomServer;
 beforeAll(async () => {
@@ -74,4 +74,23 @@ it("answers a re-publish of an acknowledged event id with the original seq after
   expect(again).toEqual({ ...first, duplicate: true });
   const other = await agent.publish("deal.closed", { dealId: "D10" });
   expect(other.seq).toBe(first.seq + 1);
+});
+
+it("asks the async query provider again on every reconnect (the hook for fresh tokens)", async () => {
+  const net = cuttableSocket();
+  const issued: string[] = [];
+  const agent = await room.agent("token-user", {
+    team: room.team("tokens"),
+    WebSocket: net.WebSocket,
+    query: async () => {
+      await new Promise((r) => setTimeout(r, 5));
+      issued.push(`token-${issued.length + 1}`);
+      return { token: issued.at(-1) as string };
+    },
+  });
+  expect(issued).toEqual(["token-1"]);
+  net.cut();
+  await eventually(() => expect(issued.length).toBeGreaterThanOrEqual(2));
+  await agent.online(20_000);
+  expect((await agent.publish("still.works", {})).seq).toBe(1);
 });
