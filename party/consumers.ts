@@ -24,6 +24,7 @@ import {
   matchesPattern,
   type StoredEvent,
 } from "../client/protocol.ts";
+import type { RoomContext } from "./context.ts";
 import { keys } from "./keys.ts";
 import type { Session } from "./session.ts";
 import { type KvStorage, putAll } from "./storage.ts";
@@ -77,11 +78,15 @@ export class Consumers {
   readonly #dirty = new Map<string, unknown>();
   #flushScheduled = false;
 
+  private readonly storage: KvStorage;
+  private readonly now: () => number;
+
   constructor(
-    private readonly storage: KvStorage,
+    ctx: RoomContext,
     private readonly streams: Streams,
-    private readonly now: () => number,
-  ) {}
+  ) {
+    ({ storage: this.storage, now: this.now } = ctx);
+  }
 
   // --- durable consumers ----------------------------------------------------------------
 

@@ -10,6 +10,7 @@
  * connected).
  */
 import type { ClientFrame, ErrorBody, RoomFrame } from "../client/protocol.ts";
+import type { RoomContext } from "./context.ts";
 import { keys } from "./keys.ts";
 import type { Presence } from "./presence.ts";
 import type { Session } from "./session.ts";
@@ -25,12 +26,16 @@ const RECENT_IDS = 10_000;
 export class Inbox {
   readonly #recent = new Map<string, string[]>();
 
+  private readonly presence: Presence;
+  private readonly storage: KvStorage;
+  private readonly now: () => number;
+
   constructor(
-    private readonly presence: Presence,
-    private readonly storage: KvStorage,
-    private readonly now: () => number,
+    ctx: RoomContext,
     private readonly defaultTtlMs: number,
-  ) {}
+  ) {
+    ({ presence: this.presence, storage: this.storage, now: this.now } = ctx);
+  }
 
   async send(
     sender: Session,

@@ -6,6 +6,7 @@
  * others until expiry; expiry notifies the former holder with `lease.lost` when it is online.
  */
 import type { ClientFrame, ErrorBody } from "../client/protocol.ts";
+import type { RoomContext } from "./context.ts";
 import { keys } from "./keys.ts";
 import type { Presence } from "./presence.ts";
 import type { Session } from "./session.ts";
@@ -20,11 +21,13 @@ export class Leases {
   /** Per lease name, so concurrent requests are decided one at a time. */
   readonly #queue = new Map<string, Promise<unknown>>();
 
-  constructor(
-    private readonly storage: KvStorage,
-    private readonly presence: Presence,
-    private readonly now: () => number,
-  ) {}
+  private readonly storage: KvStorage;
+  private readonly presence: Presence;
+  private readonly now: () => number;
+
+  constructor(ctx: RoomContext) {
+    ({ storage: this.storage, presence: this.presence, now: this.now } = ctx);
+  }
 
   #serial<T>(name: string, fn: () => Promise<T>): Promise<T> {
     const run = (this.#queue.get(name) ?? Promise.resolve()).then(fn, fn);

@@ -13,7 +13,6 @@ import {
   decodeDocFrame,
   docNameSchema,
   type ErrorBody,
-  MAX_HISTORY_PAGE,
   nameSchema,
   PROTOCOL_VERSION,
   parseClientFrame,
@@ -34,6 +33,8 @@ import { SharedState } from "./state.ts";
 import type { KvStorage } from "./storage.ts";
 import { type StreamOptions, Streams } from "./streams.ts";
 import { TraceLog } from "./trace.ts";
+
+const DAY_MS = 24 * 60 * 60 * 1000;
 
 export type RoomOptions = {
   team: string;
@@ -80,19 +81,19 @@ export class TeamRoom {
     };
     this.streams = new Streams(ctx, {
       window: DEFAULT_LOG_WINDOW,
-      dedupeWindowMs: 24 * 60 * 60 * 1000,
+      dedupeWindowMs: DAY_MS,
       dedupeMaxIds: 100_000,
       ...options.streams,
     });
-    this.consumers = new Consumers(options.storage, this.streams, this.#now);
+    this.consumers = new Consumers(ctx, this.streams);
     this.router = new Router(
       ctx,
-      { idempotencyWindowMs: 24 * 60 * 60 * 1000, defaultMaxInFlight: 256, ...options.rpc },
+      { idempotencyWindowMs: DAY_MS, defaultMaxInFlight: 256, ...options.rpc },
       this.traces,
     );
-    this.state = new SharedState(this.hub, this.#now);
-    this.leases = new Leases(options.storage, this.presence, this.#now);
-    this.inbox = new Inbox(this.presence, options.storage, this.#now, options.rpc?.inboxTtlMs ?? 24 * 60 * 60 * 1000);
+    this.state = new SharedState(ctx);
+    this.leases = new Leases(ctx);
+    this.inbox = new Inbox(ctx, options.rpc?.inboxTtlMs ?? DAY_MS);
   }
 
   /**
@@ -196,11 +197,7 @@ export class TeamRoom {
   async #handle(session: Session, data: string | ArrayBuffer | ArrayBufferView): Promise<void> {
     if (session instanceof RawDocSession) return this.#handleRaw(session, data);
     if (typeof data !== "string") {
-      const bytes =
-        data instanceof ArrayBuffer
-          ? new Uint8Array(data)
-          : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-      const whole = session.reassembler.push(bytes);
+      const whole = session.reassembler.push(asBytes(data));
       if (!whole.ok) return this.#refuse(session, whole.error);
       if (!whole.frame) return;
       this.metrics.framesIn.inc({ type: "doc" });
@@ -213,16 +210,13 @@ export class TeamRoom {
     const parsed = parseClientFrame(data);
     this.metrics.framesIn.inc({ type: parsed.ok ? parsed.frame.type : "invalid" });
     if (!parsed.ok) return this.#refuse(session, parsed.error, { ref: parsed.ref });
-    await this.#dispatch(session, parsed.frame);
+    await this.#dispatch(session, parsed.frame, data.length);
   }
 
   /** y-websocket messages: sync goes to the hub, awareness is relayed to the doc's other stock clients. */
   async #handleRaw(session: RawDocSession, data: string | ArrayBuffer | ArrayBufferView): Promise<void> {
     if (typeof data === "string") return;
-    const bytes =
-      data instanceof ArrayBuffer
-        ? new Uint8Array(data)
-        : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    const bytes = asBytes(data);
     const decoder = decoding.createDecoder(bytes);
     let type: number;
     try {
@@ -240,10 +234,10 @@ export class TeamRoom {
     }
   }
 
-  async #dispatch(session: Session, frame: ClientFrame): Promise<void> {
+  async #dispatch(session: Session, frame: ClientFrame, frameChars: number): Promise<void> {
     switch (frame.type) {
       case "publish":
-        return this.streams.publish(session, frame);
+        return this.streams.publish(session, frame, frameChars);
       case "history": {
         const page = await this.streams.read(frame.stream, frame.from, frame.to, frame.limit);
         return session.sendFrame({ type: "history.page", ref: frame.ref, ...page });
@@ -372,11 +366,9 @@ export class TeamRoom {
         );
       }
       const lines: string[] = [];
-      let next: number | null = from;
-      while (next !== null && lines.length < limit) {
-        const page = await this.streams.read(stream.data, next, to, Math.min(MAX_HISTORY_PAGE, limit - lines.length));
-        for (const e of page.events) lines.push(JSON.stringify(e));
-        next = page.events.length > 0 ? page.next : null;
+      for await (const e of this.streams.scan(stream.data, from, to)) {
+        lines.push(JSON.stringify(e));
+        if (lines.length >= limit) break;
       }
       return new Response(lines.length > 0 ? `${lines.join("\n")}\n` : "", {
         headers: { "content-type": "application/x-ndjson" },
@@ -454,12 +446,7 @@ export class TeamRoom {
   async trace(correlationId: string, only?: string[]): Promise<Omit<TraceNode, "children">[]> {
     const nodes: Omit<TraceNode, "children">[] = [...this.traces.find(correlationId)];
     for (const name of only ?? (await this.streams.names())) {
-      let next: number | null = 1;
-      while (next !== null) {
-        const page = await this.streams.read(name, next, undefined, MAX_HISTORY_PAGE);
-        for (const e of page.events) if (e.correlationId === correlationId) nodes.push(eventNode(e));
-        next = page.events.length > 0 ? page.next : null;
-      }
+      for await (const e of this.streams.scan(name, 1)) if (e.correlationId === correlationId) nodes.push(eventNode(e));
     }
     return nodes;
   }
@@ -478,4 +465,11 @@ function refOf(text: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** A byte view of a binary WebSocket message, without copying. */
+function asBytes(data: ArrayBuffer | ArrayBufferView): Uint8Array {
+  return data instanceof ArrayBuffer
+    ? new Uint8Array(data)
+    : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }

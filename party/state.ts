@@ -6,6 +6,7 @@
  */
 import { type Entity, EntityIndex, type EntityMeta, fieldsMap, metaMap, writeEntity } from "../client/entities.ts";
 import { type ClientFrame, type ErrorBody, stateDoc } from "../client/protocol.ts";
+import type { RoomContext } from "./context.ts";
 import { type DocHub, type HubDoc, ROOM } from "./docs.ts";
 import type { Session } from "./session.ts";
 
@@ -14,10 +15,12 @@ type SetIfFrame = Extract<ClientFrame, { type: "state.setIf" }>;
 export class SharedState {
   readonly #indexes = new WeakMap<HubDoc, EntityIndex>();
 
-  constructor(
-    private readonly hub: DocHub,
-    private readonly now: () => number,
-  ) {}
+  private readonly hub: DocHub;
+  private readonly now: () => number;
+
+  constructor(ctx: RoomContext) {
+    ({ hub: this.hub, now: this.now } = ctx);
+  }
 
   #index(doc: HubDoc): EntityIndex {
     let index = this.#indexes.get(doc);

@@ -22,6 +22,7 @@ import {
   LOG_SEGMENT_SIZE,
   logDoc,
   MAX_EVENT_BYTES,
+  MAX_HISTORY_PAGE,
   type StoredEvent,
 } from "../client/protocol.ts";
 import type { RoomContext } from "./context.ts";
@@ -144,9 +145,11 @@ export class Streams {
   }
 
   /** Handles a publish frame; answers the session with `publish.ack` or `error`. */
-  async publish(session: Session, frame: PublishFrame): Promise<void> {
+  async publish(session: Session, frame: PublishFrame, frameChars: number): Promise<void> {
     const refused = (error: ErrorBody) => session.sendFrame({ type: "error", ref: frame.ref, error });
-    for (const event of frame.events) {
+    // No event can exceed the limit when the whole frame is within it (UTF-8 ≤ 3 bytes per
+    // UTF-16 unit): only then are events measured one by one.
+    for (const event of frameChars * 3 <= MAX_EVENT_BYTES ? [] : frame.events) {
       if (eventBytes(event) > MAX_EVENT_BYTES) {
         return refused({
           code: "TOO_LARGE",
@@ -278,6 +281,16 @@ export class Streams {
     this.#archiveCache.set(key, events);
     if (this.#archiveCache.size > 8) this.#archiveCache.delete(this.#archiveCache.keys().next().value as string);
     return events;
+  }
+
+  /** Every event `from`..`to` (inclusive), page by page, archive and live document alike. */
+  async *scan(name: string, from: number, to?: number): AsyncGenerator<StoredEvent> {
+    let next: number | null = from;
+    while (next !== null) {
+      const page = await this.read(name, next, to, MAX_HISTORY_PAGE);
+      yield* page.events;
+      next = page.events.length > 0 ? page.next : null;
+    }
   }
 
   /** Events `from`..`to` (inclusive), at most `limit`, from the archive and the live document. */
