@@ -8,6 +8,7 @@
  * Not re-exported from the package entry point; `team.ts` owns it.
  */
 import type * as Y from "yjs";
+import { backoff, sleep } from "./backoff.ts";
 import { type Decoded, decodeEvent, type EventCatalog } from "./catalog.ts";
 import type { DocSync } from "./docs.ts";
 import { CrosstalkError } from "./errors.ts";
@@ -497,7 +498,7 @@ export class Events {
           await this.#deadLetter(sub, raw, errorMessage(error), delivery);
           return;
         }
-        await sleep(backoff(delivery, sub.options.retryDelayMs));
+        await sleep(backoff(delivery - 1, { baseMs: sub.options.retryDelayMs ?? 100, capMs: 10_000 }));
       }
     }
   }
@@ -652,7 +653,4 @@ export class Events {
 }
 
 const groupKey = (stream: string, group: string) => `${stream}\u0000${group}`;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const errorMessage = (error: unknown) => (error instanceof Error ? error.message : String(error)).slice(0, 2000);
-/** Exponential backoff with full jitter: base · 2^(n-1), capped at 10 s. */
-const backoff = (delivery: number, base = 100) => Math.random() * Math.min(10_000, base * 2 ** (delivery - 1));

@@ -4,6 +4,7 @@
  * sends with durable inboxes.
  * Not re-exported from the package entry point; `team.ts` owns it.
  */
+import { backoff, sleep } from "./backoff.ts";
 import { CrosstalkError } from "./errors.ts";
 import type { PublishOptions, PublishResult } from "./events.ts";
 import { uuidv7 } from "./ids.ts";
@@ -185,7 +186,7 @@ export class Rpc {
           retryable.has(error.code) &&
           attempt < (options.retries ?? 0) &&
           !options.signal?.aborted;
-        const wait = backoff(attempt);
+        const wait = backoff(attempt, { baseMs: 50, capMs: 5_000 });
         if (!retry || Date.now() + wait >= deadline) throw error;
         await sleep(wait);
       }
@@ -468,7 +469,3 @@ export function toJson(value: unknown): Json | CrosstalkError {
     return new CrosstalkError("TOO_LARGE", `value is ${text.length} bytes; a message carries at most about 1 MB`);
   return JSON.parse(text) as Json;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-/** Exponential backoff with full jitter: 50 ms · 2^attempt, capped at 5 s. */
-const backoff = (attempt: number) => Math.random() * Math.min(5_000, 50 * 2 ** attempt);

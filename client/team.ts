@@ -4,6 +4,7 @@
  */
 import { ObservableV2 } from "lib0/observable";
 import type { z } from "zod";
+import { sleep } from "./backoff.ts";
 import { type EventCatalog, encodeEvent } from "./catalog.ts";
 import {
   type Contract,
@@ -226,7 +227,7 @@ export class Team extends ObservableV2<TeamEvents> {
               return await this.lease(name, { ttlMs: 5_000 });
             } catch (error) {
               if (!(error instanceof CrosstalkError) || (error.code !== "CONFLICT" && !error.retryable)) throw error;
-              await new Promise((r) => setTimeout(r, 250));
+              await sleep(250);
             }
           }
         },
@@ -387,7 +388,7 @@ export class Team extends ObservableV2<TeamEvents> {
     // Held leases are given back rather than left to expire (bounded: closing never hangs).
     if (this.status === "online" && this.#leases.size > 0) {
       const released = Promise.all([...this.#leases].map((lease) => lease.release()));
-      await Promise.race([released, new Promise((r) => setTimeout(r, 1000))]);
+      await Promise.race([released, sleep(1000)]);
     }
     this.#shutdown(new CrosstalkError("CLOSED", "the team connection was closed"));
   }
