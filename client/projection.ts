@@ -31,7 +31,7 @@ export type ProjectionOptions<T extends Entity> = {
 export type Projection = {
   /** Resolves once this agent runs the projection (holds its lease). */
   readonly running: Promise<void>;
-  /** The last seq applied, as stored in the namespace. */
+  /** The seq of the last event applied, as stored in the namespace. */
   readonly lastSeq: number;
   /** Clears the namespace and applies the whole history again. */
   rebuild(): Promise<void>;
@@ -78,10 +78,10 @@ export function startProjection<T extends Entity>(host: ProjectionHost, options:
     subs = [
       host.subscribe(
         ">",
+        // Other types are skipped without a write: recording their seq would cost a Yjs update
+        // (a frame and a stored record) per unrelated event; after a restart they are skipped again.
         (e) => {
           if (patterns.some((p) => matches(p, e.type))) apply(e);
-          // Skipped events still advance the position, in the same transaction style.
-          else if (!stopped && e.seq > (positions.get(name) ?? 0)) positions.set(name, e.seq);
         },
         { stream, from },
       ),
