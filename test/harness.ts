@@ -55,14 +55,15 @@ export type RoomServer = {
 let teamCounter = 0;
 
 export async function startRoom(options: { config?: string; vars?: Record<string, string> } = {}): Promise<RoomServer> {
-  const port = await freePort();
+  let port = await freePort();
   const persistDir = mkdtempSync(join(tmpdir(), "crosstalk-room-"));
   const config = options.config ?? TEST_CONFIG;
   const agents = new Set<Team>();
   let child: ChildProcess | null = null;
   let log = "";
 
-  const launch = async () => {
+  /** One attempt: spawn and wait until the room answers; on failure the process group is killed. */
+  const launchOnce = async (timeoutMs: number) => {
     const args = [
       PARTYKIT,
       "dev",
@@ -83,9 +84,8 @@ export async function startRoom(options: { config?: string; vars?: Record<string
     proc.stdout?.on("data", keep);
     proc.stderr?.on("data", keep);
     child = proc;
-    const deadline = Date.now() + 60_000;
-    while (Date.now() < deadline) {
-      if (proc.exitCode !== null) throw new Error(`partykit dev exited with ${proc.exitCode}:\n${log}`);
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline && proc.exitCode === null) {
       try {
         const res = await fetch(`http://127.0.0.1:${port}/parties/main/_harness`);
         if (res.ok) return;
@@ -94,7 +94,23 @@ export async function startRoom(options: { config?: string; vars?: Record<string
       }
       await new Promise((r) => setTimeout(r, 100));
     }
-    throw new Error(`partykit dev did not answer within 60 s:\n${log}`);
+    await kill();
+    throw new Error(`partykit dev did not answer within ${timeoutMs / 1000} s (exit ${proc.exitCode}):\n${log}`);
+  };
+
+  /**
+   * Starts the server, trying again when it never answers (seen on a loaded machine: workerd
+   * builds, then does not listen). A first start may take a fresh port; a restart keeps its port.
+   */
+  const launch = async (samePort: boolean) => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await launchOnce(40_000);
+      } catch (error) {
+        if (attempt >= 3) throw error;
+        if (!samePort) port = await freePort();
+      }
+    }
   };
 
   const kill = async (signal: NodeJS.Signals = "SIGKILL") => {
@@ -110,7 +126,7 @@ export async function startRoom(options: { config?: string; vars?: Record<string
     child = null;
   };
 
-  await launch();
+  await launch(false);
   const server: RoomServer = {
     port,
     host: `127.0.0.1:${port}`,
@@ -129,7 +145,7 @@ export async function startRoom(options: { config?: string; vars?: Record<string
     },
     fetch: (path, init) => fetch(`http://127.0.0.1:${port}${path}`, init),
     kill,
-    restart: launch,
+    restart: () => launch(true),
     output: () => log,
     async [Symbol.asyncDispose]() {
       await Promise.all([...agents].map((a) => a.close()));
