@@ -386,6 +386,12 @@ export const clientFrames = {
   ]),
   /** Replace this agent's free-form status fields in the roster. */
   "presence.set": z.object({ type: z.literal("presence.set"), status: jsonRecord }),
+  /**
+   * The agent is leaving on purpose: after every earlier frame, the room takes it off the
+   * roster, fails its in-flight calls and frees its id, then answers `ok`; the client closes
+   * the socket after the answer, so the id can be used again at once.
+   */
+  leave: z.object({ type: z.literal("leave"), ref }),
 } as const;
 
 export const clientFrameSchema = z.union([
@@ -412,6 +418,7 @@ export const clientFrameSchema = z.union([
   clientFrames["rpc.send"],
   clientFrames["rpc.message.ack"],
   clientFrames["presence.set"],
+  clientFrames.leave,
 ]);
 export type ClientFrame = z.infer<typeof clientFrameSchema>;
 export type ClientFrameType = keyof typeof clientFrames;

@@ -390,6 +390,9 @@ export class Team extends ObservableV2<TeamEvents> {
       const released = Promise.all([...this.#leases].map((lease) => lease.release()));
       await Promise.race([released, sleep(1000)]);
     }
+    // Leaving on purpose frees the agent id before the socket goes, so a successor can take it
+    // at once instead of racing the room's view of the close.
+    if (this.status === "online") await this.#requests.ask({ type: "leave" }, 1000).catch(() => {});
     this.#shutdown(new CrosstalkError("CLOSED", "the team connection was closed"));
   }
 

@@ -325,6 +325,9 @@ export class TeamRoom {
       case "presence.set":
         session.status = frame.status;
         return this.presence.changed(session);
+      case "leave":
+        session.sendFrame({ type: "ok", ref: frame.ref });
+        return this.#drop(session, null);
       default: {
         const unreachable: never = frame;
         return unreachable;

@@ -165,3 +165,23 @@ it("closes connections with bad parameters or another instance's agent id, with 
   // Through the client library the refusal is a typed error, not a reconnect loop.
   await expect(room.agent("owner", { team })).rejects.toMatchObject({ code: "CONFLICT" });
 });
+
+it("frees an agent id as soon as close() resolves, so a successor instance is never refused", async () => {
+  const team = room.team("succession");
+  const watcher = await room.agent("watcher", { team });
+  // A socket whose closing handshake is slow to leave (a busy event loop, a slow network):
+  // the id must be free before it goes, not when the room finally sees it close.
+  class SlowToClose extends WebSocket {
+    override close(code?: number, reason?: string): void {
+      setTimeout(() => super.close(code, reason), 300);
+    }
+  }
+  for (let n = 1; n <= 5; n++) {
+    const agent = await room.agent("worker", { team, WebSocket: SlowToClose });
+    expect((await agent.publish("worker.shift", { n })).seq).toBe(n);
+    // The next instance connects right after: the room must already have let this one go.
+    await agent.close();
+  }
+  await eventually(() => expect(watcher.agents().map((a) => a.agent)).toEqual(["watcher"]));
+  await watcher.close();
+});
