@@ -27,6 +27,7 @@ export class Lease {
   readonly lost: Promise<string>;
   #markLost!: (reason: string) => void;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  #expiry: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     granted: Granted,
@@ -43,7 +44,24 @@ export class Lease {
     this.lost = new Promise((resolve) => {
       this.#markLost = resolve;
     });
+    this.#watchExpiry();
     if (autoRenew) this.#schedule();
+  }
+
+  /**
+   * The holder's own clock decides too: once `expiresAt` passes without a renewal reaching
+   * the room, the lease is lost — also when the network is gone and the room cannot say so.
+   */
+  #watchExpiry(): void {
+    clearTimeout(this.#expiry);
+    this.#expiry = setTimeout(
+      () => {
+        if (!this.held) return;
+        if (this.now() >= this.expiresAt) this.markLost("expired");
+        else this.#watchExpiry();
+      },
+      Math.max(1, this.expiresAt - this.now()),
+    );
   }
 
   #schedule(): void {
@@ -64,13 +82,18 @@ export class Lease {
   async renew(): Promise<void> {
     if (!this.held) throw new CrosstalkError("CONFLICT", `lease ${this.name} is no longer held`);
     try {
-      const granted = await this.requests.ask({
-        type: "lease.renew",
-        name: this.name,
-        token: this.token,
-        ttlMs: this.ttlMs,
-      });
+      // An answer after the lease's end is worth nothing: wait no longer than that.
+      const granted = await this.requests.ask(
+        { type: "lease.renew", name: this.name, token: this.token, ttlMs: this.ttlMs },
+        Math.max(100, this.expiresAt - this.now()),
+      );
+      if (!this.held) {
+        // It expired here while the renewal was on its way: give back what the room granted.
+        await this.requests.ask({ type: "lease.release", name: this.name, token: this.token }).catch(() => {});
+        throw new CrosstalkError("CONFLICT", `lease ${this.name} expired before its renewal arrived`);
+      }
       if (granted.type === "lease.granted") this.expiresAt = granted.expiresAt;
+      this.#watchExpiry();
       if (this.#timer !== undefined) this.#schedule();
     } catch (error) {
       if (error instanceof CrosstalkError && error.code === "CONFLICT") this.markLost("refused");
@@ -89,6 +112,7 @@ export class Lease {
     if (!this.held) return;
     this.held = false;
     clearTimeout(this.#timer);
+    clearTimeout(this.#expiry);
     this.forget(this);
     this.#markLost(reason);
   }
