@@ -87,9 +87,10 @@ it("stamps trace context everywhere and returns the causal tree of one piece of 
     return { reserved: true };
   });
   await eventually(() => expect(b.agents().find((x) => x.agent === "stock")?.methods).toEqual(["reserve"]));
-  b.subscribe("order.*", async (e) => {
+  // From "end" means from the head once the subscription is ready: wait for it before publishing.
+  await b.subscribe("order.*", async (e) => {
     await b.call("stock", "reserve", { sku: "X" }, traceFrom(e));
-  });
+  }).ready;
   const placed = await a.publish("order.placed", { sku: "X" }, { correlationId: "order-1" });
   const unrelated = await a.publish("order.placed", { sku: "Y" });
 
