@@ -55,8 +55,10 @@ const json = (run: Run): unknown => {
 };
 
 /** Runs `node bin/crosstalk.js` as a real process. */
-function spawnCli(args: string[]): ChildProcess & { output: () => Run } {
+function spawnCli(args: string[]): ChildProcess & { output: () => Run; closed: Promise<unknown> } {
   const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+  // `close` comes after `exit` once stdout and stderr have been read to their end.
+  const closed = once(child, "close");
   let stdout = "";
   let stderr = "";
   child.stdout?.on("data", (d: Buffer) => {
@@ -65,13 +67,11 @@ function spawnCli(args: string[]): ChildProcess & { output: () => Run } {
   child.stderr?.on("data", (d: Buffer) => {
     stderr += d.toString();
   });
-  return Object.assign(child, { output: () => ({ code: child.exitCode ?? -1, stdout, stderr }) });
+  return Object.assign(child, { closed, output: () => ({ code: child.exitCode ?? -1, stdout, stderr }) });
 }
 
-async function exited(child: ChildProcess & { output: () => Run }): Promise<Run> {
-  if (child.exitCode === null && child.signalCode === null) await once(child, "exit");
-  // Let the pipes drain.
-  await new Promise((r) => setTimeout(r, 50));
+async function exited(child: ReturnType<typeof spawnCli>): Promise<Run> {
+  await child.closed;
   return child.output();
 }
 
