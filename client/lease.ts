@@ -69,8 +69,7 @@ export class Lease {
     this.#timer = setTimeout(
       () => {
         this.renew().catch(() => {
-          // Refused: already marked lost. Offline: retry until the TTL runs out, then it is gone.
-          if (this.held && this.now() >= this.expiresAt) this.markLost("expired");
+          // Refused: already marked lost. Offline: retry until #watchExpiry ends it.
           if (this.held) this.#schedule();
         });
       },
@@ -89,7 +88,7 @@ export class Lease {
       );
       if (!this.held) {
         // It expired here while the renewal was on its way: give back what the room granted.
-        await this.requests.ask({ type: "lease.release", name: this.name, token: this.token }).catch(() => {});
+        await this.#giveBack();
         throw new CrosstalkError("CONFLICT", `lease ${this.name} expired before its renewal arrived`);
       }
       if (granted.type === "lease.granted") this.expiresAt = granted.expiresAt;
@@ -104,7 +103,11 @@ export class Lease {
   async release(): Promise<void> {
     if (!this.held) return;
     this.markLost("released");
-    await this.requests.ask({ type: "lease.release", name: this.name, token: this.token }).catch(() => {});
+    await this.#giveBack();
+  }
+
+  #giveBack(): Promise<unknown> {
+    return this.requests.ask({ type: "lease.release", name: this.name, token: this.token }).catch(() => {});
   }
 
   /** @internal The room said so, or the team closed. */
