@@ -88,7 +88,10 @@ export const ERROR_CODES = {
     retryable: false,
     doc: "A precondition failed (expected version or sequence). Re-read and decide again.",
   },
-  NO_ROUTE: { retryable: false, doc: "No connected agent serves this method at this target. Check the roster." },
+  NO_ROUTE: {
+    retryable: false,
+    doc: "No connected agent serves this method at this target. Check the roster. With `details.recentlyGone` one left moments ago and is probably reconnecting: calls with `retries` retry it.",
+  },
   TARGET_GONE: {
     retryable: true,
     doc: "The callee disconnected before answering. Retrying may reach it or another instance.",
@@ -521,6 +524,12 @@ export const roomFrames = {
     /** Room clock (ms) after which the caller no longer waits. */
     deadline: z.number(),
     ...traceFields,
+    /**
+     * The caller's idempotency key: the callee answers a request it has seen (same caller and
+     * key) from memory instead of running the handler again. The room re-sends such a request
+     * after the callee's link dropped.
+     */
+    idempotencyKey: z.string().min(1).max(200).optional(),
   }),
   /** The caller gave up on `id`: abort the work. */
   "rpc.abort": z.object({ type: z.literal("rpc.abort"), id: ref, reason: errorCodeSchema }),

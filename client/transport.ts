@@ -123,6 +123,18 @@ export class Transport extends ObservableV2<Events> {
     return true;
   }
 
+  /**
+   * The room admitted us: the next drop reconnects after the shortest delay. partysocket
+   * itself resets its backoff only after `minUptime` (5 s) of uptime, so an agent whose link
+   * drops every few seconds waited ever longer (up to the maximum) although every reconnect
+   * succeeded at once. Failed attempts still escalate. partysocket has no public reset: its
+   * retry counter is the one private field we touch (pinned version; absent field → no-op).
+   */
+  #resetBackoff(): void {
+    const socket = this.#socket as unknown as { _retryCount?: number };
+    if (typeof socket._retryCount === "number") socket._retryCount = 0;
+  }
+
   close(): void {
     this.#setStatus("closed");
     this.#socket.close(1000, "client closed");
@@ -141,6 +153,7 @@ export class Transport extends ObservableV2<Events> {
       if (!parsed.ok) return this.emit("protocolError", [CrosstalkError.from(parsed.error)]);
       // `welcome` is what makes a socket usable: the room has admitted this agent.
       if (parsed.frame.type === "welcome") {
+        this.#resetBackoff();
         this.status = "online";
         this.emit("frame", [parsed.frame]);
         this.emit("status", ["online"]);

@@ -88,7 +88,13 @@ export class TeamRoom {
     this.consumers = new Consumers(ctx, this.streams);
     this.router = new Router(
       ctx,
-      { idempotencyWindowMs: DAY_MS, defaultMaxInFlight: 256, ...options.rpc },
+      {
+        idempotencyWindowMs: DAY_MS,
+        defaultMaxInFlight: 256,
+        inDoubtGraceMs: 30_000,
+        recentlyGoneMs: 10_000,
+        ...options.rpc,
+      },
       this.traces,
     );
     this.state = new SharedState(ctx);
@@ -137,6 +143,8 @@ export class TeamRoom {
       serverTime: this.#now(),
       roster: this.presence.roster(),
     });
+    // In-doubt calls go back to the agent that may hold their answer, right after its welcome.
+    this.router.returned(session);
     // Messages that waited in the inbox follow the welcome, in the session's frame order.
     session.queue = session.queue
       .then(() => this.inbox.flush(session))

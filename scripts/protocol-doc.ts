@@ -161,6 +161,41 @@ A socket carries two kinds of WebSocket message:
 check is a refinement JSON Schema cannot express). A stream's dead letters go to the stream named with the suffix
 \`${DLQ_SUFFIX}\` (\`main\` → \`main${DLQ_SUFFIX}\`).
 
+## What a call promises, per failure
+
+A call without an idempotency key is answered at most once and its handler is aborted when the call fails; whether
+it ran before that is unknown to the caller. With \`idempotencyKey\` the room and both clients cooperate:
+
+${table(
+  ["What fails", "Plain call", "Call with an idempotency key"],
+  [
+    [
+      "The caller's link drops",
+      "`OFFLINE` at once; the room aborts the handler.",
+      "The client sends the call again on reconnect; the room joins it to the running call or answers from the stored result. **At most once**, and the caller gets the answer.",
+    ],
+    [
+      "The callee's link drops",
+      "`TARGET_GONE` at once; the callee's client aborts the handler.",
+      "The call is _in doubt_: the room waits for that agent to reconnect (until the deadline, at most 30 s), sends `rpc.request` again, and the callee's client answers from its memory of caller + key (or joins the run still in progress); an answer it could not send waits for the link. No other instance gets the call meanwhile. **At most once**, and the caller gets the answer.",
+    ],
+    [
+      "The callee process crashes",
+      "`TARGET_GONE` at once.",
+      "As above until the grace ends, then `TARGET_GONE` with `details.inDoubt`; a retry may run the handler again, here or on another instance. **At least once** (a client without persistent storage forgets what it ran): handlers with outside effects use `ctx.idempotencyKey` to make them idempotent.",
+    ],
+    [
+      "The room restarts",
+      "`OFFLINE` to callers.",
+      "Answers are stored before anyone sees them; a call still running was recorded with the agent it went to, so the retry goes back to that agent, which answers from memory. **At most once** while the callee process lives.",
+    ],
+  ],
+).join("\n")}
+
+Both the room's record and the callee's memory last 24 h (the callee keeps at most 10,000 keys). \`NO_ROUTE\` is
+immediate for a target that was never there; when an agent that served the method at that target left less than
+10 s ago the error carries \`details.recentlyGone\`, and a call with \`retries\` retries it like \`TARGET_GONE\`.
+
 ## Limits
 
 ${table(

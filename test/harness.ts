@@ -175,15 +175,26 @@ export async function eventually<T>(
 /**
  * A `ws` WebSocket class for `connect({ WebSocket })` whose sockets a test can break: `cut()`
  * kills the current socket (partysocket reconnects by itself); `down()` kills it and sends
- * every later connection nowhere — a crashed or partitioned agent.
+ * every later connection nowhere — a crashed or partitioned agent — until `up()`;
+ * `cutOnSend(match)` loses the next outgoing text frame that `match`es and kills the socket
+ * with it (a frame written just before the link died, which the room never got).
  */
 export function cuttableSocket() {
   const sockets: WebSocket[] = [];
   let down = false;
+  let lose: ((text: string) => boolean) | null = null;
   class Tracked extends WebSocket {
     constructor(url: string, protocols?: string | string[]) {
       super(down ? "ws://127.0.0.1:9/" : url, protocols);
       sockets.push(this);
+    }
+    override send(data: unknown, ...rest: unknown[]): void {
+      if (lose && typeof data === "string" && lose(data)) {
+        lose = null;
+        this.terminate();
+        return;
+      }
+      (super.send as (...args: unknown[]) => void)(data, ...rest);
     }
   }
   return {
@@ -192,6 +203,12 @@ export function cuttableSocket() {
     down: () => {
       down = true;
       sockets.at(-1)?.terminate();
+    },
+    up: () => {
+      down = false;
+    },
+    cutOnSend: (match: (text: string) => boolean) => {
+      lose = match;
     },
   };
 }
