@@ -1,6 +1,7 @@
 /**
  * The `crosstalk` CLI against a real room: in-process through `main(argv, { stdout, stderr })`,
- * and as a real process (`node bin/crosstalk.js`) for the bin, exit codes and SIGINT.
+ * and as a real process (`node bin/crosstalk.js`, running the compiled dist/cli/ that the
+ * test run builds first) for the bin, exit codes and SIGINT.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
@@ -10,7 +11,7 @@ import { join, resolve } from "node:path";
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocketServer } from "ws";
-import { main } from "../client/cli.ts";
+import { main } from "../cli/main.ts";
 import { type StoredEvent, traceFrom } from "../client/index.ts";
 import { eventually, freePort, type RoomServer, startRoom } from "./harness.ts";
 
