@@ -70,3 +70,29 @@ export function parseFrom(value: string): "start" | "end" | number | Date {
   }
   throw new InvalidArgumentError("expected start, end, a seq (>= 1) or an ISO time like 2025-01-31T12:00:00Z");
 }
+
+/** A TCP port to listen on: 1 to 65535. */
+export function portArg(value: string): number {
+  const port = intArg(1)(value);
+  if (port > 65_535) throw new InvalidArgumentError("expected a port from 1 to 65535");
+  return port;
+}
+
+/**
+ * `--var KEY=VALUE`, repeatable: a variable for the room (`room.env`), e.g.
+ * `CROSSTALK_LOG_WINDOW=50000`. Keys are identifiers so they survive every shell and
+ * partykit's own `KEY=VALUE` split; the value is everything after the first `=`.
+ */
+export function collectVars(value: string, previous: Record<string, string> = {}): Record<string, string> {
+  const eq = value.indexOf("=");
+  const key = eq > 0 ? value.slice(0, eq) : "";
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw new InvalidArgumentError("expected KEY=VALUE with KEY like NAME_1");
+  return { ...previous, [key]: value.slice(eq + 1) };
+}
+
+/** A PartyKit project name: it becomes part of the URL (`<name>.<user>.partykit.dev`). */
+export function projectNameArg(value: string): string {
+  if (!/^[a-zA-Z0-9-]{1,63}$/.test(value))
+    throw new InvalidArgumentError("a project name has 1 to 63 letters, digits and dashes");
+  return value;
+}

@@ -2,7 +2,7 @@
 import { describe, expect, it } from "vitest";
 import type { StoredEvent, TraceNode } from "../client/node.ts";
 import { CrosstalkError } from "../client/node.ts";
-import { describeError } from "./errors.ts";
+import { describeError, RoomError } from "./errors.ts";
 import { formatEvent, formatTable, printable, renderProgress, renderTraceTree, useColor } from "./format.ts";
 
 describe("formatting", () => {
@@ -60,6 +60,7 @@ describe("formatting", () => {
       "NO_ROUTE: agent x is not connected",
     );
     expect(describeError(new Error("boom\r"))).toBe("error: boom\\u000d");
+    expect(describeError(new RoomError("PARTYKIT_MISSING", "install it"))).toBe("PARTYKIT_MISSING: install it");
   });
 });
 

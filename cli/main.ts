@@ -1,25 +1,29 @@
 /**
- * The `crosstalk` command line (Node only): talk to a running room as one more agent —
- * `tail`, `state`, `agents`, `call`, `publish`, `send`, `replay`, `trace` (cli/team.ts).
+ * The `crosstalk` command line (Node only). Two families of commands:
+ * - running the room in the user's own project: `dev`, `deploy` (cli/room.ts);
+ * - talking to a running room as one more agent: `tail`, `state`, `agents`, `call`,
+ *   `publish`, `send`, `replay`, `trace` (cli/team.ts).
  *
  * `npm run build` compiles this folder to `dist/cli/`, which `bin/crosstalk.js` runs with
  * plain node; tests call {@link main} in-process with their own streams. The CLI reaches the
  * library only through `client/node.ts` (plus the protocol's schemas), like any Node user.
  *
  * Exit codes: 0 success, 1 runtime failure (the room refused, a call failed, a key is
- * missing), 2 usage error (bad arguments or options).
+ * missing, partykit is not installed), 2 usage error (bad arguments or options).
  */
 import { Command, CommanderError, Option } from "commander";
 import { intArg, nameArg } from "./args.ts";
 import { describeError } from "./errors.ts";
 import { useColor } from "./format.ts";
 import type { CliIO } from "./io.ts";
+import { addRoomCommands, DEFAULT_PORT } from "./room.ts";
 import { addTeamCommands } from "./team.ts";
 
-export { describeError } from "./errors.ts";
+export { describeError, RoomError, type RoomErrorCode } from "./errors.ts";
 export type { CliIO, Output } from "./io.ts";
 
-const DEFAULT_HOST = "127.0.0.1:1999";
+/** Where `crosstalk dev` listens by default, so the other commands find it without `--host`. */
+const DEFAULT_HOST = `127.0.0.1:${DEFAULT_PORT}`;
 
 /**
  * Runs the CLI with `argv` as the user typed it (no `node`/script prefix) and resolves with
@@ -51,7 +55,7 @@ export async function main(argv: string[], io: Partial<CliIO> = {}): Promise<num
 
 function buildProgram(ctx: CliIO): Command {
   const program = new Command("crosstalk")
-    .description("Inspect and drive a crosstalk team room from the shell.")
+    .description("Run a crosstalk team room, and inspect and drive it from the shell.")
     .configureOutput({
       writeOut: (s) => void ctx.stdout.write(s),
       writeErr: (s) => void ctx.stderr.write(s),
@@ -73,6 +77,7 @@ function buildProgram(ctx: CliIO): Command {
     .addOption(
       new Option("--connect-timeout <ms>", "give up connecting after this long").default(10_000).argParser(intArg(1)),
     );
+  addRoomCommands(program, ctx);
   addTeamCommands(program, ctx);
   return program;
 }
