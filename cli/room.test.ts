@@ -8,9 +8,9 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventually, freePort } from "../test/harness.ts";
+import { sink } from "../test/sink.ts";
 import { main } from "./main.ts";
 import { findPartykit, packageRoot, partykitRange, projectNameOf, writeRoomConfig } from "./room.ts";
 
@@ -33,17 +33,6 @@ if (argv[0] === "dev") {
 `;
 
 type Started = { argv: string[]; cwd: string; config: { name: string; main: string; compatibilityDate: string } };
-
-function sink(): { stream: Writable; text: () => string } {
-  let text = "";
-  const stream = new Writable({
-    write(chunk, _encoding, callback) {
-      text += String(chunk);
-      callback();
-    },
-  });
-  return { stream, text: () => text };
-}
 
 let dir: string;
 let project: string;

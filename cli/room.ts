@@ -42,12 +42,7 @@ export function addRoomCommands(program: Command, ctx: CliIO): void {
     .description("Run the team room on this machine (partykit dev, workerd) until interrupted.")
     .option("--port <port>", "port to listen on", portArg, DEFAULT_PORT)
     .option("--persist <dir>", "folder that keeps the room's state across restarts", ".crosstalk")
-    .option(
-      "--var <KEY=VALUE>",
-      "a variable for the room, e.g. CROSSTALK_LOG_WINDOW=50000; repeatable",
-      collectVars,
-      {},
-    )
+    .option("--var <KEY=VALUE>", "a variable for the room, e.g. CROSSTALK_LOG_WINDOW=50000; repeatable", collectVars)
     .action(async (opts: DevOptions) => {
       await dev(opts, ctx);
     });
@@ -56,12 +51,7 @@ export function addRoomCommands(program: Command, ctx: CliIO): void {
     .command("deploy")
     .description("Deploy the team room to PartyKit's platform (Cloudflare): partykit deploy.")
     .option("--name <project>", "PartyKit project name (default: package.json name)", projectNameArg)
-    .option(
-      "--var <KEY=VALUE>",
-      "a variable for the room, e.g. CROSSTALK_LOG_WINDOW=50000; repeatable",
-      collectVars,
-      {},
-    )
+    .option("--var <KEY=VALUE>", "a variable for the room, e.g. CROSSTALK_LOG_WINDOW=50000; repeatable", collectVars)
     .action(async (opts: DeployOptions) => {
       await deploy(opts, ctx);
     });

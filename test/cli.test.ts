@@ -8,12 +8,12 @@ import { once } from "node:events";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocketServer } from "ws";
 import { main } from "../cli/main.ts";
 import { type StoredEvent, traceFrom } from "../client/index.ts";
 import { eventually, freePort, type RoomServer, startRoom } from "./harness.ts";
+import { sink } from "./sink.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const BIN = join(ROOT, "bin/crosstalk.js");
@@ -28,17 +28,6 @@ afterAll(async () => {
   await room?.[Symbol.asyncDispose]();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
-
-function sink(): { stream: Writable; text: () => string } {
-  let text = "";
-  const stream = new Writable({
-    write(chunk, _encoding, callback) {
-      text += String(chunk);
-      callback();
-    },
-  });
-  return { stream, text: () => text };
-}
 
 type Run = { code: number; stdout: string; stderr: string };
 
