@@ -87,6 +87,13 @@ export type Subscription = {
   unsubscribe(): void;
 };
 
+/**
+ * What `subscribe` returns: the subscription, usable at once, and awaitable —
+ * `const sub = await team.subscribe(…)` resolves once it is live (same as `ready`), so an
+ * event published after that is never missed; a subscription that cannot start rejects.
+ */
+export type LiveSubscription = Subscription & PromiseLike<Subscription>;
+
 type Pending = { resolve: (r: PublishResult) => void; reject: (e: CrosstalkError) => void };
 type OutFrame = { frame: Extract<ClientFrame, { type: "publish" }>; waiters: Pending[] };
 
@@ -204,6 +211,16 @@ export class Events {
   }
 
   #check(stream: string, raw: Record<string, unknown>): { input: EventInput; bytes: number } | CrosstalkError {
+    try {
+      return this.#checkEvent(stream, raw);
+    } catch (error) {
+      // zod accepts a circular value that JSON.stringify then refuses (TypeError); a value nested
+      // deeper than the stack overflows either (RangeError). Neither may escape as a raw error.
+      return new CrosstalkError("INVALID_ARGUMENT", `event data is not JSON: ${(error as Error).message}`);
+    }
+  }
+
+  #checkEvent(stream: string, raw: Record<string, unknown>): { input: EventInput; bytes: number } | CrosstalkError {
     if (!nameSchema.safeParse(stream).success)
       return new CrosstalkError("INVALID_ARGUMENT", `invalid stream name ${JSON.stringify(stream)}`);
     const parsed = eventInputSchema.safeParse(raw);
@@ -295,7 +312,7 @@ export class Events {
   // -------------------------------------------------------------------------------------
   // Subscribing
 
-  subscribe(pattern: string, handler: EventHandler, options: SubscribeOptions = {}): Subscription {
+  subscribe(pattern: string, handler: EventHandler, options: SubscribeOptions = {}): LiveSubscription {
     const stream = options.stream ?? "main";
     if (!patternSchema.safeParse(pattern).success) {
       throw new CrosstalkError("INVALID_ARGUMENT", `invalid pattern ${JSON.stringify(pattern)}`);
@@ -332,12 +349,21 @@ export class Events {
     const ready = options.group ? this.#startGroup(sub, options.group) : this.#startLog(sub);
     // A failure to start is reported, never thrown into an unrelated promise chain.
     ready.catch((error: unknown) => this.onHandlerError(error, undefined));
-    return {
+    const handle: Subscription = {
       ready,
       get position() {
         return sub.next;
       },
       unsubscribe: () => this.#unsubscribe(sub),
+    };
+    return {
+      ready,
+      get position() {
+        return sub.next;
+      },
+      unsubscribe: handle.unsubscribe,
+      // biome-ignore lint/suspicious/noThenProperty: awaiting a subscription waits until it is live; it resolves to `handle`, which has no `then`, so `await` stops there.
+      then: (onLive, onFailed) => ready.then(() => handle).then(onLive, onFailed),
     };
   }
 

@@ -14,6 +14,7 @@ export { CrosstalkError, isCrosstalkError } from "./errors.ts";
 export type {
   EventHandler,
   HistoryOptions,
+  LiveSubscription,
   PublishOptions,
   PublishResult,
   SubscribeOptions,

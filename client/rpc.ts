@@ -8,12 +8,12 @@ import { backoff, sleep } from "./backoff.ts";
 import { CrosstalkError } from "./errors.ts";
 import type { PublishOptions, PublishResult } from "./events.ts";
 import { uuidv7 } from "./ids.ts";
+import { toJson } from "./json.ts";
 import {
   type ClientFrame,
   ERROR_CODES,
   type ErrorBody,
   type ErrorCode,
-  MAX_FRAME_BYTES,
   methodSchema,
   type RoomFrame,
   type Target,
@@ -103,6 +103,8 @@ type Outcome = { ok: true; output: Json } | { ok: false; error: ErrorBody };
 type Remembered = { outcome: Outcome | null; ids: Set<string>; at: number };
 
 const DEFAULT_TIMEOUT_MS = 30_000;
+/** The longest deadline a call may ask for (the `rpc.call` frame's limit). */
+const MAX_TIMEOUT_MS = 3_600_000;
 const SEEN_MESSAGES = 10_000;
 /** How long, and how many, idempotent outcomes a callee remembers: the room's idempotency window. */
 const IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000;
@@ -190,6 +192,10 @@ export class Rpc {
     const json = toJson(input);
     if (json instanceof CrosstalkError) throw json;
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > MAX_TIMEOUT_MS)
+      throw new CrosstalkError("INVALID_ARGUMENT", `timeoutMs must be a whole number from 1 to ${MAX_TIMEOUT_MS}`);
+    if (options.retries !== undefined && !(Number.isInteger(options.retries) && options.retries >= 0))
+      throw new CrosstalkError("INVALID_ARGUMENT", "retries must be a whole number, 0 or more");
     const deadline = Date.now() + timeoutMs;
     const retryable = new Set<ErrorCode>(["TARGET_GONE", "OVERLOADED"]);
     if (options.retryOnTimeout) retryable.add("TIMEOUT");
@@ -534,17 +540,4 @@ function toErrorBody(error: unknown): ErrorBody {
   if (error instanceof CrosstalkError && Object.hasOwn(ERROR_CODES, error.code)) return error.toBody();
   const message = error instanceof Error ? error.message : String(error);
   return { code: "HANDLER_ERROR", message: message.slice(0, 2000) };
-}
-
-/** A JSON copy of `value` (undefined becomes null), or why it cannot travel. */
-export function toJson(value: unknown): Json | CrosstalkError {
-  let text: string;
-  try {
-    text = JSON.stringify(value ?? null);
-  } catch (error) {
-    return new CrosstalkError("INVALID_ARGUMENT", `value is not JSON: ${(error as Error).message}`);
-  }
-  if (text.length > MAX_FRAME_BYTES - 4096)
-    return new CrosstalkError("TOO_LARGE", `value is ${text.length} bytes; a message carries at most about 1 MB`);
-  return JSON.parse(text) as Json;
 }

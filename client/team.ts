@@ -20,10 +20,10 @@ import {
   type EventHandler,
   Events,
   type HistoryOptions,
+  type LiveSubscription,
   type PublishOptions,
   type PublishResult,
   type SubscribeOptions,
-  type Subscription,
 } from "./events.ts";
 import { Lease, type LeaseOptions } from "./lease.ts";
 import { type Projection, type ProjectionOptions, startProjection } from "./projection.ts";
@@ -251,7 +251,7 @@ export class Team extends ObservableV2<TeamEvents> {
   }
 
   /** Delivers matching events in seq order, one at a time. `from` defaults to "end". */
-  subscribe(pattern: string, handler: EventHandler, options?: SubscribeOptions): Subscription {
+  subscribe(pattern: string, handler: EventHandler, options?: SubscribeOptions): LiveSubscription {
     return this.#events.subscribe(pattern, handler, options);
   }
 
@@ -362,24 +362,37 @@ export class Team extends ObservableV2<TeamEvents> {
 
   // --- lifecycle ------------------------------------------------------------------------
 
-  /** Resolves when online, or fails with OFFLINE after `timeoutMs`, or with the room's refusal. */
-  online(timeoutMs = 15_000): Promise<void> {
+  /**
+   * Resolves when online, or fails with OFFLINE after `timeoutMs`, or with the room's refusal.
+   * With `failIfUnreachable` (what `connect` does for the first connection) a host where
+   * nothing listens fails at once with OFFLINE instead of waiting out the timeout.
+   */
+  online(timeoutMs = 15_000, { failIfUnreachable = false }: { failIfUnreachable?: boolean } = {}): Promise<void> {
     const closed = () => this.#transport.refusal ?? new CrosstalkError("CLOSED", "the team connection is closed");
     if (this.status === "online") return Promise.resolve();
     if (this.status === "closed") return Promise.reject(closed());
     return new Promise((resolve, reject) => {
-      const onStatus = (s: Status) => {
-        if (s !== "online" && s !== "closed") return;
+      const done = () => {
         clearTimeout(timer);
         this.off("status", onStatus);
+        this.#transport.off("unreachable", onUnreachable);
+      };
+      const onStatus = (s: Status) => {
+        if (s !== "online" && s !== "closed") return;
+        done();
         if (s === "online") resolve();
         else reject(closed());
       };
+      const onUnreachable = (error: CrosstalkError) => {
+        done();
+        reject(error);
+      };
       const timer = setTimeout(() => {
-        this.off("status", onStatus);
+        done();
         reject(new CrosstalkError("OFFLINE", `could not reach the room within ${timeoutMs} ms`));
       }, timeoutMs);
       this.on("status", onStatus);
+      if (failIfUnreachable) this.#transport.on("unreachable", onUnreachable);
     });
   }
 
@@ -411,7 +424,7 @@ export async function connect(options: ConnectOptions): Promise<Team> {
   const team = new Team(options);
   if (options.waitForOnline === false) return team;
   try {
-    await team.online(options.connectTimeoutMs);
+    await team.online(options.connectTimeoutMs, { failIfUnreachable: true });
   } catch (error) {
     await team.close();
     throw error;
@@ -435,5 +448,5 @@ export type TypedEvents<T extends Record<string, z.ZodType>> = {
     pattern: P,
     handler: (event: P extends keyof T ? TypedEvent<T, P> : TypedEvent<T>) => unknown,
     options?: Omit<SubscribeOptions, "catalog">,
-  ): Subscription;
+  ): LiveSubscription;
 };

@@ -51,7 +51,15 @@ type Events = {
   fatal: (error: CrosstalkError) => void;
   /** A frame from the room could not be read; the connection carries on. */
   protocolError: (error: CrosstalkError) => void;
+  /**
+   * An attempt failed before any socket opened, because nothing listens at the host or the
+   * name does not resolve (Node's `ws` says why; browsers do not, so they never emit this).
+   */
+  unreachable: (error: CrosstalkError) => void;
 };
+
+/** Socket errors that mean no room is there to answer, as opposed to a slow or dropped link. */
+const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH"]);
 
 const fatalError = (code: number, reason: string): CrosstalkError => {
   const text = reason || `closed with ${code}`;
@@ -84,6 +92,11 @@ export class Transport extends ObservableV2<Events> {
       connectionTimeout: 5000,
     });
     this.#socket.binaryType = "arraybuffer";
+    this.#socket.addEventListener("error", (e: Event) => {
+      const code = (e as { error?: { code?: unknown } }).error?.code;
+      if (this.status !== "connecting" || typeof code !== "string" || !UNREACHABLE.has(code)) return;
+      this.emit("unreachable", [new CrosstalkError("OFFLINE", `cannot reach ${options.host}: ${code}`)]);
+    });
     this.#socket.addEventListener("message", (e: MessageEvent) => this.#receive(e.data));
     this.#socket.addEventListener("close", (e: CloseEvent) => {
       this.#reassembler = createReassembler();
