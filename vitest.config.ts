@@ -2,7 +2,7 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   test: {
-    include: ["client/**/*.test.ts", "party/**/*.test.ts", "test/**/*.test.ts"],
+    include: ["protocol/**/*.test.ts", "client/**/*.test.ts", "party/**/*.test.ts", "test/**/*.test.ts"],
     // Each integration file starts its own partykit dev (workerd); two cores fit two at a time.
     maxWorkers: 2,
     testTimeout: 60_000,

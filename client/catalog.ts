@@ -14,8 +14,7 @@
  * reaching the handler.
  */
 import type { z } from "zod";
-import { CrosstalkError } from "./errors.ts";
-import type { StoredEvent } from "./protocol.ts";
+import { CrosstalkError, type StoredEvent } from "../protocol/index.ts";
 
 export type EventSpec<S extends z.ZodType = z.ZodType> =
   | S

@@ -1,5 +1,6 @@
 /** The CLI's pure helpers: argument parsing, formatting and trace rendering. */
 import { describe, expect, it } from "vitest";
+import { CrosstalkError, type StoredEvent } from "../protocol/index.ts";
 import {
   describeError,
   formatEvent,
@@ -12,8 +13,6 @@ import {
   renderTraceTree,
   useColor,
 } from "./cli.ts";
-import { CrosstalkError } from "./errors.ts";
-import type { StoredEvent } from "./protocol.ts";
 import type { TraceNode } from "./trace.ts";
 
 describe("parseFrom", () => {

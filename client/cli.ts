@@ -14,18 +14,18 @@ import { createWriteStream } from "node:fs";
 import type { Writable } from "node:stream";
 import { finished } from "node:stream/promises";
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
-import type { Json } from "./entities.ts";
-import { CrosstalkError } from "./errors.ts";
-import { connect } from "./node.ts";
 import {
   type AgentInfo,
+  CrosstalkError,
   eventTypeSchema,
+  type Json,
   methodSchema,
   nameSchema,
   patternSchema,
   type StoredEvent,
   type Target,
-} from "./protocol.ts";
+} from "../protocol/index.ts";
+import { connect } from "./node.ts";
 import type { Team } from "./team.ts";
 import type { TraceNode } from "./trace.ts";
 

@@ -13,7 +13,7 @@
  * output again, so what it gets has the output schema's type and defaults.
  */
 import type { z } from "zod";
-import { CrosstalkError } from "./errors.ts";
+import { CrosstalkError } from "../protocol/index.ts";
 import type { CallContext, CallOptions } from "./rpc.ts";
 
 export type MethodSpec = { input: z.ZodType; output: z.ZodType };

@@ -8,19 +8,20 @@
  * Not re-exported from the package entry point; `team.ts` owns it.
  */
 import type * as Y from "yjs";
-import { backoff, sleep } from "./backoff.ts";
-import { type Decoded, decodeEvent, type EventCatalog } from "./catalog.ts";
-import type { DocSync } from "./docs.ts";
-import { CrosstalkError } from "./errors.ts";
-import { uuidv7 } from "./ids.ts";
-import { eventAt, type LogSegments, logHead, logSegments, logTail } from "./log.ts";
 import {
+  backoff,
   type ClientFrame,
   type ConsumerInfo,
+  CrosstalkError,
   DLQ_SUFFIX,
   type EventInput,
+  eventAt,
   eventInputSchema,
+  type LogSegments,
   logDoc,
+  logHead,
+  logSegments,
+  logTail,
   MAX_EVENT_BYTES,
   MAX_HISTORY_PAGE,
   matchesPattern,
@@ -28,9 +29,13 @@ import {
   patternSchema,
   type RoomFrame,
   type StoredEvent,
-} from "./protocol.ts";
+  sleep,
+  traceparentFor,
+  uuidv7,
+} from "../protocol/index.ts";
+import { type Decoded, decodeEvent, type EventCatalog } from "./catalog.ts";
+import type { DocSync } from "./docs.ts";
 import type { Requests } from "./requests.ts";
-import { traceparentFor } from "./trace.ts";
 import type { Transport } from "./transport.ts";
 
 export type PublishOptions = {

@@ -3,8 +3,7 @@
  * while held (unless `autoRenew: false`); when a renewal is refused, or the TTL passes without
  * one reaching the room, the lease is lost and `lost` resolves — stop the guarded work then.
  */
-import { CrosstalkError } from "./errors.ts";
-import type { RoomFrame } from "./protocol.ts";
+import { CrosstalkError, type RoomFrame } from "../protocol/index.ts";
 import type { Requests } from "./requests.ts";
 
 export type LeaseOptions = {

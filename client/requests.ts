@@ -4,8 +4,7 @@
  * connection; one in flight when the socket drops fails with OFFLINE, so the caller decides
  * whether to ask again. Not re-exported from the package entry point; `team.ts` owns it.
  */
-import { CrosstalkError } from "./errors.ts";
-import type { ClientFrame, RoomFrame } from "./protocol.ts";
+import { type ClientFrame, CrosstalkError, type RoomFrame } from "../protocol/index.ts";
 import type { Transport } from "./transport.ts";
 
 type WithRef = Extract<ClientFrame, { ref: string }>;

@@ -11,6 +11,7 @@ import { ObservableV2 } from "lib0/observable";
 import type * as Y from "yjs";
 import type { z } from "zod";
 import {
+  CrosstalkError,
   checkEntity,
   checkKey,
   deleteEntity,
@@ -22,8 +23,7 @@ import {
   type Json,
   metaMap,
   writeEntity,
-} from "./entities.ts";
-import { CrosstalkError } from "./errors.ts";
+} from "../protocol/index.ts";
 
 export type { Entity, EntityMeta, Json };
 

@@ -4,7 +4,16 @@
  */
 import { ObservableV2 } from "lib0/observable";
 import type { z } from "zod";
-import { sleep } from "./backoff.ts";
+import {
+  type AgentInfo,
+  type ConsumerInfo,
+  CrosstalkError,
+  nameSchema,
+  type StoredEvent,
+  sleep,
+  stateDoc,
+  type Target,
+} from "../protocol/index.ts";
 import { type EventCatalog, encodeEvent } from "./catalog.ts";
 import {
   type Contract,
@@ -15,7 +24,6 @@ import {
   type MethodSpec,
 } from "./contract.ts";
 import { DocSync } from "./docs.ts";
-import { CrosstalkError } from "./errors.ts";
 import {
   type EventHandler,
   Events,
@@ -27,7 +35,6 @@ import {
 } from "./events.ts";
 import { Lease, type LeaseOptions } from "./lease.ts";
 import { type Projection, type ProjectionOptions, startProjection } from "./projection.ts";
-import { type AgentInfo, type ConsumerInfo, nameSchema, type StoredEvent, stateDoc, type Target } from "./protocol.ts";
 import { Requests } from "./requests.ts";
 import { type CallContext, type CallOptions, type Handler, Rpc, type SendOptions } from "./rpc.ts";
 import { type Entity, type Json, Namespace, type NamespaceHost, type NamespaceOptions } from "./state.ts";

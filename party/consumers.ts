@@ -15,15 +15,15 @@
  * {@link GroupRecord}. Leases are memory-only: after a restart every unfinished event is
  * delivered again (at least once).
  */
-import { eventAt } from "../client/log.ts";
 import {
   type ClientFrame,
   type ConsumerInfo,
   DLQ_SUFFIX,
   type ErrorBody,
+  eventAt,
   matchesPattern,
   type StoredEvent,
-} from "../client/protocol.ts";
+} from "../protocol/index.ts";
 import type { RoomContext } from "./context.ts";
 import { keys } from "./keys.ts";
 import type { Session } from "./session.ts";

@@ -12,7 +12,7 @@ import * as decoding from "lib0/decoding";
 import * as encoding from "lib0/encoding";
 import * as syncProtocol from "y-protocols/sync";
 import * as Y from "yjs";
-import { type DocName, type ErrorBody, encodeDocFrame, isWritableByClients } from "../client/protocol.ts";
+import { type DocName, type ErrorBody, encodeDocFrame, isWritableByClients } from "../protocol/index.ts";
 import type { Session } from "./session.ts";
 import { appendUpdate, compact, type KvStorage, loadDoc, needsCompaction, type StoredDoc } from "./storage.ts";
 

@@ -9,7 +9,7 @@
  * method; with none live it fails with NO_ROUTE (a role has no members while nobody is
  * connected).
  */
-import type { ClientFrame, ErrorBody, RoomFrame } from "../client/protocol.ts";
+import type { ClientFrame, ErrorBody, RoomFrame } from "../protocol/index.ts";
 import type { RoomContext } from "./context.ts";
 import { keys } from "./keys.ts";
 import type { Presence } from "./presence.ts";

@@ -5,7 +5,7 @@
  * `token` (a fencing token). Stored as `lease|<name>`, so a restarted room still refuses
  * others until expiry; expiry notifies the former holder with `lease.lost` when it is online.
  */
-import type { ClientFrame, ErrorBody } from "../client/protocol.ts";
+import type { ClientFrame, ErrorBody } from "../protocol/index.ts";
 import type { RoomContext } from "./context.ts";
 import { keys } from "./keys.ts";
 import type { Presence } from "./presence.ts";

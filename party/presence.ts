@@ -2,7 +2,7 @@
  * The roster: which agents are connected, in which role, since when, with what status and
  * which methods they serve. The room owns it; clients only receive it.
  */
-import type { AgentInfo } from "../client/protocol.ts";
+import type { AgentInfo } from "../protocol/index.ts";
 import type { Session } from "./session.ts";
 
 export const agentInfo = (s: Session): AgentInfo => ({

@@ -13,13 +13,14 @@ import {
   decodeDocFrame,
   docNameSchema,
   type ErrorBody,
+  eventNode,
   nameSchema,
   PROTOCOL_VERSION,
   parseClientFrame,
+  type TraceItem,
   Y_MESSAGE_AWARENESS,
   Y_MESSAGE_SYNC,
-} from "../client/protocol.ts";
-import { eventNode, type TraceNode } from "../client/trace.ts";
+} from "../protocol/index.ts";
 import { Consumers } from "./consumers.ts";
 import type { RoomContext } from "./context.ts";
 import { DocHub } from "./docs.ts";
@@ -446,8 +447,8 @@ export class TeamRoom {
    * and messages of one correlation id. A full scan: fine for an operator's question, not
    * for a hot path (an index by correlation id is the next step).
    */
-  async trace(correlationId: string, only?: string[]): Promise<Omit<TraceNode, "children">[]> {
-    const nodes: Omit<TraceNode, "children">[] = [...this.traces.find(correlationId)];
+  async trace(correlationId: string, only?: string[]): Promise<TraceItem[]> {
+    const nodes: TraceItem[] = [...this.traces.find(correlationId)];
     for (const name of only ?? (await this.streams.names())) {
       for await (const e of this.streams.scan(name, 1)) if (e.correlationId === correlationId) nodes.push(eventNode(e));
     }

@@ -13,7 +13,7 @@
  * Everything else in flight is memory-only: a room restart drops every socket, and callers
  * see OFFLINE (or, for idempotent calls, retry and are answered from the stored result).
  */
-import type { ClientFrame, ErrorBody, ErrorCode, Target } from "../client/protocol.ts";
+import type { ClientFrame, ErrorBody, ErrorCode, Target } from "../protocol/index.ts";
 import type { RoomContext } from "./context.ts";
 import { keys } from "./keys.ts";
 import type { Metrics } from "./metrics.ts";

@@ -4,8 +4,17 @@
  * version must match, then the room writes the value into its own copy (stamped with the
  * caller's identity and the room clock) and answers once that is stored.
  */
-import { type Entity, EntityIndex, type EntityMeta, fieldsMap, metaMap, writeEntity } from "../client/entities.ts";
-import { type ClientFrame, type ErrorBody, stateDoc } from "../client/protocol.ts";
+import {
+  type ClientFrame,
+  type Entity,
+  EntityIndex,
+  type EntityMeta,
+  type ErrorBody,
+  fieldsMap,
+  metaMap,
+  stateDoc,
+  writeEntity,
+} from "../protocol/index.ts";
 import type { RoomContext } from "./context.ts";
 import { type DocHub, type HubDoc, ROOM } from "./docs.ts";
 import type { Session } from "./session.ts";

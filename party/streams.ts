@@ -14,20 +14,25 @@
  * - `arcidx|<stream>|<segment>` → {@link ArchiveIndex}: the segment's event ids and last
  *   timestamp, loaded at start to rebuild the dedupe window without reading events.
  */
-import { appendEvents, eventAt, type LogSegments, logHead, logSegments, logTail } from "../client/log.ts";
 import {
   type ClientFrame,
   type ErrorBody,
   type EventInput,
+  eventAt,
   LOG_SEGMENT_SIZE,
+  type LogSegments,
   logDoc,
+  logHead,
+  logSegments,
+  logTail,
   MAX_EVENT_BYTES,
   MAX_HISTORY_PAGE,
   type StoredEvent,
-} from "../client/protocol.ts";
+} from "../protocol/index.ts";
 import type { RoomContext } from "./context.ts";
 import { type DocHub, type HubDoc, ROOM } from "./docs.ts";
 import { keys, pad } from "./keys.ts";
+import { appendEvents } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Session } from "./session.ts";
 import { type KvStorage, putAll } from "./storage.ts";

@@ -4,22 +4,20 @@
  * {@link TRACE_CAPACITY} of them in memory (not across restarts — enough to inspect live
  * work without a storage write per call).
  */
-import type { TraceNode } from "../client/trace.ts";
+import type { TraceItem } from "../protocol/index.ts";
 
 export const TRACE_CAPACITY = 10_000;
 
-type Record = Omit<TraceNode, "children">;
-
 export class TraceLog {
-  readonly #ring: (Record | undefined)[] = new Array(TRACE_CAPACITY);
+  readonly #ring: (TraceItem | undefined)[] = new Array(TRACE_CAPACITY);
   #next = 0;
 
-  add(record: Record): void {
+  add(record: TraceItem): void {
     this.#ring[this.#next] = record;
     this.#next = (this.#next + 1) % TRACE_CAPACITY;
   }
 
-  find(correlationId: string): Record[] {
-    return this.#ring.filter((r): r is Record => r?.correlationId === correlationId);
+  find(correlationId: string): TraceItem[] {
+    return this.#ring.filter((r): r is TraceItem => r?.correlationId === correlationId);
   }
 }
