@@ -27,6 +27,7 @@ import {
   matchesPattern,
   nameSchema,
   patternSchema,
+  type ReplyOf,
   type RoomFrame,
   type StoredEvent,
   sleep,
@@ -374,7 +375,7 @@ export class Events {
         stream: sub.stream,
         consumer: sub.options.consumer,
       });
-      if (state.type === "consumer.state" && state.acked !== null) start = state.acked + 1;
+      if (state.acked !== null) start = state.acked + 1;
     }
     start ??= await this.#startSeq(view, sub.options.from ?? "end");
     if (sub.closed) return;
@@ -423,7 +424,7 @@ export class Events {
         to: seq,
         limit: 1,
       });
-      return page.type === "history.page" ? (page.events[0]?.ts ?? Number.POSITIVE_INFINITY) : Number.POSITIVE_INFINITY;
+      return page.events[0]?.ts ?? Number.POSITIVE_INFINITY;
     };
     let lo = tail <= head && (eventAt(view.segments, tail)?.ts ?? 0) >= t ? 1 : tail;
     let hi = head + 1;
@@ -451,7 +452,7 @@ export class Events {
       to: tail - 1,
       limit: MAX_HISTORY_PAGE,
     });
-    if (page.type !== "history.page" || page.events.length === 0) return undefined;
+    if (page.events.length === 0) return undefined;
     sub.buffer = page.events.filter((e) => e.seq >= sub.next);
     return sub.buffer[0]?.seq === sub.next ? sub.buffer.shift() : undefined;
   }
@@ -560,7 +561,7 @@ export class Events {
     await this.#joinGroup(sub);
   }
 
-  #joinGroup(sub: Sub): Promise<RoomFrame> {
+  #joinGroup(sub: Sub): Promise<ReplyOf<"group.join">> {
     const { options } = sub;
     const from = options.from instanceof Date ? "start" : (options.from ?? "end");
     return this.requests.askUntilAnswered({
@@ -633,14 +634,13 @@ export class Events {
     let next: number | null = options.from ?? 1;
     let left = options.limit ?? Number.POSITIVE_INFINITY;
     while (next !== null && left > 0) {
-      const page: RoomFrame = await this.requests.ask({
+      const page: ReplyOf<"history"> = await this.requests.ask({
         type: "history",
         stream,
         from: next,
         ...(options.to !== undefined ? { to: options.to } : {}),
         limit: MAX_HISTORY_PAGE,
       });
-      if (page.type !== "history.page") return;
       for (const event of page.events) {
         if (!patterns.some((p) => matchesPattern(p, event.type))) continue;
         yield event;
@@ -652,7 +652,6 @@ export class Events {
 
   async consumers(stream = "main"): Promise<{ head: number; consumers: ConsumerInfo[] }> {
     const reply = await this.requests.ask({ type: "consumers.list", stream });
-    if (reply.type !== "consumers") throw new CrosstalkError("INTERNAL", `unexpected answer ${reply.type}`);
     return { head: reply.head, consumers: reply.consumers };
   }
 }

@@ -192,8 +192,8 @@ export class Team extends ObservableV2<TeamEvents> {
         agent: this.agent,
         now: () => this.now(),
         setIf: async (name, key, expectedVersion, value) => {
-          const reply = await this.#requests.ask({ type: "state.setIf", ns: name, key, expectedVersion, value });
-          return { version: reply.type === "state.written" ? reply.version : 0 };
+          const { version } = await this.#requests.ask({ type: "state.setIf", ns: name, key, expectedVersion, value });
+          return { version };
         },
       };
       namespace = new Namespace(ns, doc, this.#docs.synced(stateDoc(ns)), host, options as NamespaceOptions<Entity>);
@@ -209,7 +209,6 @@ export class Team extends ObservableV2<TeamEvents> {
   async lease(name: string, options: LeaseOptions = {}): Promise<Lease> {
     const ttlMs = options.ttlMs ?? 10_000;
     const granted = await this.#requests.ask({ type: "lease.acquire", name, ttlMs });
-    if (granted.type !== "lease.granted") throw new CrosstalkError("INTERNAL", `unexpected answer ${granted.type}`);
     const lease = new Lease(
       granted,
       this.#requests,
@@ -273,7 +272,6 @@ export class Team extends ObservableV2<TeamEvents> {
    */
   async trace(correlationId: string, options: { streams?: string[] } = {}): Promise<TraceNode[]> {
     const reply = await this.#requests.ask({ type: "trace.get", correlationId, ...options });
-    if (reply.type !== "trace") throw new CrosstalkError("INTERNAL", `unexpected answer ${reply.type}`);
     return buildTraceTree(reply.nodes);
   }
 
