@@ -13,10 +13,11 @@ import {
   type ClientFrame,
   type ConsumerInfo,
   CrosstalkError,
-  DLQ_SUFFIX,
+  deadLetter,
   type EventInput,
   eventAt,
   eventInputSchema,
+  type Json,
   type LogSegments,
   logDoc,
   logHead,
@@ -35,6 +36,7 @@ import {
   uuidv7,
 } from "../protocol/index.ts";
 import { type Decoded, decodeEvent, type EventCatalog } from "./catalog.ts";
+import { check } from "./check.ts";
 import type { DocSync } from "./docs.ts";
 import type { Requests } from "./requests.ts";
 import type { Transport } from "./transport.ts";
@@ -146,8 +148,8 @@ export class Events {
   publish(type: string, data: unknown, options: PublishOptions = {}): Promise<PublishResult> {
     return new Promise((resolve, reject) => {
       const stream = options.stream ?? "main";
+      // A bad argument throws here, which rejects the promise.
       const checked = this.#check(stream, { ...options, type, data, id: options.id ?? uuidv7() });
-      if (checked instanceof CrosstalkError) return reject(checked);
       if (options.expectedLastSeq !== undefined) {
         // A conditional publish travels alone, after everything queued before it.
         this.#flush();
@@ -174,16 +176,19 @@ export class Events {
     const stream = options.stream ?? "main";
     const inputs: EventInput[] = [];
     let bytes = 0;
-    for (const item of items) {
-      const checked = this.#check(stream, {
-        ...item.options,
-        type: item.type,
-        data: item.data,
-        id: item.options?.id ?? uuidv7(),
-      });
-      if (checked instanceof CrosstalkError) return Promise.reject(checked);
-      inputs.push(checked.input);
-      bytes += checked.bytes;
+    try {
+      for (const item of items) {
+        const checked = this.#check(stream, {
+          ...item.options,
+          type: item.type,
+          data: item.data,
+          id: item.options?.id ?? uuidv7(),
+        });
+        inputs.push(checked.input);
+        bytes += checked.bytes;
+      }
+    } catch (error) {
+      return Promise.reject(error);
     }
     if (inputs.length === 0) return Promise.resolve([]);
     if (inputs.length > MAX_BATCH_EVENTS || bytes > MAX_BATCH_BYTES) {
@@ -209,24 +214,17 @@ export class Events {
     });
   }
 
-  #check(stream: string, raw: Record<string, unknown>): { input: EventInput; bytes: number } | CrosstalkError {
-    if (!nameSchema.safeParse(stream).success)
-      return new CrosstalkError("INVALID_ARGUMENT", `invalid stream name ${JSON.stringify(stream)}`);
-    const parsed = eventInputSchema.safeParse(raw);
-    if (!parsed.success) {
-      return new CrosstalkError(
-        "INVALID_ARGUMENT",
-        `invalid event: ${parsed.error.issues[0]?.message ?? "bad input"}`,
-        parsed.error.issues,
-      );
-    }
+  /** The event as it will be sent, and its size; throws a typed error for a bad one. */
+  #check(stream: string, raw: Record<string, unknown>): { input: EventInput; bytes: number } {
+    check(nameSchema, stream, "stream name");
+    const input = check(eventInputSchema, raw, "event");
     // Every event starts or continues a piece of work: it always carries a correlation id and trace context.
-    parsed.data.correlationId ??= parsed.data.id;
-    parsed.data.traceparent ??= traceparentFor(parsed.data.correlationId);
-    const bytes = JSON.stringify(parsed.data).length;
+    input.correlationId ??= input.id;
+    input.traceparent ??= traceparentFor(input.correlationId);
+    const bytes = JSON.stringify(input).length;
     if (bytes > MAX_EVENT_BYTES)
-      return new CrosstalkError("TOO_LARGE", `event is ${bytes} bytes; the limit is ${MAX_EVENT_BYTES}`);
-    return { input: parsed.data, bytes };
+      throw new CrosstalkError("TOO_LARGE", `event is ${bytes} bytes; the limit is ${MAX_EVENT_BYTES}`);
+    return { input, bytes };
   }
 
   #flush(): void {
@@ -303,17 +301,13 @@ export class Events {
 
   subscribe(pattern: string, handler: EventHandler, options: SubscribeOptions = {}): Subscription {
     const stream = options.stream ?? "main";
-    if (!patternSchema.safeParse(pattern).success) {
-      throw new CrosstalkError("INVALID_ARGUMENT", `invalid pattern ${JSON.stringify(pattern)}`);
-    }
+    check(patternSchema, pattern, "pattern");
     for (const [what, value] of [
       ["stream", stream],
       ["consumer", options.consumer],
       ["group", options.group],
     ] as const) {
-      if (value !== undefined && !nameSchema.safeParse(value).success) {
-        throw new CrosstalkError("INVALID_ARGUMENT", `invalid ${what} name ${JSON.stringify(value)}`);
-      }
+      if (value !== undefined) check(nameSchema, value, `${what} name`);
     }
     if (options.consumer && options.group) {
       throw new CrosstalkError(
@@ -513,19 +507,12 @@ export class Events {
     return sub.options.catalog ? decodeEvent(sub.options.catalog, event) : { ok: true, event };
   }
 
-  /** Publishes the event with its failure to `<stream>.dlq`; deterministic id, so at most once. */
-  #deadLetter(sub: Sub, event: StoredEvent, error: string, deliveries: number, issues?: unknown): Promise<unknown> {
+  /** Publishes the event with its failure to `<stream>.dlq` (the record: `protocol/dlq.ts`). */
+  #deadLetter(sub: Sub, event: StoredEvent, error: string, deliveries: number, issues?: Json): Promise<unknown> {
     const consumer = sub.options.consumer ?? sub.options.group ?? this.agent;
-    return this.publish(
-      event.type,
-      { event, error, deliveries, stream: event.stream, seq: event.seq, consumer, ...(issues ? { issues } : {}) },
-      {
-        stream: event.stream + DLQ_SUFFIX,
-        id: `dlq:${event.stream}:${consumer}:${event.seq}`,
-        causationId: event.id,
-        ...(event.correlationId ? { correlationId: event.correlationId } : {}),
-      },
-    );
+    const { stream, input } = deadLetter(event, { consumer, error, deliveries, issues });
+    const { type, data, ...options } = input;
+    return this.publish(type, data, { ...options, stream });
   }
 
   /** Reports a durable consumer's position; coalesced per tick. */
@@ -628,8 +615,7 @@ export class Events {
   /** The stream's full history (archive included), page by page, filtered by type patterns. */
   async *history(options: HistoryOptions = {}): AsyncGenerator<StoredEvent> {
     const stream = options.stream ?? "main";
-    if (!nameSchema.safeParse(stream).success)
-      throw new CrosstalkError("INVALID_ARGUMENT", `invalid stream name ${JSON.stringify(stream)}`);
+    check(nameSchema, stream, "stream name");
     const patterns = options.types ?? [">"];
     let next: number | null = options.from ?? 1;
     let left = options.limit ?? Number.POSITIVE_INFINITY;

@@ -15,6 +15,7 @@ import {
   type Target,
 } from "../protocol/index.ts";
 import { type EventCatalog, encodeEvent } from "./catalog.ts";
+import { check } from "./check.ts";
 import {
   type Contract,
   type ContractClient,
@@ -81,8 +82,7 @@ export class Team extends ObservableV2<TeamEvents> {
       ["agent", options.agent],
       ["role", options.role],
     ] as const) {
-      if (!nameSchema.safeParse(value).success)
-        throw new CrosstalkError("INVALID_ARGUMENT", `invalid ${field} ${JSON.stringify(value)}`);
+      check(nameSchema, value, field);
     }
     this.team = options.team;
     this.agent = options.agent;
@@ -185,8 +185,7 @@ export class Team extends ObservableV2<TeamEvents> {
   state<T extends Entity = Entity>(ns: string, options?: NamespaceOptions<T>): Namespace<T> {
     let namespace = this.#namespaces.get(ns);
     if (!namespace) {
-      if (!nameSchema.safeParse(ns).success)
-        throw new CrosstalkError("INVALID_ARGUMENT", `invalid namespace ${JSON.stringify(ns)}`);
+      check(nameSchema, ns, "namespace");
       const doc = this.#docs.open(stateDoc(ns));
       const host: NamespaceHost = {
         agent: this.agent,

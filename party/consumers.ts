@@ -16,9 +16,10 @@
  * delivered again (at least once).
  */
 import {
+  backoff,
   type ClientFrame,
   type ConsumerInfo,
-  DLQ_SUFFIX,
+  deadLetter,
   type ErrorBody,
   eventAt,
   matchesPattern,
@@ -241,7 +242,7 @@ export class Consumers {
       await this.#deadLetter(group, frame.seq, frame.error);
     } else {
       // Back off before the next delivery: 100 ms, 200 ms, 400 ms … capped at 10 s.
-      const delay = Math.min(10_000, 100 * 2 ** (deliveries - 1));
+      const delay = backoff(deliveries - 1, { baseMs: 100, capMs: 10_000, jitter: false });
       setTimeout(() => {
         this.#requeue(group, frame.seq);
         void this.#dispatch(group);
@@ -299,27 +300,8 @@ export class Consumers {
   async #deadLetter(group: Group, seq: number, error: string): Promise<void> {
     const event = group.events.get(seq) ?? (await this.#read(group, seq));
     if (event) {
-      const dlq = await this.streams.open(group.stream.name + DLQ_SUFFIX);
-      this.streams.append(
-        dlq,
-        [
-          {
-            id: `dlq:${group.stream.name}:${group.name}:${seq}`,
-            type: event.type,
-            data: {
-              event,
-              error,
-              deliveries: group.deliveries.get(seq) ?? 0,
-              stream: group.stream.name,
-              seq,
-              consumer: group.name,
-            },
-            ...(event.correlationId ? { correlationId: event.correlationId } : {}),
-            causationId: event.id,
-          },
-        ],
-        "room",
-      );
+      const letter = deadLetter(event, { consumer: group.name, error, deliveries: group.deliveries.get(seq) ?? 0 });
+      this.streams.append(await this.streams.open(letter.stream), [letter.input], "room");
     }
     this.#finish(group, seq);
   }
