@@ -20,12 +20,12 @@ import {
   type ClientFrame,
   type ConsumerInfo,
   deadLetter,
-  type ErrorBody,
   eventAt,
   matchesPattern,
   type StoredEvent,
 } from "../protocol/index.ts";
 import type { RoomContext } from "./context.ts";
+import type { Outcome, RoomModule } from "./handlers.ts";
 import { keys } from "./keys.ts";
 import type { Session } from "./session.ts";
 import { type KvStorage, putAll } from "./storage.ts";
@@ -152,7 +152,7 @@ export class Consumers {
 
   // --- groups ---------------------------------------------------------------------------
 
-  async join(session: Session, frame: JoinFrame): Promise<ErrorBody | null> {
+  async join(session: Session, frame: JoinFrame): Promise<Outcome<"group.join">> {
     const stream = await this.streams.open(frame.stream);
     const key = grpKey(frame.stream, frame.group);
     let loading = this.#groups.get(key);
@@ -163,13 +163,15 @@ export class Consumers {
     const group = await loading;
     if (group.config.pattern !== frame.pattern) {
       return {
-        code: "CONFLICT",
-        message: `group ${frame.group} consumes ${group.config.pattern}, not ${frame.pattern}`,
+        error: {
+          code: "CONFLICT",
+          message: `group ${frame.group} consumes ${group.config.pattern}, not ${frame.pattern}`,
+        },
       };
     }
     group.members.set(session, { maxAckPending: frame.maxAckPending, inFlight: 0 });
     void this.#dispatch(group);
-    return null;
+    return { reply: {} };
   }
 
   async #loadGroup(key: string, stream: StreamState, frame: JoinFrame | null): Promise<Group> {
@@ -418,3 +420,22 @@ export class Consumers {
     });
   }
 }
+
+/** Durable consumers' positions and consumer groups' membership, leases and acks. */
+export const consumerModule = (
+  consumers: Consumers,
+): RoomModule<
+  "consumer.get" | "consumer.ack" | "consumers.list" | "group.join" | "group.leave" | "group.ack" | "group.nak"
+> => ({
+  frames: {
+    "consumer.get": async (_session, { stream, consumer }) => ({
+      reply: { stream, consumer, acked: await consumers.position(stream, consumer) },
+    }),
+    "consumer.ack": (_session, frame) => consumers.ack(frame.stream, frame.consumer, frame.seq),
+    "consumers.list": async (_session, { stream }) => ({ reply: { stream, ...(await consumers.list(stream)) } }),
+    "group.join": (session, frame) => consumers.join(session, frame),
+    "group.leave": (session, frame) => consumers.leave(session, frame.stream, frame.group),
+    "group.ack": (session, frame) => consumers.groupAck(session, frame.stream, frame.group, frame.seq),
+    "group.nak": (session, frame) => consumers.groupNak(session, frame),
+  },
+});
