@@ -113,8 +113,16 @@ export class TeamRoom {
       rpcModule(this.router, this.presence),
       inboxModule(this.inbox),
       presenceModule(this.presence),
-      traceModule(this),
-      metricsModule({ ...this, connections: () => this.admission.size }),
+      traceModule({ traces: this.traces, streams: this.streams }),
+      metricsModule({
+        metrics: this.metrics,
+        presence: this.presence,
+        streams: this.streams,
+        consumers: this.consumers,
+        hub: this.hub,
+        router: this.router,
+        connections: () => this.admission.size,
+      }),
       { frames: {}, routes: [{ path: "", handle: () => Response.json(this.info()) }] },
     ] as const;
     // Typed as the whole table: a client frame type no module handles does not compile.
