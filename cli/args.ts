@@ -5,7 +5,7 @@
  * protocol's zod schemas), checked where the user can still fix the command line.
  */
 import { InvalidArgumentError } from "commander";
-import { eventTypeSchema, methodSchema, nameSchema, patternSchema } from "../client/protocol.ts";
+import { eventTypeSchema, methodSchema, nameSchema, patternSchema } from "../protocol/index.ts";
 
 export const nameArg =
   (what: string) =>

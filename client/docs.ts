@@ -9,7 +9,7 @@ import type * as decoding from "lib0/decoding";
 import * as encoding from "lib0/encoding";
 import * as syncProtocol from "y-protocols/sync";
 import * as Y from "yjs";
-import { type DocName, encodeDocFrame, isWritableByClients } from "./protocol.ts";
+import { type DocName, encodeDocFrame, isWritableByClients } from "../protocol/index.ts";
 import type { Transport } from "./transport.ts";
 
 /** Origin of updates that came from the room, so they are not sent back. */

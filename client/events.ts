@@ -8,29 +8,37 @@
  * Not re-exported from the package entry point; `team.ts` owns it.
  */
 import type * as Y from "yjs";
-import { backoff, sleep } from "./backoff.ts";
-import { type Decoded, decodeEvent, type EventCatalog } from "./catalog.ts";
-import type { DocSync } from "./docs.ts";
-import { CrosstalkError } from "./errors.ts";
-import { uuidv7 } from "./ids.ts";
-import { eventAt, type LogSegments, logHead, logSegments, logTail } from "./log.ts";
 import {
+  backoff,
   type ClientFrame,
   type ConsumerInfo,
-  DLQ_SUFFIX,
+  CrosstalkError,
+  deadLetter,
   type EventInput,
+  eventAt,
   eventInputSchema,
+  type Json,
+  type LogSegments,
   logDoc,
+  logHead,
+  logSegments,
+  logTail,
   MAX_EVENT_BYTES,
   MAX_HISTORY_PAGE,
   matchesPattern,
   nameSchema,
   patternSchema,
+  type ReplyOf,
   type RoomFrame,
   type StoredEvent,
-} from "./protocol.ts";
+  sleep,
+  traceparentFor,
+  uuidv7,
+} from "../protocol/index.ts";
+import { type Decoded, decodeEvent, type EventCatalog } from "./catalog.ts";
+import { check } from "./check.ts";
+import type { DocSync } from "./docs.ts";
 import type { Requests } from "./requests.ts";
-import { traceparentFor } from "./trace.ts";
 import type { Transport } from "./transport.ts";
 
 export type PublishOptions = {
@@ -147,8 +155,8 @@ export class Events {
   publish(type: string, data: unknown, options: PublishOptions = {}): Promise<PublishResult> {
     return new Promise((resolve, reject) => {
       const stream = options.stream ?? "main";
+      // A bad argument throws here, which rejects the promise.
       const checked = this.#check(stream, { ...options, type, data, id: options.id ?? uuidv7() });
-      if (checked instanceof CrosstalkError) return reject(checked);
       if (options.expectedLastSeq !== undefined) {
         // A conditional publish travels alone, after everything queued before it.
         this.#flush();
@@ -175,16 +183,19 @@ export class Events {
     const stream = options.stream ?? "main";
     const inputs: EventInput[] = [];
     let bytes = 0;
-    for (const item of items) {
-      const checked = this.#check(stream, {
-        ...item.options,
-        type: item.type,
-        data: item.data,
-        id: item.options?.id ?? uuidv7(),
-      });
-      if (checked instanceof CrosstalkError) return Promise.reject(checked);
-      inputs.push(checked.input);
-      bytes += checked.bytes;
+    try {
+      for (const item of items) {
+        const checked = this.#check(stream, {
+          ...item.options,
+          type: item.type,
+          data: item.data,
+          id: item.options?.id ?? uuidv7(),
+        });
+        inputs.push(checked.input);
+        bytes += checked.bytes;
+      }
+    } catch (error) {
+      return Promise.reject(error);
     }
     if (inputs.length === 0) return Promise.resolve([]);
     if (inputs.length > MAX_BATCH_EVENTS || bytes > MAX_BATCH_BYTES) {
@@ -210,34 +221,24 @@ export class Events {
     });
   }
 
-  #check(stream: string, raw: Record<string, unknown>): { input: EventInput; bytes: number } | CrosstalkError {
+  /** The event as it will be sent, and its size; throws a typed error for a bad one. */
+  #check(stream: string, raw: Record<string, unknown>): { input: EventInput; bytes: number } {
     try {
-      return this.#checkEvent(stream, raw);
+      check(nameSchema, stream, "stream name");
+      const input = check(eventInputSchema, raw, "event");
+      // Every event starts or continues a piece of work: it always carries a correlation id and trace context.
+      input.correlationId ??= input.id;
+      input.traceparent ??= traceparentFor(input.correlationId);
+      const bytes = JSON.stringify(input).length;
+      if (bytes > MAX_EVENT_BYTES)
+        throw new CrosstalkError("TOO_LARGE", `event is ${bytes} bytes; the limit is ${MAX_EVENT_BYTES}`);
+      return { input, bytes };
     } catch (error) {
+      if (error instanceof CrosstalkError) throw error;
       // zod accepts a circular value that JSON.stringify then refuses (TypeError); a value nested
       // deeper than the stack overflows either (RangeError). Neither may escape as a raw error.
-      return new CrosstalkError("INVALID_ARGUMENT", `event data is not JSON: ${(error as Error).message}`);
+      throw new CrosstalkError("INVALID_ARGUMENT", `event data is not JSON: ${(error as Error).message}`);
     }
-  }
-
-  #checkEvent(stream: string, raw: Record<string, unknown>): { input: EventInput; bytes: number } | CrosstalkError {
-    if (!nameSchema.safeParse(stream).success)
-      return new CrosstalkError("INVALID_ARGUMENT", `invalid stream name ${JSON.stringify(stream)}`);
-    const parsed = eventInputSchema.safeParse(raw);
-    if (!parsed.success) {
-      return new CrosstalkError(
-        "INVALID_ARGUMENT",
-        `invalid event: ${parsed.error.issues[0]?.message ?? "bad input"}`,
-        parsed.error.issues,
-      );
-    }
-    // Every event starts or continues a piece of work: it always carries a correlation id and trace context.
-    parsed.data.correlationId ??= parsed.data.id;
-    parsed.data.traceparent ??= traceparentFor(parsed.data.correlationId);
-    const bytes = JSON.stringify(parsed.data).length;
-    if (bytes > MAX_EVENT_BYTES)
-      return new CrosstalkError("TOO_LARGE", `event is ${bytes} bytes; the limit is ${MAX_EVENT_BYTES}`);
-    return { input: parsed.data, bytes };
   }
 
   #flush(): void {
@@ -314,17 +315,13 @@ export class Events {
 
   subscribe(pattern: string, handler: EventHandler, options: SubscribeOptions = {}): LiveSubscription {
     const stream = options.stream ?? "main";
-    if (!patternSchema.safeParse(pattern).success) {
-      throw new CrosstalkError("INVALID_ARGUMENT", `invalid pattern ${JSON.stringify(pattern)}`);
-    }
+    check(patternSchema, pattern, "pattern");
     for (const [what, value] of [
       ["stream", stream],
       ["consumer", options.consumer],
       ["group", options.group],
     ] as const) {
-      if (value !== undefined && !nameSchema.safeParse(value).success) {
-        throw new CrosstalkError("INVALID_ARGUMENT", `invalid ${what} name ${JSON.stringify(value)}`);
-      }
+      if (value !== undefined) check(nameSchema, value, `${what} name`);
     }
     if (options.consumer && options.group) {
       throw new CrosstalkError(
@@ -395,7 +392,7 @@ export class Events {
         stream: sub.stream,
         consumer: sub.options.consumer,
       });
-      if (state.type === "consumer.state" && state.acked !== null) start = state.acked + 1;
+      if (state.acked !== null) start = state.acked + 1;
     }
     start ??= await this.#startSeq(view, sub.options.from ?? "end");
     if (sub.closed) return;
@@ -444,7 +441,7 @@ export class Events {
         to: seq,
         limit: 1,
       });
-      return page.type === "history.page" ? (page.events[0]?.ts ?? Number.POSITIVE_INFINITY) : Number.POSITIVE_INFINITY;
+      return page.events[0]?.ts ?? Number.POSITIVE_INFINITY;
     };
     let lo = tail <= head && (eventAt(view.segments, tail)?.ts ?? 0) >= t ? 1 : tail;
     let hi = head + 1;
@@ -472,7 +469,7 @@ export class Events {
       to: tail - 1,
       limit: MAX_HISTORY_PAGE,
     });
-    if (page.type !== "history.page" || page.events.length === 0) return undefined;
+    if (page.events.length === 0) return undefined;
     sub.buffer = page.events.filter((e) => e.seq >= sub.next);
     return sub.buffer[0]?.seq === sub.next ? sub.buffer.shift() : undefined;
   }
@@ -533,19 +530,12 @@ export class Events {
     return sub.options.catalog ? decodeEvent(sub.options.catalog, event) : { ok: true, event };
   }
 
-  /** Publishes the event with its failure to `<stream>.dlq`; deterministic id, so at most once. */
-  #deadLetter(sub: Sub, event: StoredEvent, error: string, deliveries: number, issues?: unknown): Promise<unknown> {
+  /** Publishes the event with its failure to `<stream>.dlq` (the record: `protocol/dlq.ts`). */
+  #deadLetter(sub: Sub, event: StoredEvent, error: string, deliveries: number, issues?: Json): Promise<unknown> {
     const consumer = sub.options.consumer ?? sub.options.group ?? this.agent;
-    return this.publish(
-      event.type,
-      { event, error, deliveries, stream: event.stream, seq: event.seq, consumer, ...(issues ? { issues } : {}) },
-      {
-        stream: event.stream + DLQ_SUFFIX,
-        id: `dlq:${event.stream}:${consumer}:${event.seq}`,
-        causationId: event.id,
-        ...(event.correlationId ? { correlationId: event.correlationId } : {}),
-      },
-    );
+    const { stream, input } = deadLetter(event, { consumer, error, deliveries, issues });
+    const { type, data, ...options } = input;
+    return this.publish(type, data, { ...options, stream });
   }
 
   /** Reports a durable consumer's position; coalesced per tick. */
@@ -581,7 +571,7 @@ export class Events {
     await this.#joinGroup(sub);
   }
 
-  #joinGroup(sub: Sub): Promise<RoomFrame> {
+  #joinGroup(sub: Sub): Promise<ReplyOf<"group.join">> {
     const { options } = sub;
     const from = options.from instanceof Date ? "start" : (options.from ?? "end");
     return this.requests.askUntilAnswered({
@@ -648,20 +638,18 @@ export class Events {
   /** The stream's full history (archive included), page by page, filtered by type patterns. */
   async *history(options: HistoryOptions = {}): AsyncGenerator<StoredEvent> {
     const stream = options.stream ?? "main";
-    if (!nameSchema.safeParse(stream).success)
-      throw new CrosstalkError("INVALID_ARGUMENT", `invalid stream name ${JSON.stringify(stream)}`);
+    check(nameSchema, stream, "stream name");
     const patterns = options.types ?? [">"];
     let next: number | null = options.from ?? 1;
     let left = options.limit ?? Number.POSITIVE_INFINITY;
     while (next !== null && left > 0) {
-      const page: RoomFrame = await this.requests.ask({
+      const page: ReplyOf<"history"> = await this.requests.ask({
         type: "history",
         stream,
         from: next,
         ...(options.to !== undefined ? { to: options.to } : {}),
         limit: MAX_HISTORY_PAGE,
       });
-      if (page.type !== "history.page") return;
       for (const event of page.events) {
         if (!patterns.some((p) => matchesPattern(p, event.type))) continue;
         yield event;
@@ -673,7 +661,6 @@ export class Events {
 
   async consumers(stream = "main"): Promise<{ head: number; consumers: ConsumerInfo[] }> {
     const reply = await this.requests.ask({ type: "consumers.list", stream });
-    if (reply.type !== "consumers") throw new CrosstalkError("INTERNAL", `unexpected answer ${reply.type}`);
     return { head: reply.head, consumers: reply.consumers };
   }
 }

@@ -3,8 +3,7 @@
  * output, message input) crosses the wire as JSON. Not re-exported from the package entry
  * point; events and rpc share it so a bad value gets the same typed error everywhere.
  */
-import { CrosstalkError } from "./errors.ts";
-import { MAX_FRAME_BYTES } from "./protocol.ts";
+import { CrosstalkError, MAX_FRAME_BYTES } from "../protocol/index.ts";
 import type { Json } from "./state.ts";
 
 /** A JSON copy of `value` (undefined becomes null), or why it cannot travel. */

@@ -4,23 +4,24 @@
  * sends with durable inboxes.
  * Not re-exported from the package entry point; `team.ts` owns it.
  */
-import { backoff, sleep } from "./backoff.ts";
-import { CrosstalkError } from "./errors.ts";
-import type { PublishOptions, PublishResult } from "./events.ts";
-import { uuidv7 } from "./ids.ts";
-import { toJson } from "./json.ts";
 import {
+  backoff,
   type ClientFrame,
+  CrosstalkError,
   ERROR_CODES,
   type ErrorBody,
   type ErrorCode,
   methodSchema,
   type RoomFrame,
+  sleep,
   type Target,
   targetSchema,
-} from "./protocol.ts";
+  traceparentFor,
+  uuidv7,
+} from "../protocol/index.ts";
+import type { PublishOptions, PublishResult } from "./events.ts";
+import { toJson } from "./json.ts";
 import type { Json } from "./state.ts";
-import { traceparentFor } from "./trace.ts";
 import type { Transport } from "./transport.ts";
 
 /** Trace ids that whatever a handler does inherits. */

@@ -22,8 +22,8 @@ import {
   type Json,
   metaMap,
   writeEntity,
-} from "./entities.ts";
-import { CrosstalkError } from "./errors.ts";
+} from "../protocol/index.ts";
+import { check } from "./check.ts";
 
 export type { Entity, EntityMeta, Json };
 
@@ -197,15 +197,7 @@ export class Namespace<T extends Entity = Entity> extends ObservableV2<Namespace
   #check(key: string, value: unknown): Entity {
     const entity = checkEntity(key, value);
     if (!this.#schema) return entity;
-    const parsed = this.#schema.safeParse(entity);
-    if (!parsed.success) {
-      throw new CrosstalkError(
-        "INVALID_ARGUMENT",
-        `entity ${key} fails the schema of ${this.name}`,
-        parsed.error.issues,
-      );
-    }
-    return checkEntity(key, parsed.data);
+    return checkEntity(key, check(this.#schema, entity, `entity ${key} (the schema of ${this.name})`));
   }
 
   #validate(key: string, report: boolean): { ok: true; value: T } | { ok: false } {

@@ -4,8 +4,18 @@
  */
 import { ObservableV2 } from "lib0/observable";
 import type { z } from "zod";
-import { sleep } from "./backoff.ts";
+import {
+  type AgentInfo,
+  type ConsumerInfo,
+  CrosstalkError,
+  nameSchema,
+  type StoredEvent,
+  sleep,
+  stateDoc,
+  type Target,
+} from "../protocol/index.ts";
 import { type EventCatalog, encodeEvent } from "./catalog.ts";
+import { check } from "./check.ts";
 import {
   type Contract,
   type ContractClient,
@@ -15,7 +25,6 @@ import {
   type MethodSpec,
 } from "./contract.ts";
 import { DocSync } from "./docs.ts";
-import { CrosstalkError } from "./errors.ts";
 import {
   type EventHandler,
   Events,
@@ -27,7 +36,6 @@ import {
 } from "./events.ts";
 import { Lease, type LeaseOptions } from "./lease.ts";
 import { type Projection, type ProjectionOptions, startProjection } from "./projection.ts";
-import { type AgentInfo, type ConsumerInfo, nameSchema, type StoredEvent, stateDoc, type Target } from "./protocol.ts";
 import { Requests } from "./requests.ts";
 import { type CallContext, type CallOptions, type Handler, Rpc, type SendOptions } from "./rpc.ts";
 import { type Entity, type Json, Namespace, type NamespaceHost, type NamespaceOptions } from "./state.ts";
@@ -74,8 +82,7 @@ export class Team extends ObservableV2<TeamEvents> {
       ["agent", options.agent],
       ["role", options.role],
     ] as const) {
-      if (!nameSchema.safeParse(value).success)
-        throw new CrosstalkError("INVALID_ARGUMENT", `invalid ${field} ${JSON.stringify(value)}`);
+      check(nameSchema, value, field);
     }
     this.team = options.team;
     this.agent = options.agent;
@@ -178,15 +185,14 @@ export class Team extends ObservableV2<TeamEvents> {
   state<T extends Entity = Entity>(ns: string, options?: NamespaceOptions<T>): Namespace<T> {
     let namespace = this.#namespaces.get(ns);
     if (!namespace) {
-      if (!nameSchema.safeParse(ns).success)
-        throw new CrosstalkError("INVALID_ARGUMENT", `invalid namespace ${JSON.stringify(ns)}`);
+      check(nameSchema, ns, "namespace");
       const doc = this.#docs.open(stateDoc(ns));
       const host: NamespaceHost = {
         agent: this.agent,
         now: () => this.now(),
         setIf: async (name, key, expectedVersion, value) => {
-          const reply = await this.#requests.ask({ type: "state.setIf", ns: name, key, expectedVersion, value });
-          return { version: reply.type === "state.written" ? reply.version : 0 };
+          const { version } = await this.#requests.ask({ type: "state.setIf", ns: name, key, expectedVersion, value });
+          return { version };
         },
       };
       namespace = new Namespace(ns, doc, this.#docs.synced(stateDoc(ns)), host, options as NamespaceOptions<Entity>);
@@ -202,7 +208,6 @@ export class Team extends ObservableV2<TeamEvents> {
   async lease(name: string, options: LeaseOptions = {}): Promise<Lease> {
     const ttlMs = options.ttlMs ?? 10_000;
     const granted = await this.#requests.ask({ type: "lease.acquire", name, ttlMs });
-    if (granted.type !== "lease.granted") throw new CrosstalkError("INTERNAL", `unexpected answer ${granted.type}`);
     const lease = new Lease(
       granted,
       this.#requests,
@@ -266,7 +271,6 @@ export class Team extends ObservableV2<TeamEvents> {
    */
   async trace(correlationId: string, options: { streams?: string[] } = {}): Promise<TraceNode[]> {
     const reply = await this.#requests.ask({ type: "trace.get", correlationId, ...options });
-    if (reply.type !== "trace") throw new CrosstalkError("INTERNAL", `unexpected answer ${reply.type}`);
     return buildTraceTree(reply.nodes);
   }
 

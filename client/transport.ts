@@ -7,10 +7,10 @@
 import type * as decoding from "lib0/decoding";
 import { ObservableV2 } from "lib0/observable";
 import { PartySocket } from "partysocket";
-import { CrosstalkError } from "./errors.ts";
 import {
   CLOSE_CODES,
   type ClientFrame,
+  CrosstalkError,
   chunkBinary,
   createReassembler,
   type DocName,
@@ -20,7 +20,7 @@ import {
   PROTOCOL_VERSION,
   parseRoomFrame,
   type RoomFrame,
-} from "./protocol.ts";
+} from "../protocol/index.ts";
 
 export type Status = "connecting" | "online" | "offline" | "closed";
 

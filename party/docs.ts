@@ -12,7 +12,8 @@ import * as decoding from "lib0/decoding";
 import * as encoding from "lib0/encoding";
 import * as syncProtocol from "y-protocols/sync";
 import * as Y from "yjs";
-import { type DocName, type ErrorBody, encodeDocFrame, isWritableByClients } from "../client/protocol.ts";
+import { type DocName, type ErrorBody, encodeDocFrame, isWritableByClients } from "../protocol/index.ts";
+import type { RoomModule } from "./handlers.ts";
 import type { Session } from "./session.ts";
 import { appendUpdate, compact, type KvStorage, loadDoc, needsCompaction, type StoredDoc } from "./storage.ts";
 
@@ -111,6 +112,11 @@ export class DocHub {
     const batch = doc.pending ?? doc.inflight;
     if (batch) batch.after.push(fn);
     else fn();
+  }
+
+  /** Resolves once everything applied to `doc` so far is durable. */
+  stored(doc: HubDoc): Promise<void> {
+    return new Promise((resolve) => this.afterCommit(doc, resolve));
   }
 
   async #commitLoop(doc: HubDoc): Promise<void> {
@@ -238,3 +244,11 @@ export function isEmptyUpdate(update: Uint8Array): boolean {
     return false;
   }
 }
+
+/**
+ * `doc.close`. Documents are opened and written by binary sync messages, which
+ * `dispatch.ts` hands to {@link DocHub.receive}.
+ */
+export const docModule = (hub: DocHub): RoomModule<"doc.close"> => ({
+  frames: { "doc.close": (session, frame) => hub.close(session, frame.doc) },
+});

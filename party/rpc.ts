@@ -23,8 +23,9 @@
  * Everything else in flight is memory-only: a room restart drops every socket, and callers
  * see OFFLINE (or, for idempotent calls, retry and are answered as above).
  */
-import type { ClientFrame, ErrorBody, ErrorCode, RoomFrame, Target } from "../client/protocol.ts";
+import type { ClientFrame, ErrorBody, ErrorCode, RoomFrame, Target } from "../protocol/index.ts";
 import type { RoomContext } from "./context.ts";
+import type { RoomModule } from "./handlers.ts";
 import { keys } from "./keys.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Presence } from "./presence.ts";
@@ -458,3 +459,27 @@ export class Router {
     if (abort) call.callee?.sendFrame({ type: "rpc.abort", id, reason: abort });
   }
 }
+
+/**
+ * The frames of direct calls. The router answers a call itself (`rpc.response`, when the
+ * callee answers or fails), so `rpc.call` returns nothing here.
+ */
+export const rpcModule = (
+  router: Router,
+  presence: Presence,
+): RoomModule<"rpc.handle" | "rpc.call" | "rpc.cancel" | "rpc.result" | "rpc.progress"> => ({
+  frames: {
+    "rpc.handle": (session, frame) => {
+      session.methods = [...new Set(frame.methods)];
+      router.setMaxInFlight(session, frame.maxInFlight);
+      presence.changed(session);
+    },
+    "rpc.call": (session, frame) => router.call(session, frame),
+    "rpc.cancel": (session, frame) => router.cancel(session, frame.ref, frame.reason),
+    "rpc.result": async (session, frame) => {
+      const error = await router.result(session, frame);
+      return error ? { error } : undefined;
+    },
+    "rpc.progress": (session, frame) => router.progress(session, frame.id, frame.data),
+  },
+});

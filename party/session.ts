@@ -3,7 +3,7 @@
  * room at connect time and never taken from frames.
  */
 import * as decoding from "lib0/decoding";
-import { chunkBinary, createReassembler, type DocName, MAX_FRAME_BYTES, type RoomFrame } from "../client/protocol.ts";
+import { chunkBinary, createReassembler, type DocName, MAX_FRAME_BYTES, type RoomFrame } from "../protocol/index.ts";
 import type { Metrics } from "./metrics.ts";
 
 /** The part of a PartyKit connection the room uses; also fits a raw WebSocket. */
