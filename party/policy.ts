@@ -11,8 +11,11 @@
  */
 import type { ClientFrame, DocName, ErrorBody } from "../protocol/index.ts";
 
-/** Who asks: an agent or stock Yjs client as admitted (`admission.ts`), or null for HTTP (no identity yet). */
-export type Principal = { readonly agent: string; readonly role: string } | null;
+/**
+ * Who asks: an agent or stock Yjs client as admitted (`admission.ts`), or the verified
+ * identity of an HTTP request; null when there is none (no token).
+ */
+export type Principal = { readonly agent: string; readonly role: string; readonly scope?: readonly string[] } | null;
 
 /**
  * - `read`: a Yjs sync step 1 (open a document and receive it), or an HTTP GET.

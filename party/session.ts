@@ -22,6 +22,10 @@ export type SessionInit = {
   instance: string;
   connectedAt: number;
   metrics: Metrics;
+  /** The verified token's narrowing of the role's permissions (`Identity.scope`), if any. */
+  scope?: readonly string[];
+  /** When the verified token expires (ms since the epoch); the room closes the socket then. */
+  expiresAt?: number;
 };
 
 export class Session {
@@ -38,6 +42,8 @@ export class Session {
 
   readonly n: number;
   readonly socket: Socket;
+  readonly scope?: readonly string[];
+  readonly expiresAt?: number;
   readonly agent: string;
   readonly role: string;
   readonly instance: string;
@@ -52,6 +58,8 @@ export class Session {
     this.instance = init.instance;
     this.connectedAt = init.connectedAt;
     this.metrics = init.metrics;
+    if (init.scope) this.scope = init.scope;
+    if (init.expiresAt !== undefined) this.expiresAt = init.expiresAt;
   }
 
   sendFrame(frame: RoomFrame): void {

@@ -74,6 +74,7 @@ export {
   roomFrameSchema,
   roomFrames,
 } from "./frames.ts";
+export { type Identity, identitySchema, MAX_IDENTITY_BYTES } from "./identity.ts";
 export {
   randomBytes,
   toHex,
