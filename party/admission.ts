@@ -5,7 +5,7 @@
  * here (and `policy.ts` will decide what the identity may do). Also the sessions' registry,
  * and the `leave` frame, which ends a session on purpose.
  */
-import { CLOSE_CODES, docNameSchema, nameSchema, PROTOCOL_VERSION } from "../protocol/index.ts";
+import { CLOSE_CODES, docNameSchema, type Identity, nameSchema, PROTOCOL_VERSION } from "../protocol/index.ts";
 import type { RoomModule } from "./handlers.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Presence } from "./presence.ts";
@@ -46,13 +46,24 @@ export class Admission {
     return this.#sessions.values();
   }
 
-  /** Admits a socket, or closes it with the reason; the welcome frame opens an agent's session. */
-  connect(socket: Socket, url: URL): Session | null {
+  /**
+   * Admits a socket, or closes it with the reason; the welcome frame opens an agent's session.
+   * `identity` is what the host verified from the agent's signed token (`identity.ts`); with
+   * it, agent and role come from the token only, and a URL `agent` that differs is refused.
+   */
+  connect(socket: Socket, url: URL, identity?: Identity): Session | null {
     const { now, metrics, presence } = this.options;
     const q = url.searchParams;
-    if (q.has("doc")) return this.#connectRaw(socket, q);
-    const agent = nameSchema.safeParse(q.get("agent"));
-    const role = nameSchema.safeParse(q.get("role") ?? "agent");
+    if (identity && q.has("agent") && q.get("agent") !== identity.agent) {
+      socket.close(
+        CLOSE_CODES.Forbidden.code,
+        `${CLOSE_CODES.Forbidden.reason}: the agent in the URL is not the token's`,
+      );
+      return null;
+    }
+    if (q.has("doc")) return this.#connectRaw(socket, q, identity);
+    const agent = nameSchema.safeParse(identity?.agent ?? q.get("agent"));
+    const role = nameSchema.safeParse(identity?.role ?? q.get("role") ?? "agent");
     const version = Number(q.get("v") ?? PROTOCOL_VERSION);
     if (!agent.success || !role.success || version !== PROTOCOL_VERSION) {
       const why = !agent.success ? "agent" : !role.success ? "role" : `protocol version ${version}`;
@@ -68,6 +79,8 @@ export class Admission {
       instance,
       connectedAt: now(),
       metrics,
+      ...(identity?.scope ? { scope: identity.scope } : {}),
+      ...(identity?.expiresAt !== undefined ? { expiresAt: identity.expiresAt } : {}),
     });
     const admitted = presence.admit(session);
     if (!admitted.ok) {
@@ -95,9 +108,9 @@ export class Admission {
   }
 
   /** A stock Yjs provider for one document: same document permissions, no agent identity. */
-  #connectRaw(socket: Socket, q: URLSearchParams): Session | null {
+  #connectRaw(socket: Socket, q: URLSearchParams, identity?: Identity): Session | null {
     const doc = docNameSchema.safeParse(q.get("doc"));
-    const agent = nameSchema.safeParse(q.get("agent") ?? `yjs-${this.#nextSession + 1}`);
+    const agent = nameSchema.safeParse(identity?.agent ?? q.get("agent") ?? `yjs-${this.#nextSession + 1}`);
     if (!doc.success || !agent.success) {
       socket.close(CLOSE_CODES.BadRequest.code, `${CLOSE_CODES.BadRequest.reason}: invalid doc or agent`);
       return null;
@@ -108,6 +121,8 @@ export class Admission {
       agent: agent.data,
       connectedAt: this.options.now(),
       metrics: this.options.metrics,
+      ...(identity?.scope ? { scope: identity.scope } : {}),
+      ...(identity?.expiresAt !== undefined ? { expiresAt: identity.expiresAt } : {}),
     };
     const session = new RawDocSession(init, doc.data);
     this.#sessions.set(socket, session);

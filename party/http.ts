@@ -4,14 +4,15 @@
  * passes `policy.ts` before its route runs.
  */
 import { httpError, type Route } from "./handlers.ts";
-import { authorize } from "./policy.ts";
+import { authorize, type Principal } from "./policy.ts";
 
-export type HttpHandler = (req: Request) => Promise<Response>;
+/** Answers an HTTP request made by `principal` (the verified caller, or null without a token). */
+export type HttpHandler = (req: Request, principal: Principal) => Promise<Response>;
 
 /** A handler that matches a request's path (after the team segment) against `routes`, first match wins. */
 export function createHttp(routes: readonly Route[]): HttpHandler {
   const compiled = routes.map((route) => ({ route, segments: route.path.split("/").filter(Boolean) }));
-  return async (req) => {
+  return async (req, principal) => {
     if (req.method !== "GET") return new Response("method not allowed", { status: 405 });
     const url = new URL(req.url);
     // parts: ["parties", <party>, <team>, ...rest]
@@ -19,7 +20,7 @@ export function createHttp(routes: readonly Route[]): HttpHandler {
     for (const { route, segments } of compiled) {
       const params = match(segments, rest);
       if (!params) continue;
-      const denied = authorize(null, "read", { http: url.pathname });
+      const denied = authorize(principal, "read", { http: url.pathname });
       if (denied) return httpError(denied.code === "UNAUTHORIZED" ? 401 : 403, denied);
       return route.handle(params, url);
     }

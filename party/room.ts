@@ -7,7 +7,7 @@
  * `handlers.ts`); `admission.ts` says who a socket is, `dispatch.ts` routes its messages
  * (through `policy.ts`) and answers for every module, `http.ts` serves the routes.
  */
-import { DEFAULT_LOG_WINDOW } from "../protocol/index.ts";
+import { DEFAULT_LOG_WINDOW, type Identity } from "../protocol/index.ts";
 import { Admission } from "./admission.ts";
 import { Consumers, consumerModule } from "./consumers.ts";
 import type { RoomContext } from "./context.ts";
@@ -19,6 +19,7 @@ import { Inbox, inboxModule } from "./inbox.ts";
 import { Leases, leaseModule } from "./leases.ts";
 import { Metrics } from "./metrics.ts";
 import { metricsModule } from "./metrics-text.ts";
+import type { Principal } from "./policy.ts";
 import { type agentInfo, Presence, presenceModule } from "./presence.ts";
 import { Router, type RouterOptions, rpcModule } from "./rpc.ts";
 import type { Session, Socket } from "./session.ts";
@@ -145,8 +146,9 @@ export class TeamRoom {
     this.#http = createHttp(modules.flatMap((m: Composable) => m.routes ?? []));
   }
 
-  connect(socket: Socket, url: URL): Session | null {
-    return this.admission.connect(socket, url);
+  /** Admits a socket; `identity` is what the host verified from the agent's token (see `admission.ts`). */
+  connect(socket: Socket, url: URL, identity?: Identity): Session | null {
+    return this.admission.connect(socket, url, identity);
   }
 
   /** Routes one message; frames of a session are handled strictly in arrival order. */
@@ -160,8 +162,8 @@ export class TeamRoom {
   }
 
   /** HTTP, for tools: see the modules' routes (`GET …/<team>`, `/metrics`, `/agents`, `/state/<ns>`, `/streams/<stream>`). */
-  request(req: Request): Promise<Response> {
-    return this.#http(req);
+  request(req: Request, principal: Principal = null): Promise<Response> {
+    return this.#http(req, principal);
   }
 
   /** A summary for `GET /parties/main/<team>`. */
