@@ -9,7 +9,7 @@ import { CLOSE_CODES, docNameSchema, type Identity, nameSchema, PROTOCOL_VERSION
 import type { RoomModule } from "./handlers.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Presence } from "./presence.ts";
-import { RawDocSession, Session, type Socket } from "./session.ts";
+import { ANONYMOUS_WRITER, RawDocSession, Session, type Socket } from "./session.ts";
 
 export type AdmissionOptions = {
   team: string;
@@ -110,7 +110,8 @@ export class Admission {
   /** A stock Yjs provider for one document: same document permissions, no agent identity. */
   #connectRaw(socket: Socket, q: URLSearchParams, identity?: Identity): Session | null {
     const doc = docNameSchema.safeParse(q.get("doc"));
-    const agent = nameSchema.safeParse(identity?.agent ?? q.get("agent") ?? `yjs-${this.#nextSession + 1}`);
+    const named = identity?.agent ?? q.get("agent");
+    const agent = nameSchema.safeParse(named ?? `yjs-${this.#nextSession + 1}`);
     if (!doc.success || !agent.success) {
       socket.close(CLOSE_CODES.BadRequest.code, `${CLOSE_CODES.BadRequest.reason}: invalid doc or agent`);
       return null;
@@ -123,6 +124,7 @@ export class Admission {
       metrics: this.options.metrics,
       ...(identity?.scope ? { scope: identity.scope } : {}),
       ...(identity?.expiresAt !== undefined ? { expiresAt: identity.expiresAt } : {}),
+      ...(named === null ? { writer: ANONYMOUS_WRITER } : {}),
     };
     const session = new RawDocSession(init, doc.data);
     this.#sessions.set(socket, session);

@@ -124,7 +124,11 @@ export class Dispatch {
     if (type === Y_MESSAGE_SYNC) {
       const op = syncOp(decoder);
       const error = (op && authorize(session, op, { doc })) || (await hub.receive(session, doc, decoder));
-      if (error) console.warn(`[crosstalk ${team}] stock Yjs client ${session.agent}: ${error.message}`);
+      if (error) {
+        // A stock client has no error frame to read; the refusal is logged and counted.
+        this.options.metrics.refused.inc({ code: error.code });
+        console.warn(`[crosstalk ${team}] stock Yjs client ${session.agent}: ${error.message}`);
+      }
     } else if (type === Y_MESSAGE_AWARENESS) {
       const denied = authorize(session, "send", { doc });
       if (denied) return console.warn(`[crosstalk ${team}] stock Yjs client ${session.agent}: ${denied.message}`);

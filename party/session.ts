@@ -6,6 +6,9 @@ import * as decoding from "lib0/decoding";
 import { chunkBinary, createReassembler, type DocName, MAX_FRAME_BYTES, type RoomFrame } from "../protocol/index.ts";
 import type { Metrics } from "./metrics.ts";
 
+/** The writer of stock Yjs clients without an identity: not a valid agent name, so no agent is it. */
+export const ANONYMOUS_WRITER = "#anonymous";
+
 /** The part of a PartyKit connection the room uses; also fits a raw WebSocket. */
 export interface Socket {
   send(data: string | ArrayBuffer | ArrayBufferView): void;
@@ -26,6 +29,8 @@ export type SessionInit = {
   scope?: readonly string[];
   /** When the verified token expires (ms since the epoch); the room closes the socket then. */
   expiresAt?: number;
+  /** Who owns the Yjs client ids this session writes under (default: the agent); see `writer`. */
+  writer?: string;
 };
 
 export class Session {
@@ -44,6 +49,12 @@ export class Session {
   readonly socket: Socket;
   readonly scope?: readonly string[];
   readonly expiresAt?: number;
+  /**
+   * The owner of the Yjs client ids this session writes under (`DocHub` binds each id to its
+   * first writer): the agent, or {@link ANONYMOUS_WRITER} for a stock Yjs client that gave
+   * no identity — so it can never write under an agent's ids.
+   */
+  readonly writer: string;
   readonly agent: string;
   readonly role: string;
   readonly instance: string;
@@ -58,6 +69,7 @@ export class Session {
     this.instance = init.instance;
     this.connectedAt = init.connectedAt;
     this.metrics = init.metrics;
+    this.writer = init.writer ?? init.agent;
     if (init.scope) this.scope = init.scope;
     if (init.expiresAt !== undefined) this.expiresAt = init.expiresAt;
   }
