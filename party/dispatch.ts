@@ -36,6 +36,8 @@ export type DispatchOptions = {
   hub: DocHub;
   metrics: Metrics;
   admission: Admission;
+  /** Null once the team's policy is loaded; until then, the load every message waits for. */
+  policyReady: () => Promise<void> | null;
 };
 
 export class Dispatch {
@@ -59,6 +61,8 @@ export class Dispatch {
   }
 
   async #handle(session: Session, data: Data): Promise<void> {
+    const loading = this.options.policyReady();
+    if (loading) await loading;
     if (session instanceof RawDocSession) return this.#raw(session, data);
     if (typeof data === "string") return this.#text(session, data);
     const whole = session.reassembler.push(asBytes(data));

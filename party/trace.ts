@@ -6,6 +6,7 @@
  */
 import { eventNode, type TraceItem } from "../protocol/index.ts";
 import type { RoomModule } from "./handlers.ts";
+import { canReachStream, canReadEvent, isOperator, type Principal } from "./policy.ts";
 import type { Streams } from "./streams.ts";
 
 export const TRACE_CAPACITY = 10_000;
@@ -26,25 +27,41 @@ export class TraceLog {
 
 /**
  * The events (searched in every stream's history, archive included, or in `only`) and the
- * recent calls and messages of one correlation id. A full scan: fine for an operator's
- * question, not for a hot path (an index by correlation id is the next step).
+ * recent calls and messages of one correlation id, as `who` may see them: only events of
+ * types it may read (streams it may not read are not searched, so their names never
+ * appear), and only calls and messages it sent or received — all of them for an operator
+ * (`policy.admin`). A full scan: fine for an operator's question, not for a hot path (an
+ * index by correlation id is the next step).
  */
 export async function traceItems(
   { traces, streams }: { traces: TraceLog; streams: Streams },
-  correlationId: string,
-  only?: string[],
+  query: { correlationId: string; only?: string[]; who: Principal },
 ): Promise<TraceItem[]> {
-  const nodes: TraceItem[] = [...traces.find(correlationId)];
-  for (const name of only ?? (await streams.names())) {
-    for await (const e of streams.scan(name, 1)) if (e.correlationId === correlationId) nodes.push(eventNode(e));
+  const { correlationId, who } = query;
+  const party = (item: TraceItem) => {
+    const { from, to } = item.detail;
+    return from === who?.agent || to === who?.agent || (Array.isArray(to) && to.includes(who?.agent ?? null));
+  };
+  const nodes: TraceItem[] = traces.find(correlationId).filter((item) => isOperator(who) || party(item));
+  const names = query.only ?? (await streams.names()).filter((name) => canReachStream(who, name));
+  for (const name of names) {
+    for await (const e of streams.scan(name, 1)) {
+      if (e.correlationId === correlationId && canReadEvent(who, e)) nodes.push(eventNode(e));
+    }
   }
   return nodes;
 }
 
 export const traceModule = (sources: { traces: TraceLog; streams: Streams }): RoomModule<"trace.get"> => ({
   frames: {
-    "trace.get": async (_session, frame) => ({
-      reply: { nodes: await traceItems(sources, frame.correlationId, frame.streams) },
+    "trace.get": async (session, frame) => ({
+      reply: {
+        nodes: await traceItems(sources, {
+          correlationId: frame.correlationId,
+          ...(frame.streams ? { only: frame.streams } : {}),
+          who: session,
+        }),
+      },
     }),
   },
 });

@@ -76,28 +76,6 @@ export {
 } from "./frames.ts";
 export { type Identity, identitySchema, MAX_IDENTITY_BYTES } from "./identity.ts";
 export {
-  ACTIONS,
-  type Action,
-  ALLOW_ALL,
-  bindSub,
-  EVERY_ROLE,
-  Grants,
-  MAX_RULE_CHARS,
-  type Permissions,
-  type Policy,
-  PolicyError,
-  type PolicyInput,
-  parsePolicy,
-  permissionsOf,
-  permissionsSchema,
-  policySchema,
-  ruleProblem,
-  SUB,
-  targetResource,
-  typeResource,
-  wholeStream,
-} from "./permissions.ts";
-export {
   randomBytes,
   toHex,
   uuidv7,
@@ -131,6 +109,28 @@ export {
   patternSchema,
   stateDoc,
 } from "./names.ts";
+export {
+  ACTIONS,
+  type Action,
+  ALLOW_ALL,
+  bindSub,
+  EVERY_ROLE,
+  Grants,
+  MAX_RULE_CHARS,
+  type Permissions,
+  type Policy,
+  PolicyError,
+  type PolicyInput,
+  parsePolicy,
+  permissionsOf,
+  permissionsSchema,
+  policySchema,
+  ruleProblem,
+  SUB,
+  targetResource,
+  typeResource,
+  wholeStream,
+} from "./permissions.ts";
 export {
   type AgentInfo,
   agentInfoSchema,

@@ -15,8 +15,8 @@
  * | `inbox.send`       | `<target>/<method>`, as for calls                                  |
  * | `lease.acquire`    | lease name (also renew and release)                                |
  * | `presence.write`   | the agent's own id                                                 |
- * | `http.read`        | `info`, `agents`, `metrics`, `policy`, `state/<ns>`, `history/<stream>` |
- * | `policy.admin`     | none: read and change the team's policy                           |
+ * | `http.read`        | `info`, `agents`, `metrics`, `state/<ns>`, `history/<stream>`          |
+ * | `policy.admin`     | none: read (also `GET …/policy`) and change the team's policy     |
  *
  * Patterns are NATS-style. A resource is fields separated by `/` (which no name can contain,
  * `nameSchema`), each field tokens separated by `.`: `main.dlq/deal.closed` is the fields
@@ -45,7 +45,7 @@ export const ACTIONS = {
   "inbox.send": "<target>/<method> (target: agent id or @role)",
   "lease.acquire": "<lease name>",
   "presence.write": "<agent id>",
-  "http.read": "info | agents | metrics | policy | state/<ns> | history/<stream>",
+  "http.read": "info | agents | metrics | state/<ns> | history/<stream>",
   "policy.admin": "(none)",
 } as const;
 export type Action = keyof typeof ACTIONS;
@@ -155,8 +155,7 @@ function fieldsMatch(p: Fields | null, r: Fields, mode: Mode): boolean {
   // (denying `main/deal.secret` overlaps reading all of `main`).
   if (p.length > r.length) {
     if (mode !== "overlaps") return false;
-    const last = r.at(-1);
-    if (!last || last.at(-1) !== ">") return false;
+    if (r.at(-1)?.at(-1) !== ">") return false;
   }
   const n = Math.min(p.length, r.length);
   for (let i = 0; i < n; i++) {
