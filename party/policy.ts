@@ -113,17 +113,19 @@ export function authorize(who: Principal, op: Op, resource: Resource): ErrorBody
   const grants = who.grants;
   if (!grants) return { code: "FORBIDDEN", message: `${who.agent} has no permissions in this room` };
   let checks: Check[];
+  let target: string | null = null;
   if ("frame" in resource) {
     const frame = resource.frame;
     const of = frameChecks[frame.type] as (f: ClientFrame, agent: string) => Check[];
     checks = of(frame, who.agent);
   } else if ("doc" in resource) {
     checks = docChecks(op, resource.doc);
+    target = `${op} document ${resource.doc}`;
   } else {
     checks = httpChecks(resource.http);
   }
   for (const check of checks) {
-    if (!passes(grants, check)) return forbidden(who, check);
+    if (!passes(grants, check)) return forbidden(who, check, target);
   }
   return null;
 }
@@ -134,11 +136,12 @@ function passes(grants: Grants, { action, resource, how }: Check): boolean {
 }
 
 /** Names what was refused (the asker's own request: nothing it did not already know). */
-function forbidden(who: NonNullable<Principal>, { action, resource, how }: Check): ErrorBody {
+function forbidden(who: NonNullable<Principal>, { action, resource, how }: Check, target: string | null): ErrorBody {
   const what = how === "reach" ? `any of ${resource}` : resource;
+  const doing = target ? `${target} (${action} ${what})` : `${action} ${what}`;
   return {
     code: "FORBIDDEN",
-    message: `role ${who.role} may not ${action} ${what}; nothing was applied`,
+    message: `role ${who.role} may not ${doing}; nothing was applied`,
     details: { action, resource },
   };
 }
