@@ -163,7 +163,14 @@ export class Team extends ObservableV2<TeamEvents> {
         case "group.deliver":
           return this.#events.groupDeliver(frame);
         case "error":
-          if (frame.doc && this.#docs.refused(frame.doc as DocName, CrosstalkError.from(frame.error))) return;
+          // A document refused by the policy starts over (`DocSync.refused`). Other document errors
+          // (an update that raced its own step 1) leave it as is: the next sync exchange carries it.
+          if (
+            frame.doc &&
+            frame.error.code === "FORBIDDEN" &&
+            this.#docs.refused(frame.doc as DocName, CrosstalkError.from(frame.error))
+          )
+            return;
           if (frame.ref && this.#requests.receive(frame.ref, frame)) return;
           if (frame.ref && this.#events.refused(frame.ref, CrosstalkError.from(frame.error))) return;
           if (frame.ref && this.#rpc.refused(frame.ref, CrosstalkError.from(frame.error))) return;

@@ -237,6 +237,46 @@ describe("an agent allowed only some types of a stream", () => {
   });
 });
 
+describe("answers that list things", () => {
+  it("a trace shows only the events, calls and messages the agent may see; streams it may not read are not named", async () => {
+    r = await inProcessRoom({
+      policy: policy({
+        sales: { allow: ["stream.publish", "stream.subscribe", "rpc.call", "rpc.serve", "inbox.send"] },
+        analyst: { allow: ["stream.subscribe:main/deal.open", "rpc.call:*/quote"] },
+      }),
+    });
+    const sales = await r.agent({ agent: "s", role: "sales" });
+    const legal = await r.agent({ agent: "l", role: "sales" });
+    const analyst = await r.agent({ agent: "a", role: "analyst" });
+    legal.handle("quote", () => 1);
+    legal.handle("contract", () => 2);
+    await eventually(() => expect(sales.agents().find((x) => x.agent === "l")?.methods).toHaveLength(2), fast);
+    const work = { correlationId: "flow-9" };
+    await sales.publish("deal.open", {}, work);
+    await sales.publish("deal.secret", {}, work);
+    await sales.publish("audit.entry", {}, { ...work, stream: "audit" });
+    await sales.call("l", "quote", null, work);
+    await sales.call("l", "contract", null, work);
+    await sales.send("l", "notify", null, work);
+    const all = await sales.trace("flow-9");
+    const flat = (nodes: typeof all): string[] =>
+      nodes.flatMap((n) => [`${n.kind}:${n.detail.type ?? n.detail.method}`, ...flat(n.children)]);
+    expect(flat(all).sort()).toEqual(
+      [
+        "event:deal.open",
+        "event:deal.secret",
+        "event:audit.entry",
+        "call:quote",
+        "call:contract",
+        "message:notify",
+      ].sort(),
+    );
+    const seen = await analyst.trace("flow-9");
+    expect(flat(seen).sort()).toEqual(["call:quote", "event:deal.open"]);
+    expect(JSON.stringify(seen)).not.toContain("audit");
+  });
+});
+
 describe("the admin API", () => {
   it("reads and replaces the policy, refusing a bad one with every problem and a stale revision with CONFLICT", async () => {
     r = await inProcessRoom();
