@@ -3,17 +3,25 @@
  * primitives (state, events, direct messages) and the roster, over one socket.
  */
 import { ObservableV2 } from "lib0/observable";
+import type * as Y from "yjs";
 import type { z } from "zod";
 import {
   type AgentInfo,
   type ConsumerInfo,
   CrosstalkError,
+  type DocName,
   nameSchema,
+  type Permissions,
+  type PolicyInput,
+  type RoomFrameOf,
   type StoredEvent,
   sleep,
   stateDoc,
   type Target,
+  targetResource,
+  wholeStream,
 } from "../protocol/index.ts";
+import { Access, forbidden } from "./access.ts";
 import { type EventCatalog, encodeEvent } from "./catalog.ts";
 import { check } from "./check.ts";
 import {
@@ -58,6 +66,8 @@ type TeamEvents = {
   agents: (agents: AgentInfo[]) => void;
   /** Something failed that no caller is waiting for: a subscription handler, a bad frame from the room. */
   error: (error: unknown, context: { event?: StoredEvent }) => void;
+  /** The team's policy changed: what this agent may do from now on. */
+  permissions: (permissions: Permissions) => void;
 };
 
 export class Team extends ObservableV2<TeamEvents> {
@@ -69,6 +79,7 @@ export class Team extends ObservableV2<TeamEvents> {
   readonly #events: Events;
   readonly #rpc: Rpc;
   readonly #requests: Requests;
+  readonly #access = new Access();
   readonly #namespaces = new Map<string, Namespace<Entity>>();
   readonly #leases = new Set<Lease>();
   readonly #roster = new Map<string, AgentInfo>();
@@ -88,9 +99,12 @@ export class Team extends ObservableV2<TeamEvents> {
     this.agent = options.agent;
     this.role = options.role;
     this.#transport = new Transport(options);
-    this.#docs = new DocSync(this.#transport);
+    this.#docs = new DocSync(this.#transport, {
+      mayRead: (name) => this.#mayRead(name),
+      onReset: (name, doc, error) => this.#docReset(name, doc, error),
+    });
     this.#requests = new Requests(this.#transport);
-    this.#events = new Events(this.#transport, this.#docs, this.#requests, this.agent, (error, event) =>
+    this.#events = new Events(this.#transport, this.#docs, this.#requests, this.#access, this.agent, (error, event) =>
       this.emit("error", [error, { event }]),
     );
     this.#rpc = new Rpc(
@@ -106,6 +120,7 @@ export class Team extends ObservableV2<TeamEvents> {
     this.#transport.on("frame", (frame) => {
       switch (frame.type) {
         case "welcome":
+          this.#access.update(frame.permissions);
           this.#clockSkew = frame.serverTime - Date.now();
           this.#roster.clear();
           for (const a of frame.roster) this.#roster.set(a.agent, a);
@@ -122,6 +137,12 @@ export class Team extends ObservableV2<TeamEvents> {
           else this.#roster.set(frame.agent.agent, frame.agent);
           this.emit("agents", [this.agents()]);
           return;
+        case "permissions":
+          this.#access.update(frame.permissions);
+          this.emit("permissions", [frame.permissions]);
+          return;
+        case "feed.events":
+          return this.#events.feedEvents(frame);
         case "publish.ack":
           return this.#events.ack(frame.ref, frame.results);
         case "lease.lost":
@@ -135,11 +156,21 @@ export class Team extends ObservableV2<TeamEvents> {
         case "trace":
         case "lease.granted":
         case "ok":
+        case "policy":
+        case "feed.started":
           this.#requests.receive(frame.ref, frame);
           return;
         case "group.deliver":
           return this.#events.groupDeliver(frame);
         case "error":
+          // A document refused by the policy starts over (`DocSync.refused`). Other document errors
+          // (an update that raced its own step 1) leave it as is: the next sync exchange carries it.
+          if (
+            frame.doc &&
+            frame.error.code === "FORBIDDEN" &&
+            this.#docs.refused(frame.doc as DocName, CrosstalkError.from(frame.error))
+          )
+            return;
           if (frame.ref && this.#requests.receive(frame.ref, frame)) return;
           if (frame.ref && this.#events.refused(frame.ref, CrosstalkError.from(frame.error))) return;
           if (frame.ref && this.#rpc.refused(frame.ref, CrosstalkError.from(frame.error))) return;
@@ -166,6 +197,35 @@ export class Team extends ObservableV2<TeamEvents> {
     this.#transport.on("fatal", (error) => this.#shutdown(error));
   }
 
+  /**
+   * What this agent may do, as the room last said (its role's rules and its token's scope;
+   * see `protocol/permissions.ts`); null before the first welcome. Changes are announced
+   * with the `permissions` event.
+   */
+  get permissions(): Permissions | null {
+    return this.#access.permissions;
+  }
+
+  #mayRead(name: DocName): boolean {
+    const slash = name.indexOf("/");
+    const what = name.slice(slash + 1);
+    return name.startsWith("state/")
+      ? this.#access.permits("state.read", what)
+      : this.#access.permits("stream.subscribe", wholeStream(what), { pattern: true });
+  }
+
+  /** The room refused a document: a namespace starts over on its fresh copy; a log's subscriptions move to feeds. */
+  #docReset(name: DocName, doc: Y.Doc, error: CrosstalkError): void {
+    const what = name.slice(name.indexOf("/") + 1);
+    if (name.startsWith("log/")) return this.#events.logRefused(what);
+    const namespace = this.#namespaces.get(what);
+    if (!namespace) return;
+    const ready = this.#docs.synced(name);
+    ready.catch(() => {});
+    namespace.reset(doc, ready, error);
+    this.emit("error", [error, {}]);
+  }
+
   /** "connecting" until first admitted, then "online" / "offline"; "closed" after `close()`. */
   get status(): Status {
     return this.#transport.status;
@@ -186,16 +246,21 @@ export class Team extends ObservableV2<TeamEvents> {
     let namespace = this.#namespaces.get(ns);
     if (!namespace) {
       check(nameSchema, ns, "namespace");
+      this.#access.check("state.read", ns);
       const doc = this.#docs.open(stateDoc(ns));
       const host: NamespaceHost = {
         agent: this.agent,
         now: () => this.now(),
+        checkWrite: (name) => this.#access.check("state.write", name),
         setIf: async (name, key, expectedVersion, value) => {
           const { version } = await this.#requests.ask({ type: "state.setIf", ns: name, key, expectedVersion, value });
           return { version };
         },
       };
-      namespace = new Namespace(ns, doc, this.#docs.synced(stateDoc(ns)), host, options as NamespaceOptions<Entity>);
+      const ready = this.#docs.synced(stateDoc(ns));
+      // A namespace this agent turns out not to be allowed to read fails `ready`; nobody need await it.
+      ready.catch(() => {});
+      namespace = new Namespace(ns, doc, ready, host, options as NamespaceOptions<Entity>);
       this.#namespaces.set(ns, namespace);
     }
     return namespace as unknown as Namespace<T>;
@@ -206,6 +271,7 @@ export class Team extends ObservableV2<TeamEvents> {
    * `details`. The lease renews itself while held; watch `lease.lost`.
    */
   async lease(name: string, options: LeaseOptions = {}): Promise<Lease> {
+    this.#access.check("lease.acquire", name);
     const ttlMs = options.ttlMs ?? 10_000;
     const granted = await this.#requests.ask({ type: "lease.acquire", name, ttlMs });
     const lease = new Lease(
@@ -270,6 +336,10 @@ export class Team extends ObservableV2<TeamEvents> {
    * and the recent calls and messages with this correlation id, each under its cause.
    */
   async trace(correlationId: string, options: { streams?: string[] } = {}): Promise<TraceNode[]> {
+    for (const stream of options.streams ?? []) {
+      if (!this.#access.reaches("stream.subscribe", wholeStream(stream)))
+        throw forbidden("stream.subscribe", wholeStream(stream));
+    }
     const reply = await this.#requests.ask({ type: "trace.get", correlationId, ...options });
     return buildTraceTree(reply.nodes);
   }
@@ -300,6 +370,7 @@ export class Team extends ObservableV2<TeamEvents> {
 
   /** Serves `method`; returns a function that stops serving it. */
   handle(method: string, handler: Handler): () => void {
+    this.#access.check("rpc.serve", method);
     return this.#rpc.handle(method, handler);
   }
 
@@ -309,6 +380,11 @@ export class Team extends ObservableV2<TeamEvents> {
    * idempotency and progress.
    */
   call<T = Json>(to: Target, method: string, input?: unknown, options?: CallOptions): Promise<T> {
+    try {
+      this.#access.check("rpc.call", targetResource(to, method));
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return this.#rpc.call(to, method, input, options) as Promise<T>;
   }
 
@@ -322,6 +398,11 @@ export class Team extends ObservableV2<TeamEvents> {
     input?: unknown,
     options?: SendOptions,
   ): Promise<{ id: string; recipients: string[] }> {
+    try {
+      this.#access.check("inbox.send", targetResource(to, method));
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return this.#rpc.send(to, method, input, options);
   }
 
@@ -361,7 +442,39 @@ export class Team extends ObservableV2<TeamEvents> {
 
   /** Replaces this agent's free-form status fields in the roster. */
   setStatus(status: Record<string, Json>): void {
+    this.#access.check("presence.write", this.agent);
     this.#transport.send({ type: "presence.set", status });
+  }
+
+  // --- policy ---------------------------------------------------------------------------
+
+  /** The team's policy as stored, with its revision (needs `policy.admin`). */
+  async policy(): Promise<Omit<RoomFrameOf<"policy">, "type" | "ref">> {
+    this.#access.check("policy.admin", "policy");
+    const { type: _, ref: __, ...stored } = await this.#requests.ask({ type: "policy.get" });
+    return stored;
+  }
+
+  /**
+   * Replaces the team's policy (needs `policy.admin`); it applies to every live agent at
+   * once. A bad policy fails with INVALID_ARGUMENT listing every problem in `details.issues`;
+   * with `expectedRev`, a policy changed meanwhile fails with CONFLICT.
+   */
+  async setPolicy(
+    policy: PolicyInput,
+    options: { expectedRev?: number } = {},
+  ): Promise<Omit<RoomFrameOf<"policy">, "type" | "ref">> {
+    this.#access.check("policy.admin", "policy");
+    const {
+      type: _,
+      ref: __,
+      ...stored
+    } = await this.#requests.ask({
+      type: "policy.set",
+      policy: policy as never,
+      ...options,
+    });
+    return stored;
   }
 
   // --- lifecycle ------------------------------------------------------------------------

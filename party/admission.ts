@@ -5,7 +5,14 @@
  * here (and `policy.ts` will decide what the identity may do). Also the sessions' registry,
  * and the `leave` frame, which ends a session on purpose.
  */
-import { CLOSE_CODES, docNameSchema, type Identity, nameSchema, PROTOCOL_VERSION } from "../protocol/index.ts";
+import {
+  CLOSE_CODES,
+  docNameSchema,
+  type Grants,
+  type Identity,
+  nameSchema,
+  PROTOCOL_VERSION,
+} from "../protocol/index.ts";
 import type { RoomModule } from "./handlers.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Presence } from "./presence.ts";
@@ -16,6 +23,8 @@ export type AdmissionOptions = {
   now: () => number;
   metrics: Metrics;
   presence: Presence;
+  /** The effective permissions of an admitted session under the team's policy (`team-policy.ts`). */
+  grants: (who: Session) => Grants;
   /**
    * Right after the welcome, before any other frame of the session: hand back what was in
    * flight for this agent (in-doubt calls). Synchronous, so nothing else sees the session first.
@@ -82,6 +91,7 @@ export class Admission {
       ...(identity?.scope ? { scope: identity.scope } : {}),
       ...(identity?.expiresAt !== undefined ? { expiresAt: identity.expiresAt } : {}),
     });
+    session.grants = this.options.grants(session);
     const admitted = presence.admit(session);
     if (!admitted.ok) {
       socket.close(CLOSE_CODES.AgentIdInUse.code, `${CLOSE_CODES.AgentIdInUse.reason}: ${agent.data}`);
@@ -96,6 +106,7 @@ export class Admission {
       role: session.role,
       serverTime: now(),
       roster: presence.roster(),
+      permissions: session.grants.permissions,
     });
     this.options.admitted(session);
     // Messages that waited in the inbox follow the welcome, in the session's frame order.
@@ -127,6 +138,7 @@ export class Admission {
       ...(named === null ? { writer: ANONYMOUS_WRITER } : {}),
     };
     const session = new RawDocSession(init, doc.data);
+    session.grants = this.options.grants(session);
     this.#sessions.set(socket, session);
     return session;
   }

@@ -114,7 +114,7 @@ export class Consumers {
     this.#persist(key, record);
   }
 
-  /** Durable consumers and groups of `stream`, with their lag. */
+  /** Durable consumers and groups of `stream`, with their lag (names only: no event content). */
   async list(streamName: string): Promise<{ head: number; consumers: ConsumerInfo[] }> {
     const stream = await this.streams.open(streamName);
     const out: ConsumerInfo[] = [];
@@ -214,6 +214,15 @@ export class Consumers {
 
   leave(session: Session, stream: string, name: string): void {
     void this.#group(stream, name).then((g) => g && this.#removeMember(g, session));
+  }
+
+  /** The policy changed: `session` leaves every group whose pattern it may no longer read. */
+  revoke(session: Session, mayRead: (stream: string, pattern: string) => boolean): void {
+    for (const loading of this.#groups.values()) {
+      void loading.then((g) => {
+        if (g.members.has(session) && !mayRead(g.stream.name, g.config.pattern)) this.#removeMember(g, session);
+      });
+    }
   }
 
   /** A disconnected session leaves every group; its leases go to other members. */

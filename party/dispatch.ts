@@ -22,7 +22,7 @@ import {
   Y_MESSAGE_SYNC,
 } from "../protocol/index.ts";
 import type { Admission } from "./admission.ts";
-import type { DocHub } from "./docs.ts";
+import { type DocHub, isEmptyUpdate } from "./docs.ts";
 import type { DispatchTable, FrameHandler, Outcome } from "./handlers.ts";
 import type { Metrics } from "./metrics.ts";
 import { authorize, type Op } from "./policy.ts";
@@ -36,6 +36,8 @@ export type DispatchOptions = {
   hub: DocHub;
   metrics: Metrics;
   admission: Admission;
+  /** Null once the team's policy is loaded; until then, the load every message waits for. */
+  policyReady: () => Promise<void> | null;
 };
 
 export class Dispatch {
@@ -59,6 +61,8 @@ export class Dispatch {
   }
 
   async #handle(session: Session, data: Data): Promise<void> {
+    const loading = this.options.policyReady();
+    if (loading) await loading;
     if (session instanceof RawDocSession) return this.#raw(session, data);
     if (typeof data === "string") return this.#text(session, data);
     const whole = session.reassembler.push(asBytes(data));
@@ -70,7 +74,7 @@ export class Dispatch {
     const { doc, decoder } = decoded.frame;
     const op = syncOp(decoder);
     const denied = op && authorize(session, op, { doc });
-    if (denied) return this.#refuse(session, denied, { doc });
+    if (denied && !emptyWrite(op, decoder)) return this.#refuse(session, denied, { doc });
     const error = await this.options.hub.receive(session, doc, decoder);
     if (error) this.#refuse(session, error, { doc });
   }
@@ -123,7 +127,8 @@ export class Dispatch {
     const doc = session.doc;
     if (type === Y_MESSAGE_SYNC) {
       const op = syncOp(decoder);
-      const error = (op && authorize(session, op, { doc })) || (await hub.receive(session, doc, decoder));
+      const denied = op && authorize(session, op, { doc });
+      const error = denied && !emptyWrite(op, decoder) ? denied : await hub.receive(session, doc, decoder);
       if (error) {
         // A stock client has no error frame to read; the refusal is logged and counted.
         this.options.metrics.refused.inc({ code: error.code });
@@ -151,6 +156,21 @@ function syncOp(decoder: decoding.Decoder): Op | null {
     return null;
   } catch {
     return null;
+  }
+}
+
+/**
+ * A sync step 2 or update that changes nothing: what a reader's Yjs replies to the room's
+ * own step 1. Changing nothing needs no write permission (read without consuming).
+ */
+function emptyWrite(op: Op | null, decoder: decoding.Decoder): boolean {
+  if (op !== "write") return false;
+  try {
+    const peek = decoding.clone(decoder);
+    decoding.readVarUint(peek);
+    return isEmptyUpdate(decoding.readVarUint8Array(peek));
+  } catch {
+    return false;
   }
 }
 

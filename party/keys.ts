@@ -31,4 +31,6 @@ export const keys = {
   leaseToken: (name: string) => `leasetoken|${name}`,
   /** Stored results of idempotent calls (`party/rpc.ts`), per caller agent. */
   idempotent: (agent: string, key: string) => `idem|${agent}|${key}`,
+  /** The team's policy (`party/team-policy.ts`). */
+  policy: "policy",
 } as const;

@@ -6,26 +6,30 @@
  * This file only composes. Each module owns its frames and HTTP routes (the contract:
  * `handlers.ts`); `admission.ts` says who a socket is, `dispatch.ts` routes its messages
  * (through `policy.ts`) and answers for every module, `http.ts` serves the routes.
+ * `team-policy.ts` holds the team's policy; when it changes, {@link TeamRoom} applies it to
+ * every live session here.
  */
-import { DEFAULT_LOG_WINDOW, type Identity } from "../protocol/index.ts";
+import { DEFAULT_LOG_WINDOW, type DocName, type Identity } from "../protocol/index.ts";
 import { Admission } from "./admission.ts";
 import { Consumers, consumerModule } from "./consumers.ts";
 import type { RoomContext } from "./context.ts";
 import { Dispatch } from "./dispatch.ts";
 import { DocHub, docModule } from "./docs.ts";
+import { Feeds, feedModule } from "./feeds.ts";
 import type { DispatchTable, Route } from "./handlers.ts";
 import { createHttp, type HttpHandler } from "./http.ts";
 import { Inbox, inboxModule } from "./inbox.ts";
 import { Leases, leaseModule } from "./leases.ts";
 import { Metrics } from "./metrics.ts";
 import { metricsModule } from "./metrics-text.ts";
-import type { Principal } from "./policy.ts";
+import { authorize, canReadPattern, type Principal } from "./policy.ts";
 import { type agentInfo, Presence, presenceModule } from "./presence.ts";
 import { Router, type RouterOptions, rpcModule } from "./rpc.ts";
 import type { Session, Socket } from "./session.ts";
 import { SharedState, stateModule } from "./state.ts";
 import type { KvStorage } from "./storage.ts";
 import { type StreamOptions, Streams, streamModule } from "./streams.ts";
+import { policyModule, TeamPolicy } from "./team-policy.ts";
 import { TraceLog, traceModule } from "./trace.ts";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -55,6 +59,9 @@ export class TeamRoom {
   readonly state: SharedState;
   readonly leases: Leases;
   readonly admission: Admission;
+  readonly feeds: Feeds;
+  /** The team's policy, and every principal's permissions under it. */
+  readonly policy: TeamPolicy;
   /** Every module's frame handlers, one per client frame type. */
   readonly handlers: DispatchTable;
   readonly #dispatch: Dispatch;
@@ -97,11 +104,22 @@ export class TeamRoom {
     this.state = new SharedState(ctx);
     this.leases = new Leases(ctx);
     this.inbox = new Inbox(ctx, options.rpc?.inboxTtlMs ?? DAY_MS);
+    this.feeds = new Feeds(this.streams);
+    this.policy = new TeamPolicy({
+      team: this.team,
+      storage: options.storage,
+      now,
+      changed: () => this.#policyChanged(),
+    });
+    void this.policy.load().catch((error: unknown) => {
+      console.error(`[crosstalk ${this.team}] the policy could not be loaded`, error);
+    });
     this.admission = new Admission({
       team: this.team,
       now,
       metrics: this.metrics,
       presence: this.presence,
+      grants: (session) => this.policy.bind(session),
       // In-doubt calls go back to the agent that may hold their answer, right after its welcome.
       admitted: (session) => this.router.returned(session),
       welcomed: (session) => this.inbox.flush(session),
@@ -109,6 +127,7 @@ export class TeamRoom {
         this.hub.closeAll(session);
         this.router.gone(session);
         this.consumers.gone(session);
+        this.feeds.gone(session);
       },
     });
 
@@ -119,6 +138,8 @@ export class TeamRoom {
       stateModule(this.state),
       leaseModule(this.leases),
       docModule(this.hub),
+      feedModule(this.feeds),
+      policyModule(this.policy),
       rpcModule(this.router, this.presence),
       inboxModule(this.inbox),
       presenceModule(this.presence),
@@ -142,8 +163,14 @@ export class TeamRoom {
       hub: this.hub,
       metrics: this.metrics,
       admission: this.admission,
+      policyReady: () => this.policy.ready(),
     });
     this.#http = createHttp(modules.flatMap((m: Composable) => m.routes ?? []));
+  }
+
+  /** Resolves once the room can admit agents with the team's stored policy (PartyKit's `onStart`). */
+  start(): Promise<void> {
+    return this.policy.load();
   }
 
   /** Admits a socket; `identity` is what the host verified from the agent's token (see `admission.ts`). */
@@ -162,8 +189,39 @@ export class TeamRoom {
   }
 
   /** HTTP, for tools: see the modules' routes (`GET …/<team>`, `/metrics`, `/agents`, `/state/<ns>`, `/streams/<stream>`). */
-  request(req: Request, principal: Principal = null): Promise<Response> {
-    return this.#http(req, principal);
+  async request(req: Request, principal: Principal = null): Promise<Response> {
+    await this.policy.load();
+    return this.#http(req, principal && { ...principal, grants: this.policy.bind(principal) });
+  }
+
+  /**
+   * The policy changed: every live session gets its new permissions (a `permissions` frame),
+   * and loses at once what it may no longer have — documents it may no longer read stop
+   * syncing (with a FORBIDDEN `error` naming them), methods it may no longer serve leave the
+   * roster, group memberships whose pattern it may no longer read end. Feeds check every
+   * event as they send it, so they need nothing here.
+   */
+  #policyChanged(): void {
+    for (const session of this.admission.sessions()) {
+      session.grants = this.policy.bind(session);
+      session.sendFrame({ type: "permissions", permissions: session.grants.permissions });
+      for (const doc of [...session.docs] as DocName[]) {
+        const denied = authorize(session, "read", { doc });
+        if (!denied) continue;
+        this.hub.close(session, doc);
+        session.sendFrame({
+          type: "error",
+          doc,
+          error: { ...denied, message: `${doc} may no longer be read: ${denied.message}` },
+        });
+      }
+      const methods = session.methods.filter((m) => session.grants?.permits("rpc.serve", m));
+      if (methods.length !== session.methods.length) {
+        session.methods = methods;
+        this.presence.changed(session);
+      }
+      this.consumers.revoke(session, (stream, pattern) => canReadPattern(session, stream, pattern));
+    }
   }
 
   /** A summary for `GET /parties/main/<team>`. */

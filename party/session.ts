@@ -3,7 +3,14 @@
  * room at connect time and never taken from frames.
  */
 import * as decoding from "lib0/decoding";
-import { chunkBinary, createReassembler, type DocName, MAX_FRAME_BYTES, type RoomFrame } from "../protocol/index.ts";
+import {
+  chunkBinary,
+  createReassembler,
+  type DocName,
+  type Grants,
+  MAX_FRAME_BYTES,
+  type RoomFrame,
+} from "../protocol/index.ts";
 import type { Metrics } from "./metrics.ts";
 
 /** The writer of stock Yjs clients without an identity: not a valid agent name, so no agent is it. */
@@ -42,6 +49,11 @@ export class Session {
   /** Serializes this session's frames: a frame waiting on a document load holds the next. */
   queue: Promise<void> = Promise.resolve();
   closed = false;
+  /**
+   * What this session may do under the team's current policy (`policy.ts` decides from it):
+   * set at admission, recomputed when the policy changes. Absent: nothing.
+   */
+  grants?: Grants;
   /** Joins chunked binary frames from this socket. */
   readonly reassembler = createReassembler();
 

@@ -36,6 +36,7 @@ import { httpError, type Outcome, type RoomModule } from "./handlers.ts";
 import { keys, pad } from "./keys.ts";
 import { appendEvents } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
+import { canReadEvent, canReadStream, type Principal } from "./policy.ts";
 import type { Session } from "./session.ts";
 import { type KvStorage, putAll } from "./storage.ts";
 
@@ -299,6 +300,29 @@ export class Streams {
     }
   }
 
+  /**
+   * A page of history as `who` may see it: all of it with the whole stream readable; otherwise
+   * only the types it may read, reading on until the page has some or the range ends (so an
+   * empty page still means the end).
+   */
+  async readAs(
+    who: Principal,
+    name: string,
+    range: { from: number; to?: number | undefined; limit: number },
+  ): Promise<{ events: StoredEvent[]; head: number; next: number | null }> {
+    if (canReadStream(who, name)) return this.read(name, range.from, range.to, range.limit);
+    const events: StoredEvent[] = [];
+    let next: number | null = range.from;
+    let head = 0;
+    while (next !== null && events.length === 0) {
+      const page = await this.read(name, next, range.to, range.limit);
+      head = page.head;
+      events.push(...page.events.filter((e) => canReadEvent(who, e)));
+      next = page.events.length > 0 ? page.next : null;
+    }
+    return { events, head, next };
+  }
+
   /** Events `from`..`to` (inclusive), at most `limit`, from the archive and the live document. */
   async read(
     name: string,
@@ -333,8 +357,8 @@ export class Streams {
 export const streamModule = (streams: Streams): RoomModule<"publish" | "history"> => ({
   frames: {
     publish: (session, frame, wire) => streams.publish(session, frame, wire.chars),
-    history: async (_session, frame) => ({
-      reply: await streams.read(frame.stream, frame.from, frame.to, frame.limit),
+    history: async (session, frame) => ({
+      reply: await streams.readAs(session, frame.stream, frame),
     }),
   },
   routes: [

@@ -15,6 +15,7 @@ import { z } from "zod";
 import { type ErrorBody, errorBodySchema, errorCodeSchema } from "./codes.ts";
 import { MAX_HISTORY_PAGE, MAX_JSON_DEPTH } from "./limits.ts";
 import { docNameSchema, methodSchema, nameSchema, patternSchema } from "./names.ts";
+import { permissionsSchema, policySchema } from "./permissions.ts";
 import {
   agentInfoSchema,
   consumerInfoSchema,
@@ -215,6 +216,42 @@ export const clientFrames = {
    * the socket after the answer, so the id can be used again at once.
    */
   leave: z.object({ type: z.literal("leave"), ref: refSchema }),
+  /** The team's policy as stored; answered by `policy`. Needs `policy.admin`. */
+  "policy.get": z.object({ type: z.literal("policy.get"), ref: refSchema }),
+  /**
+   * Replace the team's policy (`permissions.ts`); answered by `policy` once stored, or
+   * INVALID_ARGUMENT with every problem in `details.issues`. Takes effect for live sessions
+   * at once. Needs `policy.admin`.
+   */
+  "policy.set": z.object({
+    type: z.literal("policy.set"),
+    ref: refSchema,
+    /** Checked by the room, which answers a bad one with every problem. */
+    policy: z.json(),
+    /** Refused with CONFLICT unless the stored policy is at this revision. */
+    expectedRev: z.number().int().min(0).optional(),
+  }),
+  /**
+   * A room-pushed, type-filtered event feed: for an agent allowed only some types of a
+   * stream, which therefore may not read its raw log document. The room sends `feed.events`
+   * with the events from `from` on that match `pattern` and that the agent may read, in seq
+   * order, then every new one as it is appended. Answered by `feed.started`. Resume after a
+   * reconnect by opening again from the next seq not yet handled.
+   */
+  "feed.open": z.object({
+    type: z.literal("feed.open"),
+    ref: refSchema,
+    /** The client's name for this feed, echoed in `feed.events`; opening it again replaces it. */
+    feed: z.string().min(1).max(64),
+    stream: nameSchema,
+    pattern: patternSchema,
+    /** The first seq wanted, or "end" (only what is appended from now on). */
+    from: z.union([z.literal("end"), z.number().int().min(1)]),
+    /** With it, `from` is ignored: start at the first event at or after this room time (ms). */
+    fromTime: z.number().optional(),
+  }),
+  /** Stop feed `feed`. */
+  "feed.close": z.object({ type: z.literal("feed.close"), feed: z.string().min(1).max(64) }),
 } as const;
 
 export type ClientFrameType = keyof typeof clientFrames;
@@ -236,6 +273,37 @@ export const roomFrames = {
     role: nameSchema,
     serverTime: z.number(),
     roster: z.array(agentInfoSchema),
+    /**
+     * What this agent may do (its role's rules ∩ its token's scope; `permissions.ts`), so
+     * the client refuses a forbidden operation before sending it. Absent from older rooms.
+     */
+    permissions: permissionsSchema.optional(),
+  }),
+  /** The team's policy changed: this agent's permissions from now on. */
+  permissions: z.object({ type: z.literal("permissions"), permissions: permissionsSchema }),
+  /** The team's policy, for `policy.get` and `policy.set`. */
+  policy: z.object({
+    type: z.literal("policy"),
+    ref: refSchema,
+    policy: policySchema,
+    /** Grows with every change (0: the default policy, never set). */
+    rev: z.number().int().min(0),
+    updatedAt: z.number().optional(),
+    updatedBy: nameSchema.optional(),
+  }),
+  /** Feed `feed` is open: events from `from` on follow in `feed.events`; `head` is the stream's last seq now. */
+  "feed.started": z.object({
+    type: z.literal("feed.started"),
+    ref: refSchema,
+    feed: z.string(),
+    from: z.number().int().min(1),
+    head: z.number().int().min(0),
+  }),
+  /** Events of feed `feed`, ascending seq; seqs between them are types this agent does not receive. */
+  "feed.events": z.object({
+    type: z.literal("feed.events"),
+    feed: z.string(),
+    events: z.array(storedEventSchema).min(1),
   }),
   /** Durable acknowledgement of a `publish`, one result per event in order. */
   "publish.ack": z.object({
@@ -380,6 +448,9 @@ export const replies = {
   "rpc.call": "rpc.response",
   "rpc.send": "rpc.sent",
   leave: "ok",
+  "policy.get": "policy",
+  "policy.set": "policy",
+  "feed.open": "feed.started",
 } as const satisfies { readonly [K in ClientFrameType]?: RoomFrameType };
 
 /** Client frames the room answers. */

@@ -110,6 +110,28 @@ export {
   stateDoc,
 } from "./names.ts";
 export {
+  ACTIONS,
+  type Action,
+  ALLOW_ALL,
+  bindSub,
+  EVERY_ROLE,
+  Grants,
+  MAX_RULE_CHARS,
+  type Permissions,
+  type Policy,
+  PolicyError,
+  type PolicyInput,
+  parsePolicy,
+  permissionsOf,
+  permissionsSchema,
+  policySchema,
+  ruleProblem,
+  SUB,
+  targetResource,
+  typeResource,
+  wholeStream,
+} from "./permissions.ts";
+export {
   type AgentInfo,
   agentInfoSchema,
   type ConsumerInfo,
