@@ -67,6 +67,10 @@ export class Admission {
       );
       return null;
     }
+    if (identity?.expiresAt !== undefined && identity.expiresAt <= this.options.now()) {
+      socket.close(CLOSE_CODES.TokenExpired.code, CLOSE_CODES.TokenExpired.reason);
+      return null;
+    }
     const session = q.has("doc") ? this.#connectRaw(socket, q, identity) : this.#connectAgent(socket, q, identity);
     if (session?.expiresAt !== undefined) this.#expireAt(session, session.expiresAt);
     return session;
