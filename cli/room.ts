@@ -289,7 +289,8 @@ async function answers(url: string): Promise<boolean> {
   try {
     const res = await fetch(url, { signal: AbortSignal.timeout(5_000) });
     await res.body?.cancel();
-    return res.ok;
+    // 401: the room answers, refusing a request without a token.
+    return res.ok || res.status === 401;
   } catch {
     return false;
   }

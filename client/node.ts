@@ -11,6 +11,8 @@ import { type ConnectOptions, connect as connectCore, type Team } from "./team.t
 
 export type { JWK } from "jose";
 export * from "./index.ts";
+/** A token lifetime (`90s`, `15m`, `12h`, `7d`, or seconds) in seconds; INVALID_ARGUMENT otherwise. */
+export { ttlSeconds };
 
 /** `connect` with `ws` as the WebSocket unless one is given. */
 export function connect(options: ConnectOptions): Promise<Team> {
