@@ -6,7 +6,7 @@
 import { exportJWK, generateKeyPair as generateJoseKeyPair, importJWK, type JWK } from "jose";
 import WebSocket from "ws";
 import { CrosstalkError, randomBytes, toHex } from "../protocol/index.ts";
-import { signAgentToken, ttlSeconds } from "../protocol/token.ts";
+import { type SignOptions, signAgentToken, ttlSeconds } from "../protocol/token.ts";
 import { type ConnectOptions, connect as connectCore, type Team } from "./team.ts";
 
 export type { JWK } from "jose";
@@ -26,15 +26,7 @@ export type MintOptions = {
   privateJwk?: JWK;
   /** The key id; defaults to `privateJwk.kid`. */
   kid?: string;
-  team: string;
-  agent: string;
-  role: string;
-  /** Narrows the role's permissions for this token (permission patterns, passed as they are). */
-  perms?: readonly string[];
-  /** Lifetime: seconds or a duration like `15m`, `12h`, `7d`. */
-  ttl: number | string;
-  issuer?: string;
-};
+} & Pick<SignOptions, "team" | "agent" | "role" | "perms" | "ttl" | "issuer">;
 
 /**
  * A signed token for `agent` in `role` of `team`'s room: EdDSA with `privateJwk`, or HS256
