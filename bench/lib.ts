@@ -28,7 +28,7 @@ function snapshotConfig(): string {
     const cache = join(ROOT, "node_modules", ".cache", "crosstalk-bench");
     mkdirSync(cache, { recursive: true });
     const dir = mkdtempSync(join(cache, "src-"));
-    for (const part of ["party", "client"]) cpSync(join(ROOT, part), join(dir, part), { recursive: true });
+    for (const part of ["party", "client", "protocol"]) cpSync(join(ROOT, part), join(dir, part), { recursive: true });
     mkdirSync(join(dir, "bench"));
     for (const file of ["partykit.json", "relay.ts", "yparty.ts"]) {
       cpSync(join(ROOT, "bench", file), join(dir, "bench", file));
@@ -554,7 +554,9 @@ export class HistoryRoom {
 
   async #connect(): Promise<RawSocket> {
     if (this.#socket && this.#socket.ws.readyState === WebSocket.OPEN) return this.#socket;
-    const socket = await rawSocket(this.server, `/parties/main/${this.team}?agent=filler&role=bench&v=1&_pk=filler`);
+    const token = await this.server.token("filler", "bench", { team: this.team });
+    const path = `/parties/main/${this.team}?agent=filler&role=bench&v=1&_pk=filler&token=${token}`;
+    const socket = await rawSocket(this.server, path);
     socket.onMessage((text) => {
       const frame = JSON.parse(text) as { type: string; ref?: string; error?: unknown };
       const waiting = frame.ref ? this.#waiting.get(frame.ref) : undefined;

@@ -2,7 +2,8 @@
  * The `crosstalk` command line (Node only). Two families of commands:
  * - running the room in the user's own project: `dev`, `deploy` (cli/room.ts);
  * - talking to a running room as one more agent: `tail`, `state`, `agents`, `call`,
- *   `publish`, `send`, `replay`, `trace` (cli/team.ts).
+ *   `publish`, `send`, `replay`, `trace` (cli/team.ts);
+ * - tokens: `token`, `keygen` (cli/auth.ts).
  *
  * `npm run build` compiles this folder to `dist/cli/`, which `bin/crosstalk.js` runs with
  * plain node; tests call {@link main} in-process with their own streams. The CLI reaches the
@@ -13,6 +14,7 @@
  */
 import { Command, CommanderError, Option } from "commander";
 import { intArg, nameArg } from "./args.ts";
+import { addAuthCommands } from "./auth.ts";
 import { describeError } from "./errors.ts";
 import { useColor } from "./format.ts";
 import type { CliIO } from "./io.ts";
@@ -65,19 +67,33 @@ function buildProgram(ctx: CliIO): Command {
       getErrHasColors: () => useColor(ctx.stderr, ctx.env),
     })
     .exitOverride()
+    // Global options go before the command, so `token --agent` is the token's own option.
+    .enablePositionalOptions()
     .showHelpAfterError("(add --help for usage)")
     .addOption(
       new Option("--host <host>", "PartyKit host[:port] ($CROSSTALK_HOST)").default(
         ctx.env.CROSSTALK_HOST || DEFAULT_HOST,
       ),
     )
-    .addOption(new Option("--token <token>", "auth token, sent as the token query parameter ($CROSSTALK_TOKEN)"))
-    .addOption(new Option("--agent <id>", "agent id of this CLI (default: cli-<random>)").argParser(nameArg("agent")))
-    .addOption(new Option("--role <role>", "role of this CLI").default("cli").argParser(nameArg("role")))
+    .addOption(
+      new Option(
+        "--token <token>",
+        "agent token, sent as the token query parameter ($CROSSTALK_TOKEN; else one is minted from $CROSSTALK_PRIVATE_JWK or $CROSSTALK_HS256_SECRET, else asked of a dev room)",
+      ),
+    )
+    .addOption(
+      new Option("--agent <id>", "agent id of this CLI (default: the token's, else cli-<random>)").argParser(
+        nameArg("agent"),
+      ),
+    )
+    .addOption(
+      new Option("--role <role>", "role of this CLI (default: the token's, else cli)").argParser(nameArg("role")),
+    )
     .addOption(
       new Option("--connect-timeout <ms>", "give up connecting after this long").default(10_000).argParser(intArg(1)),
     );
   addRoomCommands(program, ctx);
   addTeamCommands(program, ctx);
+  addAuthCommands(program, ctx);
   return program;
 }

@@ -146,7 +146,15 @@ describe("crosstalk dev", () => {
       "--no-hotkeys",
       "--var",
       "CROSSTALK_LOG_WINDOW=500",
+      // No key given: development mode, with a key made once and kept in the state folder.
+      "--var",
+      `CROSSTALK_HS256_SECRET=${readFileSync(join(project, "state", "dev-secret"), "utf8").trim()}`,
+      "--var",
+      "CROSSTALK_DEV=1",
     ]);
+    expect(dev.stdout()).toContain(
+      `Development mode (no key given): tokens are signed with the key in ${join(project, "state", "dev-secret")}`,
+    );
     // partykit runs in the package folder (see spawnPartykit), on the packaged room.
     expect(start?.cwd).toBe(ROOT);
     expect(start?.config).toMatchObject({ name: "crosstalk", main: join(ROOT, "party/server.ts") });

@@ -15,13 +15,14 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
+import { generateSecret } from "../client/node.ts";
 import { collectVars, portArg, projectNameArg } from "./args.ts";
 import { RoomError } from "./errors.ts";
 import type { CliIO } from "./io.ts";
@@ -39,7 +40,9 @@ const READY_TIMEOUT_MS = 120_000;
 export function addRoomCommands(program: Command, ctx: CliIO): void {
   program
     .command("dev")
-    .description("Run the team room on this machine (partykit dev, workerd) until interrupted.")
+    .description(
+      "Run the team room on this machine (partykit dev, workerd) until interrupted. Without a key (--var CROSSTALK_JWKS=… or CROSSTALK_HS256_SECRET=…) it runs in development mode with a key of its own.",
+    )
     .option("--port <port>", "port to listen on", portArg, DEFAULT_PORT)
     .option("--persist <dir>", "folder that keeps the room's state across restarts", ".crosstalk")
     .option("--var <KEY=VALUE>", "a variable for the room, e.g. CROSSTALK_LOG_WINDOW=50000; repeatable", collectVars)
@@ -70,10 +73,12 @@ async function dev(opts: DevOptions, ctx: CliIO): Promise<void> {
   await assertPortFree(opts.port);
   const persist = resolve(ctx.cwd, opts.persist);
   const config = writeRoomConfig(root, "crosstalk");
+  const devKey = opts.var?.CROSSTALK_JWKS || opts.var?.CROSSTALK_HS256_SECRET ? null : devSecret(persist);
+  const vars = devKey ? { ...opts.var, CROSSTALK_HS256_SECRET: devKey.secret, CROSSTALK_DEV: "1" } : opts.var;
   // --disable-request-cf-fetch: partykit otherwise asks Cloudflare for request.cf on start,
   // which hangs without internet. --no-hotkeys: there is no keyboard on stdin here.
   const args = ["dev", "-c", config.file, "--port", String(opts.port), "--persist", persist];
-  args.push("--disable-request-cf-fetch", "--no-hotkeys", ...varArgs(opts.var));
+  args.push("--disable-request-cf-fetch", "--no-hotkeys", ...varArgs(vars));
   // Its own process group, so one signal reaches partykit and the workerd it starts.
   const child = spawnPartykit(ctx, partykit, args, { root, detached: true });
   const group = (signal: NodeJS.Signals) => {
@@ -120,6 +125,12 @@ async function dev(opts: DevOptions, ctx: CliIO): Promise<void> {
       ctx.stdout.write(
         `\ncrosstalk room is running: host 127.0.0.1:${opts.port}, state in ${persist} (Ctrl-C stops it)\n\n`,
       );
+      if (devKey)
+        ctx.stdout.write(
+          `Development mode (no key given): tokens are signed with the key in ${devKey.file}; the room\n` +
+            `mints them at GET /parties/main/<team>/dev/token?agent=&role= (the CLI asks there by itself), or:\n` +
+            `  CROSSTALK_HS256_SECRET=$(cat ${devKey.file}) npx crosstalk token --team <team> --agent <id> --role <role>\n\n`,
+        );
     }
     const { code, signal } = await exited;
     if (!stopping && code !== 0) {
@@ -242,6 +253,19 @@ export function writeRoomConfig(root: string, name: string): { file: string; rem
   return { file, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
+/**
+ * `dev` without a key of the user's: a development HS256 key, made once and kept in the
+ * state folder (tokens survive restarts), with dev mode's token endpoint switched on.
+ */
+function devSecret(persist: string): { secret: string; file: string } {
+  const file = join(persist, "dev-secret");
+  if (!existsSync(file)) {
+    mkdirSync(persist, { recursive: true });
+    writeFileSync(file, `${generateSecret()}\n`, { mode: 0o600 });
+  }
+  return { secret: readFileSync(file, "utf8").trim(), file };
+}
+
 const varArgs = (vars: Record<string, string> = {}): string[] =>
   Object.entries(vars).flatMap(([key, value]) => ["--var", `${key}=${value}`]);
 
@@ -289,7 +313,8 @@ async function answers(url: string): Promise<boolean> {
   try {
     const res = await fetch(url, { signal: AbortSignal.timeout(5_000) });
     await res.body?.cancel();
-    return res.ok;
+    // 401: the room answers, refusing a request without a token.
+    return res.ok || res.status === 401;
   } catch {
     return false;
   }

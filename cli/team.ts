@@ -1,10 +1,9 @@
 /**
  * The commands that talk to a running team room as one more agent: `tail`, `state`,
  * `agents`, `call`, `publish`, `send`, `replay`, `trace`. Each connects with the global
- * options (`--host`, `--token`, `--agent`, `--role`, `--connect-timeout`), does one thing and
- * closes the connection.
+ * options (`--host`, `--token`, `--agent`, `--role`, `--connect-timeout`; who it is and its
+ * token: `auth.ts`), does one thing and closes the connection.
  */
-import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { createWriteStream } from "node:fs";
 import { finished } from "node:stream/promises";
@@ -21,6 +20,7 @@ import {
   parseFrom,
   patternArg,
 } from "./args.ts";
+import { credentials } from "./auth.ts";
 import { CliFailure, describeError } from "./errors.ts";
 import {
   formatAgents,
@@ -35,7 +35,7 @@ import {
 import type { CliIO } from "./io.ts";
 
 /** The global options `main` defines, as commander hands them to a subcommand. */
-export type Globals = { host: string; token?: string; agent?: string; role: string; connectTimeout: number };
+export type Globals = { host: string; token?: string; agent?: string; role?: string; connectTimeout: number };
 
 /** Adds the team commands to `program`. */
 export function addTeamCommands(program: Command, ctx: CliIO): void {
@@ -207,15 +207,8 @@ export function addTeamCommands(program: Command, ctx: CliIO): void {
 /** Connects with the global options, runs `fn`, and always closes the connection. */
 async function withTeam<T>(ctx: CliIO, cmd: Command, team: string, fn: (team: Team) => Promise<T>): Promise<T> {
   const g = cmd.optsWithGlobals<Globals>();
-  const token = g.token ?? (ctx.env.CROSSTALK_TOKEN || undefined);
-  const connection = await connect({
-    host: g.host,
-    team,
-    agent: g.agent ?? `cli-${randomBytes(4).toString("hex")}`,
-    role: g.role,
-    connectTimeoutMs: g.connectTimeout,
-    ...(token !== undefined ? { query: () => ({ token }) } : {}),
-  });
+  const who = await credentials(g, ctx, { host: g.host, team });
+  const connection = await connect({ host: g.host, team, ...who, connectTimeoutMs: g.connectTimeout });
   try {
     return await fn(connection);
   } finally {

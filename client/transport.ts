@@ -36,7 +36,13 @@ export type TransportOptions = {
   protocol?: "ws" | "wss";
   /** A WebSocket constructor where the runtime has none (Node 20: `crosstalk/node` passes `ws`). */
   WebSocket?: unknown;
-  /** Extra query parameters, re-evaluated on every (re)connect: the hook for tokens. */
+  /**
+   * The agent's signed token (sent as `?token=`), or a function asked for one on every
+   * (re)connect. After the room closes with 4001 (token expired) the client reconnects and
+   * asks again, so a function should return a fresh token (fetch it, mint it).
+   */
+  token?: string | (() => string | Promise<string>);
+  /** Extra query parameters, re-evaluated on every (re)connect (a `token` here works too). */
   query?: () => Record<string, string> | Promise<Record<string, string>>;
   /** Reconnect backoff bounds in ms. */
   minReconnectDelayMs?: number;
@@ -65,7 +71,8 @@ const fatalError = (code: number, reason: string): CrosstalkError => {
   const text = reason || `closed with ${code}`;
   if (code === CLOSE_CODES.Unauthorized.code) return new CrosstalkError("UNAUTHORIZED", text);
   if (code === CLOSE_CODES.Forbidden.code) return new CrosstalkError("FORBIDDEN", text);
-  if (code === CLOSE_CODES.AgentIdInUse.code) return new CrosstalkError("CONFLICT", text);
+  if (code === CLOSE_CODES.AgentIdInUse.code || code === CLOSE_CODES.TakenOver.code)
+    return new CrosstalkError("CONFLICT", text);
   return new CrosstalkError("INVALID_ARGUMENT", text);
 };
 
@@ -79,17 +86,28 @@ export class Transport extends ObservableV2<Events> {
   constructor(options: TransportOptions) {
     super();
     const identity = { agent: options.agent, role: options.role, v: String(PROTOCOL_VERSION) };
+    const { token, query } = options;
     this.#socket = new PartySocket({
       host: options.host,
       room: options.team,
       party: options.party ?? "main",
       protocol: options.protocol,
       WebSocket: options.WebSocket,
-      query: options.query ? async () => ({ ...(await options.query?.()), ...identity }) : identity,
+      query:
+        query || token
+          ? async () => ({
+              ...(await query?.()),
+              ...(token !== undefined ? { token: typeof token === "string" ? token : await token() } : {}),
+              ...identity,
+            })
+          : identity,
       minReconnectionDelay: options.minReconnectDelayMs ?? 100,
       maxReconnectionDelay: options.maxReconnectDelayMs ?? 5000,
       reconnectionDelayGrowFactor: 1.6,
       connectionTimeout: 5000,
+      // A refusal for good (4401, 4403, 4409, taken over) ends the socket: no new attempt, so
+      // the token provider is not asked again either. 4001 (expired) reconnects with backoff.
+      shouldReconnectOnClose: (e: CloseEvent) => !FATAL_CLOSE_CODES.has(e.code),
     });
     this.#socket.binaryType = "arraybuffer";
     this.#socket.addEventListener("error", (e: Event) => {

@@ -1,6 +1,8 @@
 /**
  * The demo page: a live view of one team, as a "viewer" agent, through the isomorphic client.
- * Query parameters: `?team=acme&agent=viewer-xyz` (both optional). Plain DOM, no framework;
+ * Query parameters: `?team=acme&agent=viewer-xyz` (both optional), `&token=…` (a signed
+ * token; without one the page asks the room's development endpoint, which exists only with
+ * `CROSSTALK_DEV=1`, as `npm start` runs it). Plain DOM, no framework;
  * every value from the room is written with `textContent`, never as HTML.
  */
 import { type AgentInfo, connect, type Entity, type Json, type StoredEvent, type Team } from "../client/index.ts";
@@ -18,6 +20,20 @@ const MAX_FEED_ROWS = 500;
 const params = new URLSearchParams(location.search);
 const teamName = params.get("team") || "acme";
 const agentId = params.get("agent") || `viewer-${Math.random().toString(36).slice(2, 8)}`;
+const givenToken = params.get("token");
+
+/**
+ * The page's token, asked for on every (re)connect: the one in the URL, else a fresh one
+ * from the development endpoint. Without either the room refuses (UNAUTHORIZED, shown).
+ */
+async function token(): Promise<string> {
+  if (givenToken) return givenToken;
+  const q = new URLSearchParams({ agent: agentId, role: "viewer" });
+  const res = await fetch(`/parties/main/${encodeURIComponent(teamName)}/dev/token?${q}`).catch(() => null);
+  if (!res?.ok) return "";
+  const body = (await res.json()) as { token?: unknown };
+  return typeof body.token === "string" ? body.token : "";
+}
 
 const $ = <T extends HTMLElement = HTMLElement>(testid: string): T => {
   const el = document.querySelector<T>(`[data-testid="${testid}"]`);
@@ -151,6 +167,7 @@ function start(): void {
     team: teamName,
     agent: agentId,
     role: "viewer",
+    token,
     waitForOnline: false,
   });
   pending.catch(showError);

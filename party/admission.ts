@@ -1,9 +1,11 @@
 /**
- * Admission: who a socket is, from connect to close. The identity comes from the connect
- * URL's query (`agent`, `role`, `_pk` = client instance, `v` = protocol version) and is
- * stamped on the session, never taken from frames; signed tokens will replace the query
- * here (and `policy.ts` will decide what the identity may do). Also the sessions' registry,
- * and the `leave` frame, which ends a session on purpose.
+ * Admission: who a socket is, from connect to close. The identity is what the host verified
+ * from the agent's signed token (`identity.ts`), else (in-process hosts only) the connect
+ * URL's query (`agent`, `role`); with `_pk` = client instance and `v` = protocol version, it
+ * is stamped on the session, never taken from frames (`policy.ts` decides what it may do).
+ * A signed session lives until its token's `exp`: one timer per session closes it with
+ * `TokenExpired` (4001), and the client comes back with a fresh token. Also the sessions'
+ * registry, and the `leave` frame, which ends a session on purpose.
  */
 import {
   CLOSE_CODES,
@@ -36,8 +38,13 @@ export type AdmissionOptions = {
   gone: (session: Session) => void;
 };
 
+/** setTimeout's longest delay (about 24.8 days); a later expiry re-arms the timer. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export class Admission {
   readonly #sessions = new Map<Socket, Session>();
+  /** The expiry timer of each session whose token has an `exp`; cleared when it ends. */
+  readonly #expiry = new Map<Session, ReturnType<typeof setTimeout>>();
   #nextSession = 0;
 
   constructor(private readonly options: AdmissionOptions) {}
@@ -61,7 +68,6 @@ export class Admission {
    * it, agent and role come from the token only, and a URL `agent` that differs is refused.
    */
   connect(socket: Socket, url: URL, identity?: Identity): Session | null {
-    const { now, metrics, presence } = this.options;
     const q = url.searchParams;
     if (identity && q.has("agent") && q.get("agent") !== identity.agent) {
       socket.close(
@@ -70,7 +76,22 @@ export class Admission {
       );
       return null;
     }
-    if (q.has("doc")) return this.#connectRaw(socket, q, identity);
+    if (identity?.expiresAt !== undefined && identity.expiresAt <= this.options.now()) {
+      socket.close(CLOSE_CODES.TokenExpired.code, CLOSE_CODES.TokenExpired.reason);
+      return null;
+    }
+    const session = q.has("doc") ? this.#connectRaw(socket, q, identity) : this.#connectAgent(socket, q, identity);
+    if (session?.expiresAt !== undefined) this.#expireAt(session, session.expiresAt);
+    return session;
+  }
+
+  /**
+   * An agent: on the roster, welcomed. A signed agent id held by another client instance is
+   * taken over (the older socket closes with `TakenOver`, fatal for it: the last one in
+   * wins, and the two never trade the id back and forth); an unsigned one is refused.
+   */
+  #connectAgent(socket: Socket, q: URLSearchParams, identity?: Identity): Session | null {
+    const { now, metrics, presence } = this.options;
     const agent = nameSchema.safeParse(identity?.agent ?? q.get("agent"));
     const role = nameSchema.safeParse(identity?.role ?? q.get("role") ?? "agent");
     const version = Number(q.get("v") ?? PROTOCOL_VERSION);
@@ -92,12 +113,13 @@ export class Admission {
       ...(identity?.expiresAt !== undefined ? { expiresAt: identity.expiresAt } : {}),
     });
     session.grants = this.options.grants(session);
-    const admitted = presence.admit(session);
+    const admitted = presence.admit(session, { takeover: identity !== undefined });
     if (!admitted.ok) {
       socket.close(CLOSE_CODES.AgentIdInUse.code, `${CLOSE_CODES.AgentIdInUse.reason}: ${agent.data}`);
       return null;
     }
-    if (admitted.replaced) this.drop(admitted.replaced, CLOSE_CODES.Replaced);
+    const older = admitted.replaced;
+    if (older) this.drop(older, older.instance === instance ? CLOSE_CODES.Replaced : CLOSE_CODES.TakenOver);
     this.#sessions.set(socket, session);
     session.sendFrame({
       type: "welcome",
@@ -152,11 +174,21 @@ export class Admission {
   /** Ends a session once: closes its socket (with `close`), releases what it held, takes it off the roster. */
   drop(session: Session, close: { code: number; reason: string } | null): void {
     if (session.closed) return;
+    clearTimeout(this.#expiry.get(session));
+    this.#expiry.delete(session);
     if (close) session.socket.close(close.code, close.reason);
     session.closed = true;
     this.#sessions.delete(session.socket);
     this.options.gone(session);
     this.options.presence.remove(session);
+  }
+
+  /** Ends `session` with `TokenExpired` when its token's `exp` passes. */
+  #expireAt(session: Session, expiresAt: number): void {
+    const left = expiresAt - this.options.now();
+    if (left <= 0) return this.drop(session, CLOSE_CODES.TokenExpired);
+    const timer = setTimeout(() => this.#expireAt(session, expiresAt), Math.min(left, MAX_TIMER_MS));
+    this.#expiry.set(session, timer);
   }
 
   /** Closes every socket: the room can no longer trust its memory. */

@@ -35,12 +35,14 @@ export class Presence {
   }
 
   /**
-   * Admits `session`. An agent id already held by another client instance is refused; the
-   * same instance reconnecting replaces its older socket, which is returned for closing.
+   * Admits `session`. The same instance reconnecting replaces its older socket, which is
+   * returned for closing; so is another instance's session with `takeover` (signed
+   * identities: the newest connection wins). Without it, an agent id already held by another
+   * client instance is refused.
    */
-  admit(session: Session): { ok: true; replaced?: Session } | { ok: false } {
+  admit(session: Session, { takeover = false } = {}): { ok: true; replaced?: Session } | { ok: false } {
     const current = this.#byAgent.get(session.agent);
-    if (current && current.instance !== session.instance) return { ok: false };
+    if (current && current.instance !== session.instance && !takeover) return { ok: false };
     this.#byAgent.set(session.agent, session);
     this.#broadcast("join", session);
     return { ok: true, replaced: current };

@@ -1,9 +1,23 @@
 /**
  * The PartyKit main party: one instance per team. Deliberately thin — it adapts PartyKit's
- * callbacks to {@link TeamRoom}, which holds all the logic.
+ * callbacks to {@link TeamRoom}, which holds all the logic, and verifies agents' tokens at
+ * the edge (`identity.ts`) before the room's object is touched.
  */
 import type * as Party from "partykit/server";
+import { CLOSE_CODES } from "../protocol/index.ts";
+import {
+  authenticate,
+  devTokenResponse,
+  identityOf,
+  isDevTokenPath,
+  refusalClose,
+  refusalResponse,
+  withIdentity,
+} from "./identity.ts";
 import { TeamRoom } from "./room.ts";
+
+/** workerd's socket pair (a Cloudflare global, not in the DOM typings). */
+declare const WebSocketPair: new () => { 0: WebSocket; 1: WebSocket & { accept(): void } };
 
 export default class TeamServer implements Party.Server {
   readonly team: TeamRoom;
@@ -22,8 +36,36 @@ export default class TeamServer implements Party.Server {
     return this.team.start();
   }
 
+  /**
+   * Every socket's token is verified here, in the worker, before the room is touched. A
+   * refusal is a socket closed with a named code (4401, 4403, 4001), not an HTTP 401: a
+   * browser sees a refused upgrade only as 1006 and would retry forever.
+   */
+  static async onBeforeConnect(req: Party.Request, lobby: Party.Lobby): Promise<Request | Response> {
+    const request = req as unknown as Request;
+    const verdict = await authenticate(request, { team: lobby.id, env: lobby.env });
+    if (!verdict.ok) return refuseSocket(refusalClose(verdict.refusal));
+    // Returned, or PartyKit forwards the original request and the identity is lost.
+    return withIdentity(request, verdict.identity);
+  }
+
+  /** HTTP: a bearer token (`Authorization` or `?token=`), or 401 with `WWW-Authenticate: Bearer`. */
+  static async onBeforeRequest(req: Party.Request, lobby: Party.Lobby): Promise<Request | Response> {
+    const request = req as unknown as Request;
+    if (request.method === "GET" && isDevTokenPath(new URL(request.url))) {
+      const minted = await devTokenResponse(request, { team: lobby.id, env: lobby.env });
+      if (minted) return minted;
+    }
+    const verdict = await authenticate(request, { team: lobby.id, env: lobby.env });
+    if (!verdict.ok) return refusalResponse(verdict.refusal);
+    return withIdentity(request, verdict.identity);
+  }
+
   onConnect(connection: Party.Connection, ctx: Party.ConnectionContext): void {
-    this.team.connect(connection, new URL(ctx.request.url));
+    const identity = identityOf(ctx.request.headers as unknown as Headers);
+    // The edge always sets it; without it this socket did not pass through the edge.
+    if (!identity) return connection.close(CLOSE_CODES.Unauthorized.code, "unauthorized: no verified identity");
+    this.team.connect(connection, new URL(ctx.request.url), identity);
   }
 
   onMessage(message: string | ArrayBuffer | ArrayBufferView, sender: Party.Connection): void {
@@ -42,19 +84,22 @@ export default class TeamServer implements Party.Server {
   }
 
   onRequest(req: Party.Request): Promise<Response> {
-    return this.team.request(req as unknown as Request, openRoomPrincipal(new URL(req.url)));
+    const request = req as unknown as Request;
+    const identity = identityOf(request.headers);
+    const principal = identity
+      ? { agent: identity.agent, role: identity.role, ...(identity.scope ? { scope: identity.scope } : {}) }
+      : null;
+    return this.team.request(request, principal);
   }
 }
 
-/**
- * Until the edge verifies tokens (the identity half of #15 replaces this with the verified
- * principal, null without a token), an HTTP request is who its query says, as sockets are:
- * `?agent=&role=`, and without them the team's operator (`admin`), which is what an
- * unauthenticated room has always granted. The policy then applies to that role.
- */
-function openRoomPrincipal(url: URL): { agent: string; role: string } {
-  const q = url.searchParams;
-  return { agent: q.get("agent") ?? "http", role: q.get("role") ?? "admin" };
+/** A socket accepted only to be closed with `close`: how a browser learns why it was refused. */
+function refuseSocket(close: { code: number; reason: string }): Response {
+  const pair = new WebSocketPair();
+  const [client, server] = [pair[0], pair[1]];
+  server.accept();
+  server.close(close.code, close.reason);
+  return new Response(null, { status: 101, webSocket: client } as ResponseInit);
 }
 
 function closeQuietly(connection: Party.Connection): void {

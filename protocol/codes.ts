@@ -61,12 +61,36 @@ export const errorCodeSchema = z.enum(Object.keys(ERROR_CODES) as [ErrorCode, ..
 export const CLOSE_CODES = {
   /** The connect URL lacks a valid `agent`/`role`, or names an unsupported protocol version. */
   BadRequest: { code: 4400, reason: "bad request" },
+  /**
+   * No token, or one the room cannot trust (bad signature, unknown key id, an algorithm the
+   * room does not accept, missing claims), or the room has no key configured. Fatal: the
+   * same token would be refused again.
+   */
   Unauthorized: { code: 4401, reason: "unauthorized" },
+  /**
+   * A valid token that does not admit this connection: issued for another team (audience),
+   * or naming another agent than the URL's `agent`. Fatal.
+   */
   Forbidden: { code: 4403, reason: "forbidden" },
-  /** Another live connection (a different client instance) already is this agent. */
+  /**
+   * An unsigned connection (no verified identity, in-process hosts only) claims an agent id
+   * another client instance holds. Signed connections take over instead (`TakenOver`).
+   */
   AgentIdInUse: { code: 4409, reason: "agent id in use" },
   /** The same client instance reconnected; the older socket is closed. */
   Replaced: { code: 4000, reason: "replaced by a newer connection" },
+  /**
+   * The token expired: at connect, or while the socket lived (the room closes it at `exp`).
+   * Not fatal: the client asks its token provider (the `query`/`token` option) again and
+   * reconnects with what it returns, after the usual backoff.
+   */
+  TokenExpired: { code: 4001, reason: "token expired" },
+  /**
+   * A newer authenticated connection of the same agent id (another client instance: a
+   * restarted process, a second tab) took over; the last one in wins. Fatal for the older
+   * client, so the two never take the id back and forth.
+   */
+  TakenOver: { code: 4002, reason: "taken over by a newer connection of this agent" },
 } as const;
 
 /** Close codes after which the client must not reconnect by itself. */
@@ -75,6 +99,7 @@ export const FATAL_CLOSE_CODES: ReadonlySet<number> = new Set([
   CLOSE_CODES.Unauthorized.code,
   CLOSE_CODES.Forbidden.code,
   CLOSE_CODES.AgentIdInUse.code,
+  CLOSE_CODES.TakenOver.code,
 ]);
 
 export const errorBodySchema = z.object({

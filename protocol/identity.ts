@@ -27,3 +27,27 @@ export const identitySchema = z.object({
   issuer: z.string().max(200).optional(),
 });
 export type Identity = z.infer<typeof identitySchema>;
+
+/**
+ * The `aud` claim a token for `team` carries. A token is good for one team's room only: a
+ * token for `acme` presented to `globex` is refused (4403).
+ */
+export const tokenAudience = (team: string): string => `crosstalk:${team}`;
+
+/**
+ * The claims of an agent token (a JWT, EdDSA or HS256) beyond what the signature library
+ * checks (`aud`, `exp`, `iss`): what becomes the {@link Identity}. `crosstalk/node`'s
+ * `mintToken` writes them; the room reads them after verifying the signature.
+ */
+export const tokenClaimsSchema = z.object({
+  /** The agent id. */
+  sub: nameSchema,
+  role: nameSchema,
+  /** Optional narrowing of the role's permissions, passed through as `Identity.scope`. */
+  perms: identitySchema.shape.scope,
+  /** Expiry in seconds since the epoch (JWT convention); required: no token lives forever. */
+  exp: z.number().int().positive(),
+  iat: z.number().int().optional(),
+  iss: z.string().max(200).optional(),
+});
+export type TokenClaims = z.infer<typeof tokenClaimsSchema>;

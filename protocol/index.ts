@@ -74,7 +74,14 @@ export {
   roomFrameSchema,
   roomFrames,
 } from "./frames.ts";
-export { type Identity, identitySchema, MAX_IDENTITY_BYTES } from "./identity.ts";
+export {
+  type Identity,
+  identitySchema,
+  MAX_IDENTITY_BYTES,
+  type TokenClaims,
+  tokenAudience,
+  tokenClaimsSchema,
+} from "./identity.ts";
 export {
   randomBytes,
   toHex,

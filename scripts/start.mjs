@@ -1,10 +1,16 @@
 #!/usr/bin/env node
 /**
  * `npm start`: runs the room and the demo page with `partykit dev` (the repo's partykit.json),
- * waits until both answer, prints the demo URL and keeps running until the server exits.
- * PORT picks the port (default 1999); state persists in .data/.
+ * waits until both answer, prints the demo URL and how to mint tokens, and keeps running until
+ * the server exits. PORT picks the port (default 1999); state persists in .data/.
+ *
+ * Development mode: a random HS256 key, generated once and kept in .data/dev-secret (tokens
+ * survive restarts), and CROSSTALK_DEV=1, which opens the room's token endpoint the demo
+ * page uses. Never run a room reachable by others like this.
  */
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { constants } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -15,12 +21,22 @@ const port = Number(process.env.PORT || 1999);
 const origin = `http://127.0.0.1:${port}`;
 const READY_TIMEOUT_MS = 120_000;
 
+/** The development key, made on the first start and kept with the room's state. */
+function devSecret() {
+  const file = join(ROOT, ".data", "dev-secret");
+  if (!existsSync(file)) {
+    mkdirSync(dirname(file), { recursive: true });
+    writeFileSync(file, `${randomBytes(32).toString("base64url")}\n`, { mode: 0o600 });
+  }
+  return readFileSync(file, "utf8").trim();
+}
+
+const vars = { CROSSTALK_HS256_SECRET: devSecret(), CROSSTALK_DEV: "1" };
+const args = [PARTYKIT, "dev", "--port", String(port), "--persist", ".data", "--disable-request-cf-fetch"];
+args.push("--no-hotkeys", ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}=${v}`]));
+
 // Its own process group, so a signal reaches partykit and the workerd it starts.
-const child = spawn(
-  process.execPath,
-  [PARTYKIT, "dev", "--port", String(port), "--persist", ".data", "--disable-request-cf-fetch", "--no-hotkeys"],
-  { cwd: ROOT, stdio: ["ignore", "inherit", "inherit"], detached: true },
-);
+const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "inherit", "inherit"], detached: true });
 
 const signalChild = (signal) => {
   try {
@@ -43,11 +59,11 @@ child.on("error", (error) => {
   process.exit(1);
 });
 
-/** True once the room and the demo page both answer. */
+/** True once the room (401: it wants a token) and the demo page both answer. */
 async function answers() {
   try {
     const [room, page] = await Promise.all([fetch(`${origin}/parties/main/_start`), fetch(`${origin}/`)]);
-    return room.ok && page.ok;
+    return (room.ok || room.status === 401) && page.ok;
   } catch {
     return false;
   }
@@ -62,4 +78,11 @@ while (!exited && !(await answers())) {
   }
   await new Promise((r) => setTimeout(r, 200));
 }
-if (!exited) console.log(`\ncrosstalk is running: ${origin}/?team=acme\n`);
+if (!exited)
+  console.log(`
+crosstalk is running: ${origin}/?team=acme
+
+Development mode: agents need tokens signed with the key in .data/dev-secret. Mint one:
+  CROSSTALK_HS256_SECRET=$(cat .data/dev-secret) node bin/crosstalk.js token --team acme --agent sales-1 --role sales
+or ask the room: curl '${origin}/parties/main/acme/dev/token?agent=sales-1&role=sales'
+`);

@@ -5,23 +5,28 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocketServer } from "ws";
 import { main } from "../cli/main.ts";
 import { type StoredEvent, traceFrom } from "../client/index.ts";
+import { readAuthConfig, verifyToken } from "../party/identity.ts";
 import { eventually, freePort, type RoomServer, startRoom } from "./harness.ts";
 import { sink } from "./sink.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const BIN = join(ROOT, "bin/crosstalk.js");
 
+/** The room's HS256 key: the CLI mints its own tokens from it (`CROSSTALK_HS256_SECRET`). */
+const SECRET = "cli-test-secret-0123456789abcdef0123";
+const KEY_ENV = { CROSSTALK_HS256_SECRET: SECRET };
+
 let room: RoomServer;
 let dir: string;
 beforeAll(async () => {
-  room = await startRoom();
+  room = await startRoom({ secret: SECRET });
   dir = mkdtempSync(join(tmpdir(), "crosstalk-cli-"));
 });
 afterAll(async () => {
@@ -35,7 +40,11 @@ type Run = { code: number; stdout: string; stderr: string };
 async function cli(args: string[], env: Record<string, string> = {}): Promise<Run> {
   const out = sink();
   const err = sink();
-  const code = await main(["--host", room.host, ...args], { stdout: out.stream, stderr: err.stream, env });
+  const code = await main(["--host", room.host, ...args], {
+    stdout: out.stream,
+    stderr: err.stream,
+    env: { ...KEY_ENV, ...env },
+  });
   return { code, stdout: out.text(), stderr: err.text() };
 }
 
@@ -46,7 +55,11 @@ const json = (run: Run): unknown => {
 
 /** Runs `node bin/crosstalk.js` as a real process. */
 function spawnCli(args: string[]): ChildProcess & { output: () => Run; closed: Promise<unknown> } {
-  const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [BIN, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, ...KEY_ENV },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   // `close` comes after `exit` once stdout and stderr have been read to their end.
   const closed = once(child, "close");
   let stdout = "";
@@ -116,7 +129,7 @@ describe("crosstalk CLI", () => {
     const running = main(["--host", room.host, "tail", team, "--json"], {
       stdout: out.stream,
       stderr: sink().stream,
-      env: {},
+      env: KEY_ENV,
       signal: stop.signal,
     });
     // The tail starts after the current end: keep publishing until it has seen one.
@@ -428,6 +441,60 @@ describe("crosstalk CLI", () => {
       for (const client of server.clients) client.terminate();
       await new Promise((r) => server.close(r));
     }
+  });
+
+  it("token mints a real token; --token then names the agent and role, with no key in the environment", async () => {
+    const team = room.team("cli-token");
+    const minted = await cli(["token", "--team", team, "--agent", "sales-1", "--role", "sales", "--ttl", "15m"]);
+    expect(minted, minted.stderr).toMatchObject({ code: 0 });
+    const token = minted.stdout.trim();
+    expect(token.split(".")).toHaveLength(3);
+    const noKey = { CROSSTALK_HS256_SECRET: "" };
+    json(await cli(["--token", token, "publish", team, "deal.created", "{}"], noKey));
+    json(await cli(["publish", team, "deal.closed", "{}"], { ...noKey, CROSSTALK_TOKEN: token }));
+    const events = await cli(["tail", team, "--from", "start", "--limit", "2", "--json"]);
+    expect(
+      events.stdout
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l).source),
+    ).toEqual(["sales-1", "sales-1"]);
+    // Another agent's id with this token: the room refuses it (the token decides who you are).
+    expect(await cli(["--token", token, "--agent", "boss", "agents", team], noKey)).toMatchObject({
+      code: 1,
+      stderr: expect.stringMatching(/^FORBIDDEN: /),
+    });
+    // No token, no key, no dev endpoint: refused.
+    expect(await cli(["agents", team], noKey)).toMatchObject({
+      code: 1,
+      stderr: expect.stringMatching(/^UNAUTHORIZED: /),
+    });
+    // Without a key, token says so (exit 1); a bad --ttl is a usage error (exit 2).
+    expect(await cli(["token", "--team", team, "--agent", "a", "--role", "r"], noKey)).toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining("no signing key"),
+    });
+    expect((await cli(["token", "--team", team, "--agent", "a", "--role", "r", "--ttl", "soon"])).code).toBe(2);
+  });
+
+  it("keygen prints an Ed25519 key pair whose JWKS verifies what token signs with the private key", async () => {
+    const pair = json(await cli(["keygen", "--kid", "k-2025", "--json"])) as { privateJwk: object; jwks: object };
+    expect(pair).toMatchObject({ kid: "k-2025", jwks: { keys: [{ kty: "OKP", crv: "Ed25519", kid: "k-2025" }] } });
+    expect(JSON.stringify(pair.jwks)).not.toContain('"d"');
+    const file = join(dir, "private.jwk");
+    writeFileSync(file, JSON.stringify(pair.privateJwk));
+    const args = ["token", "--team", "acme", "--agent", "a", "--role", "r", "--perms", "state:read:*,rpc:call:x"];
+    const minted = await cli([...args, "--private-jwk", file]);
+    expect(minted, minted.stderr).toMatchObject({ code: 0 });
+    const config = readAuthConfig({ CROSSTALK_JWKS: JSON.stringify(pair.jwks) });
+    if (!config.ok) throw new Error(config.problem);
+    expect(await verifyToken(minted.stdout.trim(), { team: "acme", config: config.config })).toMatchObject({
+      identity: { agent: "a", role: "r", scope: ["state:read:*", "rpc:call:x"] },
+    });
+    // The env-file form prints both variables, quoted for a shell.
+    const text = await cli(["keygen"]);
+    expect(text.stdout).toMatch(/^CROSSTALK_PRIVATE_JWK='\{.*"d":/m);
+    expect(text.stdout).toMatch(/^CROSSTALK_JWKS='\{"keys":\[/m);
   });
 
   it("runs as a real process: node bin/crosstalk.js", async () => {

@@ -38,7 +38,7 @@ it("refuses an update written under another agent's Yjs client id, also after a 
   const attack = async (value: number) => {
     const ydoc = new Y.Doc();
     const provider = new WebsocketProvider(`ws://${room.host}/parties/main`, team, ydoc, {
-      params: { doc: "state/deals", agent: "mallory" },
+      params: { doc: "state/deals", token: await room.token("mallory", "agent", { team }) },
       WebSocketPolyfill: WebSocket as never,
       disableBc: true,
     });

@@ -28,9 +28,11 @@ describe("a team of two Node agents and a workerd agent", () => {
     const legal = await room.agent("legal-1", { team, role: "legal" });
 
     // The workerd agent connects through the same client library, from inside a party.
-    const started = await room.fetch(`/parties/worker/w-${team}?host=${room.host}&team=${team}&agent=worker-1`, {
-      method: "POST",
-    });
+    const token = await room.token("worker-1", "worker", { team });
+    const started = await room.fetch(
+      `/parties/worker/w-${team}?host=${room.host}&team=${team}&agent=worker-1&token=${token}`,
+      { method: "POST" },
+    );
     expect(await started.json()).toEqual({ ok: true });
     const worker = async () => (await (await room.fetch(`/parties/worker/w-${team}`)).json()) as Observed;
     const workerDo = async (cmd: unknown) =>

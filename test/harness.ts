@@ -5,6 +5,10 @@
  *
  *   await using room = await startRoom();
  *   const a = await room.agent("sales-1");
+ *
+ * The room gets a random HS256 key (`CROSSTALK_HS256_SECRET`) unless told otherwise;
+ * `room.agent()` mints each agent's token, `room.token()` mints one for raw sockets, and
+ * `room.fetch()` sends one as a bearer token.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -12,7 +16,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import WebSocket from "ws";
-import { type ConnectOptions, connect, type Team } from "../client/node.ts";
+import { type ConnectOptions, connect, generateSecret, mintToken, type Team } from "../client/node.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const PARTYKIT = join(ROOT, "node_modules/partykit/dist/bin.mjs");
@@ -38,9 +42,19 @@ export type RoomServer = {
   readonly persistDir: string;
   /** A fresh team name, unique per call. */
   team(prefix?: string): string;
-  /** Connects a Node agent (closed when the server is disposed). */
+  /** Connects a Node agent (closed when the server is disposed), with a token minted on every (re)connect. */
   agent(agent: string, options?: Partial<ConnectOptions>): Promise<Team>;
-  /** `fetch` against the server, path relative to the origin. */
+  /** A token for `agent` in `role` (default `agent`) of `team` (default `acme`), signed with the room's key. */
+  token(
+    agent: string,
+    role?: string,
+    options?: { team?: string; ttl?: number | string; perms?: string[] },
+  ): Promise<string>;
+  /**
+   * `fetch` against the server, path relative to the origin, as the team's operator: with a
+   * bearer token of role `admin` for the path's team unless `init` sets `Authorization` (or
+   * the room has no HS256 key). Under the default policy only `admin` reads `/metrics`.
+   */
   fetch(path: string, init?: RequestInit): Promise<Response>;
   /** Kills the server process group (SIGKILL by default: no chance to flush anything). */
   kill(signal?: NodeJS.Signals): Promise<void>;
@@ -54,7 +68,16 @@ export type RoomServer = {
 
 let teamCounter = 0;
 
-export async function startRoom(options: { config?: string; vars?: Record<string, string> } = {}): Promise<RoomServer> {
+export async function startRoom(
+  options: {
+    config?: string;
+    vars?: Record<string, string>;
+    /** The room's HS256 key (`CROSSTALK_HS256_SECRET`); random by default, null for none. */
+    secret?: string | null;
+  } = {},
+): Promise<RoomServer> {
+  const secret = options.secret === undefined ? generateSecret() : options.secret;
+  const vars = { ...(secret ? { CROSSTALK_HS256_SECRET: secret } : {}), ...options.vars };
   let port = await freePort();
   const persistDir = mkdtempSync(join(tmpdir(), "crosstalk-room-"));
   const config = options.config ?? TEST_CONFIG;
@@ -76,7 +99,7 @@ export async function startRoom(options: { config?: string; vars?: Record<string
       "--disable-request-cf-fetch",
       "--no-hotkeys",
     ];
-    for (const [k, v] of Object.entries(options.vars ?? {})) args.push("--var", `${k}=${v}`);
+    for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}=${v}`);
     const proc = spawn(process.execPath, args, { cwd: ROOT, detached: true, stdio: ["ignore", "pipe", "pipe"] });
     const keep = (d: Buffer) => {
       log = (log + d.toString()).slice(-20_000);
@@ -87,8 +110,9 @@ export async function startRoom(options: { config?: string; vars?: Record<string
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline && proc.exitCode === null) {
       try {
+        // 401: the room answers, refusing a request without a token.
         const res = await fetch(`http://127.0.0.1:${port}/parties/main/_harness`);
-        if (res.ok) return;
+        if (res.ok || res.status === 401) return;
       } catch {
         // Not listening yet.
       }
@@ -133,17 +157,32 @@ export async function startRoom(options: { config?: string; vars?: Record<string
     persistDir,
     team: (prefix = "team") => `${prefix}-${process.pid}-${++teamCounter}`,
     async agent(agent, opts = {}) {
-      const team = await connect({
+      const team = opts.team ?? "acme";
+      const role = opts.role ?? "agent";
+      const connection = await connect({
         host: server.host,
-        team: opts.team ?? "acme",
+        team,
         agent,
-        role: opts.role ?? "agent",
+        role,
+        ...(secret ? { token: () => server.token(agent, role, { team }) } : {}),
         ...opts,
       });
-      agents.add(team);
-      return team;
+      agents.add(connection);
+      return connection;
     },
-    fetch: (path, init) => fetch(`http://127.0.0.1:${port}${path}`, init),
+    token(agent, role = "agent", opts = {}) {
+      if (!secret) throw new Error("this room has no HS256 key: mint with its own key");
+      const { team = "acme", ttl = "1h", perms } = opts;
+      return mintToken({ secret, team, agent, role, ttl, ...(perms ? { perms } : {}) });
+    },
+    async fetch(path, init = {}) {
+      const headers = new Headers(init.headers);
+      // parts: ["parties", <party>, <team>, ...]
+      const team = path.split("?")[0]?.split("/").filter(Boolean)[2];
+      if (secret && team && !headers.has("authorization"))
+        headers.set("authorization", `Bearer ${await server.token("operator", "admin", { team })}`);
+      return fetch(`http://127.0.0.1:${port}${path}`, { ...init, headers });
+    },
     kill,
     restart: () => launch(true),
     output: () => log,

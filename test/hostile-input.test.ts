@@ -58,7 +58,7 @@ it("refuses client writes to a log document, malformed and unknown frames, and c
   const watcher = await room.agent("watcher", { team });
   await honest.publish("deal.created", { dealId: "D1" });
 
-  const evil = await raw(team, "agent=evil&role=x&v=1");
+  const evil = await raw(team, `agent=evil&role=x&v=1&token=${await room.token("evil", "x", { team })}`);
   await eventually(() => expect(evil.frames[0]?.type).toBe("welcome"));
 
   // Open log/main properly, then try to append a forged event to it.
@@ -148,22 +148,32 @@ it("refuses client writes to a log document, malformed and unknown frames, and c
   evil.ws.close();
 });
 
-it("closes connections with bad parameters or another instance's agent id, with named codes", async () => {
+it("closes connections with bad parameters or another agent's id, with named codes", async () => {
   const team = room.team("identity");
-  const noAgent = await raw(team, "role=x");
-  expect((await noAgent.closed).code).toBe(CLOSE_CODES.BadRequest.code);
-  const badVersion = await raw(team, "agent=a&v=999");
+  // No token: refused before the room is touched (an agent id alone proves nothing).
+  const noToken = await raw(team, "role=x");
+  expect((await noToken.closed).code).toBe(CLOSE_CODES.Unauthorized.code);
+  const badVersion = await raw(team, `agent=a&v=999&token=${await room.token("a", "agent", { team })}`);
   expect((await badVersion.closed).code).toBe(CLOSE_CODES.BadRequest.code);
 
   const owner = await room.agent("owner", { team });
   const thief = await raw(team, "agent=owner&role=x&v=1&_pk=someone-else");
-  expect((await thief.closed).code).toBe(CLOSE_CODES.AgentIdInUse.code);
+  expect((await thief.closed).code).toBe(CLOSE_CODES.Unauthorized.code);
+  const impostor = await raw(
+    team,
+    `agent=owner&role=x&v=1&_pk=someone-else&token=${await room.token("thief", "x", { team })}`,
+  );
+  expect((await impostor.closed).code).toBe(CLOSE_CODES.Forbidden.code);
   // The owner is unaffected.
   expect(owner.status).toBe("online");
   expect((await owner.publish("still.here", {})).seq).toBe(1);
 
-  // Through the client library the refusal is a typed error, not a reconnect loop.
-  await expect(room.agent("owner", { team })).rejects.toMatchObject({ code: "CONFLICT" });
+  // With the owner's own token a second instance takes over (the newest signed connection
+  // wins); through the client library the older one gets a typed error, not a reconnect loop.
+  const successor = await room.agent("owner", { team });
+  await eventually(() => expect(owner.status).toBe("closed"));
+  await expect(owner.online()).rejects.toMatchObject({ code: "CONFLICT" });
+  expect((await successor.publish("taken.over", {})).seq).toBe(2);
 });
 
 it("frees an agent id as soon as close() resolves, so a successor instance is never refused", async () => {

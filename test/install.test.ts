@@ -114,9 +114,13 @@ describe("crosstalk installed from its tarball into a new project", () => {
 
     writeFileSync(
       join(project, "agent.mjs"),
-      `import { connect } from "crosstalk/node";
+      `import { readFileSync } from "node:fs";
+import { connect, mintToken } from "crosstalk/node";
 const host = process.argv[2];
-const a = await connect({ host, team: "scratch", agent: "agent-1", role: "test" });
+// crosstalk dev runs in development mode: the room mints tokens, and its key is in the state folder.
+const devToken = async () =>
+  (await (await fetch(\`http://\${host}/parties/main/scratch/dev/token?agent=agent-1&role=test\`)).json()).token;
+const a = await connect({ host, team: "scratch", agent: "agent-1", role: "test", token: devToken });
 const published = await a.publish("deal.closed", { dealId: "D1" });
 const events = [];
 for await (const e of a.history()) events.push({ seq: e.seq, type: e.type, data: e.data, source: e.source });
@@ -124,7 +128,9 @@ const deals = a.state("deals");
 await deals.ready;
 deals.set("D1", { stage: "won", amount: 5 });
 // A second agent reads the entity through the room.
-const b = await connect({ host, team: "scratch", agent: "agent-2", role: "test" });
+const secret = readFileSync(process.argv[3], "utf8").trim();
+const token = await mintToken({ secret, team: "scratch", agent: "agent-2", role: "test", ttl: "5m" });
+const b = await connect({ host, team: "scratch", agent: "agent-2", role: "test", token });
 const seen = b.state("deals");
 await seen.ready;
 const deadline = Date.now() + 10_000;
@@ -133,7 +139,10 @@ console.log(JSON.stringify({ published: published.seq, events, entity: seen.get(
 await Promise.all([a.close(), b.close()]);
 `,
     );
-    const agent = await run(process.execPath, ["agent.mjs", `127.0.0.1:${port}`], { cwd: project, timeout: 30_000 });
+    const agent = await run(process.execPath, ["agent.mjs", `127.0.0.1:${port}`, join(persist, "dev-secret")], {
+      cwd: project,
+      timeout: 30_000,
+    });
     expect(JSON.parse(agent.stdout)).toEqual({
       published: 1,
       events: [{ seq: 1, type: "deal.closed", data: { dealId: "D1" }, source: "agent-1" }],

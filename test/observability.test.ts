@@ -38,7 +38,8 @@ it("exposes Prometheus metrics and HTTP views of agents, state and streams", asy
     expect((await (await room.fetch(`/parties/main/${team}/state/deals`)).json()).D1).toBeDefined(),
   );
   // A refused frame from a raw socket.
-  const raw = new WebSocket(`ws://${room.host}/parties/main/${team}?agent=raw&v=1`);
+  const token = await room.token("raw", "agent", { team });
+  const raw = new WebSocket(`ws://${room.host}/parties/main/${team}?agent=raw&v=1&token=${token}`);
   await new Promise((r) => raw.once("message", r));
   raw.send("not json");
   await new Promise((r) => raw.once("message", r));

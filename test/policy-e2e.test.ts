@@ -84,7 +84,7 @@ it("a policy change over the admin API: applies live; a refused write resyncs; l
   // A stock y-websocket client (role yjs here) may read but not write: its write changes nothing.
   const ydoc = new Y.Doc();
   const provider = new WebsocketProvider(`ws://${room.host}/parties/main`, team, ydoc, {
-    params: { doc: "state/deals", agent: "editor" },
+    params: { doc: "state/deals", token: await room.token("editor", "yjs", { team }) },
     WebSocketPolyfill: WebSocket as never,
     disableBc: true,
   });
@@ -104,7 +104,10 @@ it("a policy change over the admin API: applies live; a refused write resyncs; l
   await eventually(() => expect(mirror.toJSON()).toEqual({ D1: { amount: 1 }, D4: { amount: 4 } }));
 
   // The HTTP views follow the policy too.
-  const view = (path: string, role: string) => room.fetch(`/parties/main/${team}/${path}?agent=x&role=${role}`);
+  const view = async (path: string, role: string) =>
+    room.fetch(`/parties/main/${team}/${path}`, {
+      headers: { authorization: `Bearer ${await room.token("x", role, { team })}` },
+    });
   expect((await view("policy", "admin")).status).toBe(200);
   expect((await view("policy", "sales")).status).toBe(403);
   expect((await view("metrics", "sales")).status).toBe(403);

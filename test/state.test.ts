@@ -288,7 +288,7 @@ describe("interop", () => {
 
     const ydoc = new Y.Doc();
     const provider = new WebsocketProvider(`ws://${room.host}/parties/main`, team, ydoc, {
-      params: { doc: "state/deals", agent: "editor" },
+      params: { doc: "state/deals", agent: "editor", token: await room.token("editor", "agent", { team }) },
       WebSocketPolyfill: WebSocket as never,
       disableBc: true,
     });
@@ -304,7 +304,7 @@ describe("interop", () => {
       // Log documents stay read-only for stock clients too.
       const logDoc = new Y.Doc();
       const logProvider = new WebsocketProvider(`ws://${room.host}/parties/main`, team, logDoc, {
-        params: { doc: "log/main" },
+        params: { doc: "log/main", token: await room.token("log-reader", "agent", { team }) },
         WebSocketPolyfill: WebSocket as never,
         disableBc: true,
       });

@@ -92,7 +92,8 @@ describe("idempotent publish", () => {
     await observer.subscribe(">", (e) => void seen.push(e), { from: "start" }).ready;
 
     // A raw socket sends the publish and is cut at once, before any ack can be read.
-    const ws = new WebSocket(`ws://${room.host}/parties/main/${team}?agent=flaky&role=x&v=1`);
+    const token = await room.token("flaky", "x", { team });
+    const ws = new WebSocket(`ws://${room.host}/parties/main/${team}?agent=flaky&role=x&v=1&token=${token}`);
     await new Promise((r) => ws.once("message", r)); // welcome
     ws.send(
       JSON.stringify({

@@ -27,7 +27,13 @@ export const append: Scenario = {
     const roomCpu = new Map<number, number[]>();
     let agent: Team | null = null;
     try {
-      agent = await connect({ host: history.server.host, team: history.team, agent: "appender", role: "bench" });
+      agent = await connect({
+        host: history.server.host,
+        team: history.team,
+        agent: "appender",
+        role: "bench",
+        token: () => history.server.token("appender", "bench", { team: history.team }),
+      });
       const writer = agent;
       let n = 0;
       const appendBatches = async () => {

@@ -30,6 +30,7 @@ export const join: Scenario = {
         team: history.team,
         agent: `joiner-${run}`,
         role: "bench",
+        token: () => history.server.token(`joiner-${run}`, "bench", { team: history.team }),
         WebSocket: counter.WebSocket,
       });
       try {

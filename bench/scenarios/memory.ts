@@ -43,7 +43,13 @@ export const memory: Scenario = {
       for (let i = 0; i < AGENTS; i += 25) {
         const group = await Promise.all(
           range(Math.min(25, AGENTS - i)).map((k) =>
-            connect({ host: history.server.host, team: history.team, agent: `member-${i + k}`, role: "bench" }),
+            connect({
+              host: history.server.host,
+              team: history.team,
+              agent: `member-${i + k}`,
+              role: "bench",
+              token: () => history.server.token(`member-${i + k}`, "bench", { team: history.team }),
+            }),
           ),
         );
         agents.push(...group);

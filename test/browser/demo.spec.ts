@@ -11,7 +11,8 @@ const ROOT = resolve(import.meta.dirname, "../..");
 
 let room: RoomServer;
 test.beforeAll(async () => {
-  room = await startRoom({ config: join(ROOT, "partykit.json") });
+  // Development mode: the page gets its token from the room's dev endpoint, as with `npm start`.
+  room = await startRoom({ config: join(ROOT, "partykit.json"), vars: { CROSSTALK_DEV: "1" } });
 });
 test.afterAll(async () => {
   await room?.[Symbol.asyncDispose]();
