@@ -20,6 +20,8 @@ import { appendUpdate, compact, type KvStorage, loadDoc, needsCompaction, type S
 
 /** Origin of updates applied while loading from storage: not re-persisted. */
 const LOADING = Symbol("loading");
+/** The root map of entity meta in a state document (`protocol/entities.ts`). */
+const META_MAP = "meta";
 /** Origin of the room's own writes (stream appends). */
 export const ROOM = Symbol("room");
 
@@ -227,17 +229,25 @@ export class DocHub {
           if (isEmptyUpdate(payload)) return null;
           return { code: "FORBIDDEN", message: `${name} is written only by the room; the update was not applied` };
         }
-        let clients: number[];
+        let seen: Authorship;
         try {
-          clients = [...Y.parseUpdateMeta(payload).from.keys()];
+          seen = authorship(payload, doc.ydoc);
         } catch {
           return { code: "BAD_FRAME", message: `malformed Yjs update for ${name}; nothing was applied` };
         }
+        const clients = [...seen.clients];
         const forged = clients.find((c) => (doc.writers.get(c) ?? session.writer) !== session.writer);
         if (forged !== undefined) {
           return {
             code: "FORBIDDEN",
             message: `the update to ${name} is written under Yjs client ${forged}, which belongs to another agent; nothing was applied`,
+          };
+        }
+        const claimed = seen.updatedBy.find((agent) => agent !== session.agent);
+        if (claimed !== undefined) {
+          return {
+            code: "FORBIDDEN",
+            message: `the update to ${name} says it was made by ${JSON.stringify(claimed).slice(0, 140)}, not by ${session.agent}; nothing was applied`,
           };
         }
         try {
@@ -265,6 +275,60 @@ export class DocHub {
     for (const name of session.docs) this.#docs.get(name as DocName)?.subscribers.delete(session);
     session.docs.clear();
   }
+}
+
+/** Who an update says wrote it: the Yjs client ids of its new structs, and the `updatedBy` of its entity meta. */
+type Authorship = { clients: Set<number>; updatedBy: string[] };
+
+/**
+ * Reads a client's update (throws when malformed) for what it claims about its author. The
+ * room binds Yjs client ids to agents and requires `updatedBy` in the `meta` map (the entity
+ * layout in `protocol/entities.ts`) to name the writer, so attribution is the verified one.
+ */
+function authorship(update: Uint8Array, ydoc: Y.Doc): Authorship {
+  const { structs } = Y.decodeUpdate(update);
+  const clients = new Set<number>();
+  const updatedBy: string[] = [];
+  const items = structs.filter((s): s is Y.Item => s instanceof Y.Item);
+  for (const struct of structs) if (!(struct instanceof Y.Skip)) clients.add(struct.id.client);
+  const meta = ydoc.getMap(META_MAP);
+  for (const item of items) {
+    if (!(item.content instanceof Y.ContentAny) || !inRoot(item, META_MAP, meta, items, ydoc)) continue;
+    for (const value of item.content.arr) {
+      const by = (value as { updatedBy?: unknown } | null)?.updatedBy;
+      if (by !== undefined) updatedBy.push(String(by));
+    }
+  }
+  return { clients, updatedBy };
+}
+
+/**
+ * Whether a decoded item goes straight into root type `name`. A decoded item names its parent
+ * (by string, for a root type) only when it has no neighbours; otherwise — a map key written
+ * again, say — the parent is its neighbour's, found in the same update or in the document.
+ */
+function inRoot(item: Y.Item, name: string, root: unknown, items: Y.Item[], ydoc: Y.Doc): boolean {
+  let current: Y.Item = item;
+  for (let hops = 0; hops <= items.length; hops++) {
+    const parent: unknown = current.parent;
+    if (typeof parent === "string") return parent === name;
+    if (parent !== null) return false; // a nested type's item: not the root's own entry
+    const ref = current.origin ?? current.rightOrigin;
+    if (!ref) return false;
+    const local = items.find(
+      (i) => i.id.client === ref.client && i.id.clock <= ref.clock && ref.clock < i.id.clock + i.length,
+    );
+    if (local) {
+      current = local;
+      continue;
+    }
+    try {
+      return Y.getItem(ydoc.store, ref).parent === root;
+    } catch {
+      return false; // Not in the document yet: Yjs keeps such an item pending, unapplied.
+    }
+  }
+  return false;
 }
 
 /** True when a Yjs update carries neither new structs nor deletions. */

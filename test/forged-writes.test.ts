@@ -78,3 +78,36 @@ it("refuses an update written under another agent's Yjs client id, also after a 
   deals.update("D1", { amount: 120 });
   await eventually(() => expect(copy.get("D1")).toEqual({ amount: 120, stage: "signed" }));
 });
+
+it("refuses an entity write that claims another agent as its author; honest writes carry the writer's verified id", async () => {
+  const writerTeam = room.team("attribution");
+  const honest = await room.agent("sales-1", { team: writerTeam });
+  const deals = honest.state("deals");
+  await deals.ready;
+  deals.set("D1", { amount: 100 });
+  const reader = await room.agent("reader", { team: writerTeam });
+  const copy = reader.state("deals");
+  await copy.ready;
+  await eventually(() => expect(copy.meta("D1")).toMatchObject({ updatedBy: "sales-1" }));
+
+  // A stock Yjs client with its own (valid) token rewrites the entity's meta to name sales-1.
+  const ydoc = new Y.Doc();
+  const provider = new WebsocketProvider(`ws://${room.host}/parties/main`, writerTeam, ydoc, {
+    params: { doc: "state/deals", token: await room.token("mallory", "agent", { team: writerTeam }) },
+    WebSocketPolyfill: WebSocket as never,
+    disableBc: true,
+  });
+  try {
+    await eventually(() => expect(provider.synced).toBe(true));
+    ydoc.transact(() => {
+      ydoc.getMap("fields").set("D1\u001famount", 1);
+      ydoc.getMap("meta").set("D1", { version: 99, updatedBy: "sales-1", updatedAt: Date.now() });
+    });
+    // The next honest write is seen; the forged one never is.
+    deals.update("D1", { stage: "won" });
+    await eventually(() => expect(copy.get("D1")).toEqual({ amount: 100, stage: "won" }));
+    expect(copy.meta("D1")?.version).not.toBe(99);
+  } finally {
+    provider.destroy();
+  }
+});
