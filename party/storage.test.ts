@@ -4,68 +4,14 @@
  */
 import { describe, expect, it } from "vitest";
 import * as Y from "yjs";
+import { KV_LIMITS, MemoryKv } from "./memory-storage.ts";
 import { appendUpdate, compact, type KvStorage, loadDoc, needsCompaction, type StoredDoc } from "./storage.ts";
 
-const MAX_VALUE_BYTES = 128 * 1024;
-const MAX_KEYS = 128;
-const MAX_KEY_BYTES = 2048;
+const MAX_VALUE_BYTES = KV_LIMITS.maxValueBytes;
+const MAX_KEYS = KV_LIMITS.maxKeysPerCall;
 
-const sizeOf = (value: unknown): number => {
-  if (value instanceof Uint8Array || value instanceof ArrayBuffer) return value.byteLength;
-  return new TextEncoder().encode(JSON.stringify(value)).byteLength;
-};
-
-/** A Map with Durable Object storage semantics: sorted list, exclusive `end`, copies on the way in and out. */
-class MemoryKv implements KvStorage {
-  readonly data = new Map<string, unknown>();
-  puts = 0;
-
-  async get<T = unknown>(key: string): Promise<T | undefined> {
-    return this.data.has(key) ? (structuredClone(this.data.get(key)) as T) : undefined;
-  }
-
-  async list<T = unknown>(options: {
-    prefix?: string;
-    start?: string;
-    end?: string;
-    limit?: number;
-    reverse?: boolean;
-  }): Promise<Map<string, T>> {
-    let keys = [...this.data.keys()].sort().filter((k) => {
-      if (options.prefix !== undefined && !k.startsWith(options.prefix)) return false;
-      if (options.start !== undefined && k < options.start) return false;
-      if (options.end !== undefined && k >= options.end) return false;
-      return true;
-    });
-    if (options.reverse) keys.reverse();
-    if (options.limit !== undefined) keys = keys.slice(0, options.limit);
-    return new Map(keys.map((k) => [k, structuredClone(this.data.get(k)) as T]));
-  }
-
-  async put<T>(entries: Record<string, T>): Promise<void> {
-    const keys = Object.keys(entries);
-    if (keys.length > MAX_KEYS) throw new RangeError(`put of ${keys.length} keys exceeds ${MAX_KEYS}`);
-    for (const key of keys) {
-      if (new TextEncoder().encode(key).byteLength > MAX_KEY_BYTES) throw new RangeError(`key too long: ${key}`);
-      const size = sizeOf(entries[key]);
-      if (size > MAX_VALUE_BYTES) throw new RangeError(`value of ${key} is ${size} bytes, over ${MAX_VALUE_BYTES}`);
-    }
-    // All or nothing, like a Durable Object put.
-    for (const key of keys) this.data.set(key, structuredClone(entries[key]));
-    this.puts++;
-  }
-
-  async delete(keys: string[]): Promise<number> {
-    if (keys.length > MAX_KEYS) throw new RangeError(`delete of ${keys.length} keys exceeds ${MAX_KEYS}`);
-    let n = 0;
-    for (const key of keys) if (this.data.delete(key)) n++;
-    return n;
-  }
-
-  keysOf(doc: string): string[] {
-    return [...this.data.keys()].filter((k) => k.startsWith(`doc|${doc}|`)).sort();
-  }
-}
+/** The stored keys of one document, sorted. */
+const keysOf = (kv: MemoryKv, doc: string): string[] => kv.keys(`doc|${doc}|`);
 
 /** A document with persistence wired like party/docs.ts does: every local transaction is one record. */
 async function open(storage: KvStorage, name: string): Promise<{ doc: Y.Doc; stored: StoredDoc }> {
@@ -130,7 +76,7 @@ describe("document storage", () => {
     const { doc, stored } = await open(kv, "state/big");
     const blob = random(300 * 1024);
     await commit(kv, doc, stored, () => doc.getMap("m").set("blob", blob));
-    const parts = kv.keysOf("state/big").filter((k) => k.includes("|u|"));
+    const parts = keysOf(kv, "state/big").filter((k) => k.includes("|u|"));
     expect(parts.length).toBeGreaterThan(2);
 
     // ~13 MB: more parts than one put may carry.
@@ -198,13 +144,13 @@ describe("document storage", () => {
     }
     const before = await open(kv, "state/c");
     expect(snapshotOf(before.doc)).toEqual(snapshotOf(doc));
-    const updateKeysBefore = kv.keysOf("state/c").filter((k) => k.includes("|u|"));
+    const updateKeysBefore = keysOf(kv, "state/c").filter((k) => k.includes("|u|"));
     expect(updateKeysBefore.length).toBe(300);
 
     await compact(kv, stored, doc);
     expect(needsCompaction(stored)).toBe(false);
     expect(stored.meta).toMatchObject({ gen: 1, first: 300, next: 300, tailBytes: 0 });
-    const keys = kv.keysOf("state/c");
+    const keys = keysOf(kv, "state/c");
     expect(keys.filter((k) => k.includes("|u|"))).toEqual([]);
     expect(keys.filter((k) => k.includes("|snap|")).length).toBe(stored.meta.snapParts);
     expect(keys.length).toBe(stored.meta.snapParts + 1);
@@ -221,7 +167,7 @@ describe("document storage", () => {
 
     await compact(kv, stored, doc);
     expect(stored.meta).toMatchObject({ gen: 2, first: 320, next: 320 });
-    const keys2 = kv.keysOf("state/c");
+    const keys2 = keysOf(kv, "state/c");
     expect(keys2.some((k) => k.includes(":snap:0000000001:"))).toBe(false);
     expect(keys2.filter((k) => k.includes("|u|"))).toEqual([]);
     const final = await open(kv, "state/c");
