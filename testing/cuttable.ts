@@ -1,0 +1,96 @@
+/**
+ * A WebSocket class whose sockets a test can break, for the real `partykit dev` room: a `ws`
+ * subclass to pass as `connect({ WebSocket })` (or as y-websocket's `WebSocketPolyfill`).
+ * The in-process room hands out the same interface over its in-memory sockets
+ * (`TestRoom.cuttableSocket()`), so a fault test reads the same against either room.
+ */
+import WebSocket from "ws";
+
+/** What a client hands to `WebSocket.send`. */
+export type OutgoingData = string | ArrayBuffer | ArrayBufferView | Blob;
+
+/** A breakable network for one agent (or one stock client): the sockets of one class. */
+export interface CuttableSocket<W = unknown> {
+  /** The class to pass as `connect({ WebSocket })`; every socket it opens is tracked here. */
+  readonly WebSocket: W;
+  /** Kills the current socket without a close handshake (the room sees it vanish); partysocket reconnects by itself. */
+  cut(): void;
+  /** `cut()`, and every later connection fails at once until `up()`: a crashed or partitioned agent. */
+  down(): void;
+  /** Heals `down()`: the next reconnect attempt gets through. */
+  up(): void;
+  /**
+   * Silently drops outgoing frames (client to room) for which `predicate` returns true, while
+   * the socket stays up: a lost request, a lost ack. `null` stops dropping.
+   */
+  dropOutgoing(predicate: ((data: OutgoingData) => boolean) | null): void;
+  /** Payload bytes sent by every socket of this class so far (dropped frames not counted). */
+  readonly bytesSent: number;
+  /** Payload bytes received so far. */
+  readonly bytesReceived: number;
+  /** When the latest socket opened (`performance.now()`), 0 before the first. */
+  readonly openedAt: number;
+}
+
+/** The byte length of a frame's payload. */
+export function payloadBytes(data: OutgoingData | Buffer[]): number {
+  if (typeof data === "string") return Buffer.byteLength(data);
+  if (Array.isArray(data)) return data.reduce((n, b) => n + b.byteLength, 0);
+  if (data instanceof Blob) return data.size;
+  return data.byteLength;
+}
+
+/** A `ws` WebSocket class, what `cuttableSocket()` hands out. */
+export type WsClass = new (url: string | URL, protocols?: string | string[]) => WebSocket;
+
+/** A `ws` class whose sockets a test can cut, hold down and make lose frames. */
+export function cuttableSocket(): CuttableSocket<WsClass> {
+  let current: WebSocket | null = null;
+  let down = false;
+  let drop: ((data: OutgoingData) => boolean) | null = null;
+  let bytesSent = 0;
+  let bytesReceived = 0;
+  let openedAt = 0;
+  class Cuttable extends WebSocket {
+    constructor(url: string | URL, protocols?: string | string[]) {
+      // Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
+      super(down ? "ws://127.0.0.1:9/" : url, protocols);
+      current = this;
+      this.on("open", () => {
+        openedAt = performance.now();
+      });
+      this.on("message", (data: Buffer | ArrayBuffer | Buffer[]) => {
+        bytesReceived += payloadBytes(data);
+      });
+    }
+
+    override send(data: unknown, ...rest: unknown[]): void {
+      if (drop?.(data as OutgoingData)) return;
+      bytesSent += payloadBytes(data as OutgoingData);
+      (super.send as (...args: unknown[]) => void)(data, ...rest);
+    }
+  }
+  return {
+    WebSocket: Cuttable,
+    cut: () => current?.terminate(),
+    down: () => {
+      down = true;
+      current?.terminate();
+    },
+    up: () => {
+      down = false;
+    },
+    dropOutgoing: (predicate) => {
+      drop = predicate;
+    },
+    get bytesSent() {
+      return bytesSent;
+    },
+    get bytesReceived() {
+      return bytesReceived;
+    },
+    get openedAt() {
+      return openedAt;
+    },
+  };
+}

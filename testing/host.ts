@@ -1,0 +1,66 @@
+/**
+ * What the real and the in-process test rooms have in common, so one test case can run
+ * against either, and the agent bookkeeping both share.
+ */
+import { type ConnectOptions, connect, type Team } from "../client/node.ts";
+import type { CuttableSocket } from "./cuttable.ts";
+
+/** Options of `room.agent()`: anything `connect` takes; `team` defaults to `acme`, `role` to `agent`. */
+export type AgentOptions = Partial<ConnectOptions>;
+
+/** A room a test talks to: a real `partykit dev` (`startRoom`) or the in-process one (`createTestRoom`). */
+export interface TestHost {
+  /** What `connect({ host })` takes. */
+  readonly host: string;
+  /** A fresh team name, unique per call: tests sharing a room do not see each other. */
+  team(prefix?: string): string;
+  /** Connects an agent (closed when the room is disposed). */
+  agent(agent: string, options?: AgentOptions): Promise<Team>;
+  /** An HTTP request to the room, `path` relative to the origin (`/parties/main/<team>/metrics`). */
+  fetch(path: string, init?: RequestInit): Promise<Response>;
+  /** A breakable network for one agent: pass its `WebSocket` to `agent()` or `connect()`. */
+  cuttableSocket(): CuttableSocket;
+  /** Kills the room without warning: nothing is flushed, every socket drops. */
+  kill(): Promise<void>;
+  /** Brings the room back over the same storage (killing it first if it still runs). */
+  restart(): Promise<void>;
+  /** Closes agents, stops the room, frees what it held. */
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+import { TestKitError } from "./errors.ts";
+
+/** A request path must be absolute (`/parties/main/acme`): anything else is a mistake in the test. */
+export function checkPath(path: string): string {
+  if (typeof path !== "string" || !path.startsWith("/")) {
+    throw new TestKitError("INVALID_ARGUMENT", `fetch path must start with "/": ${JSON.stringify(path)}`);
+  }
+  return path;
+}
+
+let teamCounter = 0;
+
+/** A team name unique in this process (and, with the pid, across test files sharing a persist directory). */
+export const uniqueTeam = (prefix = "team"): string => `${prefix}-${process.pid}-${++teamCounter}`;
+
+/** Connects agents with a room's defaults and remembers them, to close them all at disposal. */
+export function agentPool(defaults: () => Pick<ConnectOptions, "host"> & AgentOptions) {
+  const agents = new Set<Team>();
+  return {
+    async agent(agent: string, options: AgentOptions = {}): Promise<Team> {
+      const team = await connect({
+        ...defaults(),
+        team: options.team ?? "acme",
+        agent,
+        role: options.role ?? "agent",
+        ...options,
+      });
+      agents.add(team);
+      return team;
+    },
+    async closeAll(): Promise<void> {
+      await Promise.all([...agents].map((a) => a.close()));
+      agents.clear();
+    },
+  };
+}

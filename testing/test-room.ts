@@ -1,0 +1,233 @@
+/**
+ * The room in process: every team's `TeamRoom` (the same object PartyKit hosts) over an
+ * in-memory Durable-Object-like store, reached through in-memory WebSockets. The library's
+ * `connect` works against it unchanged, in milliseconds, with no workerd. For tests of
+ * agents and of the room's logic; what is about the real server (PartyKit's HTTP, workerd,
+ * SIGKILL) stays with `startRoom`.
+ *
+ *   await using room = createTestRoom();
+ *   const a = await room.agent("sales-1", { team: "acme" });
+ */
+import { MemoryKv } from "../party/memory-storage.ts";
+import { TeamRoom } from "../party/room.ts";
+import type { KvStorage } from "../party/storage.ts";
+import type { CuttableSocket, OutgoingData } from "./cuttable.ts";
+import { TestKitError } from "./errors.ts";
+import { agentPool, checkPath, type TestHost, uniqueTeam } from "./host.ts";
+import {
+  type MemoryNetwork,
+  type MemoryRoomHandler,
+  type MemoryWebSocket,
+  type MemoryWebSocketClass,
+  memoryWebSocketClass,
+  type RoomEnd,
+} from "./memory-socket.ts";
+
+type RoomOptions = ConstructorParameters<typeof TeamRoom>[0];
+
+export type TestRoomOptions = {
+  /** Stream tuning for every team's room, e.g. `{ window: 1024 }` (what `--var CROSSTALK_LOG_WINDOW` sets on the real one). */
+  streams?: RoomOptions["streams"];
+  /** Call and message tuning. */
+  rpc?: RoomOptions["rpc"];
+  /** The rooms' clock. */
+  now?: () => number;
+};
+
+export interface TestRoom extends TestHost {
+  /** A made-up host (`test-room-<n>.invalid`): only this room's `WebSocket` reaches it. */
+  readonly host: string;
+  /** The WebSocket class whose sockets reach this room; `agent()` passes it for you. */
+  readonly WebSocket: MemoryWebSocketClass;
+  /** A breakable network for one agent, over this room's in-memory sockets. */
+  cuttableSocket(): CuttableSocket<MemoryWebSocketClass>;
+  /** A team's storage (created empty on first use), to inspect what the room wrote or to pre-fill it. */
+  storage(team: string): MemoryKv;
+  /**
+   * Crashes every team's room: each socket drops (1006 on the client, no close handshake),
+   * the rooms' memory is gone, storage keeps what was written. New connections fail until
+   * `restart()`; a write the dead room had not finished never lands.
+   */
+  kill(): Promise<void>;
+  /** Fresh `TeamRoom`s over the same storage, built as agents reconnect (after a `kill()` if the room was up). */
+  restart(): Promise<void>;
+}
+
+/** Storage that a crashed room can no longer reach: every later call never settles, like a dead process. */
+function fenced(kv: KvStorage): { storage: KvStorage; cut(): void } {
+  let dead = false;
+  const never = new Promise<never>(() => {});
+  const guard =
+    <A extends unknown[], R>(fn: (...args: A) => Promise<R>) =>
+    (...args: A): Promise<R> =>
+      dead ? never : fn(...args);
+  return {
+    storage: {
+      get: guard((key) => kv.get(key)),
+      list: guard((options) => kv.list(options)),
+      put: guard((entries) => kv.put(entries)),
+      delete: guard((keys) => kv.delete(keys)),
+    } as KvStorage,
+    cut: () => {
+      dead = true;
+    },
+  };
+}
+
+type Team = { kv: MemoryKv; room: TeamRoom | null; cut: () => void; handler: MemoryRoomHandler | null };
+
+let roomCounter = 0;
+
+/** Creates an in-process room. Node-only; nothing listens on a port. */
+export function createTestRoom(options: TestRoomOptions = {}): TestRoom {
+  const host = `test-room-${++roomCounter}.invalid`;
+  const teams = new Map<string, Team>();
+  const ends = new Set<RoomEnd>();
+  let up = true;
+  let disposed = false;
+
+  const teamOf = (name: string): Team => {
+    let team = teams.get(name);
+    if (!team) {
+      team = { kv: new MemoryKv(), room: null, cut: () => {}, handler: null };
+      teams.set(name, team);
+    }
+    return team;
+  };
+
+  /** A team's live room, built on first use after a start or a crash (PartyKit does the same). */
+  const live = (name: string): { room: TeamRoom; handler: MemoryRoomHandler } => {
+    const team = teamOf(name);
+    if (!team.room || !team.handler) {
+      const view = fenced(team.kv);
+      const room = new TeamRoom({ ...options, team: name, storage: view.storage });
+      team.room = room;
+      team.cut = view.cut;
+      team.handler = {
+        connect: (end, url) => {
+          ends.add(end);
+          room.connect(end, url);
+        },
+        message: (end, data) => room.message(end, data),
+        close: (end) => {
+          ends.delete(end);
+          room.close(end);
+        },
+      };
+    }
+    return { room: team.room, handler: team.handler };
+  };
+
+  /** `/parties/main/<team>[/...]` → the team, or null for any other path. */
+  const teamIn = (pathname: string): string | null => {
+    const [parties, party, team] = pathname.split("/").filter(Boolean);
+    if (parties !== "parties" || party !== "main" || !team) return null;
+    try {
+      return decodeURIComponent(team);
+    } catch {
+      return null;
+    }
+  };
+
+  const network = (taps: Partial<MemoryNetwork> = {}): MemoryNetwork => ({
+    ...taps,
+    dial(url) {
+      if (!up || disposed || url.host !== host) return null;
+      const team = teamIn(url.pathname);
+      return team === null ? null : live(team).handler;
+    },
+  });
+  const WebSocket = memoryWebSocketClass(network());
+  const pool = agentPool(() => ({ host, WebSocket }));
+
+  const kill = async () => {
+    if (!up) return;
+    up = false;
+    for (const end of ends) end.sever(false);
+    ends.clear();
+    for (const team of teams.values()) {
+      team.cut();
+      team.room = null;
+      team.handler = null;
+    }
+    // Let the clients see their sockets drop before the caller goes on.
+    await new Promise((r) => setImmediate(r));
+  };
+
+  return {
+    host,
+    WebSocket,
+    team: uniqueTeam,
+    agent: pool.agent,
+    async fetch(path, init) {
+      const url = new URL(`http://${host}${checkPath(path)}`);
+      if (!up || disposed) throw new TypeError("fetch failed", { cause: new Error(`${host} is down`) });
+      const team = teamIn(url.pathname);
+      if (team === null) return new Response("Not found", { status: 404 });
+      return live(team).room.request(new Request(url, init));
+    },
+    cuttableSocket() {
+      let current: MemoryWebSocket | null = null;
+      let down = false;
+      let drop: ((data: OutgoingData) => boolean) | null = null;
+      let bytesSent = 0;
+      let bytesReceived = 0;
+      let openedAt = 0;
+      const base = network({
+        created: (socket) => {
+          current = socket;
+        },
+        opened: () => {
+          openedAt = performance.now();
+        },
+        dropOutgoing: (data) => drop?.(data) ?? false,
+        sent: (n) => {
+          bytesSent += n;
+        },
+        received: (n) => {
+          bytesReceived += n;
+        },
+      });
+      const cuttable: MemoryNetwork = { ...base, dial: (url) => (down ? null : base.dial(url)) };
+      return {
+        WebSocket: memoryWebSocketClass(cuttable),
+        cut: () => current?.sever(),
+        down: () => {
+          down = true;
+          current?.sever();
+        },
+        up: () => {
+          down = false;
+        },
+        dropOutgoing: (predicate) => {
+          drop = predicate;
+        },
+        get bytesSent() {
+          return bytesSent;
+        },
+        get bytesReceived() {
+          return bytesReceived;
+        },
+        get openedAt() {
+          return openedAt;
+        },
+      };
+    },
+    storage: (team) => {
+      if (typeof team !== "string" || team.length === 0) {
+        throw new TestKitError("INVALID_ARGUMENT", `storage(team): a team name, got ${JSON.stringify(team)}`);
+      }
+      return teamOf(team).kv;
+    },
+    kill,
+    async restart() {
+      await kill();
+      up = true;
+    },
+    async [Symbol.asyncDispose]() {
+      await pool.closeAll();
+      await kill();
+      disposed = true;
+    },
+  };
+}
