@@ -14,6 +14,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import WebSocket from "ws";
 import { cuttableSocket } from "./cuttable.ts";
 import { TestKitError } from "./errors.ts";
 import { agentPool, checkPath, type TestHost, uniqueTeam } from "./host.ts";
@@ -36,6 +37,8 @@ export type StartRoomOptions = {
 };
 
 export interface RoomServer extends TestHost {
+  /** `ws`, which reaches the server like any Node client. */
+  readonly WebSocket: typeof WebSocket;
   readonly port: number;
   /** `127.0.0.1:<port>`, what `connect({ host })` takes. */
   readonly host: string;
@@ -195,6 +198,7 @@ export async function startRoom(options: StartRoomOptions = {}): Promise<RoomSer
       return host();
     },
     persistDir,
+    WebSocket,
     team: uniqueTeam,
     agent: pool.agent,
     fetch: async (path, init) => fetch(`http://${host()}${checkPath(path)}`, init),

@@ -8,10 +8,26 @@ import type { CuttableSocket } from "./cuttable.ts";
 /** Options of `room.agent()`: anything `connect` takes; `team` defaults to `acme`, `role` to `agent`. */
 export type AgentOptions = Partial<ConnectOptions>;
 
+/** What a raw socket offers in both rooms: the browser WebSocket surface (`ws` has it too). */
+export interface WebSocketLike {
+  readonly readyState: number;
+  binaryType: string;
+  send(data: string | ArrayBuffer | ArrayBufferView): void;
+  close(code?: number, reason?: string): void;
+  addEventListener(
+    type: "open" | "message" | "close" | "error",
+    // biome-ignore lint/suspicious/noExplicitAny: the two classes type their events differently
+    listener: (event: any) => void,
+    options?: { once?: boolean },
+  ): void;
+}
+
 /** A room a test talks to: a real `partykit dev` (`startRoom`) or the in-process one (`createTestRoom`). */
 export interface TestHost {
   /** What `connect({ host })` takes. */
   readonly host: string;
+  /** A WebSocket class that reaches this room, for raw sockets (`new room.WebSocket(url)`); `agent()` uses it. */
+  readonly WebSocket: new (url: string | URL, protocols?: string | string[]) => WebSocketLike;
   /** A fresh team name, unique per call: tests sharing a room do not see each other. */
   team(prefix?: string): string;
   /** Connects an agent (closed when the room is disposed). */

@@ -18,7 +18,7 @@ export {
   startRoom,
 } from "./dev-server.ts";
 export { TestKitError, type TestKitErrorCode } from "./errors.ts";
-export type { AgentOptions, TestHost } from "./host.ts";
+export type { AgentOptions, TestHost, WebSocketLike } from "./host.ts";
 export { MemoryCloseEvent, MemoryWebSocket, type MemoryWebSocketClass } from "./memory-socket.ts";
 export { createTestRoom, type TestRoom, type TestRoomOptions } from "./test-room.ts";
 export { type EventuallyOptions, eventually, sleep } from "./wait.ts";

@@ -76,6 +76,8 @@ function fenced(kv: KvStorage): { storage: KvStorage; cut(): void } {
 
 type Team = { kv: MemoryKv; room: TeamRoom | null; cut: () => void; handler: MemoryRoomHandler | null };
 
+const macrotask = () => new Promise<void>((r) => setImmediate(r));
+
 let roomCounter = 0;
 
 /** Creates an in-process room. Node-only; nothing listens on a port. */
@@ -151,7 +153,7 @@ export function createTestRoom(options: TestRoomOptions = {}): TestRoom {
       team.handler = null;
     }
     // Let the clients see their sockets drop before the caller goes on.
-    await new Promise((r) => setImmediate(r));
+    await macrotask();
   };
 
   return {
@@ -162,9 +164,16 @@ export function createTestRoom(options: TestRoomOptions = {}): TestRoom {
     async fetch(path, init) {
       const url = new URL(`http://${host}${checkPath(path)}`);
       if (!up || disposed) throw new TypeError("fetch failed", { cause: new Error(`${host} is down`) });
+      // A request crosses the network like a frame does: it reaches the room on a later
+      // macrotask, after what sockets sent before it, and its answer comes back on another.
+      await macrotask();
       const team = teamIn(url.pathname);
-      if (team === null) return new Response("Not found", { status: 404 });
-      return live(team).room.request(new Request(url, init));
+      const response =
+        team === null
+          ? new Response("Not found", { status: 404 })
+          : await live(team).room.request(new Request(url, init));
+      await macrotask();
+      return response;
     },
     cuttableSocket() {
       let current: MemoryWebSocket | null = null;
