@@ -11,10 +11,11 @@ import { type RoomServer, type StartRoomOptions, startRoom as startKitRoom } fro
 
 export * from "../testing/index.ts";
 
+const ROOT = resolve(import.meta.dirname, "..");
 /** The test project: the real room plus a workerd agent party (test/fixtures). */
-export const TEST_CONFIG = join(resolve(import.meta.dirname, ".."), "test/fixtures/partykit.json");
+export const TEST_CONFIG = join(ROOT, "test/fixtures/partykit.json");
 
-/** `startRoom` of the kit, on the test project unless another config is given. */
+/** `startRoom` of the kit, on the test project (from the repository root) unless told otherwise. */
 export function startRoom(options: StartRoomOptions = {}): Promise<RoomServer> {
-  return startKitRoom({ config: TEST_CONFIG, ...options });
+  return startKitRoom({ config: TEST_CONFIG, cwd: ROOT, ...options });
 }
