@@ -5,7 +5,7 @@
  * and the package entry resolves to the compiled kit.
  */
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -211,6 +211,20 @@ describe("startRoom", () => {
     await expect(startRoom({ config: "no/such/partykit.json" })).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
     await expect(startRoom({ vars: { "NOT A NAME": "1" } })).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
   });
+});
+
+it("is never imported by the library or the room (the kit is Node-only and for tests)", () => {
+  const ROOT = resolve(import.meta.dirname, "..");
+  const offenders: string[] = [];
+  for (const dir of ["client", "party", "protocol"]) {
+    if (!existsSync(join(ROOT, dir))) continue;
+    for (const file of readdirSync(join(ROOT, dir), { recursive: true, encoding: "utf8" })) {
+      if (!file.endsWith(".ts") || file.endsWith(".test.ts")) continue;
+      const source = readFileSync(join(ROOT, dir, file), "utf8");
+      if (/from\s*["'](?:[./]*\/testing\/|crosstalk\/testing)/.test(source)) offenders.push(`${dir}/${file}`);
+    }
+  }
+  expect(offenders).toEqual([]);
 });
 
 it("resolves crosstalk/testing to the compiled kit", () => {
