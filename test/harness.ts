@@ -7,7 +7,13 @@
  *   const a = await room.agent("sales-1");
  */
 import { join, resolve } from "node:path";
-import { type RoomServer, type StartRoomOptions, startRoom as startKitRoom } from "../testing/index.ts";
+import {
+  createTestRoom,
+  type RoomServer,
+  type StartRoomOptions,
+  startRoom as startKitRoom,
+  type TestHost,
+} from "../testing/index.ts";
 
 export * from "../testing/index.ts";
 
@@ -19,3 +25,12 @@ export const TEST_CONFIG = join(ROOT, "test/fixtures/partykit.json");
 export function startRoom(options: StartRoomOptions = {}): Promise<RoomServer> {
   return startKitRoom({ config: TEST_CONFIG, cwd: ROOT, ...options });
 }
+
+/**
+ * Both rooms, for cases that must hold on either: `describe.each(ROOMS)("… on the %s", (_, start) => …)`.
+ * The real server's pass costs a `partykit dev` start; use it where the server itself matters.
+ */
+export const ROOMS: [name: string, start: () => Promise<TestHost>][] = [
+  ["in-process room", async () => createTestRoom()],
+  ["real server", () => startRoom()],
+];

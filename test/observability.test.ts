@@ -6,17 +6,12 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type StoredEvent, type TraceNode, traceFrom, traceIdOf } from "../client/index.ts";
-import { createTestRoom, eventually, startRoom, type TestHost } from "./harness.ts";
+import { eventually, ROOMS, type TestHost } from "./harness.ts";
 
 const TRACEPARENT = /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/;
 const metric = (text: string, line: RegExp) => text.split("\n").find((l) => line.test(l));
 
-const rooms: [string, () => TestHost | Promise<TestHost>][] = [
-  ["in-process room", () => createTestRoom()],
-  ["real server", () => startRoom()],
-];
-
-describe.each(rooms)("over the %s", (_, start) => {
+describe.each(ROOMS)("over the %s", (_, start) => {
   let room: TestHost;
   beforeAll(async () => {
     room = await start();

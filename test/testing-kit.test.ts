@@ -14,6 +14,7 @@ import {
   createTestRoom,
   eventually,
   type MemoryCloseEvent,
+  ROOMS,
   sleep,
   startRoom,
   type TestHost,
@@ -144,12 +145,7 @@ describe("the in-process room", () => {
   });
 });
 
-const rooms: [string, () => TestHost | Promise<TestHost>][] = [
-  ["in-process room", () => createTestRoom()],
-  ["real server", () => startRoom()],
-];
-
-describe.each(rooms)("breakable sockets on the %s", (_, start) => {
+describe.each(ROOMS)("breakable sockets on the %s", (_, start) => {
   let room: TestHost;
   beforeAll(async () => {
     room = await start();

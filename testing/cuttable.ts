@@ -40,57 +40,77 @@ export function payloadBytes(data: OutgoingData | Buffer[]): number {
   return data.byteLength;
 }
 
+/**
+ * The faults of one cuttable class and their counters; both variants (`ws` here, in-memory in
+ * the test room) keep them the same way and differ only in how a socket is killed.
+ */
+export class Faults<S> {
+  /** The latest socket of the class: the one `cut()` kills. */
+  current: S | null = null;
+  isDown = false;
+  drop: ((data: OutgoingData) => boolean) | null = null;
+  bytesSent = 0;
+  bytesReceived = 0;
+  openedAt = 0;
+
+  constructor(private readonly kill: (socket: S) => void) {}
+
+  /** The controls a test holds, for sockets of `WebSocket`. */
+  controls<W>(WebSocket: W): CuttableSocket<W> {
+    const faults = this;
+    const killCurrent = () => {
+      if (faults.current) faults.kill(faults.current);
+    };
+    return {
+      WebSocket,
+      cut: killCurrent,
+      down: () => {
+        faults.isDown = true;
+        killCurrent();
+      },
+      up: () => {
+        faults.isDown = false;
+      },
+      dropOutgoing: (predicate) => {
+        faults.drop = predicate;
+      },
+      get bytesSent() {
+        return faults.bytesSent;
+      },
+      get bytesReceived() {
+        return faults.bytesReceived;
+      },
+      get openedAt() {
+        return faults.openedAt;
+      },
+    };
+  }
+}
+
 /** A `ws` WebSocket class, what `cuttableSocket()` hands out. */
 export type WsClass = new (url: string | URL, protocols?: string | string[]) => WebSocket;
 
 /** A `ws` class whose sockets a test can cut, hold down and make lose frames. */
 export function cuttableSocket(): CuttableSocket<WsClass> {
-  let current: WebSocket | null = null;
-  let down = false;
-  let drop: ((data: OutgoingData) => boolean) | null = null;
-  let bytesSent = 0;
-  let bytesReceived = 0;
-  let openedAt = 0;
+  const faults = new Faults<WebSocket>((ws) => ws.terminate());
   class Cuttable extends WebSocket {
     constructor(url: string | URL, protocols?: string | string[]) {
       // Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
-      super(down ? "ws://127.0.0.1:9/" : url, protocols);
-      current = this;
+      super(faults.isDown ? "ws://127.0.0.1:9/" : url, protocols);
+      faults.current = this;
       this.on("open", () => {
-        openedAt = performance.now();
+        faults.openedAt = performance.now();
       });
       this.on("message", (data: Buffer | ArrayBuffer | Buffer[]) => {
-        bytesReceived += payloadBytes(data);
+        faults.bytesReceived += payloadBytes(data);
       });
     }
 
     override send(data: unknown, ...rest: unknown[]): void {
-      if (drop?.(data as OutgoingData)) return;
-      bytesSent += payloadBytes(data as OutgoingData);
+      if (faults.drop?.(data as OutgoingData)) return;
+      faults.bytesSent += payloadBytes(data as OutgoingData);
       (super.send as (...args: unknown[]) => void)(data, ...rest);
     }
   }
-  return {
-    WebSocket: Cuttable,
-    cut: () => current?.terminate(),
-    down: () => {
-      down = true;
-      current?.terminate();
-    },
-    up: () => {
-      down = false;
-    },
-    dropOutgoing: (predicate) => {
-      drop = predicate;
-    },
-    get bytesSent() {
-      return bytesSent;
-    },
-    get bytesReceived() {
-      return bytesReceived;
-    },
-    get openedAt() {
-      return openedAt;
-    },
-  };
+  return faults.controls(Cuttable);
 }

@@ -27,7 +27,10 @@ export interface TestHost {
   /** What `connect({ host })` takes. */
   readonly host: string;
   /** A WebSocket class that reaches this room, for raw sockets (`new room.WebSocket(url)`); `agent()` uses it. */
-  readonly WebSocket: new (url: string | URL, protocols?: string | string[]) => WebSocketLike;
+  readonly WebSocket: new (
+    url: string | URL,
+    protocols?: string | string[],
+  ) => WebSocketLike;
   /** A fresh team name, unique per call: tests sharing a room do not see each other. */
   team(prefix?: string): string;
   /** Connects an agent (closed when the room is disposed). */

@@ -11,7 +11,7 @@
 import { MemoryKv } from "../party/memory-storage.ts";
 import { TeamRoom } from "../party/room.ts";
 import type { KvStorage } from "../party/storage.ts";
-import type { CuttableSocket, OutgoingData } from "./cuttable.ts";
+import { type CuttableSocket, Faults } from "./cuttable.ts";
 import { TestKitError } from "./errors.ts";
 import { agentPool, checkPath, type TestHost, uniqueTeam } from "./host.ts";
 import {
@@ -176,51 +176,23 @@ export function createTestRoom(options: TestRoomOptions = {}): TestRoom {
       return response;
     },
     cuttableSocket() {
-      let current: MemoryWebSocket | null = null;
-      let down = false;
-      let drop: ((data: OutgoingData) => boolean) | null = null;
-      let bytesSent = 0;
-      let bytesReceived = 0;
-      let openedAt = 0;
+      const faults = new Faults<MemoryWebSocket>((socket) => socket.sever());
       const base = network({
         created: (socket) => {
-          current = socket;
+          faults.current = socket;
         },
         opened: () => {
-          openedAt = performance.now();
+          faults.openedAt = performance.now();
         },
-        dropOutgoing: (data) => drop?.(data) ?? false,
+        dropOutgoing: (data) => faults.drop?.(data) ?? false,
         sent: (n) => {
-          bytesSent += n;
+          faults.bytesSent += n;
         },
         received: (n) => {
-          bytesReceived += n;
+          faults.bytesReceived += n;
         },
       });
-      const cuttable: MemoryNetwork = { ...base, dial: (url) => (down ? null : base.dial(url)) };
-      return {
-        WebSocket: memoryWebSocketClass(cuttable),
-        cut: () => current?.sever(),
-        down: () => {
-          down = true;
-          current?.sever();
-        },
-        up: () => {
-          down = false;
-        },
-        dropOutgoing: (predicate) => {
-          drop = predicate;
-        },
-        get bytesSent() {
-          return bytesSent;
-        },
-        get bytesReceived() {
-          return bytesReceived;
-        },
-        get openedAt() {
-          return openedAt;
-        },
-      };
+      return faults.controls(memoryWebSocketClass({ ...base, dial: (url) => (faults.isDown ? null : base.dial(url)) }));
     },
     storage: (team) => {
       if (typeof team !== "string" || team.length === 0) {
