@@ -74,7 +74,8 @@ function fenced(kv: KvStorage): { storage: KvStorage; cut(): void } {
   };
 }
 
-type Team = { kv: MemoryKv; room: TeamRoom | null; cut: () => void; handler: MemoryRoomHandler | null };
+/** One team's Durable Object: its storage for good, its room while it runs. */
+type TeamSlot = { kv: MemoryKv; room: TeamRoom | null; cut: () => void; handler: MemoryRoomHandler | null };
 
 const macrotask = () => new Promise<void>((r) => setImmediate(r));
 
@@ -83,12 +84,12 @@ let roomCounter = 0;
 /** Creates an in-process room. Node-only; nothing listens on a port. */
 export function createTestRoom(options: TestRoomOptions = {}): TestRoom {
   const host = `test-room-${++roomCounter}.invalid`;
-  const teams = new Map<string, Team>();
+  const teams = new Map<string, TeamSlot>();
   const ends = new Set<RoomEnd>();
   let up = true;
   let disposed = false;
 
-  const teamOf = (name: string): Team => {
+  const teamOf = (name: string): TeamSlot => {
     let team = teams.get(name);
     if (!team) {
       team = { kv: new MemoryKv(), room: null, cut: () => {}, handler: null };
