@@ -1,137 +1,132 @@
 /**
- * Observability, over both rooms (the in-process one answers HTTP through `room.fetch` as
- * PartyKit routes it; `partykit dev` keeps the real server's HTTP tested): Prometheus
- * metrics, the HTTP views of agents, state and streams, W3C trace context on everything,
- * and the causal tree of one piece of work.
+ * Observability over the in-process room (the real `TeamRoom`, its HTTP views reached through
+ * `room.fetch`; testing-kit.test.ts checks they answer the same through the real server):
+ * Prometheus metrics, the HTTP views of agents, state and streams, W3C trace context on
+ * everything, and the causal tree of one piece of work.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import { type StoredEvent, type TraceNode, traceFrom, traceIdOf } from "../client/index.ts";
-import { eventually, ROOMS, type TestHost } from "./harness.ts";
+import { createTestRoom, eventually, type TestRoom } from "./harness.ts";
+
+let room: TestRoom;
+beforeAll(() => {
+  room = createTestRoom();
+});
+afterAll(async () => {
+  await room?.[Symbol.asyncDispose]();
+});
 
 const TRACEPARENT = /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/;
 const metric = (text: string, line: RegExp) => text.split("\n").find((l) => line.test(l));
 
-describe.each(ROOMS)("over the %s", (_, start) => {
-  let room: TestHost;
-  beforeAll(async () => {
-    room = await start();
+it("exposes Prometheus metrics and HTTP views of agents, state and streams", async () => {
+  const team = room.team("metrics");
+  const sales = await room.agent("sales-1", { team, role: "sales" });
+  const legal = await room.agent("legal-1", { team, role: "legal" });
+  legal.handle("review", () => "ok");
+  legal.handle("fail", () => {
+    throw new Error("no");
   });
-  afterAll(async () => {
-    await room?.[Symbol.asyncDispose]();
+  await eventually(() => expect(sales.agents().find((a) => a.agent === "legal-1")?.methods).toHaveLength(2));
+  for (let i = 0; i < 5; i++) await sales.publish("deal.created", { i });
+  await sales.call("legal-1", "review");
+  await sales.call("legal-1", "review");
+  await expect(sales.call("legal-1", "fail")).rejects.toMatchObject({ code: "HANDLER_ERROR" });
+  const sub = sales.subscribe("deal.*", () => {}, { consumer: "auditor", from: "start" });
+  await sub.ready;
+  sales.state("deals").set("D1", { stage: "open" });
+  await eventually(async () =>
+    expect((await (await room.fetch(`/parties/main/${team}/state/deals`)).json()).D1).toBeDefined(),
+  );
+  // A refused frame from a raw socket.
+  const raw = new room.WebSocket(`ws://${room.host}/parties/main/${team}?agent=raw&v=1`);
+  await new Promise((r) => raw.addEventListener("message", r, { once: true }));
+  raw.send("not json");
+  await new Promise((r) => raw.addEventListener("message", r, { once: true }));
+  raw.close();
+
+  const res = await room.fetch(`/parties/main/${team}/metrics`);
+  expect(res.headers.get("content-type")).toContain("text/plain");
+  const text = await res.text();
+  expect(metric(text, /^crosstalk_agents\{role="sales"\} 1$/)).toBeDefined();
+  expect(metric(text, /^crosstalk_events_published_total\{stream="main"\} 5$/)).toBeDefined();
+  expect(metric(text, /^crosstalk_rpc_calls_total\{method="review",outcome="ok"\} 2$/)).toBeDefined();
+  expect(metric(text, /^crosstalk_rpc_calls_total\{method="fail",outcome="HANDLER_ERROR"\} 1$/)).toBeDefined();
+  expect(metric(text, /^crosstalk_rpc_call_duration_seconds_count\{method="review"\} 2$/)).toBeDefined();
+  expect(metric(text, /^crosstalk_refused_frames_total\{code="BAD_FRAME"\} 1$/)).toBeDefined();
+  expect(metric(text, /^crosstalk_frames_in_total\{type="publish"\} \d+$/)).toBeDefined();
+  await eventually(async () => {
+    const again = await (await room.fetch(`/parties/main/${team}/metrics`)).text();
+    expect(
+      metric(again, /^crosstalk_consumer_lag\{stream="main",consumer="auditor",kind="durable"\} 0$/),
+    ).toBeDefined();
   });
+  expect(metric(text, /^crosstalk_doc_size_bytes\{doc="log\/main"\} \d+$/)).toBeDefined();
+  expect(metric(text, /^# TYPE crosstalk_rpc_call_duration_seconds histogram$/)).toBeDefined();
 
-  it("exposes Prometheus metrics and HTTP views of agents, state and streams", async () => {
-    const team = room.team("metrics");
-    const sales = await room.agent("sales-1", { team, role: "sales" });
-    const legal = await room.agent("legal-1", { team, role: "legal" });
-    legal.handle("review", () => "ok");
-    legal.handle("fail", () => {
-      throw new Error("no");
-    });
-    await eventually(() => expect(sales.agents().find((a) => a.agent === "legal-1")?.methods).toHaveLength(2));
-    for (let i = 0; i < 5; i++) await sales.publish("deal.created", { i });
-    await sales.call("legal-1", "review");
-    await sales.call("legal-1", "review");
-    await expect(sales.call("legal-1", "fail")).rejects.toMatchObject({ code: "HANDLER_ERROR" });
-    const sub = sales.subscribe("deal.*", () => {}, { consumer: "auditor", from: "start" });
-    await sub.ready;
-    sales.state("deals").set("D1", { stage: "open" });
-    await eventually(async () =>
-      expect((await (await room.fetch(`/parties/main/${team}/state/deals`)).json()).D1).toBeDefined(),
-    );
-    // A refused frame from a raw socket.
-    const raw = new room.WebSocket(`ws://${room.host}/parties/main/${team}?agent=raw&v=1`);
-    await new Promise((r) => raw.addEventListener("message", r, { once: true }));
-    raw.send("not json");
-    await new Promise((r) => raw.addEventListener("message", r, { once: true }));
-    raw.close();
+  const agents = (await (await room.fetch(`/parties/main/${team}/agents`)).json()) as { agent: string; role: string }[];
+  expect(agents.map((a) => [a.agent, a.role]).sort()).toEqual([
+    ["legal-1", "legal"],
+    ["sales-1", "sales"],
+  ]);
+  const state = await (await room.fetch(`/parties/main/${team}/state/deals`)).json();
+  expect(state.D1).toMatchObject({ value: { stage: "open" }, meta: { version: 1, updatedBy: "sales-1" } });
+  expect((await room.fetch(`/parties/main/${team}/nothing`)).status).toBe(404);
+});
 
-    const res = await room.fetch(`/parties/main/${team}/metrics`);
-    expect(res.headers.get("content-type")).toContain("text/plain");
-    const text = await res.text();
-    expect(metric(text, /^crosstalk_agents\{role="sales"\} 1$/)).toBeDefined();
-    expect(metric(text, /^crosstalk_events_published_total\{stream="main"\} 5$/)).toBeDefined();
-    expect(metric(text, /^crosstalk_rpc_calls_total\{method="review",outcome="ok"\} 2$/)).toBeDefined();
-    expect(metric(text, /^crosstalk_rpc_calls_total\{method="fail",outcome="HANDLER_ERROR"\} 1$/)).toBeDefined();
-    expect(metric(text, /^crosstalk_rpc_call_duration_seconds_count\{method="review"\} 2$/)).toBeDefined();
-    expect(metric(text, /^crosstalk_refused_frames_total\{code="BAD_FRAME"\} 1$/)).toBeDefined();
-    expect(metric(text, /^crosstalk_frames_in_total\{type="publish"\} \d+$/)).toBeDefined();
-    await eventually(async () => {
-      const again = await (await room.fetch(`/parties/main/${team}/metrics`)).text();
-      expect(
-        metric(again, /^crosstalk_consumer_lag\{stream="main",consumer="auditor",kind="durable"\} 0$/),
-      ).toBeDefined();
-    });
-    expect(metric(text, /^crosstalk_doc_size_bytes\{doc="log\/main"\} \d+$/)).toBeDefined();
-    expect(metric(text, /^# TYPE crosstalk_rpc_call_duration_seconds histogram$/)).toBeDefined();
-
-    const agents = (await (await room.fetch(`/parties/main/${team}/agents`)).json()) as {
-      agent: string;
-      role: string;
-    }[];
-    expect(agents.map((a) => [a.agent, a.role]).sort()).toEqual([
-      ["legal-1", "legal"],
-      ["sales-1", "sales"],
-    ]);
-    const state = await (await room.fetch(`/parties/main/${team}/state/deals`)).json();
-    expect(state.D1).toMatchObject({ value: { stage: "open" }, meta: { version: 1, updatedBy: "sales-1" } });
-    expect((await room.fetch(`/parties/main/${team}/nothing`)).status).toBe(404);
+it("stamps trace context everywhere and returns the causal tree of one piece of work", async () => {
+  const team = room.team("trace");
+  const a = await room.agent("orders", { team });
+  const b = await room.agent("planner", { team });
+  const c = await room.agent("stock", { team });
+  const d = await room.agent("mailer", { team });
+  d.handle("notify", () => {});
+  c.handle("reserve", async (input, ctx) => {
+    expect(ctx.trace.correlationId).toBe("order-1");
+    await ctx.publish("stock.reserved", input);
+    await ctx.send("mailer", "notify", { reserved: true });
+    return { reserved: true };
   });
+  await eventually(() => expect(b.agents().find((x) => x.agent === "stock")?.methods).toEqual(["reserve"]));
+  // From "end" means from the head once the subscription is ready: wait for it before publishing.
+  await b.subscribe("order.*", async (e) => {
+    await b.call("stock", "reserve", { sku: "X" }, traceFrom(e));
+  }).ready;
+  const placed = await a.publish("order.placed", { sku: "X" }, { correlationId: "order-1" });
+  const unrelated = await a.publish("order.placed", { sku: "Y" });
 
-  it("stamps trace context everywhere and returns the causal tree of one piece of work", async () => {
-    const team = room.team("trace");
-    const a = await room.agent("orders", { team });
-    const b = await room.agent("planner", { team });
-    const c = await room.agent("stock", { team });
-    const d = await room.agent("mailer", { team });
-    d.handle("notify", () => {});
-    c.handle("reserve", async (input, ctx) => {
-      expect(ctx.trace.correlationId).toBe("order-1");
-      await ctx.publish("stock.reserved", input);
-      await ctx.send("mailer", "notify", { reserved: true });
-      return { reserved: true };
-    });
-    await eventually(() => expect(b.agents().find((x) => x.agent === "stock")?.methods).toEqual(["reserve"]));
-    // From "end" means from the head once the subscription is ready: wait for it before publishing.
-    await b.subscribe("order.*", async (e) => {
-      await b.call("stock", "reserve", { sku: "X" }, traceFrom(e));
-    }).ready;
-    const placed = await a.publish("order.placed", { sku: "X" }, { correlationId: "order-1" });
-    const unrelated = await a.publish("order.placed", { sku: "Y" });
-
-    const seen: StoredEvent[] = [];
+  const seen: StoredEvent[] = [];
+  for await (const e of a.history({})) seen.push(e);
+  await eventually(async () => {
+    seen.length = 0;
     for await (const e of a.history({})) seen.push(e);
-    await eventually(async () => {
-      seen.length = 0;
-      for await (const e of a.history({})) seen.push(e);
-      expect(seen.map((e) => e.type)).toContain("stock.reserved");
-    });
-    for (const e of seen) expect(e.traceparent).toMatch(TRACEPARENT);
-    const reserved = seen.find((e) => e.type === "stock.reserved");
-    expect(reserved?.traceparent?.split("-")[1]).toBe(traceIdOf("order-1"));
-    // An event published without a correlation id starts its own piece of work.
-    expect(seen.find((e) => e.id === unrelated.id)?.correlationId).toBe(unrelated.id);
+    expect(seen.map((e) => e.type)).toContain("stock.reserved");
+  });
+  for (const e of seen) expect(e.traceparent).toMatch(TRACEPARENT);
+  const reserved = seen.find((e) => e.type === "stock.reserved");
+  expect(reserved?.traceparent?.split("-")[1]).toBe(traceIdOf("order-1"));
+  // An event published without a correlation id starts its own piece of work.
+  expect(seen.find((e) => e.id === unrelated.id)?.correlationId).toBe(unrelated.id);
 
-    await eventually(async () => {
-      const tree = await a.trace("order-1");
-      const shape = (n: TraceNode): unknown => [n.kind, n.detail.type ?? n.detail.method, n.children.map(shape)];
-      expect(tree.map(shape)).toEqual([
+  await eventually(async () => {
+    const tree = await a.trace("order-1");
+    const shape = (n: TraceNode): unknown => [n.kind, n.detail.type ?? n.detail.method, n.children.map(shape)];
+    expect(tree.map(shape)).toEqual([
+      [
+        "event",
+        "order.placed",
         [
-          "event",
-          "order.placed",
           [
+            "call",
+            "reserve",
             [
-              "call",
-              "reserve",
-              [
-                ["event", "stock.reserved", []],
-                ["message", "notify", []],
-              ],
+              ["event", "stock.reserved", []],
+              ["message", "notify", []],
             ],
           ],
         ],
-      ]);
-      expect(tree[0]?.id).toBe(placed.id);
-    });
+      ],
+    ]);
+    expect(tree[0]?.id).toBe(placed.id);
   });
 });

@@ -1,8 +1,9 @@
 /**
  * The test kit itself (`crosstalk/testing`): the in-process room behaves like the real one
  * where tests can tell (close codes at both ends, 1006 drops, order, a crash that keeps
- * storage), the breakable sockets do the same to both rooms, bad setup gets a typed error,
- * and the package entry resolves to the compiled kit.
+ * storage); HTTP views and breakable sockets work the same on both rooms (the real pass keeps
+ * PartyKit's HTTP routing tested); bad setup gets a typed error; the package entry resolves
+ * to the compiled kit.
  */
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
@@ -145,13 +146,44 @@ describe("the in-process room", () => {
   });
 });
 
-describe.each(ROOMS)("breakable sockets on the %s", (_, start) => {
+describe.each(ROOMS)("the same on the %s", (_, start) => {
   let room: TestHost;
   beforeAll(async () => {
     room = await start();
   });
   afterAll(async () => {
     await room?.[Symbol.asyncDispose]();
+  });
+
+  it("answers the HTTP views with the same statuses, types and bodies", async () => {
+    const team = room.team("http");
+    const a = await room.agent("a", { team });
+    await a.publish("deal.created", { n: 1 });
+    a.state("deals").set("D1", { stage: "open" });
+    await eventually(async () =>
+      expect((await (await room.fetch(`/parties/main/${team}/state/deals`)).json()).D1).toMatchObject({
+        value: { stage: "open" },
+        meta: { version: 1, updatedBy: "a" },
+      }),
+    );
+    expect(await (await room.fetch(`/parties/main/${team}`)).json()).toMatchObject({ team, agents: [{ agent: "a" }] });
+    expect(await (await room.fetch(`/parties/main/${team}/agents`)).json()).toMatchObject([
+      { agent: "a", role: "agent" },
+    ]);
+    const metrics = await room.fetch(`/parties/main/${team}/metrics`);
+    expect(metrics.headers.get("content-type")).toContain("text/plain");
+    expect(await metrics.text()).toMatch(/^crosstalk_events_published_total\{stream="main"\} 1$/m);
+    const stream = await room.fetch(`/parties/main/${team}/streams/main?from=1&limit=5`);
+    expect(stream.headers.get("content-type")).toContain("application/x-ndjson");
+    expect(
+      (await stream.text())
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l).seq),
+    ).toEqual([1]);
+    expect((await room.fetch(`/parties/main/${team}/streams/bad%20name`)).status).toBe(400);
+    expect((await room.fetch(`/parties/main/${team}/nothing`)).status).toBe(404);
+    expect((await room.fetch(`/parties/main/${team}`, { method: "POST" })).status).toBe(405);
   });
 
   it("cut() drops the socket and the agent reconnects; down() holds it off until up()", async () => {
