@@ -42,7 +42,8 @@ export function payloadBytes(data: OutgoingData | Buffer[]): number {
 
 /**
  * The faults of one cuttable class and their counters; both variants (`ws` here, in-memory in
- * the test room) keep them the same way and differ only in how a socket is killed.
+ * the test room) keep them the same way and differ only in how a socket is killed. Not
+ * re-exported from `crosstalk/testing`: users get the `CuttableSocket` it builds.
  */
 export class Faults<S> {
   /** The latest socket of the class: the one `cut()` kills. */
