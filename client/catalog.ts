@@ -14,8 +14,8 @@
  * reaching the handler.
  */
 import type { z } from "zod";
-import { CrosstalkError } from "./errors.ts";
-import type { StoredEvent } from "./protocol.ts";
+import { CrosstalkError, type Json, type StoredEvent } from "../protocol/index.ts";
+import { check } from "./check.ts";
 
 export type EventSpec<S extends z.ZodType = z.ZodType> =
   | S
@@ -52,7 +52,7 @@ export function defineEvents<D extends Record<string, EventSpec>>(
   return { entries } as EventCatalog<{ [K in keyof D]: SchemaOf<D[K]> }>;
 }
 
-export type Decoded = { ok: true; event: StoredEvent } | { ok: false; error: string; issues?: unknown };
+export type Decoded = { ok: true; event: StoredEvent } | { ok: false; error: string; issues?: Json };
 
 /** Lifts `event` to its current version and validates it; events of unknown types pass through. */
 export function decodeEvent(catalog: EventCatalog, event: StoredEvent): Decoded {
@@ -77,7 +77,7 @@ export function decodeEvent(catalog: EventCatalog, event: StoredEvent): Decoded 
     return {
       ok: false,
       error: `${event.type} fails its schema`,
-      issues: JSON.parse(JSON.stringify(parsed.error.issues)),
+      issues: JSON.parse(JSON.stringify(parsed.error.issues)) as Json,
     };
   }
   return { ok: true, event: { ...event, data: parsed.data as StoredEvent["data"], v } };
@@ -87,13 +87,5 @@ export function decodeEvent(catalog: EventCatalog, event: StoredEvent): Decoded 
 export function encodeEvent(catalog: EventCatalog, type: string, data: unknown): { data: unknown; v: number } {
   const entry = catalog.entries[type];
   if (!entry) throw new CrosstalkError("INVALID_ARGUMENT", `event type ${type} is not in the catalog`);
-  const parsed = entry.schema.safeParse(data);
-  if (!parsed.success) {
-    throw new CrosstalkError(
-      "INVALID_ARGUMENT",
-      `${type} fails its schema: ${parsed.error.issues[0]?.message ?? ""}`,
-      parsed.error.issues,
-    );
-  }
-  return { data: parsed.data, v: entry.version };
+  return { data: check(entry.schema, data, `${type} data`), v: entry.version };
 }

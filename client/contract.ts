@@ -13,7 +13,7 @@
  * output again, so what it gets has the output schema's type and defaults.
  */
 import type { z } from "zod";
-import { CrosstalkError } from "./errors.ts";
+import { check } from "./check.ts";
 import type { CallContext, CallOptions } from "./rpc.ts";
 
 export type MethodSpec = { input: z.ZodType; output: z.ZodType };
@@ -34,8 +34,6 @@ export type ContractClient<C extends Record<string, MethodSpec>> = {
   [M in keyof C]: (input: z.input<C[M]["input"]>, options?: CallOptions) => Promise<z.output<C[M]["output"]>>;
 };
 
-const issues = (error: z.ZodError) => JSON.parse(JSON.stringify(error.issues)) as unknown;
-
 /** Wraps a typed handler with input and output validation. */
 export function checkedHandler(
   spec: MethodSpec,
@@ -43,21 +41,12 @@ export function checkedHandler(
   handler: (input: unknown, ctx: CallContext) => unknown,
 ) {
   return async (input: unknown, ctx: CallContext): Promise<unknown> => {
-    const parsed = spec.input.safeParse(input);
-    if (!parsed.success)
-      throw new CrosstalkError("INVALID_INPUT", `${method}: input fails its schema`, issues(parsed.error));
-    const output = await handler(parsed.data, ctx);
-    const checked = spec.output.safeParse(output);
-    if (!checked.success)
-      throw new CrosstalkError("INVALID_OUTPUT", `${method}: output fails its schema`, issues(checked.error));
-    return checked.data;
+    const output = await handler(check(spec.input, input, `${method} input`, "INVALID_INPUT"), ctx);
+    return check(spec.output, output, `${method} output`, "INVALID_OUTPUT");
   };
 }
 
 /** Parses a typed call's output on the caller's side. */
 export function checkedOutput(spec: MethodSpec, method: string, output: unknown): unknown {
-  const checked = spec.output.safeParse(output);
-  if (!checked.success)
-    throw new CrosstalkError("INVALID_OUTPUT", `${method}: output fails its schema`, issues(checked.error));
-  return checked.data;
+  return check(spec.output, output, `${method} output`, "INVALID_OUTPUT");
 }

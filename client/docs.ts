@@ -2,6 +2,12 @@
  * The client's side of document sync: each opened document is a local Y.Doc kept in step
  * with the room's copy by the y-protocols exchange, over the team socket. Documents are
  * reference-counted: the first `open` syncs, the last `release` stops updates.
+ *
+ * A refused write (the room answers an update with an `error` naming the document: the
+ * policy changed under the write) is never left to diverge silently: Yjs would hold every
+ * later update of this client pending behind the refused one, so the local document is
+ * thrown away and synced again from scratch under a new Yjs client id, and the owner is
+ * told (`onReset`). A document the agent may not read is not synced at all.
  * Not re-exported from the package entry point; `team.ts` owns it.
  */
 
@@ -9,25 +15,37 @@ import type * as decoding from "lib0/decoding";
 import * as encoding from "lib0/encoding";
 import * as syncProtocol from "y-protocols/sync";
 import * as Y from "yjs";
-import { type DocName, encodeDocFrame, isWritableByClients } from "./protocol.ts";
+import { CrosstalkError, type DocName, encodeDocFrame, isWritableByClients } from "../protocol/index.ts";
 import type { Transport } from "./transport.ts";
 
 /** Origin of updates that came from the room, so they are not sent back. */
 export const REMOTE = Symbol("remote");
 
 type OpenDoc = {
-  readonly doc: Y.Doc;
+  doc: Y.Doc;
   refs: number;
   /** True once the room's step 2 arrived on the current connection. */
   synced: boolean;
   everSynced: boolean;
-  waiters: (() => void)[];
+  waiters: { resolve: () => void; reject: (error: CrosstalkError) => void }[];
+  /** A fresh copy's step 1 is on its way: a further refusal meanwhile does not ask again. */
+  resyncing: boolean;
+};
+
+export type DocSyncOptions = {
+  /** May this agent read `name` (its permissions, as the room last said)? */
+  mayRead: (name: DocName) => boolean;
+  /** The room refused a write to `name`: the document was replaced by a fresh `doc`, syncing anew. */
+  onReset: (name: DocName, doc: Y.Doc, error: CrosstalkError) => void;
 };
 
 export class DocSync {
   readonly #docs = new Map<DocName, OpenDoc>();
 
-  constructor(private readonly transport: Transport) {}
+  constructor(
+    private readonly transport: Transport,
+    private readonly options: DocSyncOptions,
+  ) {}
 
   open(name: DocName): Y.Doc {
     const open = this.#docs.get(name);
@@ -35,9 +53,15 @@ export class DocSync {
       open.refs++;
       return open.doc;
     }
-    const doc = new Y.Doc();
-    const entry: OpenDoc = { doc, refs: 1, synced: false, everSynced: false, waiters: [] };
+    const doc = this.#create(name);
+    const entry: OpenDoc = { doc, refs: 1, synced: false, everSynced: false, waiters: [], resyncing: false };
     this.#docs.set(name, entry);
+    this.#sendStep1(name, doc);
+    return doc;
+  }
+
+  #create(name: DocName): Y.Doc {
+    const doc = new Y.Doc();
     if (isWritableByClients(name)) {
       doc.on("update", (update: Uint8Array, origin: unknown) => {
         // Offline edits stay in the doc; the step 1/2 exchange on reconnect carries them.
@@ -45,15 +69,41 @@ export class DocSync {
           this.transport.sendBinary(encodeDocFrame(name, (e) => syncProtocol.writeUpdate(e, update)));
       });
     }
-    this.#sendStep1(name, doc);
     return doc;
   }
 
-  /** Resolves once the document has synced with the room at least once. */
+  /** Resolves once the document has synced with the room at least once; fails if it may not be read. */
   synced(name: DocName): Promise<void> {
     const open = this.#docs.get(name);
     if (!open || open.everSynced) return Promise.resolve();
-    return new Promise((resolve) => open.waiters.push(resolve));
+    return new Promise((resolve, reject) => open.waiters.push({ resolve, reject }));
+  }
+
+  /**
+   * The room refused `name` (an `error` frame naming it): a write it did not apply, or a
+   * read the agent lost. The local copy is thrown away for a fresh one with a new Yjs client
+   * id, which syncs from the room if the agent may still read it. False if not open here.
+   */
+  refused(name: DocName, error: CrosstalkError): boolean {
+    const open = this.#docs.get(name);
+    if (!open) return false;
+    const old = open.doc;
+    open.doc = this.#create(name);
+    open.synced = false;
+    open.everSynced = false;
+    old.destroy();
+    this.options.onReset(name, open.doc, error);
+    if (!this.options.mayRead(name)) {
+      this.#refuseWaiters(open, error);
+    } else if (!open.resyncing) {
+      open.resyncing = true;
+      this.#sendStep1(name, open.doc);
+    }
+    return true;
+  }
+
+  #refuseWaiters(open: OpenDoc, error: CrosstalkError): void {
+    for (const w of open.waiters.splice(0)) w.reject(error);
   }
 
   release(name: DocName): void {
@@ -64,11 +114,12 @@ export class DocSync {
     open.doc.destroy();
   }
 
-  /** After (re)connecting: ask the room for everything we lack in every open document. */
+  /** After (re)connecting: ask the room for everything we lack in every open document this agent may read. */
   resync(): void {
     for (const [name, open] of this.#docs) {
       open.synced = false;
-      this.#sendStep1(name, open.doc);
+      if (this.options.mayRead(name)) this.#sendStep1(name, open.doc);
+      else this.#refuseWaiters(open, new CrosstalkError("FORBIDDEN", `this agent may not read ${name}`));
     }
   }
 
@@ -83,9 +134,10 @@ export class DocSync {
     }
     if (type === syncProtocol.messageYjsSyncStep2) {
       open.synced = true;
+      open.resyncing = false;
       if (!open.everSynced) {
         open.everSynced = true;
-        for (const resolve of open.waiters.splice(0)) resolve();
+        for (const w of open.waiters.splice(0)) w.resolve();
       }
     }
   }
@@ -93,6 +145,11 @@ export class DocSync {
   destroy(): void {
     for (const open of this.#docs.values()) open.doc.destroy();
     this.#docs.clear();
+  }
+
+  /** The current local copy of `name` (replaced after a refusal). */
+  doc(name: DocName): Y.Doc | undefined {
+    return this.#docs.get(name)?.doc;
   }
 
   #sendStep1(name: DocName, doc: Y.Doc): void {

@@ -1,6 +1,11 @@
 /**
  * Event streams, client side: publishing through the room (which sequences and stores) and
- * subscribing by reading the stream's log document as it syncs.
+ * subscribing by reading the stream's log document as it syncs — or, for an agent allowed
+ * only some types of the stream (which may not read its log document), through a feed the
+ * room pushes with just those types (`feed.open`), in seq order, reopened from the next
+ * unhandled seq after a reconnect. Everything else (handlers, retries, durable positions)
+ * is the same either way. Operations the agent's permissions forbid fail with FORBIDDEN
+ * before anything is sent.
  *
  * Publishing: concurrent `publish` calls in one tick travel as one frame per stream, in
  * call order. Every frame stays in the outbox until acknowledged and is sent again, with
@@ -8,29 +13,40 @@
  * Not re-exported from the package entry point; `team.ts` owns it.
  */
 import type * as Y from "yjs";
-import { backoff, sleep } from "./backoff.ts";
-import { type Decoded, decodeEvent, type EventCatalog } from "./catalog.ts";
-import type { DocSync } from "./docs.ts";
-import { CrosstalkError } from "./errors.ts";
-import { uuidv7 } from "./ids.ts";
-import { eventAt, type LogSegments, logHead, logSegments, logTail } from "./log.ts";
 import {
+  backoff,
   type ClientFrame,
   type ConsumerInfo,
-  DLQ_SUFFIX,
+  CrosstalkError,
+  deadLetter,
   type EventInput,
+  eventAt,
   eventInputSchema,
+  type Json,
+  type LogSegments,
   logDoc,
+  logHead,
+  logSegments,
+  logTail,
   MAX_EVENT_BYTES,
   MAX_HISTORY_PAGE,
   matchesPattern,
   nameSchema,
   patternSchema,
+  type ReplyOf,
   type RoomFrame,
   type StoredEvent,
-} from "./protocol.ts";
+  sleep,
+  traceparentFor,
+  typeResource,
+  uuidv7,
+  wholeStream,
+} from "../protocol/index.ts";
+import { type Access, forbidden } from "./access.ts";
+import { type Decoded, decodeEvent, type EventCatalog } from "./catalog.ts";
+import { check } from "./check.ts";
+import type { DocSync } from "./docs.ts";
 import type { Requests } from "./requests.ts";
-import { traceparentFor } from "./trace.ts";
 import type { Transport } from "./transport.ts";
 
 export type PublishOptions = {
@@ -87,6 +103,13 @@ export type Subscription = {
   unsubscribe(): void;
 };
 
+/**
+ * What `subscribe` returns: the subscription, usable at once, and awaitable —
+ * `const sub = await team.subscribe(…)` resolves once it is live (same as `ready`), so an
+ * event published after that is never missed; a subscription that cannot start rejects.
+ */
+export type LiveSubscription = Subscription & PromiseLike<Subscription>;
+
 type Pending = { resolve: (r: PublishResult) => void; reject: (e: CrosstalkError) => void };
 type OutFrame = { frame: Extract<ClientFrame, { type: "publish" }>; waiters: Pending[] };
 
@@ -111,6 +134,8 @@ type Sub = {
   acked: number;
   /** Groups: leased events waiting for the handler. */
   inbox: Extract<RoomFrame, { type: "group.deliver" }>[];
+  /** Reading through a room-pushed feed (this id) instead of the log document; `buffer` holds its events. */
+  feed: string | null;
 };
 
 type LogView = { stream: string; doc: Y.Doc; segments: LogSegments; subs: Set<Sub> };
@@ -126,11 +151,15 @@ export class Events {
   readonly #groupSubs = new Map<string, Sub>();
   readonly #dirtyAcks = new Set<Sub>();
   #ackScheduled = false;
+  readonly #feedSubs = new Map<string, Sub>();
+  #nextFeed = 0;
 
   constructor(
     private readonly transport: Transport,
     private readonly docs: DocSync,
     private readonly requests: Requests,
+    /** What this agent may do: forbidden operations fail here. */
+    private readonly access: Access,
     /** This agent's id: names the consumer in dead letters of plain subscriptions. */
     private readonly agent: string,
     /** Reports handler failures; the subscription carries on with the next event. */
@@ -140,8 +169,8 @@ export class Events {
   publish(type: string, data: unknown, options: PublishOptions = {}): Promise<PublishResult> {
     return new Promise((resolve, reject) => {
       const stream = options.stream ?? "main";
+      // A bad argument throws here, which rejects the promise.
       const checked = this.#check(stream, { ...options, type, data, id: options.id ?? uuidv7() });
-      if (checked instanceof CrosstalkError) return reject(checked);
       if (options.expectedLastSeq !== undefined) {
         // A conditional publish travels alone, after everything queued before it.
         this.#flush();
@@ -168,16 +197,19 @@ export class Events {
     const stream = options.stream ?? "main";
     const inputs: EventInput[] = [];
     let bytes = 0;
-    for (const item of items) {
-      const checked = this.#check(stream, {
-        ...item.options,
-        type: item.type,
-        data: item.data,
-        id: item.options?.id ?? uuidv7(),
-      });
-      if (checked instanceof CrosstalkError) return Promise.reject(checked);
-      inputs.push(checked.input);
-      bytes += checked.bytes;
+    try {
+      for (const item of items) {
+        const checked = this.#check(stream, {
+          ...item.options,
+          type: item.type,
+          data: item.data,
+          id: item.options?.id ?? uuidv7(),
+        });
+        inputs.push(checked.input);
+        bytes += checked.bytes;
+      }
+    } catch (error) {
+      return Promise.reject(error);
     }
     if (inputs.length === 0) return Promise.resolve([]);
     if (inputs.length > MAX_BATCH_EVENTS || bytes > MAX_BATCH_BYTES) {
@@ -203,24 +235,25 @@ export class Events {
     });
   }
 
-  #check(stream: string, raw: Record<string, unknown>): { input: EventInput; bytes: number } | CrosstalkError {
-    if (!nameSchema.safeParse(stream).success)
-      return new CrosstalkError("INVALID_ARGUMENT", `invalid stream name ${JSON.stringify(stream)}`);
-    const parsed = eventInputSchema.safeParse(raw);
-    if (!parsed.success) {
-      return new CrosstalkError(
-        "INVALID_ARGUMENT",
-        `invalid event: ${parsed.error.issues[0]?.message ?? "bad input"}`,
-        parsed.error.issues,
-      );
+  /** The event as it will be sent, and its size; throws a typed error for a bad one. */
+  #check(stream: string, raw: Record<string, unknown>): { input: EventInput; bytes: number } {
+    try {
+      check(nameSchema, stream, "stream name");
+      const input = check(eventInputSchema, raw, "event");
+      this.access.check("stream.publish", typeResource(stream, input.type));
+      // Every event starts or continues a piece of work: it always carries a correlation id and trace context.
+      input.correlationId ??= input.id;
+      input.traceparent ??= traceparentFor(input.correlationId);
+      const bytes = JSON.stringify(input).length;
+      if (bytes > MAX_EVENT_BYTES)
+        throw new CrosstalkError("TOO_LARGE", `event is ${bytes} bytes; the limit is ${MAX_EVENT_BYTES}`);
+      return { input, bytes };
+    } catch (error) {
+      if (error instanceof CrosstalkError) throw error;
+      // zod accepts a circular value that JSON.stringify then refuses (TypeError); a value nested
+      // deeper than the stack overflows either (RangeError). Neither may escape as a raw error.
+      throw new CrosstalkError("INVALID_ARGUMENT", `event data is not JSON: ${(error as Error).message}`);
     }
-    // Every event starts or continues a piece of work: it always carries a correlation id and trace context.
-    parsed.data.correlationId ??= parsed.data.id;
-    parsed.data.traceparent ??= traceparentFor(parsed.data.correlationId);
-    const bytes = JSON.stringify(parsed.data).length;
-    if (bytes > MAX_EVENT_BYTES)
-      return new CrosstalkError("TOO_LARGE", `event is ${bytes} bytes; the limit is ${MAX_EVENT_BYTES}`);
-    return { input: parsed.data, bytes };
   }
 
   #flush(): void {
@@ -295,19 +328,15 @@ export class Events {
   // -------------------------------------------------------------------------------------
   // Subscribing
 
-  subscribe(pattern: string, handler: EventHandler, options: SubscribeOptions = {}): Subscription {
+  subscribe(pattern: string, handler: EventHandler, options: SubscribeOptions = {}): LiveSubscription {
     const stream = options.stream ?? "main";
-    if (!patternSchema.safeParse(pattern).success) {
-      throw new CrosstalkError("INVALID_ARGUMENT", `invalid pattern ${JSON.stringify(pattern)}`);
-    }
+    check(patternSchema, pattern, "pattern");
     for (const [what, value] of [
       ["stream", stream],
       ["consumer", options.consumer],
       ["group", options.group],
     ] as const) {
-      if (value !== undefined && !nameSchema.safeParse(value).success) {
-        throw new CrosstalkError("INVALID_ARGUMENT", `invalid ${what} name ${JSON.stringify(value)}`);
-      }
+      if (value !== undefined) check(nameSchema, value, `${what} name`);
     }
     if (options.consumer && options.group) {
       throw new CrosstalkError(
@@ -328,16 +357,26 @@ export class Events {
       buffer: [],
       acked: 0,
       inbox: [],
+      feed: null,
     };
     const ready = options.group ? this.#startGroup(sub, options.group) : this.#startLog(sub);
     // A failure to start is reported, never thrown into an unrelated promise chain.
     ready.catch((error: unknown) => this.onHandlerError(error, undefined));
-    return {
+    const handle: Subscription = {
       ready,
       get position() {
         return sub.next;
       },
       unsubscribe: () => this.#unsubscribe(sub),
+    };
+    return {
+      ready,
+      get position() {
+        return sub.next;
+      },
+      unsubscribe: handle.unsubscribe,
+      // biome-ignore lint/suspicious/noThenProperty: awaiting a subscription waits until it is live; it resolves to `handle`, which has no `then`, so `await` stops there.
+      then: (onLive, onFailed) => ready.then(() => handle).then(onLive, onFailed),
     };
   }
 
@@ -347,6 +386,11 @@ export class Events {
     if (sub.options.group) {
       this.#groupSubs.delete(groupKey(sub.stream, sub.options.group));
       this.transport.send({ type: "group.leave", stream: sub.stream, group: sub.options.group });
+      return;
+    }
+    if (sub.feed !== null) {
+      this.#feedSubs.delete(sub.feed);
+      this.transport.send({ type: "feed.close", feed: sub.feed });
       return;
     }
     const view = this.#views.get(sub.stream);
@@ -359,9 +403,22 @@ export class Events {
   }
 
   async #startLog(sub: Sub): Promise<void> {
+    await this.access.known;
+    if (sub.closed) return;
+    // The log document carries every type: only an agent that may read them all syncs it.
+    if (!this.access.permits("stream.subscribe", wholeStream(sub.stream), { pattern: true })) {
+      return this.#startFeed(sub);
+    }
     const view = this.#view(sub.stream);
     view.subs.add(sub);
-    await this.docs.synced(logDoc(sub.stream));
+    try {
+      await this.docs.synced(logDoc(sub.stream));
+    } catch (error) {
+      // The agent lost read access to the whole stream meanwhile: read what it may through a feed.
+      this.#leaveView(sub);
+      if (error instanceof CrosstalkError && error.code === "FORBIDDEN") return this.#startFeed(sub);
+      throw error;
+    }
     let start: number | null = null;
     if (sub.options.consumer) {
       const state = await this.requests.askUntilAnswered({
@@ -369,7 +426,7 @@ export class Events {
         stream: sub.stream,
         consumer: sub.options.consumer,
       });
-      if (state.type === "consumer.state" && state.acked !== null) start = state.acked + 1;
+      if (state.acked !== null) start = state.acked + 1;
     }
     start ??= await this.#startSeq(view, sub.options.from ?? "end");
     if (sub.closed) return;
@@ -378,7 +435,97 @@ export class Events {
     sub.started = true;
     // A new durable consumer is registered at its starting point right away.
     if (sub.options.consumer) this.#ack(sub, true);
-    void this.#pump(view, sub);
+    void this.#pump(sub);
+  }
+
+  #leaveView(sub: Sub): void {
+    const view = this.#views.get(sub.stream);
+    if (!view?.subs.delete(sub) || view.subs.size > 0) return;
+    this.#views.delete(sub.stream);
+    this.docs.release(logDoc(sub.stream));
+  }
+
+  /** A subscription through a room-pushed, type-filtered feed (the agent may read only some types). */
+  async #startFeed(sub: Sub): Promise<void> {
+    if (sub.closed) return;
+    if (!this.access.reaches("stream.subscribe", typeResource(sub.stream, sub.pattern))) {
+      throw forbidden("stream.subscribe", typeResource(sub.stream, sub.pattern));
+    }
+    sub.feed = `f${++this.#nextFeed}`;
+    this.#feedSubs.set(sub.feed, sub);
+    let from: number | "end" = "end";
+    let fromTime: number | undefined;
+    let resumed = false;
+    if (sub.options.consumer) {
+      const state = await this.requests.askUntilAnswered({
+        type: "consumer.get",
+        stream: sub.stream,
+        consumer: sub.options.consumer,
+      });
+      if (state.acked !== null) {
+        from = state.acked + 1;
+        resumed = true;
+      }
+    }
+    const option = sub.options.from ?? "end";
+    if (!resumed) {
+      if (option === "start") from = 1;
+      else if (option instanceof Date) fromTime = option.getTime();
+      else if (typeof option === "number") {
+        if (!Number.isInteger(option) || option < 1)
+          throw new CrosstalkError("INVALID_ARGUMENT", "from must be a seq >= 1");
+        from = option;
+      }
+    }
+    const started = await this.#openFeed(sub, from, fromTime);
+    if (sub.closed) return;
+    sub.next = started.from;
+    sub.acked = started.from - 1;
+    sub.started = true;
+    if (sub.options.consumer) this.#ack(sub, true);
+    void this.#pump(sub);
+  }
+
+  #openFeed(sub: Sub, from: number | "end", fromTime?: number): Promise<ReplyOf<"feed.open">> {
+    return this.requests.askUntilAnswered({
+      type: "feed.open",
+      feed: sub.feed as string,
+      stream: sub.stream,
+      pattern: sub.pattern,
+      from,
+      ...(fromTime !== undefined ? { fromTime } : {}),
+    });
+  }
+
+  /** Events of a feed, in seq order: buffered for the subscription's handler. */
+  feedEvents(frame: Extract<RoomFrame, { type: "feed.events" }>): void {
+    const sub = this.#feedSubs.get(frame.feed);
+    if (!sub || sub.closed) return;
+    const last = sub.buffer.at(-1)?.seq ?? 0;
+    for (const event of frame.events) if (event.seq >= sub.next && event.seq > last) sub.buffer.push(event);
+    if (sub.started) void this.#pump(sub);
+  }
+
+  /**
+   * The room withdrew the agent's read access to `stream`'s log document (the policy
+   * changed): its running subscriptions go on through feeds from where they are, with the
+   * types the agent may still read. Ones still starting switch by themselves.
+   */
+  logRefused(stream: string): void {
+    const view = this.#views.get(stream);
+    if (!view) return;
+    for (const sub of [...view.subs]) {
+      if (!sub.started) continue;
+      view.subs.delete(sub);
+      sub.feed = `f${++this.#nextFeed}`;
+      sub.buffer = [];
+      this.#feedSubs.set(sub.feed, sub);
+      this.#openFeed(sub, sub.next).catch((error: unknown) => this.onHandlerError(error, undefined));
+    }
+    if (view.subs.size === 0) {
+      this.#views.delete(stream);
+      this.docs.release(logDoc(stream));
+    }
   }
 
   #view(stream: string): LogView {
@@ -387,7 +534,7 @@ export class Events {
       const doc = this.docs.open(logDoc(stream));
       const created: LogView = { stream, doc, segments: logSegments(doc), subs: new Set() };
       doc.on("afterTransaction", () => {
-        for (const sub of created.subs) if (sub.started) void this.#pump(created, sub);
+        for (const sub of created.subs) if (sub.started) void this.#pump(sub);
       });
       this.#views.set(stream, created);
       view = created;
@@ -418,7 +565,7 @@ export class Events {
         to: seq,
         limit: 1,
       });
-      return page.type === "history.page" ? (page.events[0]?.ts ?? Number.POSITIVE_INFINITY) : Number.POSITIVE_INFINITY;
+      return page.events[0]?.ts ?? Number.POSITIVE_INFINITY;
     };
     let lo = tail <= head && (eventAt(view.segments, tail)?.ts ?? 0) >= t ? 1 : tail;
     let hi = head + 1;
@@ -430,8 +577,17 @@ export class Events {
     return lo;
   }
 
-  /** The event at `sub.next`: from the live document, or a page of the archive when behind. */
-  async #nextEvent(view: LogView, sub: Sub): Promise<StoredEvent | undefined> {
+  /**
+   * The next event at or after `sub.next`: from its feed, or from the live document, or a
+   * page of the archive when behind.
+   */
+  async #nextEvent(sub: Sub): Promise<StoredEvent | undefined> {
+    if (sub.feed !== null) {
+      while (sub.buffer[0] && sub.buffer[0].seq < sub.next) sub.buffer.shift();
+      return sub.buffer.shift();
+    }
+    const view = this.#views.get(sub.stream);
+    if (!view) return undefined;
     const live = eventAt(view.segments, sub.next);
     if (live) return live;
     const buffered = sub.buffer[0];
@@ -446,20 +602,20 @@ export class Events {
       to: tail - 1,
       limit: MAX_HISTORY_PAGE,
     });
-    if (page.type !== "history.page" || page.events.length === 0) return undefined;
+    if (page.events.length === 0) return undefined;
     sub.buffer = page.events.filter((e) => e.seq >= sub.next);
     return sub.buffer[0]?.seq === sub.next ? sub.buffer.shift() : undefined;
   }
 
   /** Delivers events to one subscription in seq order, one handler call at a time. */
-  async #pump(view: LogView, sub: Sub): Promise<void> {
+  async #pump(sub: Sub): Promise<void> {
     if (sub.running || sub.closed) return;
     sub.running = true;
     try {
       for (;;) {
         let event: StoredEvent | undefined;
         try {
-          event = await this.#nextEvent(view, sub);
+          event = await this.#nextEvent(sub);
         } catch (error) {
           // Offline while reading the archive: the next (re)sync of the log wakes us again.
           if (error instanceof CrosstalkError && error.retryable) break;
@@ -507,19 +663,12 @@ export class Events {
     return sub.options.catalog ? decodeEvent(sub.options.catalog, event) : { ok: true, event };
   }
 
-  /** Publishes the event with its failure to `<stream>.dlq`; deterministic id, so at most once. */
-  #deadLetter(sub: Sub, event: StoredEvent, error: string, deliveries: number, issues?: unknown): Promise<unknown> {
+  /** Publishes the event with its failure to `<stream>.dlq` (the record: `protocol/dlq.ts`). */
+  #deadLetter(sub: Sub, event: StoredEvent, error: string, deliveries: number, issues?: Json): Promise<unknown> {
     const consumer = sub.options.consumer ?? sub.options.group ?? this.agent;
-    return this.publish(
-      event.type,
-      { event, error, deliveries, stream: event.stream, seq: event.seq, consumer, ...(issues ? { issues } : {}) },
-      {
-        stream: event.stream + DLQ_SUFFIX,
-        id: `dlq:${event.stream}:${consumer}:${event.seq}`,
-        causationId: event.id,
-        ...(event.correlationId ? { correlationId: event.correlationId } : {}),
-      },
-    );
+    const { stream, input } = deadLetter(event, { consumer, error, deliveries, issues });
+    const { type, data, ...options } = input;
+    return this.publish(type, data, { ...options, stream });
   }
 
   /** Reports a durable consumer's position; coalesced per tick. */
@@ -546,6 +695,9 @@ export class Events {
   // --- consumer groups ------------------------------------------------------------------
 
   async #startGroup(sub: Sub, group: string): Promise<void> {
+    await this.access.known;
+    // The room leases the group's events whatever their type: the whole pattern must be readable.
+    this.access.check("stream.subscribe", typeResource(sub.stream, sub.pattern), { pattern: true });
     const key = groupKey(sub.stream, group);
     if (this.#groupSubs.has(key))
       throw new CrosstalkError("CONFLICT", `already a member of group ${group} on ${sub.stream}`);
@@ -555,7 +707,7 @@ export class Events {
     await this.#joinGroup(sub);
   }
 
-  #joinGroup(sub: Sub): Promise<RoomFrame> {
+  #joinGroup(sub: Sub): Promise<ReplyOf<"group.join">> {
     const { options } = sub;
     const from = options.from instanceof Date ? "start" : (options.from ?? "end");
     return this.requests.askUntilAnswered({
@@ -612,8 +764,15 @@ export class Events {
         if (!sub.started) continue;
         if (sub.options.consumer) this.#ack(sub, true);
         // A subscription that stopped reading the archive when the socket dropped goes on.
-        void this.#pump(view, sub);
+        void this.#pump(sub);
       }
+    }
+    // Feeds die with their socket: open them again from the next event not yet handled.
+    for (const sub of this.#feedSubs.values()) {
+      if (!sub.started) continue;
+      sub.buffer = [];
+      if (sub.options.consumer) this.#ack(sub, true);
+      this.#openFeed(sub, sub.next).catch((error: unknown) => this.onHandlerError(error, undefined));
     }
   }
 
@@ -622,20 +781,21 @@ export class Events {
   /** The stream's full history (archive included), page by page, filtered by type patterns. */
   async *history(options: HistoryOptions = {}): AsyncGenerator<StoredEvent> {
     const stream = options.stream ?? "main";
-    if (!nameSchema.safeParse(stream).success)
-      throw new CrosstalkError("INVALID_ARGUMENT", `invalid stream name ${JSON.stringify(stream)}`);
+    check(nameSchema, stream, "stream name");
+    // The room leaves out the types this agent may not read.
+    if (!this.access.reaches("stream.subscribe", wholeStream(stream)))
+      throw forbidden("stream.subscribe", wholeStream(stream));
     const patterns = options.types ?? [">"];
     let next: number | null = options.from ?? 1;
     let left = options.limit ?? Number.POSITIVE_INFINITY;
     while (next !== null && left > 0) {
-      const page: RoomFrame = await this.requests.ask({
+      const page: ReplyOf<"history"> = await this.requests.ask({
         type: "history",
         stream,
         from: next,
         ...(options.to !== undefined ? { to: options.to } : {}),
         limit: MAX_HISTORY_PAGE,
       });
-      if (page.type !== "history.page") return;
       for (const event of page.events) {
         if (!patterns.some((p) => matchesPattern(p, event.type))) continue;
         yield event;
@@ -646,8 +806,9 @@ export class Events {
   }
 
   async consumers(stream = "main"): Promise<{ head: number; consumers: ConsumerInfo[] }> {
+    if (!this.access.reaches("stream.subscribe", wholeStream(stream)))
+      throw forbidden("stream.subscribe", wholeStream(stream));
     const reply = await this.requests.ask({ type: "consumers.list", stream });
-    if (reply.type !== "consumers") throw new CrosstalkError("INTERNAL", `unexpected answer ${reply.type}`);
     return { head: reply.head, consumers: reply.consumers };
   }
 }

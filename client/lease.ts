@@ -3,8 +3,7 @@
  * while held (unless `autoRenew: false`); when a renewal is refused, or the TTL passes without
  * one reaching the room, the lease is lost and `lost` resolves — stop the guarded work then.
  */
-import { CrosstalkError } from "./errors.ts";
-import type { RoomFrame } from "./protocol.ts";
+import { CrosstalkError, type ReplyOf } from "../protocol/index.ts";
 import type { Requests } from "./requests.ts";
 
 export type LeaseOptions = {
@@ -14,7 +13,7 @@ export type LeaseOptions = {
   autoRenew?: boolean;
 };
 
-type Granted = Extract<RoomFrame, { type: "lease.granted" }>;
+type Granted = ReplyOf<"lease.acquire">;
 
 export class Lease {
   readonly name: string;
@@ -91,7 +90,7 @@ export class Lease {
         await this.#giveBack();
         throw new CrosstalkError("CONFLICT", `lease ${this.name} expired before its renewal arrived`);
       }
-      if (granted.type === "lease.granted") this.expiresAt = granted.expiresAt;
+      this.expiresAt = granted.expiresAt;
       this.#watchExpiry();
       if (this.#timer !== undefined) this.#schedule();
     } catch (error) {

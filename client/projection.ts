@@ -10,9 +10,8 @@
  * reach the room as one update: after a crash the position says exactly what was applied,
  * and no event is applied twice or skipped.
  */
-import { projectionsMap } from "./entities.ts";
+import { matchesPattern as matches, projectionsMap, type StoredEvent } from "../protocol/index.ts";
 import type { Subscription } from "./events.ts";
-import { matchesPattern as matches, type StoredEvent } from "./protocol.ts";
 import type { Entity, Namespace } from "./state.ts";
 
 export type ProjectionOptions<T extends Entity> = {

@@ -4,23 +4,24 @@
  * sends with durable inboxes.
  * Not re-exported from the package entry point; `team.ts` owns it.
  */
-import { backoff, sleep } from "./backoff.ts";
-import { CrosstalkError } from "./errors.ts";
-import type { PublishOptions, PublishResult } from "./events.ts";
-import { uuidv7 } from "./ids.ts";
 import {
+  backoff,
   type ClientFrame,
+  CrosstalkError,
   ERROR_CODES,
   type ErrorBody,
   type ErrorCode,
-  MAX_FRAME_BYTES,
   methodSchema,
   type RoomFrame,
+  sleep,
   type Target,
   targetSchema,
-} from "./protocol.ts";
+  traceparentFor,
+  uuidv7,
+} from "../protocol/index.ts";
+import type { PublishOptions, PublishResult } from "./events.ts";
+import { toJson } from "./json.ts";
 import type { Json } from "./state.ts";
-import { traceparentFor } from "./trace.ts";
 import type { Transport } from "./transport.ts";
 
 /** Trace ids that whatever a handler does inherits. */
@@ -36,6 +37,12 @@ export type CallContext = {
   signal: AbortSignal;
   /** This call's (or message's) id: the causationId of what the handler publishes or calls. */
   callId?: string;
+  /**
+   * The caller's idempotency key, if it gave one. This client runs such a call once per
+   * caller and key while it lives; a handler with side effects outside crosstalk can use the
+   * key to make them idempotent too (a crash of this process can run it again).
+   */
+  idempotencyKey?: string;
   correlationId?: string;
   /** Reports progress to the caller (`onProgress`). No-op for messages. */
   progress(data: unknown): void;
@@ -91,19 +98,44 @@ type OutgoingMessage = {
   reject: (e: CrosstalkError) => void;
 };
 type Incoming = Extract<RoomFrame, { type: "rpc.message" }>;
+type Request = Extract<RoomFrame, { type: "rpc.request" }>;
+type Outcome = { ok: true; output: Json } | { ok: false; error: ErrorBody };
+/** An idempotent call this agent has run or is running: who waits for it, and its outcome once known. */
+type Remembered = { outcome: Outcome | null; ids: Set<string>; at: number };
 
 const DEFAULT_TIMEOUT_MS = 30_000;
+/** The longest deadline a call may ask for (the `rpc.call` frame's limit). */
+const MAX_TIMEOUT_MS = 3_600_000;
 const SEEN_MESSAGES = 10_000;
+/** How long, and how many, idempotent outcomes a callee remembers: the room's idempotency window. */
+const IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000;
+const REMEMBERED_CALLS = 10_000;
+
+/** The room's NO_ROUTE for a target that left moments ago (probably reconnecting): worth a retry. */
+const recentlyGone = (error: CrosstalkError): boolean =>
+  error.code === "NO_ROUTE" &&
+  typeof error.details === "object" &&
+  error.details !== null &&
+  (error.details as { recentlyGone?: unknown }).recentlyGone === true;
 
 export class Rpc {
   readonly #handlers = new Map<string, Handler>();
   readonly #attempts = new Map<string, Attempt>();
-  readonly #running = new Map<string, AbortController>();
+  /** Handlers running now, by room call id; idempotent ones are not aborted when the link drops. */
+  readonly #running = new Map<string, { controller: AbortController; idempotent: boolean }>();
   readonly #outbox = new Map<string, OutgoingMessage>();
   /** Messages whose method has no handler yet: kept (unacked) until one is registered. */
   readonly #parked: Incoming[] = [];
   /** Message ids already handled, so a redelivery does not run the handler again. */
   readonly #seen = new Set<string>();
+  /**
+   * Idempotent calls by caller and key (`<from>\n<key>`): a request seen again (the room
+   * re-sends it after this agent's link dropped, or a caller retries it after a room restart)
+   * is answered from here instead of running the handler twice.
+   */
+  readonly #remembered = new Map<string, Remembered>();
+  /** Answers to idempotent calls that could not be sent (offline): sent when the link returns. */
+  readonly #replies = new Map<string, Extract<ClientFrame, { type: "rpc.result" }>>();
   #maxInFlight: number | undefined;
   #nextRef = 0;
   #announceScheduled = false;
@@ -161,6 +193,10 @@ export class Rpc {
     const json = toJson(input);
     if (json instanceof CrosstalkError) throw json;
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > MAX_TIMEOUT_MS)
+      throw new CrosstalkError("INVALID_ARGUMENT", `timeoutMs must be a whole number from 1 to ${MAX_TIMEOUT_MS}`);
+    if (options.retries !== undefined && !(Number.isInteger(options.retries) && options.retries >= 0))
+      throw new CrosstalkError("INVALID_ARGUMENT", "retries must be a whole number, 0 or more");
     const deadline = Date.now() + timeoutMs;
     const retryable = new Set<ErrorCode>(["TARGET_GONE", "OVERLOADED"]);
     if (options.retryOnTimeout) retryable.add("TIMEOUT");
@@ -183,7 +219,7 @@ export class Rpc {
       } catch (error) {
         const retry =
           error instanceof CrosstalkError &&
-          retryable.has(error.code) &&
+          (retryable.has(error.code) || recentlyGone(error)) &&
           attempt < (options.retries ?? 0) &&
           !options.signal?.aborted;
         const wait = backoff(attempt, { baseMs: 50, capMs: 5_000 });
@@ -296,16 +332,22 @@ export class Rpc {
     });
   }
 
-  /** After (re)connecting: announce methods, send what waited, resend idempotent calls and unconfirmed sends. */
+  /**
+   * After (re)connecting: announce methods, send answers that waited, resend idempotent calls
+   * and unconfirmed sends.
+   */
   online(): void {
     this.#announce();
+    for (const [id, frame] of this.#replies) if (this.transport.send(frame)) this.#replies.delete(id);
     for (const a of this.#attempts.values()) if (!a.sent) a.sent = this.transport.send(a.frame);
     for (const m of this.#outbox.values()) this.transport.send(m.frame);
   }
 
   /**
    * The socket dropped. A plain call already sent has an unknown outcome: OFFLINE. An
-   * idempotent one is sent again on reconnect and answered from the room's record.
+   * idempotent one is sent again on reconnect and answered from the room's record. Handlers
+   * of plain calls are aborted (the room has failed those calls); handlers of idempotent
+   * ones run on, and their answers wait for the link.
    */
   offline(): void {
     for (const a of [...this.#attempts.values()]) {
@@ -319,16 +361,20 @@ export class Rpc {
           ),
         );
     }
-    for (const controller of this.#running.values()) controller.abort(new CrosstalkError("OFFLINE", "connection lost"));
-    this.#running.clear();
+    for (const [id, running] of this.#running) {
+      if (running.idempotent) continue;
+      running.controller.abort(new CrosstalkError("OFFLINE", "connection lost"));
+      this.#running.delete(id);
+    }
   }
 
   failAll(error: CrosstalkError): void {
     for (const a of [...this.#attempts.values()]) a.settle(error);
     for (const m of this.#outbox.values()) m.reject(error);
     this.#outbox.clear();
-    for (const controller of this.#running.values()) controller.abort(error);
+    for (const running of this.#running.values()) running.controller.abort(error);
     this.#running.clear();
+    this.#replies.clear();
   }
 
   /** The room refused send `ref`. */
@@ -353,7 +399,9 @@ export class Rpc {
         this.#attempts.get(frame.ref)?.onProgress?.(frame.data);
         return;
       case "rpc.abort":
-        this.#running.get(frame.id)?.abort(new CrosstalkError(frame.reason, `call aborted: ${frame.reason}`));
+        this.#running
+          .get(frame.id)
+          ?.controller.abort(new CrosstalkError(frame.reason, `call aborted: ${frame.reason}`));
         this.#running.delete(frame.id);
         return;
       case "rpc.request":
@@ -394,35 +442,73 @@ export class Rpc {
     });
   }
 
-  async #serveCall(frame: Extract<RoomFrame, { type: "rpc.request" }>): Promise<void> {
+  async #serveCall(frame: Request): Promise<void> {
+    const key = frame.idempotencyKey === undefined ? null : `${frame.from}\n${frame.idempotencyKey}`;
+    if (key !== null) {
+      const known = this.#remembered.get(key);
+      if (known?.outcome) return this.#reply(frame.id, known.outcome, true);
+      // Still running here (the room re-sent it after our link dropped): answered when done.
+      if (known) return void known.ids.add(frame.id);
+    }
     const handler = this.#handlers.get(frame.method);
-    const reply = (result: { ok: true; output: Json } | { ok: false; error: ErrorBody }) =>
-      this.transport.send({ type: "rpc.result", id: frame.id, ...result });
     if (!handler)
-      return void reply({
-        ok: false,
-        error: { code: "NO_ROUTE", message: `this agent does not serve ${frame.method}` },
-      });
+      return this.#reply(
+        frame.id,
+        { ok: false, error: { code: "NO_ROUTE", message: `this agent does not serve ${frame.method}` } },
+        false,
+      );
+    const remembered = key === null ? null : this.#remember(key, frame.id);
     const controller = new AbortController();
-    this.#running.set(frame.id, controller);
+    this.#running.set(frame.id, { controller, idempotent: remembered !== null });
     const progress = (data: unknown) => {
       const json = toJson(data);
       if (!(json instanceof CrosstalkError) && !controller.signal.aborted)
         this.transport.send({ type: "rpc.progress", id: frame.id, data: json });
     };
+    const ctx = this.#context(frame, frame.deadline, controller.signal, progress);
+    if (frame.idempotencyKey !== undefined) ctx.idempotencyKey = frame.idempotencyKey;
+    let outcome: Outcome;
     try {
-      const output = await handler(frame.input, this.#context(frame, frame.deadline, controller.signal, progress));
-      if (controller.signal.aborted) return;
-      const json = toJson(output);
-      if (json instanceof CrosstalkError)
-        reply({ ok: false, error: { code: "INVALID_OUTPUT", message: json.message } });
-      else reply({ ok: true, output: json });
+      const json = toJson(await handler(frame.input, ctx));
+      outcome =
+        json instanceof CrosstalkError
+          ? { ok: false, error: { code: "INVALID_OUTPUT", message: json.message } }
+          : { ok: true, output: json };
     } catch (error) {
-      if (controller.signal.aborted) return;
-      reply({ ok: false, error: toErrorBody(error) });
+      outcome = { ok: false, error: toErrorBody(error) };
     } finally {
       this.#running.delete(frame.id);
     }
+    if (!remembered) {
+      // An aborted plain call has no one waiting for it.
+      if (!controller.signal.aborted) this.#reply(frame.id, outcome, false);
+      return;
+    }
+    remembered.outcome = outcome;
+    remembered.at = Date.now();
+    for (const id of remembered.ids) this.#reply(id, outcome, true);
+    remembered.ids.clear();
+  }
+
+  /**
+   * Sends a callee's answer. An idempotent call's answer that cannot go now (`keep`) waits
+   * for the link; a plain call's is dropped, since the room has already failed that call.
+   */
+  #reply(id: string, outcome: Outcome, keep: boolean): void {
+    const frame = { type: "rpc.result", id, ...outcome } as const;
+    if (!this.transport.send(frame) && keep) this.#replies.set(id, frame);
+  }
+
+  /** Starts remembering idempotent call `key`, forgetting outcomes past the window or the cap. */
+  #remember(key: string, id: string): Remembered {
+    const now = Date.now();
+    for (const [k, r] of this.#remembered) {
+      if (this.#remembered.size < REMEMBERED_CALLS && now - r.at < IDEMPOTENCY_WINDOW_MS) break;
+      if (r.outcome) this.#remembered.delete(k);
+    }
+    const remembered: Remembered = { outcome: null, ids: new Set([id]), at: now };
+    this.#remembered.set(key, remembered);
+    return remembered;
   }
 
   async #serveMessage(frame: Incoming): Promise<void> {
@@ -455,17 +541,4 @@ function toErrorBody(error: unknown): ErrorBody {
   if (error instanceof CrosstalkError && Object.hasOwn(ERROR_CODES, error.code)) return error.toBody();
   const message = error instanceof Error ? error.message : String(error);
   return { code: "HANDLER_ERROR", message: message.slice(0, 2000) };
-}
-
-/** A JSON copy of `value` (undefined becomes null), or why it cannot travel. */
-export function toJson(value: unknown): Json | CrosstalkError {
-  let text: string;
-  try {
-    text = JSON.stringify(value ?? null);
-  } catch (error) {
-    return new CrosstalkError("INVALID_ARGUMENT", `value is not JSON: ${(error as Error).message}`);
-  }
-  if (text.length > MAX_FRAME_BYTES - 4096)
-    return new CrosstalkError("TOO_LARGE", `value is ${text.length} bytes; a message carries at most about 1 MB`);
-  return JSON.parse(text) as Json;
 }

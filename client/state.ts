@@ -6,11 +6,18 @@
  * writer), and entities that arrive from other agents and fail the schema are reported
  * through the `invalid` event — `get` then returns undefined for them rather than handing
  * malformed data to typed code; `raw` still shows what is stored.
+ *
+ * Permissions: a write this agent may not make (`state.write` of the namespace, as the room
+ * last said) throws FORBIDDEN before it touches the document. A write the room refuses
+ * anyway (the policy changed while it travelled) is reported with the `refused` event, and
+ * the namespace starts over from the room's copy (a fresh Yjs document under a new client
+ * id, which `ready` waits for again): it never keeps data the room does not have.
  */
 import { ObservableV2 } from "lib0/observable";
 import type * as Y from "yjs";
 import type { z } from "zod";
 import {
+  type CrosstalkError,
   checkEntity,
   checkKey,
   deleteEntity,
@@ -22,8 +29,8 @@ import {
   type Json,
   metaMap,
   writeEntity,
-} from "./entities.ts";
-import { CrosstalkError } from "./errors.ts";
+} from "../protocol/index.ts";
+import { check } from "./check.ts";
 
 export type { Entity, EntityMeta, Json };
 
@@ -39,6 +46,12 @@ export type InvalidEntity = { key: string; issues: unknown; value: Entity };
 type NamespaceEvents = {
   change: (change: StateChange) => void;
   invalid: (report: InvalidEntity) => void;
+  /**
+   * The room refused a write here (FORBIDDEN, naming the document): it was not applied, and
+   * the namespace is syncing afresh from the room (await `ready`). Local writes not yet in
+   * the room when this happened are gone; a `change` event lists the keys affected.
+   */
+  refused: (error: CrosstalkError) => void;
 };
 
 export type NamespaceOptions<T extends Entity> = {
@@ -50,32 +63,68 @@ export type NamespaceOptions<T extends Entity> = {
 export type NamespaceHost = {
   agent: string;
   now(): number;
+  /** Throws FORBIDDEN unless this agent may write namespace `ns`. */
+  checkWrite(ns: string): void;
   setIf(ns: string, key: string, expectedVersion: number, value: Entity): Promise<{ version: number }>;
 };
 
 export class Namespace<T extends Entity = Entity> extends ObservableV2<NamespaceEvents> {
-  readonly #index: EntityIndex;
+  #doc: Y.Doc;
+  #ready: Promise<void>;
+  #index: EntityIndex;
   readonly #schema: z.ZodType<T> | undefined;
   /** Validation results by key, dropped when the entity changes. */
   readonly #checked = new Map<string, { ok: true; value: T } | { ok: false }>();
 
   constructor(
     readonly name: string,
-    readonly doc: Y.Doc,
+    doc: Y.Doc,
     /** Resolves once the namespace has synced with the room at least once. */
-    readonly ready: Promise<void>,
+    ready: Promise<void>,
     private readonly host: NamespaceHost,
     options: NamespaceOptions<T> = {},
   ) {
     super();
     this.#schema = options.schema;
-    this.#index = new EntityIndex(doc);
+    this.#doc = doc;
+    this.#ready = ready;
+    this.#index = this.#bind(doc);
+  }
+
+  /** The Yjs document behind the namespace (replaced after a refused write). */
+  get doc(): Y.Doc {
+    return this.#doc;
+  }
+
+  /** Resolves once the namespace has synced with the room (again, after a refused write). */
+  get ready(): Promise<void> {
+    return this.#ready;
+  }
+
+  #bind(doc: Y.Doc): EntityIndex {
+    const index = new EntityIndex(doc);
     fieldsMap(doc).observe((event, txn) => {
-      const keys = this.#index.apply(event.changes.keys as Map<string, { action: "add" | "update" | "delete" }>);
+      const keys = index.apply(event.changes.keys as Map<string, { action: "add" | "update" | "delete" }>);
       for (const k of keys) this.#checked.delete(k);
       if (!txn.local && this.#schema) for (const k of keys) this.#validate(k, true);
       if (keys.size > 0) this.emit("change", [{ keys: [...keys], local: txn.local }]);
     });
+    return index;
+  }
+
+  /**
+   * The room refused a write: start over on `doc`, a fresh copy syncing from the room.
+   * Called by the team (`DocSync.onReset`); not for applications.
+   * @internal
+   */
+  reset(doc: Y.Doc, ready: Promise<void>, error: CrosstalkError): void {
+    const gone = [...this.#index.keys()];
+    this.#doc = doc;
+    this.#ready = ready;
+    this.#index = this.#bind(doc);
+    this.#checked.clear();
+    if (gone.length > 0) this.emit("change", [{ keys: gone, local: false }]);
+    this.emit("refused", [error]);
   }
 
   /** The entity, validated against the schema if there is one (undefined when it fails). */
@@ -127,6 +176,7 @@ export class Namespace<T extends Entity = Entity> extends ObservableV2<Namespace
 
   /** Replaces the entity: fields missing from `value` are removed. */
   set(key: string, value: T): void {
+    this.host.checkWrite(this.name);
     const next = this.#check(checkKey(key), value);
     this.doc.transact(() => writeEntity(this.doc, this.#index, key, next, this.#stamp(true)));
   }
@@ -137,6 +187,7 @@ export class Namespace<T extends Entity = Entity> extends ObservableV2<Namespace
    * fields survive.
    */
   update(key: string, patch: Partial<T> | ((current: T | undefined) => T)): void {
+    this.host.checkWrite(this.name);
     checkKey(key);
     const current = this.#index.read(key);
     if (typeof patch === "function") {
@@ -158,6 +209,7 @@ export class Namespace<T extends Entity = Entity> extends ObservableV2<Namespace
   }
 
   delete(key: string): boolean {
+    this.host.checkWrite(this.name);
     let deleted = false;
     this.doc.transact(() => {
       deleted = deleteEntity(this.doc, this.#index, key);
@@ -171,12 +223,14 @@ export class Namespace<T extends Entity = Entity> extends ObservableV2<Namespace
    * others get CONFLICT with the current version in `details`.
    */
   async setIf(key: string, expectedVersion: number, value: T): Promise<{ version: number }> {
+    this.host.checkWrite(this.name);
     const next = this.#check(checkKey(key), value);
     return this.host.setIf(this.name, key, expectedVersion, next);
   }
 
   /** Runs `fn` as one Yjs transaction: one update on the wire, one change event. */
   transact<R>(fn: () => R): R {
+    this.host.checkWrite(this.name);
     let out: R | undefined;
     this.doc.transact(() => {
       out = fn();
@@ -197,15 +251,7 @@ export class Namespace<T extends Entity = Entity> extends ObservableV2<Namespace
   #check(key: string, value: unknown): Entity {
     const entity = checkEntity(key, value);
     if (!this.#schema) return entity;
-    const parsed = this.#schema.safeParse(entity);
-    if (!parsed.success) {
-      throw new CrosstalkError(
-        "INVALID_ARGUMENT",
-        `entity ${key} fails the schema of ${this.name}`,
-        parsed.error.issues,
-      );
-    }
-    return checkEntity(key, parsed.data);
+    return checkEntity(key, check(this.#schema, entity, `entity ${key} (the schema of ${this.name})`));
   }
 
   #validate(key: string, report: boolean): { ok: true; value: T } | { ok: false } {

@@ -3,9 +3,27 @@
  * primitives (state, events, direct messages) and the roster, over one socket.
  */
 import { ObservableV2 } from "lib0/observable";
+import type * as Y from "yjs";
 import type { z } from "zod";
-import { sleep } from "./backoff.ts";
+import {
+  type AgentInfo,
+  type ConsumerInfo,
+  CrosstalkError,
+  type DocName,
+  nameSchema,
+  type Permissions,
+  type PolicyInput,
+  type RoomFrameOf,
+  type StoredEvent,
+  sleep,
+  stateDoc,
+  type Target,
+  targetResource,
+  wholeStream,
+} from "../protocol/index.ts";
+import { Access, forbidden } from "./access.ts";
 import { type EventCatalog, encodeEvent } from "./catalog.ts";
+import { check } from "./check.ts";
 import {
   type Contract,
   type ContractClient,
@@ -15,19 +33,17 @@ import {
   type MethodSpec,
 } from "./contract.ts";
 import { DocSync } from "./docs.ts";
-import { CrosstalkError } from "./errors.ts";
 import {
   type EventHandler,
   Events,
   type HistoryOptions,
+  type LiveSubscription,
   type PublishOptions,
   type PublishResult,
   type SubscribeOptions,
-  type Subscription,
 } from "./events.ts";
 import { Lease, type LeaseOptions } from "./lease.ts";
 import { type Projection, type ProjectionOptions, startProjection } from "./projection.ts";
-import { type AgentInfo, type ConsumerInfo, nameSchema, type StoredEvent, stateDoc, type Target } from "./protocol.ts";
 import { Requests } from "./requests.ts";
 import { type CallContext, type CallOptions, type Handler, Rpc, type SendOptions } from "./rpc.ts";
 import { type Entity, type Json, Namespace, type NamespaceHost, type NamespaceOptions } from "./state.ts";
@@ -50,6 +66,8 @@ type TeamEvents = {
   agents: (agents: AgentInfo[]) => void;
   /** Something failed that no caller is waiting for: a subscription handler, a bad frame from the room. */
   error: (error: unknown, context: { event?: StoredEvent }) => void;
+  /** The team's policy changed: what this agent may do from now on. */
+  permissions: (permissions: Permissions) => void;
 };
 
 export class Team extends ObservableV2<TeamEvents> {
@@ -61,6 +79,7 @@ export class Team extends ObservableV2<TeamEvents> {
   readonly #events: Events;
   readonly #rpc: Rpc;
   readonly #requests: Requests;
+  readonly #access = new Access();
   readonly #namespaces = new Map<string, Namespace<Entity>>();
   readonly #leases = new Set<Lease>();
   readonly #roster = new Map<string, AgentInfo>();
@@ -74,16 +93,18 @@ export class Team extends ObservableV2<TeamEvents> {
       ["agent", options.agent],
       ["role", options.role],
     ] as const) {
-      if (!nameSchema.safeParse(value).success)
-        throw new CrosstalkError("INVALID_ARGUMENT", `invalid ${field} ${JSON.stringify(value)}`);
+      check(nameSchema, value, field);
     }
     this.team = options.team;
     this.agent = options.agent;
     this.role = options.role;
     this.#transport = new Transport(options);
-    this.#docs = new DocSync(this.#transport);
+    this.#docs = new DocSync(this.#transport, {
+      mayRead: (name) => this.#mayRead(name),
+      onReset: (name, doc, error) => this.#docReset(name, doc, error),
+    });
     this.#requests = new Requests(this.#transport);
-    this.#events = new Events(this.#transport, this.#docs, this.#requests, this.agent, (error, event) =>
+    this.#events = new Events(this.#transport, this.#docs, this.#requests, this.#access, this.agent, (error, event) =>
       this.emit("error", [error, { event }]),
     );
     this.#rpc = new Rpc(
@@ -99,6 +120,7 @@ export class Team extends ObservableV2<TeamEvents> {
     this.#transport.on("frame", (frame) => {
       switch (frame.type) {
         case "welcome":
+          this.#access.update(frame.permissions);
           this.#clockSkew = frame.serverTime - Date.now();
           this.#roster.clear();
           for (const a of frame.roster) this.#roster.set(a.agent, a);
@@ -115,6 +137,12 @@ export class Team extends ObservableV2<TeamEvents> {
           else this.#roster.set(frame.agent.agent, frame.agent);
           this.emit("agents", [this.agents()]);
           return;
+        case "permissions":
+          this.#access.update(frame.permissions);
+          this.emit("permissions", [frame.permissions]);
+          return;
+        case "feed.events":
+          return this.#events.feedEvents(frame);
         case "publish.ack":
           return this.#events.ack(frame.ref, frame.results);
         case "lease.lost":
@@ -128,11 +156,21 @@ export class Team extends ObservableV2<TeamEvents> {
         case "trace":
         case "lease.granted":
         case "ok":
+        case "policy":
+        case "feed.started":
           this.#requests.receive(frame.ref, frame);
           return;
         case "group.deliver":
           return this.#events.groupDeliver(frame);
         case "error":
+          // A document refused by the policy starts over (`DocSync.refused`). Other document errors
+          // (an update that raced its own step 1) leave it as is: the next sync exchange carries it.
+          if (
+            frame.doc &&
+            frame.error.code === "FORBIDDEN" &&
+            this.#docs.refused(frame.doc as DocName, CrosstalkError.from(frame.error))
+          )
+            return;
           if (frame.ref && this.#requests.receive(frame.ref, frame)) return;
           if (frame.ref && this.#events.refused(frame.ref, CrosstalkError.from(frame.error))) return;
           if (frame.ref && this.#rpc.refused(frame.ref, CrosstalkError.from(frame.error))) return;
@@ -159,6 +197,35 @@ export class Team extends ObservableV2<TeamEvents> {
     this.#transport.on("fatal", (error) => this.#shutdown(error));
   }
 
+  /**
+   * What this agent may do, as the room last said (its role's rules and its token's scope;
+   * see `protocol/permissions.ts`); null before the first welcome. Changes are announced
+   * with the `permissions` event.
+   */
+  get permissions(): Permissions | null {
+    return this.#access.permissions;
+  }
+
+  #mayRead(name: DocName): boolean {
+    const slash = name.indexOf("/");
+    const what = name.slice(slash + 1);
+    return name.startsWith("state/")
+      ? this.#access.permits("state.read", what)
+      : this.#access.permits("stream.subscribe", wholeStream(what), { pattern: true });
+  }
+
+  /** The room refused a document: a namespace starts over on its fresh copy; a log's subscriptions move to feeds. */
+  #docReset(name: DocName, doc: Y.Doc, error: CrosstalkError): void {
+    const what = name.slice(name.indexOf("/") + 1);
+    if (name.startsWith("log/")) return this.#events.logRefused(what);
+    const namespace = this.#namespaces.get(what);
+    if (!namespace) return;
+    const ready = this.#docs.synced(name);
+    ready.catch(() => {});
+    namespace.reset(doc, ready, error);
+    this.emit("error", [error, {}]);
+  }
+
   /** "connecting" until first admitted, then "online" / "offline"; "closed" after `close()`. */
   get status(): Status {
     return this.#transport.status;
@@ -178,18 +245,22 @@ export class Team extends ObservableV2<TeamEvents> {
   state<T extends Entity = Entity>(ns: string, options?: NamespaceOptions<T>): Namespace<T> {
     let namespace = this.#namespaces.get(ns);
     if (!namespace) {
-      if (!nameSchema.safeParse(ns).success)
-        throw new CrosstalkError("INVALID_ARGUMENT", `invalid namespace ${JSON.stringify(ns)}`);
+      check(nameSchema, ns, "namespace");
+      this.#access.check("state.read", ns);
       const doc = this.#docs.open(stateDoc(ns));
       const host: NamespaceHost = {
         agent: this.agent,
         now: () => this.now(),
+        checkWrite: (name) => this.#access.check("state.write", name),
         setIf: async (name, key, expectedVersion, value) => {
-          const reply = await this.#requests.ask({ type: "state.setIf", ns: name, key, expectedVersion, value });
-          return { version: reply.type === "state.written" ? reply.version : 0 };
+          const { version } = await this.#requests.ask({ type: "state.setIf", ns: name, key, expectedVersion, value });
+          return { version };
         },
       };
-      namespace = new Namespace(ns, doc, this.#docs.synced(stateDoc(ns)), host, options as NamespaceOptions<Entity>);
+      const ready = this.#docs.synced(stateDoc(ns));
+      // A namespace this agent turns out not to be allowed to read fails `ready`; nobody need await it.
+      ready.catch(() => {});
+      namespace = new Namespace(ns, doc, ready, host, options as NamespaceOptions<Entity>);
       this.#namespaces.set(ns, namespace);
     }
     return namespace as unknown as Namespace<T>;
@@ -200,9 +271,9 @@ export class Team extends ObservableV2<TeamEvents> {
    * `details`. The lease renews itself while held; watch `lease.lost`.
    */
   async lease(name: string, options: LeaseOptions = {}): Promise<Lease> {
+    this.#access.check("lease.acquire", name);
     const ttlMs = options.ttlMs ?? 10_000;
     const granted = await this.#requests.ask({ type: "lease.acquire", name, ttlMs });
-    if (granted.type !== "lease.granted") throw new CrosstalkError("INTERNAL", `unexpected answer ${granted.type}`);
     const lease = new Lease(
       granted,
       this.#requests,
@@ -251,7 +322,7 @@ export class Team extends ObservableV2<TeamEvents> {
   }
 
   /** Delivers matching events in seq order, one at a time. `from` defaults to "end". */
-  subscribe(pattern: string, handler: EventHandler, options?: SubscribeOptions): Subscription {
+  subscribe(pattern: string, handler: EventHandler, options?: SubscribeOptions): LiveSubscription {
     return this.#events.subscribe(pattern, handler, options);
   }
 
@@ -265,8 +336,11 @@ export class Team extends ObservableV2<TeamEvents> {
    * and the recent calls and messages with this correlation id, each under its cause.
    */
   async trace(correlationId: string, options: { streams?: string[] } = {}): Promise<TraceNode[]> {
+    for (const stream of options.streams ?? []) {
+      if (!this.#access.reaches("stream.subscribe", wholeStream(stream)))
+        throw forbidden("stream.subscribe", wholeStream(stream));
+    }
     const reply = await this.#requests.ask({ type: "trace.get", correlationId, ...options });
-    if (reply.type !== "trace") throw new CrosstalkError("INTERNAL", `unexpected answer ${reply.type}`);
     return buildTraceTree(reply.nodes);
   }
 
@@ -296,6 +370,7 @@ export class Team extends ObservableV2<TeamEvents> {
 
   /** Serves `method`; returns a function that stops serving it. */
   handle(method: string, handler: Handler): () => void {
+    this.#access.check("rpc.serve", method);
     return this.#rpc.handle(method, handler);
   }
 
@@ -305,6 +380,11 @@ export class Team extends ObservableV2<TeamEvents> {
    * idempotency and progress.
    */
   call<T = Json>(to: Target, method: string, input?: unknown, options?: CallOptions): Promise<T> {
+    try {
+      this.#access.check("rpc.call", targetResource(to, method));
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return this.#rpc.call(to, method, input, options) as Promise<T>;
   }
 
@@ -318,6 +398,11 @@ export class Team extends ObservableV2<TeamEvents> {
     input?: unknown,
     options?: SendOptions,
   ): Promise<{ id: string; recipients: string[] }> {
+    try {
+      this.#access.check("inbox.send", targetResource(to, method));
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return this.#rpc.send(to, method, input, options);
   }
 
@@ -357,29 +442,74 @@ export class Team extends ObservableV2<TeamEvents> {
 
   /** Replaces this agent's free-form status fields in the roster. */
   setStatus(status: Record<string, Json>): void {
+    this.#access.check("presence.write", this.agent);
     this.#transport.send({ type: "presence.set", status });
+  }
+
+  // --- policy ---------------------------------------------------------------------------
+
+  /** The team's policy as stored, with its revision (needs `policy.admin`). */
+  async policy(): Promise<Omit<RoomFrameOf<"policy">, "type" | "ref">> {
+    this.#access.check("policy.admin", "policy");
+    const { type: _, ref: __, ...stored } = await this.#requests.ask({ type: "policy.get" });
+    return stored;
+  }
+
+  /**
+   * Replaces the team's policy (needs `policy.admin`); it applies to every live agent at
+   * once. A bad policy fails with INVALID_ARGUMENT listing every problem in `details.issues`;
+   * with `expectedRev`, a policy changed meanwhile fails with CONFLICT.
+   */
+  async setPolicy(
+    policy: PolicyInput,
+    options: { expectedRev?: number } = {},
+  ): Promise<Omit<RoomFrameOf<"policy">, "type" | "ref">> {
+    this.#access.check("policy.admin", "policy");
+    const {
+      type: _,
+      ref: __,
+      ...stored
+    } = await this.#requests.ask({
+      type: "policy.set",
+      policy: policy as never,
+      ...options,
+    });
+    return stored;
   }
 
   // --- lifecycle ------------------------------------------------------------------------
 
-  /** Resolves when online, or fails with OFFLINE after `timeoutMs`, or with the room's refusal. */
-  online(timeoutMs = 15_000): Promise<void> {
+  /**
+   * Resolves when online, or fails with OFFLINE after `timeoutMs`, or with the room's refusal.
+   * With `failIfUnreachable` (what `connect` does for the first connection) a host where
+   * nothing listens fails at once with OFFLINE instead of waiting out the timeout.
+   */
+  online(timeoutMs = 15_000, { failIfUnreachable = false }: { failIfUnreachable?: boolean } = {}): Promise<void> {
     const closed = () => this.#transport.refusal ?? new CrosstalkError("CLOSED", "the team connection is closed");
     if (this.status === "online") return Promise.resolve();
     if (this.status === "closed") return Promise.reject(closed());
     return new Promise((resolve, reject) => {
-      const onStatus = (s: Status) => {
-        if (s !== "online" && s !== "closed") return;
+      const done = () => {
         clearTimeout(timer);
         this.off("status", onStatus);
+        this.#transport.off("unreachable", onUnreachable);
+      };
+      const onStatus = (s: Status) => {
+        if (s !== "online" && s !== "closed") return;
+        done();
         if (s === "online") resolve();
         else reject(closed());
       };
+      const onUnreachable = (error: CrosstalkError) => {
+        done();
+        reject(error);
+      };
       const timer = setTimeout(() => {
-        this.off("status", onStatus);
+        done();
         reject(new CrosstalkError("OFFLINE", `could not reach the room within ${timeoutMs} ms`));
       }, timeoutMs);
       this.on("status", onStatus);
+      if (failIfUnreachable) this.#transport.on("unreachable", onUnreachable);
     });
   }
 
@@ -411,7 +541,7 @@ export async function connect(options: ConnectOptions): Promise<Team> {
   const team = new Team(options);
   if (options.waitForOnline === false) return team;
   try {
-    await team.online(options.connectTimeoutMs);
+    await team.online(options.connectTimeoutMs, { failIfUnreachable: true });
   } catch (error) {
     await team.close();
     throw error;
@@ -435,5 +565,5 @@ export type TypedEvents<T extends Record<string, z.ZodType>> = {
     pattern: P,
     handler: (event: P extends keyof T ? TypedEvent<T, P> : TypedEvent<T>) => unknown,
     options?: Omit<SubscribeOptions, "catalog">,
-  ): Subscription;
+  ): LiveSubscription;
 };

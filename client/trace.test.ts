@@ -1,6 +1,7 @@
 /** The shared causal-tree builder and the W3C trace ids. */
 import { describe, expect, it } from "vitest";
-import { buildTraceTree, type TraceItem, type TraceNode, traceIdOf, traceparentFor } from "./trace.ts";
+import { type TraceItem, traceIdOf, traceparentFor } from "../protocol/index.ts";
+import { buildTraceTree, type TraceNode } from "./trace.ts";
 
 let clock = 0;
 const event = (

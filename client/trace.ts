@@ -1,59 +1,11 @@
 /**
- * Trace context: correlation and causation ids (ours) plus a W3C `traceparent` on every
- * event, call and message, so a team can hand its work to OpenTelemetry. All items of one
- * piece of work share a correlation id, and the trace id is derived from it, so they share
- * one OpenTelemetry trace; each item gets its own span id.
+ * The causal tree of one piece of work, built from the items the room reports for
+ * `trace.get` (trace ids and the items themselves: `protocol/trace.ts`).
  */
+import type { StoredEvent, TraceItem } from "../protocol/index.ts";
 
-import type { Json } from "./entities.ts";
-import { CrosstalkError } from "./errors.ts";
-import { randomBytes, toHex } from "./ids.ts";
-import type { StoredEvent } from "./protocol.ts";
-
-const HEX32 = /^[0-9a-f]{32}$/;
-
-/** FNV-1a, 32-bit, with a seed: four of them make a 128-bit trace id from any string. */
-function fnv1a(text: string, seed: number): string {
-  let h = (0x811c9dc5 ^ seed) >>> 0;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h.toString(16).padStart(8, "0");
-}
-
-/** The W3C trace id for a correlation id: a UUID's own hex, otherwise a hash of it. */
-export function traceIdOf(correlationId: string): string {
-  const hex = correlationId.replace(/-/g, "").toLowerCase();
-  if (HEX32.test(hex) && !/^0+$/.test(hex)) return hex;
-  return [1, 2, 3, 4].map((seed) => fnv1a(correlationId, seed)).join("");
-}
-
-export function newSpanId(): string {
-  const bytes = randomBytes(8);
-  if (bytes.every((b) => b === 0)) bytes[7] = 1;
-  return toHex(bytes);
-}
-
-/** `00-<trace id>-<span id>-01` (version 00, sampled). */
-export const traceparentFor = (correlationId: string, spanId = newSpanId()): string =>
-  `00-${traceIdOf(correlationId)}-${spanId}-01`;
-
-/** One item of a piece of work: an event, a call or a fire-and-forget message. */
-export type TraceNode = {
-  kind: "event" | "call" | "message";
-  /** Event id, call id or message id. */
-  id: string;
-  causationId?: string;
-  correlationId: string;
-  /** Events: stream, seq, type, source. Calls and messages: from, to, method, outcome. */
-  detail: Record<string, Json>;
-  ts: number;
-  children: TraceNode[];
-};
-
-/** The fields of a node that {@link buildTraceTree} reads: a node without its children. */
-export type TraceItem = Omit<TraceNode, "children">;
+/** One item of a piece of work with the items it caused. */
+export type TraceNode = TraceItem & { children: TraceNode[] };
 
 const streamOf = (n: TraceItem): string =>
   n.kind === "event" && typeof n.detail.stream === "string" ? n.detail.stream : "";
@@ -121,18 +73,6 @@ export function buildTraceTree(nodes: readonly TraceItem[]): TraceNode[] {
   }
   return roots;
 }
-
-export const eventNode = (e: StoredEvent): Omit<TraceNode, "children"> => {
-  if (!e.correlationId) throw new CrosstalkError("INTERNAL", "event without correlation id");
-  return {
-    kind: "event",
-    id: e.id,
-    ...(e.causationId ? { causationId: e.causationId } : {}),
-    correlationId: e.correlationId,
-    detail: { stream: e.stream, seq: e.seq, type: e.type, source: e.source },
-    ts: e.ts,
-  };
-};
 
 /** The trace options for work caused by `event`: same correlation id, the event as cause. */
 export const traceFrom = (

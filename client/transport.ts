@@ -7,10 +7,10 @@
 import type * as decoding from "lib0/decoding";
 import { ObservableV2 } from "lib0/observable";
 import { PartySocket } from "partysocket";
-import { CrosstalkError } from "./errors.ts";
 import {
   CLOSE_CODES,
   type ClientFrame,
+  CrosstalkError,
   chunkBinary,
   createReassembler,
   type DocName,
@@ -20,7 +20,7 @@ import {
   PROTOCOL_VERSION,
   parseRoomFrame,
   type RoomFrame,
-} from "./protocol.ts";
+} from "../protocol/index.ts";
 
 export type Status = "connecting" | "online" | "offline" | "closed";
 
@@ -51,7 +51,15 @@ type Events = {
   fatal: (error: CrosstalkError) => void;
   /** A frame from the room could not be read; the connection carries on. */
   protocolError: (error: CrosstalkError) => void;
+  /**
+   * An attempt failed before any socket opened, because nothing listens at the host or the
+   * name does not resolve (Node's `ws` says why; browsers do not, so they never emit this).
+   */
+  unreachable: (error: CrosstalkError) => void;
 };
+
+/** Socket errors that mean no room is there to answer, as opposed to a slow or dropped link. */
+const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH"]);
 
 const fatalError = (code: number, reason: string): CrosstalkError => {
   const text = reason || `closed with ${code}`;
@@ -84,6 +92,11 @@ export class Transport extends ObservableV2<Events> {
       connectionTimeout: 5000,
     });
     this.#socket.binaryType = "arraybuffer";
+    this.#socket.addEventListener("error", (e: Event) => {
+      const code = (e as { error?: { code?: unknown } }).error?.code;
+      if (this.status !== "connecting" || typeof code !== "string" || !UNREACHABLE.has(code)) return;
+      this.emit("unreachable", [new CrosstalkError("OFFLINE", `cannot reach ${options.host}: ${code}`)]);
+    });
     this.#socket.addEventListener("message", (e: MessageEvent) => this.#receive(e.data));
     this.#socket.addEventListener("close", (e: CloseEvent) => {
       this.#reassembler = createReassembler();
@@ -123,6 +136,18 @@ export class Transport extends ObservableV2<Events> {
     return true;
   }
 
+  /**
+   * The room admitted us: the next drop reconnects after the shortest delay. partysocket
+   * itself resets its backoff only after `minUptime` (5 s) of uptime, so an agent whose link
+   * drops every few seconds waited ever longer (up to the maximum) although every reconnect
+   * succeeded at once. Failed attempts still escalate. partysocket has no public reset: its
+   * retry counter is the one private field we touch (pinned version; absent field → no-op).
+   */
+  #resetBackoff(): void {
+    const socket = this.#socket as unknown as { _retryCount?: number };
+    if (typeof socket._retryCount === "number") socket._retryCount = 0;
+  }
+
   close(): void {
     this.#setStatus("closed");
     this.#socket.close(1000, "client closed");
@@ -141,6 +166,7 @@ export class Transport extends ObservableV2<Events> {
       if (!parsed.ok) return this.emit("protocolError", [CrosstalkError.from(parsed.error)]);
       // `welcome` is what makes a socket usable: the room has admitted this agent.
       if (parsed.frame.type === "welcome") {
+        this.#resetBackoff();
         this.status = "online";
         this.emit("frame", [parsed.frame]);
         this.emit("status", ["online"]);

@@ -15,16 +15,17 @@
  * {@link GroupRecord}. Leases are memory-only: after a restart every unfinished event is
  * delivered again (at least once).
  */
-import { eventAt } from "../client/log.ts";
 import {
+  backoff,
   type ClientFrame,
   type ConsumerInfo,
-  DLQ_SUFFIX,
-  type ErrorBody,
+  deadLetter,
+  eventAt,
   matchesPattern,
   type StoredEvent,
-} from "../client/protocol.ts";
+} from "../protocol/index.ts";
 import type { RoomContext } from "./context.ts";
+import type { Outcome, RoomModule } from "./handlers.ts";
 import { keys } from "./keys.ts";
 import type { Session } from "./session.ts";
 import { type KvStorage, putAll } from "./storage.ts";
@@ -113,7 +114,7 @@ export class Consumers {
     this.#persist(key, record);
   }
 
-  /** Durable consumers and groups of `stream`, with their lag. */
+  /** Durable consumers and groups of `stream`, with their lag (names only: no event content). */
   async list(streamName: string): Promise<{ head: number; consumers: ConsumerInfo[] }> {
     const stream = await this.streams.open(streamName);
     const out: ConsumerInfo[] = [];
@@ -151,7 +152,7 @@ export class Consumers {
 
   // --- groups ---------------------------------------------------------------------------
 
-  async join(session: Session, frame: JoinFrame): Promise<ErrorBody | null> {
+  async join(session: Session, frame: JoinFrame): Promise<Outcome<"group.join">> {
     const stream = await this.streams.open(frame.stream);
     const key = grpKey(frame.stream, frame.group);
     let loading = this.#groups.get(key);
@@ -162,13 +163,15 @@ export class Consumers {
     const group = await loading;
     if (group.config.pattern !== frame.pattern) {
       return {
-        code: "CONFLICT",
-        message: `group ${frame.group} consumes ${group.config.pattern}, not ${frame.pattern}`,
+        error: {
+          code: "CONFLICT",
+          message: `group ${frame.group} consumes ${group.config.pattern}, not ${frame.pattern}`,
+        },
       };
     }
     group.members.set(session, { maxAckPending: frame.maxAckPending, inFlight: 0 });
     void this.#dispatch(group);
-    return null;
+    return { reply: {} };
   }
 
   async #loadGroup(key: string, stream: StreamState, frame: JoinFrame | null): Promise<Group> {
@@ -213,6 +216,15 @@ export class Consumers {
     void this.#group(stream, name).then((g) => g && this.#removeMember(g, session));
   }
 
+  /** The policy changed: `session` leaves every group whose pattern it may no longer read. */
+  revoke(session: Session, mayRead: (stream: string, pattern: string) => boolean): void {
+    for (const loading of this.#groups.values()) {
+      void loading.then((g) => {
+        if (g.members.has(session) && !mayRead(g.stream.name, g.config.pattern)) this.#removeMember(g, session);
+      });
+    }
+  }
+
   /** A disconnected session leaves every group; its leases go to other members. */
   gone(session: Session): void {
     for (const loading of this.#groups.values()) void loading.then((g) => this.#removeMember(g, session));
@@ -241,7 +253,7 @@ export class Consumers {
       await this.#deadLetter(group, frame.seq, frame.error);
     } else {
       // Back off before the next delivery: 100 ms, 200 ms, 400 ms … capped at 10 s.
-      const delay = Math.min(10_000, 100 * 2 ** (deliveries - 1));
+      const delay = backoff(deliveries - 1, { baseMs: 100, capMs: 10_000, jitter: false });
       setTimeout(() => {
         this.#requeue(group, frame.seq);
         void this.#dispatch(group);
@@ -299,27 +311,8 @@ export class Consumers {
   async #deadLetter(group: Group, seq: number, error: string): Promise<void> {
     const event = group.events.get(seq) ?? (await this.#read(group, seq));
     if (event) {
-      const dlq = await this.streams.open(group.stream.name + DLQ_SUFFIX);
-      this.streams.append(
-        dlq,
-        [
-          {
-            id: `dlq:${group.stream.name}:${group.name}:${seq}`,
-            type: event.type,
-            data: {
-              event,
-              error,
-              deliveries: group.deliveries.get(seq) ?? 0,
-              stream: group.stream.name,
-              seq,
-              consumer: group.name,
-            },
-            ...(event.correlationId ? { correlationId: event.correlationId } : {}),
-            causationId: event.id,
-          },
-        ],
-        "room",
-      );
+      const letter = deadLetter(event, { consumer: group.name, error, deliveries: group.deliveries.get(seq) ?? 0 });
+      this.streams.append(await this.streams.open(letter.stream), [letter.input], "room");
     }
     this.#finish(group, seq);
   }
@@ -436,3 +429,22 @@ export class Consumers {
     });
   }
 }
+
+/** Durable consumers' positions and consumer groups' membership, leases and acks. */
+export const consumerModule = (
+  consumers: Consumers,
+): RoomModule<
+  "consumer.get" | "consumer.ack" | "consumers.list" | "group.join" | "group.leave" | "group.ack" | "group.nak"
+> => ({
+  frames: {
+    "consumer.get": async (_session, { stream, consumer }) => ({
+      reply: { stream, consumer, acked: await consumers.position(stream, consumer) },
+    }),
+    "consumer.ack": (_session, frame) => consumers.ack(frame.stream, frame.consumer, frame.seq),
+    "consumers.list": async (_session, { stream }) => ({ reply: { stream, ...(await consumers.list(stream)) } }),
+    "group.join": (session, frame) => consumers.join(session, frame),
+    "group.leave": (session, frame) => consumers.leave(session, frame.stream, frame.group),
+    "group.ack": (session, frame) => consumers.groupAck(session, frame.stream, frame.group, frame.seq),
+    "group.nak": (session, frame) => consumers.groupNak(session, frame),
+  },
+});

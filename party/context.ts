@@ -1,11 +1,13 @@
 /**
- * What every room module shares: storage, the room clock, metrics, the roster and the
- * document hub. `TeamRoom` builds it once and hands it to each module.
+ * What every room module shares: storage, the room clock, metrics, the roster, the
+ * document hub and the log of recent calls and messages. `TeamRoom` builds it once and
+ * hands it to each module.
  */
 import type { DocHub } from "./docs.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Presence } from "./presence.ts";
 import type { KvStorage } from "./storage.ts";
+import type { TraceLog } from "./trace.ts";
 
 export type RoomContext = {
   readonly storage: KvStorage;
@@ -13,4 +15,5 @@ export type RoomContext = {
   readonly metrics: Metrics;
   readonly presence: Presence;
   readonly hub: DocHub;
+  readonly traces: TraceLog;
 };

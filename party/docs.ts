@@ -12,7 +12,9 @@ import * as decoding from "lib0/decoding";
 import * as encoding from "lib0/encoding";
 import * as syncProtocol from "y-protocols/sync";
 import * as Y from "yjs";
-import { type DocName, type ErrorBody, encodeDocFrame, isWritableByClients } from "../client/protocol.ts";
+import { type DocName, type ErrorBody, encodeDocFrame, isWritableByClients } from "../protocol/index.ts";
+import type { RoomModule } from "./handlers.ts";
+import { keys } from "./keys.ts";
 import type { Session } from "./session.ts";
 import { appendUpdate, compact, type KvStorage, loadDoc, needsCompaction, type StoredDoc } from "./storage.ts";
 
@@ -35,6 +37,12 @@ export type HubDoc = {
   readonly subscribers: Set<Session>;
   /** Only the room writes documents that clients may not. */
   readonly clientWritable: boolean;
+  /**
+   * Which agent writes under each Yjs client id (its first writer, for good; stored with
+   * the update that introduced it). Yjs trusts the client id inside an update, so without
+   * this an agent could write under another's id and clock and silently replace its edits.
+   */
+  readonly writers: Map<number, string>;
   pending: Batch | null;
   inflight: Batch | null;
 };
@@ -73,12 +81,19 @@ export class DocHub {
     // GC stays on: deleted content (trimmed log segments, overwritten fields) is dropped.
     const ydoc = new Y.Doc({ gc: true });
     const stored = await loadDoc(this.storage, name, ydoc, LOADING);
+    const writers = new Map<number, string>();
+    if (isWritableByClients(name)) {
+      const prefix = keys.yjsWriterPrefix(name);
+      for (const [key, agent] of await this.storage.list<string>({ prefix }))
+        writers.set(Number(key.slice(prefix.length)), agent);
+    }
     const doc: HubDoc = {
       name,
       ydoc,
       stored,
       subscribers: new Set(),
       clientWritable: isWritableByClients(name),
+      writers,
       pending: null,
       inflight: null,
     };
@@ -111,6 +126,11 @@ export class DocHub {
     const batch = doc.pending ?? doc.inflight;
     if (batch) batch.after.push(fn);
     else fn();
+  }
+
+  /** Resolves once everything applied to `doc` so far is durable. */
+  stored(doc: HubDoc): Promise<void> {
+    return new Promise((resolve) => this.afterCommit(doc, resolve));
   }
 
   async #commitLoop(doc: HubDoc): Promise<void> {
@@ -207,10 +227,28 @@ export class DocHub {
           if (isEmptyUpdate(payload)) return null;
           return { code: "FORBIDDEN", message: `${name} is written only by the room; the update was not applied` };
         }
+        let clients: number[];
+        try {
+          clients = [...Y.parseUpdateMeta(payload).from.keys()];
+        } catch {
+          return { code: "BAD_FRAME", message: `malformed Yjs update for ${name}; nothing was applied` };
+        }
+        const forged = clients.find((c) => (doc.writers.get(c) ?? session.writer) !== session.writer);
+        if (forged !== undefined) {
+          return {
+            code: "FORBIDDEN",
+            message: `the update to ${name} is written under Yjs client ${forged}, which belongs to another agent; nothing was applied`,
+          };
+        }
         try {
           Y.applyUpdate(doc.ydoc, payload, session);
         } catch {
           return { code: "BAD_FRAME", message: `malformed Yjs update for ${name}; nothing was applied` };
+        }
+        for (const c of clients) {
+          if (doc.writers.has(c)) continue;
+          doc.writers.set(c, session.writer);
+          this.addToCommit(doc, { [keys.yjsWriter(name, c)]: session.writer });
         }
         return null;
       }
@@ -238,3 +276,11 @@ export function isEmptyUpdate(update: Uint8Array): boolean {
     return false;
   }
 }
+
+/**
+ * `doc.close`. Documents are opened and written by binary sync messages, which
+ * `dispatch.ts` hands to {@link DocHub.receive}.
+ */
+export const docModule = (hub: DocHub): RoomModule<"doc.close"> => ({
+  frames: { "doc.close": (session, frame) => hub.close(session, frame.doc) },
+});

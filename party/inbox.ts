@@ -9,12 +9,15 @@
  * method; with none live it fails with NO_ROUTE (a role has no members while nobody is
  * connected).
  */
-import type { ClientFrame, ErrorBody, RoomFrame } from "../client/protocol.ts";
+import type { ClientFrame, RoomFrame } from "../protocol/index.ts";
 import type { RoomContext } from "./context.ts";
+import type { Outcome, RoomModule } from "./handlers.ts";
 import { keys } from "./keys.ts";
+import type { Metrics } from "./metrics.ts";
 import type { Presence } from "./presence.ts";
 import type { Session } from "./session.ts";
 import { type KvStorage, putAll } from "./storage.ts";
+import type { TraceLog } from "./trace.ts";
 
 type SendFrame = Extract<ClientFrame, { type: "rpc.send" }>;
 type Message = Extract<RoomFrame, { type: "rpc.message" }> & { expiresAt: number };
@@ -29,20 +32,26 @@ export class Inbox {
   private readonly presence: Presence;
   private readonly storage: KvStorage;
   private readonly now: () => number;
+  private readonly metrics: Metrics;
+  private readonly traces: TraceLog;
 
   constructor(
     ctx: RoomContext,
     private readonly defaultTtlMs: number,
   ) {
-    ({ presence: this.presence, storage: this.storage, now: this.now } = ctx);
+    ({
+      presence: this.presence,
+      storage: this.storage,
+      now: this.now,
+      metrics: this.metrics,
+      traces: this.traces,
+    } = ctx);
   }
 
-  async send(
-    sender: Session,
-    frame: SendFrame,
-  ): Promise<{ ok: true; recipients: string[] } | { ok: false; error: ErrorBody }> {
+  /** Stores the message for its recipients, delivers it to the live ones, and records it for `trace`. */
+  async send(sender: Session, frame: SendFrame): Promise<Outcome<"rpc.send">> {
     const seen = this.#recent.get(`${sender.agent}:${frame.id}`);
-    if (seen) return { ok: true, recipients: seen };
+    if (seen) return this.#sent(sender, frame, seen);
     let recipients: string[];
     if (typeof frame.to === "string") {
       // Stored whether or not the agent is live or serves the method yet: the client keeps a
@@ -54,10 +63,7 @@ export class Inbox {
         .filter((s) => s.role === role && s.methods.includes(frame.method))
         .map((s) => s.agent);
       if (recipients.length === 0) {
-        return {
-          ok: false,
-          error: { code: "NO_ROUTE", message: `no live agent of role ${role} serves ${frame.method}` },
-        };
+        return { error: { code: "NO_ROUTE", message: `no live agent of role ${role} serves ${frame.method}` } };
       }
     }
     const ts = this.now();
@@ -76,7 +82,20 @@ export class Inbox {
     await putAll(this.storage, Object.fromEntries(recipients.map((r) => [prefix(r) + frame.id, message])));
     this.#remember(`${sender.agent}:${frame.id}`, recipients);
     for (const r of recipients) this.#deliver(this.presence.get(r), message);
-    return { ok: true, recipients };
+    return this.#sent(sender, frame, recipients);
+  }
+
+  #sent(sender: Session, frame: SendFrame, recipients: string[]): Outcome<"rpc.send"> {
+    this.metrics.sends.inc({ method: frame.method });
+    this.traces.add({
+      kind: "message",
+      id: frame.id,
+      correlationId: frame.correlationId ?? frame.id,
+      ...(frame.causationId ? { causationId: frame.causationId } : {}),
+      detail: { from: sender.agent, to: recipients, method: frame.method },
+      ts: this.now(),
+    });
+    return { reply: { recipients } };
   }
 
   /** On connect: hand over everything waiting for this agent, dropping what expired. */
@@ -105,3 +124,10 @@ export class Inbox {
     if (this.#recent.size > RECENT_IDS) this.#recent.delete(this.#recent.keys().next().value as string);
   }
 }
+
+export const inboxModule = (inbox: Inbox): RoomModule<"rpc.send" | "rpc.message.ack"> => ({
+  frames: {
+    "rpc.send": (session, frame) => inbox.send(session, frame),
+    "rpc.message.ack": (session, frame) => inbox.ack(session, frame.id),
+  },
+});

@@ -12,6 +12,9 @@ export const keys = {
   docSnapPrefix: (doc: string, gen: number) => `doc|${doc}|snap|${pad(gen)}|`,
   docUpdatePrefix: (doc: string) => `doc|${doc}|u|`,
   docUpdate: (doc: string, n: number, part: number) => `doc|${doc}|u|${pad(n)}|${pad(part)}`,
+  /** The agent that writes under each Yjs client id of a client-writable document (`party/docs.ts`). */
+  yjsWriterPrefix: (doc: string) => `doc|${doc}|w|`,
+  yjsWriter: (doc: string, client: number) => `doc|${doc}|w|${client}`,
   /** Archived log segments and their id index (`party/streams.ts`). */
   archivePrefix: (stream: string, segment: number) => `arc|${stream}|${pad(segment)}|`,
   archiveIndexPrefix: (stream: string) => `arcidx|${stream}|`,
@@ -28,4 +31,6 @@ export const keys = {
   leaseToken: (name: string) => `leasetoken|${name}`,
   /** Stored results of idempotent calls (`party/rpc.ts`), per caller agent. */
   idempotent: (agent: string, key: string) => `idem|${agent}|${key}`,
+  /** The team's policy (`party/team-policy.ts`). */
+  policy: "policy",
 } as const;

@@ -5,15 +5,15 @@
  * `token` (a fencing token). Stored as `lease|<name>`, so a restarted room still refuses
  * others until expiry; expiry notifies the former holder with `lease.lost` when it is online.
  */
-import type { ClientFrame, ErrorBody } from "../client/protocol.ts";
+import type { ClientFrame } from "../protocol/index.ts";
 import type { RoomContext } from "./context.ts";
+import type { Outcome, RoomModule } from "./handlers.ts";
 import { keys } from "./keys.ts";
 import type { Presence } from "./presence.ts";
 import type { Session } from "./session.ts";
 import type { KvStorage } from "./storage.ts";
 
 type LeaseRecord = { holder: string; token: number; expiresAt: number };
-type Granted = { name: string; token: number; expiresAt: number };
 
 export class Leases {
   readonly #cache = new Map<string, LeaseRecord | null>();
@@ -74,46 +74,56 @@ export class Leases {
     });
   }
 
-  acquire(session: Session, frame: Extract<ClientFrame, { type: "lease.acquire" }>): Promise<Granted | ErrorBody> {
+  acquire(session: Session, frame: Extract<ClientFrame, { type: "lease.acquire" }>): Promise<Outcome<"lease.acquire">> {
     return this.#serial(frame.name, async () => {
       const current = await this.#read(frame.name);
       if (current && current.holder !== session.agent) {
         return {
-          code: "CONFLICT",
-          message: `lease ${frame.name} is held by ${current.holder}`,
-          details: { holder: current.holder, expiresAt: current.expiresAt },
-        } satisfies ErrorBody;
+          error: {
+            code: "CONFLICT",
+            message: `lease ${frame.name} is held by ${current.holder}`,
+            details: { holder: current.holder, expiresAt: current.expiresAt },
+          },
+        };
       }
       // Fencing tokens only grow: past the last grant, whether it expired, was released or still holds.
       const raw = await this.#raw(frame.name);
       const last = Math.max(raw?.token ?? 0, (await this.storage.get<number>(keys.leaseToken(frame.name))) ?? 0);
       const record = { holder: session.agent, token: last + 1, expiresAt: this.now() + frame.ttlMs };
       await this.#write(frame.name, record);
-      return { name: frame.name, token: record.token, expiresAt: record.expiresAt };
+      return { reply: { name: frame.name, token: record.token, expiresAt: record.expiresAt } };
     });
   }
 
-  renew(session: Session, frame: Extract<ClientFrame, { type: "lease.renew" }>): Promise<Granted | ErrorBody> {
+  renew(session: Session, frame: Extract<ClientFrame, { type: "lease.renew" }>): Promise<Outcome<"lease.renew">> {
     return this.#serial(frame.name, async () => {
       const current = await this.#read(frame.name);
       if (!current || current.holder !== session.agent || current.token !== frame.token) {
-        return {
-          code: "CONFLICT",
-          message: `lease ${frame.name} (token ${frame.token}) is no longer held`,
-        } satisfies ErrorBody;
+        return { error: { code: "CONFLICT", message: `lease ${frame.name} (token ${frame.token}) is no longer held` } };
       }
       const record = { ...current, expiresAt: this.now() + frame.ttlMs };
       await this.#write(frame.name, record);
-      return { name: frame.name, token: record.token, expiresAt: record.expiresAt };
+      return { reply: { name: frame.name, token: record.token, expiresAt: record.expiresAt } };
     });
   }
 
-  release(session: Session, frame: Extract<ClientFrame, { type: "lease.release" }>): Promise<void> {
+  /** Gives the lease back if this session's agent holds it with this token; answered `ok` either way. */
+  release(session: Session, frame: Extract<ClientFrame, { type: "lease.release" }>): Promise<Outcome<"lease.release">> {
     return this.#serial(frame.name, async () => {
       const current = await this.#read(frame.name);
-      if (!current || current.holder !== session.agent || current.token !== frame.token) return;
-      await this.#write(frame.name, null);
-      await this.storage.put({ [keys.leaseToken(frame.name)]: current.token });
+      if (current && current.holder === session.agent && current.token === frame.token) {
+        await this.#write(frame.name, null);
+        await this.storage.put({ [keys.leaseToken(frame.name)]: current.token });
+      }
+      return { reply: {} };
     });
   }
 }
+
+export const leaseModule = (leases: Leases): RoomModule<"lease.acquire" | "lease.renew" | "lease.release"> => ({
+  frames: {
+    "lease.acquire": (session, frame) => leases.acquire(session, frame),
+    "lease.renew": (session, frame) => leases.renew(session, frame),
+    "lease.release": (session, frame) => leases.release(session, frame),
+  },
+});

@@ -1,35 +1,24 @@
 /**
- * A {@link KvStorage} in memory with Durable Object storage semantics: keys listed in sorted
- * order, an exclusive `end`, values copied on the way in and out (`structuredClone`, so a
- * caller that mutates what it stored or read changes nothing), puts all or nothing, and the
- * limits that force the room to chunk (128 KiB per value, 128 keys per put or delete, 2 KiB
- * per key) enforced with a `RangeError`, so a test passing here proves the chunking.
- *
- * Exists because the room's storage tests and the in-process test room (`crosstalk/testing`'s
- * `createTestRoom`) both need storage that behaves like the real one without workerd. Not
- * re-exported from the package entry points; the testing entry uses it.
+ * An in-memory {@link KvStorage} with Durable Object storage semantics and limits (128 KiB
+ * per value, 128 keys per put or delete, sorted lists with an exclusive `end`, copies on the
+ * way in and out), so a room driven by it in-process behaves as on the platform. For tests:
+ * `storage.test.ts` proves the chunking against it, the authorization matrix runs whole
+ * rooms on it. Not used by the deployed room.
  */
 import type { KvStorage } from "./storage.ts";
 
-/** Durable Object storage limits (Cloudflare's documented values). */
-export const KV_LIMITS = {
-  maxValueBytes: 128 * 1024,
-  maxKeysPerCall: 128,
-  maxKeyBytes: 2048,
-} as const;
+export const MAX_VALUE_BYTES = 128 * 1024;
+export const MAX_KEYS = 128;
+export const MAX_KEY_BYTES = 2048;
 
-const encoder = new TextEncoder();
-
-/** The stored size of a value: bytes for binary, its JSON encoding otherwise (what the limit is checked against). */
-function sizeOf(value: unknown): number {
+const sizeOf = (value: unknown): number => {
   if (value instanceof Uint8Array || value instanceof ArrayBuffer) return value.byteLength;
-  return encoder.encode(JSON.stringify(value)).byteLength;
-}
+  return new TextEncoder().encode(JSON.stringify(value)).byteLength;
+};
 
+/** A Map with Durable Object storage semantics: sorted list, exclusive `end`, copies on the way in and out. */
 export class MemoryKv implements KvStorage {
-  /** The stored values, by key; read it to assert on what the room wrote. */
   readonly data = new Map<string, unknown>();
-  /** How many successful `put` calls there were (a put is one storage write however many keys it holds). */
   puts = 0;
 
   async get<T = unknown>(key: string): Promise<T | undefined> {
@@ -56,15 +45,11 @@ export class MemoryKv implements KvStorage {
 
   async put<T>(entries: Record<string, T>): Promise<void> {
     const keys = Object.keys(entries);
-    if (keys.length > KV_LIMITS.maxKeysPerCall) {
-      throw new RangeError(`put of ${keys.length} keys exceeds ${KV_LIMITS.maxKeysPerCall}`);
-    }
+    if (keys.length > MAX_KEYS) throw new RangeError(`put of ${keys.length} keys exceeds ${MAX_KEYS}`);
     for (const key of keys) {
-      if (encoder.encode(key).byteLength > KV_LIMITS.maxKeyBytes) throw new RangeError(`key too long: ${key}`);
+      if (new TextEncoder().encode(key).byteLength > MAX_KEY_BYTES) throw new RangeError(`key too long: ${key}`);
       const size = sizeOf(entries[key]);
-      if (size > KV_LIMITS.maxValueBytes) {
-        throw new RangeError(`value of ${key} is ${size} bytes, over ${KV_LIMITS.maxValueBytes}`);
-      }
+      if (size > MAX_VALUE_BYTES) throw new RangeError(`value of ${key} is ${size} bytes, over ${MAX_VALUE_BYTES}`);
     }
     // All or nothing, like a Durable Object put.
     for (const key of keys) this.data.set(key, structuredClone(entries[key]));
@@ -72,16 +57,13 @@ export class MemoryKv implements KvStorage {
   }
 
   async delete(keys: string[]): Promise<number> {
-    if (keys.length > KV_LIMITS.maxKeysPerCall) {
-      throw new RangeError(`delete of ${keys.length} keys exceeds ${KV_LIMITS.maxKeysPerCall}`);
-    }
+    if (keys.length > MAX_KEYS) throw new RangeError(`delete of ${keys.length} keys exceeds ${MAX_KEYS}`);
     let n = 0;
     for (const key of keys) if (this.data.delete(key)) n++;
     return n;
   }
 
-  /** The stored keys that start with `prefix`, sorted: for assertions on the layout. */
-  keys(prefix = ""): string[] {
-    return [...this.data.keys()].filter((k) => k.startsWith(prefix)).sort();
+  keysOf(doc: string): string[] {
+    return [...this.data.keys()].filter((k) => k.startsWith(`doc|${doc}|`)).sort();
   }
 }

@@ -2,7 +2,8 @@
  * The roster: which agents are connected, in which role, since when, with what status and
  * which methods they serve. The room owns it; clients only receive it.
  */
-import type { AgentInfo } from "../client/protocol.ts";
+import type { AgentInfo } from "../protocol/index.ts";
+import type { RoomModule } from "./handlers.ts";
 import type { Session } from "./session.ts";
 
 export const agentInfo = (s: Session): AgentInfo => ({
@@ -63,3 +64,14 @@ export class Presence {
     for (const s of this.#byAgent.values()) if (s !== session || op === "update") s.sendText(text);
   }
 }
+
+/** An agent's own status fields, and the roster over HTTP (`GET …/<team>/agents`). */
+export const presenceModule = (presence: Presence): RoomModule<"presence.set"> => ({
+  frames: {
+    "presence.set": (session, frame) => {
+      session.status = frame.status;
+      presence.changed(session);
+    },
+  },
+  routes: [{ path: "agents", handle: () => Response.json(presence.roster()) }],
+});

@@ -10,11 +10,22 @@
  * caller that lost the reply (offline, crashed) gets it on retry. Such a call is not aborted
  * when its caller disconnects, so its result can still be stored.
  *
+ * The callee's side of the same promise: before the request goes out, the room records which
+ * agent runs it (`{ runningOn }` under the same key). When that agent's link drops, the call
+ * is *in doubt* — the handler may have run, and only that agent knows — so the room neither
+ * fails it nor sends it elsewhere: it waits for the agent to come back (at most until the
+ * call's deadline, capped by `inDoubtGraceMs`), then sends the request again, and the
+ * agent's client answers from its memory of the key instead of running the handler twice.
+ * After a room restart the `runningOn` record sends a retry back to the same agent. Only
+ * when the agent stays away past the grace is the call given up (TARGET_GONE) and the record
+ * dropped, so a retry may run elsewhere: at least once, for a callee that crashed.
+ *
  * Everything else in flight is memory-only: a room restart drops every socket, and callers
- * see OFFLINE (or, for idempotent calls, retry and are answered from the stored result).
+ * see OFFLINE (or, for idempotent calls, retry and are answered as above).
  */
-import type { ClientFrame, ErrorBody, ErrorCode, Target } from "../client/protocol.ts";
+import type { ClientFrame, ErrorBody, ErrorCode, RoomFrame, Target } from "../protocol/index.ts";
 import type { RoomContext } from "./context.ts";
+import type { RoomModule } from "./handlers.ts";
 import { keys } from "./keys.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Presence } from "./presence.ts";
@@ -24,6 +35,7 @@ import type { TraceLog } from "./trace.ts";
 
 type CallFrame = Extract<ClientFrame, { type: "rpc.call" }>;
 type ResultFrame = Extract<ClientFrame, { type: "rpc.result" }>;
+type RequestFrame = Extract<RoomFrame, { type: "rpc.request" }>;
 type Answer = { ok: true; output: Extract<ResultFrame, { ok: true }>["output"] } | { ok: false; error: ErrorBody };
 
 type Waiter = { session: Session; ref: string };
@@ -35,23 +47,54 @@ type InFlight = {
   trace: { callId?: string; correlationId?: string; causationId?: string };
   /** Who waits for the answer: the caller, and for idempotent calls any retry of it. */
   waiters: Waiter[];
-  callee: Session;
+  /** The session running the call; null while an idempotent call is in doubt (its callee's link dropped). */
+  callee: Session | null;
+  /** The agent the call went to: an in-doubt call waits for this agent, and only it may answer. */
+  calleeAgent: string;
+  /** The request as sent, sent again when an in-doubt callee comes back. */
+  request: RequestFrame;
+  /** Room clock after which the caller no longer waits; an in-doubt call waits no longer either. */
+  deadline: number;
   timer: ReturnType<typeof setTimeout>;
+  /** While in doubt: when the room stops waiting for the callee. */
+  grace?: ReturnType<typeof setTimeout>;
   /** The storage key of an idempotent call's result. */
   idem: string | null;
 };
 
-type IdemRecord = { answer: Answer; expiresAt: number };
+/**
+ * What the room keeps per caller and idempotency key: the answer, or (while the call runs)
+ * which agent it was sent to — the only one that may hold its answer after a room restart.
+ */
+type IdemRecord = { answer: Answer; expiresAt: number } | { runningOn: string; expiresAt: number };
 
 export type RouterOptions = {
   /** How long an idempotent call's result is kept. */
   idempotencyWindowMs: number;
   /** Calls routed to one agent at once, unless it announces its own cap. */
   defaultMaxInFlight: number;
+  /**
+   * How long an in-doubt idempotent call waits for its callee to reconnect (never past the
+   * call's deadline). Longer than a reconnect, shorter than a crash takes to notice.
+   */
+  inDoubtGraceMs: number;
+  /**
+   * A call to an agent (or role) that was connected this recently gets NO_ROUTE with
+   * `details.recentlyGone`, which a caller with `retries` retries: it is probably reconnecting.
+   */
+  recentlyGoneMs: number;
 };
+
+/** Who left recently, and what they served: a NO_ROUTE to them is worth a retry. */
+type Departed = { role: string; methods: string[]; leftAt: number };
 
 export class Router {
   #next = 0;
+  /**
+   * Call ids are sent to callees and may come back after a room restart (a reply outbox):
+   * a per-incarnation prefix keeps an old id from answering a new call.
+   */
+  readonly #incarnation = crypto.randomUUID().slice(0, 8);
   /** Room call id → call. */
   readonly #calls = new Map<string, InFlight>();
   /** `${session.n}:${ref}` → room call id, for cancels. */
@@ -61,6 +104,10 @@ export class Router {
   /** Calls routed to each callee session right now. */
   readonly #load = new Map<Session, number>();
   readonly #maxInFlight = new Map<Session, number>();
+  /** In-doubt calls by the agent they wait for. */
+  readonly #awaiting = new Map<string, Set<string>>();
+  /** Agents that left within `recentlyGoneMs`, oldest first. */
+  readonly #departed = new Map<string, Departed>();
 
   private readonly presence: Presence;
   private readonly storage: KvStorage;
@@ -91,7 +138,7 @@ export class Router {
     const load = (s: Session) => this.#load.get(s) ?? 0;
     if (typeof to === "string") {
       const callee = this.presence.get(to);
-      if (!callee) return { ok: false, error: { code: "NO_ROUTE", message: `agent ${to} is not connected` } };
+      if (!callee) return { ok: false, error: this.#noRoute(to, method) };
       if (!callee.methods.includes(method)) {
         return { ok: false, error: { code: "NO_ROUTE", message: `agent ${to} does not serve ${method}` } };
       }
@@ -108,11 +155,32 @@ export class Router {
       if (load(s) < cap(s) && (!best || load(s) < load(best))) best = s;
     }
     if (best) return { ok: true, callee: best };
-    if (serving === 0)
-      return { ok: false, error: { code: "NO_ROUTE", message: `no live agent of role ${to.role} serves ${method}` } };
+    if (serving === 0) return { ok: false, error: this.#noRoute(to, method) };
     return {
       ok: false,
       error: { code: "OVERLOADED", message: `all ${serving} agents of role ${to.role} are at capacity` },
+    };
+  }
+
+  /**
+   * NO_ROUTE for a target with no live agent. When one that served `method` left within
+   * `recentlyGoneMs`, the error says so (`details.recentlyGone`): a caller with retries
+   * waits for it instead of failing while it reconnects.
+   */
+  #noRoute(to: Target, method: string): ErrorBody {
+    const now = this.now();
+    const what =
+      typeof to === "string" ? `agent ${to} is not connected` : `no live agent of role ${to.role} serves ${method}`;
+    let leftAt: number | null = null;
+    for (const [agent, d] of this.#departed) {
+      if (now - d.leftAt > this.options.recentlyGoneMs || !d.methods.includes(method)) continue;
+      if (typeof to === "string" ? agent === to : d.role === to.role) leftAt = Math.max(leftAt ?? 0, d.leftAt);
+    }
+    if (leftAt === null) return { code: "NO_ROUTE", message: what };
+    return {
+      code: "NO_ROUTE",
+      message: `${what}; it left ${now - leftAt} ms ago and may be reconnecting`,
+      details: { recentlyGone: true, leftAt },
     };
   }
 
@@ -123,39 +191,36 @@ export class Router {
       return reply({ ok: false, error: { code: "CONFLICT", message: `call ref ${frame.ref} is already in flight` } });
 
     const idem = frame.idempotencyKey ? keys.idempotent(caller.agent, frame.idempotencyKey) : null;
+    /** The agent an earlier attempt of this idempotent call went to (before a room restart). */
+    let pinned: string | null = null;
     if (idem) {
       // A retry of a call still running waits for the same answer.
       if (this.#joinRunning(idem, caller, frame.ref)) return;
       const stored = await this.storage.get<IdemRecord>(idem);
-      if (stored && stored.expiresAt > this.now()) return reply(stored.answer);
       // The storage read yielded: a concurrent retry may have started the call meanwhile.
       if (this.#joinRunning(idem, caller, frame.ref)) return;
+      if (stored && stored.expiresAt > this.now()) {
+        if ("answer" in stored) return reply(stored.answer);
+        pinned = stored.runningOn;
+      }
     }
 
-    const route = this.route(frame.to, frame.method);
-    if (!route.ok) {
-      this.metrics.calls.inc({ method: frame.method, outcome: route.error.code });
-      return reply({ ok: false, error: route.error });
+    let callee: Session | null;
+    if (pinned !== null) {
+      // Only that agent may hold the answer: it gets the call, or the call waits for it.
+      callee = this.presence.get(pinned) ?? null;
+    } else {
+      const route = this.route(frame.to, frame.method);
+      if (!route.ok) {
+        this.metrics.calls.inc({ method: frame.method, outcome: route.error.code });
+        return reply({ ok: false, error: route.error });
+      }
+      callee = route.callee;
     }
-    const { callee } = route;
-    const id = `c${++this.#next}`;
+    const calleeAgent = callee?.agent ?? (pinned as string);
+    const id = `c${this.#incarnation}.${++this.#next}`;
     const deadline = this.now() + frame.timeoutMs;
-    const timer = setTimeout(() => this.#timeout(id, frame.timeoutMs), frame.timeoutMs);
-    this.#calls.set(id, {
-      id,
-      method: frame.method,
-      startedAt: this.now(),
-      from: caller.agent,
-      trace: { callId: frame.callId, correlationId: frame.correlationId, causationId: frame.causationId },
-      waiters: [{ session: caller, ref: frame.ref }],
-      callee,
-      timer,
-      idem,
-    });
-    this.#byRef.set(refKey, id);
-    if (idem) this.#running.set(idem, id);
-    this.#load.set(callee, (this.#load.get(callee) ?? 0) + 1);
-    callee.sendFrame({
+    const request: RequestFrame = {
       type: "rpc.request",
       id,
       from: caller.agent,
@@ -165,7 +230,35 @@ export class Router {
       ...(frame.callId ? { callId: frame.callId } : {}),
       ...(frame.correlationId ? { correlationId: frame.correlationId } : {}),
       ...(frame.causationId ? { causationId: frame.causationId } : {}),
-    });
+      ...(frame.idempotencyKey ? { idempotencyKey: frame.idempotencyKey } : {}),
+    };
+    const call: InFlight = {
+      id,
+      method: frame.method,
+      startedAt: this.now(),
+      from: caller.agent,
+      trace: { callId: frame.callId, correlationId: frame.correlationId, causationId: frame.causationId },
+      waiters: [{ session: caller, ref: frame.ref }],
+      callee,
+      calleeAgent,
+      request,
+      deadline,
+      timer: setTimeout(() => this.#timeout(id, frame.timeoutMs), frame.timeoutMs),
+      idem,
+    };
+    this.#calls.set(id, call);
+    this.#byRef.set(refKey, id);
+    if (callee) this.#load.set(callee, (this.#load.get(callee) ?? 0) + 1);
+    if (!idem) return callee?.sendFrame(request);
+
+    this.#running.set(idem, id);
+    if (!callee) return this.#inDoubt(call);
+    // Recorded before the request goes out: after a room restart a retry comes back here.
+    const record: IdemRecord = { runningOn: calleeAgent, expiresAt: this.now() + this.options.idempotencyWindowMs };
+    await this.storage.put({ [idem]: record });
+    // While storing, the call may have ended or its callee dropped (then it is in doubt and
+    // is sent again when the callee returns).
+    if (this.#calls.get(id) === call && call.callee) call.callee.sendFrame(request);
   }
 
   /** Adds a waiter to the running idempotent call `idem`, if there is one. */
@@ -182,8 +275,9 @@ export class Router {
     const call = this.#calls.get(frame.id);
     // A late answer (after timeout or cancel) of a plain call is dropped: the caller moved on.
     if (!call) return null;
-    if (call.callee !== callee)
-      return { code: "FORBIDDEN", message: `call ${frame.id} was not sent to this connection` };
+    // The agent, not the socket: an answer may come over the callee's next connection.
+    if (call.calleeAgent !== callee.agent)
+      return { code: "FORBIDDEN", message: `call ${frame.id} was not sent to this agent` };
     const answer: Answer = frame.ok ? { ok: true, output: frame.output } : { ok: false, error: frame.error };
     if (call.idem) {
       // Stored before anyone sees it: a retry after this point is answered from storage.
@@ -196,7 +290,7 @@ export class Router {
 
   progress(callee: Session, id: string, data: unknown): void {
     const call = this.#calls.get(id);
-    if (!call || call.callee !== callee) return;
+    if (!call || call.calleeAgent !== callee.agent) return;
     for (const w of call.waiters) w.session.sendFrame({ type: "rpc.progress", ref: w.ref, data: data as never });
   }
 
@@ -226,14 +320,19 @@ export class Router {
     call.waiters = [];
   }
 
-  /** Fails calls to `session`, and aborts plain calls it was waiting for. */
+  /**
+   * `session` is gone. Plain calls to it fail with TARGET_GONE; idempotent ones are in doubt
+   * and wait for the agent to come back. Plain calls it was waiting for are aborted.
+   */
   gone(session: Session): void {
     for (const call of [...this.#calls.values()]) {
       if (call.callee === session) {
-        this.#finish(call.id, {
-          ok: false,
-          error: { code: "TARGET_GONE", message: `agent ${session.agent} disconnected before answering` },
-        });
+        if (call.idem) this.#inDoubt(call);
+        else
+          this.#finish(call.id, {
+            ok: false,
+            error: { code: "TARGET_GONE", message: `agent ${session.agent} disconnected before answering` },
+          });
         continue;
       }
       const before = call.waiters.length;
@@ -242,6 +341,81 @@ export class Router {
     }
     this.#load.delete(session);
     this.#maxInFlight.delete(session);
+    this.#depart(session);
+  }
+
+  /** Remembers that `session` served its methods until now; forgets departures past the window. */
+  #depart(session: Session): void {
+    const now = this.now();
+    this.#departed.delete(session.agent);
+    this.#departed.set(session.agent, { role: session.role, methods: session.methods, leftAt: now });
+    for (const [agent, d] of this.#departed) {
+      if (now - d.leftAt <= this.options.recentlyGoneMs) break;
+      this.#departed.delete(agent);
+    }
+  }
+
+  /**
+   * `session` was admitted: in-doubt calls waiting for its agent go to it again. Its
+   * departure stays on record until it ages out: the new session serves nothing until it
+   * announces its methods, and a call meanwhile should still be retried.
+   */
+  returned(session: Session): void {
+    const ids = this.#awaiting.get(session.agent);
+    if (!ids) return;
+    this.#awaiting.delete(session.agent);
+    for (const id of ids) {
+      const call = this.#calls.get(id);
+      if (call) this.#resume(call, session);
+    }
+  }
+
+  /**
+   * The callee of idempotent `call` dropped: the handler may have run, and only that agent
+   * knows. Wait for it (bounded by the deadline and `inDoubtGraceMs`) instead of failing.
+   */
+  #inDoubt(call: InFlight): void {
+    const old = call.callee;
+    if (old) {
+      const load = (this.#load.get(old) ?? 1) - 1;
+      if (load > 0) this.#load.set(old, load);
+      else this.#load.delete(old);
+    }
+    call.callee = null;
+    // Its replacement may already be admitted (a socket replaced by the same client).
+    const back = this.presence.get(call.calleeAgent);
+    if (back && back !== old && !back.closed) return this.#resume(call, back);
+    const wait = Math.min(this.options.inDoubtGraceMs, call.deadline - this.now());
+    if (wait <= 0) return this.#abandon(call);
+    call.grace = setTimeout(() => this.#abandon(call), wait);
+    const ids = this.#awaiting.get(call.calleeAgent) ?? new Set<string>();
+    this.#awaiting.set(call.calleeAgent, ids.add(call.id));
+  }
+
+  /** Sends in-doubt `call` to its agent's new session; the agent answers from memory if it ran it. */
+  #resume(call: InFlight, session: Session): void {
+    clearTimeout(call.grace);
+    call.grace = undefined;
+    call.callee = session;
+    this.#load.set(session, (this.#load.get(session) ?? 0) + 1);
+    session.sendFrame(call.request);
+  }
+
+  /**
+   * The callee did not come back in time: give the call up. Its `runningOn` record goes
+   * too, so a retry may run elsewhere (at least once: the handler may have run).
+   */
+  #abandon(call: InFlight): void {
+    if (this.#calls.get(call.id) !== call) return;
+    if (call.idem) void this.storage.delete([call.idem]).catch(() => {});
+    this.#finish(call.id, {
+      ok: false,
+      error: {
+        code: "TARGET_GONE",
+        message: `agent ${call.calleeAgent} disconnected before answering and did not come back in time`,
+        details: { inDoubt: true },
+      },
+    });
   }
 
   /** Ends a call: answers its waiters (if `answer`) and aborts the callee (if `abort`). */
@@ -262,7 +436,7 @@ export class Router {
         ...(causationId ? { causationId } : {}),
         detail: {
           from: call.from,
-          to: call.callee.agent,
+          to: call.calleeAgent,
           method: call.method,
           outcome,
           ms: this.now() - call.startedAt,
@@ -271,13 +445,41 @@ export class Router {
       });
     }
     if (call.idem && this.#running.get(call.idem) === id) this.#running.delete(call.idem);
-    const load = (this.#load.get(call.callee) ?? 1) - 1;
-    if (load > 0) this.#load.set(call.callee, load);
-    else this.#load.delete(call.callee);
+    clearTimeout(call.grace);
+    this.#awaiting.get(call.calleeAgent)?.delete(id);
+    if (call.callee) {
+      const load = (this.#load.get(call.callee) ?? 1) - 1;
+      if (load > 0) this.#load.set(call.callee, load);
+      else this.#load.delete(call.callee);
+    }
     for (const w of call.waiters) {
       this.#byRef.delete(`${w.session.n}:${w.ref}`);
       if (answer) w.session.sendFrame({ type: "rpc.response", ref: w.ref, ...answer });
     }
-    if (abort) call.callee.sendFrame({ type: "rpc.abort", id, reason: abort });
+    if (abort) call.callee?.sendFrame({ type: "rpc.abort", id, reason: abort });
   }
 }
+
+/**
+ * The frames of direct calls. The router answers a call itself (`rpc.response`, when the
+ * callee answers or fails), so `rpc.call` returns nothing here.
+ */
+export const rpcModule = (
+  router: Router,
+  presence: Presence,
+): RoomModule<"rpc.handle" | "rpc.call" | "rpc.cancel" | "rpc.result" | "rpc.progress"> => ({
+  frames: {
+    "rpc.handle": (session, frame) => {
+      session.methods = [...new Set(frame.methods)];
+      router.setMaxInFlight(session, frame.maxInFlight);
+      presence.changed(session);
+    },
+    "rpc.call": (session, frame) => router.call(session, frame),
+    "rpc.cancel": (session, frame) => router.cancel(session, frame.ref, frame.reason),
+    "rpc.result": async (session, frame) => {
+      const error = await router.result(session, frame);
+      return error ? { error } : undefined;
+    },
+    "rpc.progress": (session, frame) => router.progress(session, frame.id, frame.data),
+  },
+});

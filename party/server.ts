@@ -17,6 +17,11 @@ export default class TeamServer implements Party.Server {
     });
   }
 
+  /** PartyKit admits no connection before this resolves: the team's stored policy is loaded first. */
+  onStart(): Promise<void> {
+    return this.team.start();
+  }
+
   onConnect(connection: Party.Connection, ctx: Party.ConnectionContext): void {
     this.team.connect(connection, new URL(ctx.request.url));
   }
@@ -37,8 +42,19 @@ export default class TeamServer implements Party.Server {
   }
 
   onRequest(req: Party.Request): Promise<Response> {
-    return this.team.request(req as unknown as Request);
+    return this.team.request(req as unknown as Request, openRoomPrincipal(new URL(req.url)));
   }
+}
+
+/**
+ * Until the edge verifies tokens (the identity half of #15 replaces this with the verified
+ * principal, null without a token), an HTTP request is who its query says, as sockets are:
+ * `?agent=&role=`, and without them the team's operator (`admin`), which is what an
+ * unauthenticated room has always granted. The policy then applies to that role.
+ */
+function openRoomPrincipal(url: URL): { agent: string; role: string } {
+  const q = url.searchParams;
+  return { agent: q.get("agent") ?? "http", role: q.get("role") ?? "admin" };
 }
 
 function closeQuietly(connection: Party.Connection): void {

@@ -3,8 +3,18 @@
  * room at connect time and never taken from frames.
  */
 import * as decoding from "lib0/decoding";
-import { chunkBinary, createReassembler, type DocName, MAX_FRAME_BYTES, type RoomFrame } from "../client/protocol.ts";
+import {
+  chunkBinary,
+  createReassembler,
+  type DocName,
+  type Grants,
+  MAX_FRAME_BYTES,
+  type RoomFrame,
+} from "../protocol/index.ts";
 import type { Metrics } from "./metrics.ts";
+
+/** The writer of stock Yjs clients without an identity: not a valid agent name, so no agent is it. */
+export const ANONYMOUS_WRITER = "#anonymous";
 
 /** The part of a PartyKit connection the room uses; also fits a raw WebSocket. */
 export interface Socket {
@@ -22,6 +32,12 @@ export type SessionInit = {
   instance: string;
   connectedAt: number;
   metrics: Metrics;
+  /** The verified token's narrowing of the role's permissions (`Identity.scope`), if any. */
+  scope?: readonly string[];
+  /** When the verified token expires (ms since the epoch); the room closes the socket then. */
+  expiresAt?: number;
+  /** Who owns the Yjs client ids this session writes under (default: the agent); see `writer`. */
+  writer?: string;
 };
 
 export class Session {
@@ -33,11 +49,24 @@ export class Session {
   /** Serializes this session's frames: a frame waiting on a document load holds the next. */
   queue: Promise<void> = Promise.resolve();
   closed = false;
+  /**
+   * What this session may do under the team's current policy (`policy.ts` decides from it):
+   * set at admission, recomputed when the policy changes. Absent: nothing.
+   */
+  grants?: Grants;
   /** Joins chunked binary frames from this socket. */
   readonly reassembler = createReassembler();
 
   readonly n: number;
   readonly socket: Socket;
+  readonly scope?: readonly string[];
+  readonly expiresAt?: number;
+  /**
+   * The owner of the Yjs client ids this session writes under (`DocHub` binds each id to its
+   * first writer): the agent, or {@link ANONYMOUS_WRITER} for a stock Yjs client that gave
+   * no identity — so it can never write under an agent's ids.
+   */
+  readonly writer: string;
   readonly agent: string;
   readonly role: string;
   readonly instance: string;
@@ -52,6 +81,9 @@ export class Session {
     this.instance = init.instance;
     this.connectedAt = init.connectedAt;
     this.metrics = init.metrics;
+    this.writer = init.writer ?? init.agent;
+    if (init.scope) this.scope = init.scope;
+    if (init.expiresAt !== undefined) this.expiresAt = init.expiresAt;
   }
 
   sendFrame(frame: RoomFrame): void {

@@ -4,10 +4,20 @@
  * version must match, then the room writes the value into its own copy (stamped with the
  * caller's identity and the room clock) and answers once that is stored.
  */
-import { type Entity, EntityIndex, type EntityMeta, fieldsMap, metaMap, writeEntity } from "../client/entities.ts";
-import { type ClientFrame, type ErrorBody, stateDoc } from "../client/protocol.ts";
+import {
+  type ClientFrame,
+  type Entity,
+  EntityIndex,
+  type EntityMeta,
+  fieldsMap,
+  metaMap,
+  nameSchema,
+  stateDoc,
+  writeEntity,
+} from "../protocol/index.ts";
 import type { RoomContext } from "./context.ts";
 import { type DocHub, type HubDoc, ROOM } from "./docs.ts";
+import { httpError, type Outcome, type RoomModule } from "./handlers.ts";
 import type { Session } from "./session.ts";
 
 type SetIfFrame = Extract<ClientFrame, { type: "state.setIf" }>;
@@ -43,17 +53,19 @@ export class SharedState {
     return out;
   }
 
-  async setIf(session: Session, frame: SetIfFrame): Promise<void> {
+  /** Applies the write if the version matches; answered once the write is stored. */
+  async setIf(session: Session, frame: SetIfFrame): Promise<Outcome<"state.setIf">> {
     const doc = await this.hub.open(stateDoc(frame.ns));
     const index = this.#index(doc);
     const current = index.has(frame.key) ? (metaMap(doc.ydoc).get(frame.key)?.version ?? 0) : 0;
     if (current !== frame.expectedVersion) {
-      const error: ErrorBody = {
-        code: "CONFLICT",
-        message: `${frame.ns}/${frame.key} is at version ${current}, not ${frame.expectedVersion}`,
-        details: { version: current },
+      return {
+        error: {
+          code: "CONFLICT",
+          message: `${frame.ns}/${frame.key} is at version ${current}, not ${frame.expectedVersion}`,
+          details: { version: current },
+        },
       };
-      return session.sendFrame({ type: "error", ref: frame.ref, error });
     }
     const version = current + 1;
     doc.ydoc.transact(() => {
@@ -64,6 +76,21 @@ export class SharedState {
         version,
       });
     }, ROOM);
-    this.hub.afterCommit(doc, () => session.sendFrame({ type: "state.written", ref: frame.ref, version }));
+    return { later: this.hub.stored(doc).then(() => ({ reply: { version } })) };
   }
 }
+
+/** Conditional writes, and a namespace's entities over HTTP (`GET …/<team>/state/<ns>`). */
+export const stateModule = (state: SharedState): RoomModule<"state.setIf"> => ({
+  frames: { "state.setIf": (session, frame) => state.setIf(session, frame) },
+  routes: [
+    {
+      path: "state/:ns",
+      handle: async ({ ns }) => {
+        const name = nameSchema.safeParse(ns);
+        if (!name.success) return httpError(400, { code: "INVALID_ARGUMENT", message: "invalid namespace" });
+        return Response.json(await state.read(name.data));
+      },
+    },
+  ],
+});

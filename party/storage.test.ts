@@ -4,14 +4,8 @@
  */
 import { describe, expect, it } from "vitest";
 import * as Y from "yjs";
-import { KV_LIMITS, MemoryKv } from "./memory-storage.ts";
+import { MAX_KEYS, MAX_VALUE_BYTES, MemoryKv } from "./memory-storage.ts";
 import { appendUpdate, compact, type KvStorage, loadDoc, needsCompaction, type StoredDoc } from "./storage.ts";
-
-const MAX_VALUE_BYTES = KV_LIMITS.maxValueBytes;
-const MAX_KEYS = KV_LIMITS.maxKeysPerCall;
-
-/** The stored keys of one document, sorted. */
-const keysOf = (kv: MemoryKv, doc: string): string[] => kv.keys(`doc|${doc}|`);
 
 /** A document with persistence wired like party/docs.ts does: every local transaction is one record. */
 async function open(storage: KvStorage, name: string): Promise<{ doc: Y.Doc; stored: StoredDoc }> {
@@ -76,7 +70,7 @@ describe("document storage", () => {
     const { doc, stored } = await open(kv, "state/big");
     const blob = random(300 * 1024);
     await commit(kv, doc, stored, () => doc.getMap("m").set("blob", blob));
-    const parts = keysOf(kv, "state/big").filter((k) => k.includes("|u|"));
+    const parts = kv.keysOf("state/big").filter((k) => k.includes("|u|"));
     expect(parts.length).toBeGreaterThan(2);
 
     // ~13 MB: more parts than one put may carry.
@@ -144,13 +138,13 @@ describe("document storage", () => {
     }
     const before = await open(kv, "state/c");
     expect(snapshotOf(before.doc)).toEqual(snapshotOf(doc));
-    const updateKeysBefore = keysOf(kv, "state/c").filter((k) => k.includes("|u|"));
+    const updateKeysBefore = kv.keysOf("state/c").filter((k) => k.includes("|u|"));
     expect(updateKeysBefore.length).toBe(300);
 
     await compact(kv, stored, doc);
     expect(needsCompaction(stored)).toBe(false);
     expect(stored.meta).toMatchObject({ gen: 1, first: 300, next: 300, tailBytes: 0 });
-    const keys = keysOf(kv, "state/c");
+    const keys = kv.keysOf("state/c");
     expect(keys.filter((k) => k.includes("|u|"))).toEqual([]);
     expect(keys.filter((k) => k.includes("|snap|")).length).toBe(stored.meta.snapParts);
     expect(keys.length).toBe(stored.meta.snapParts + 1);
@@ -167,7 +161,7 @@ describe("document storage", () => {
 
     await compact(kv, stored, doc);
     expect(stored.meta).toMatchObject({ gen: 2, first: 320, next: 320 });
-    const keys2 = keysOf(kv, "state/c");
+    const keys2 = kv.keysOf("state/c");
     expect(keys2.some((k) => k.includes(":snap:0000000001:"))).toBe(false);
     expect(keys2.filter((k) => k.includes("|u|"))).toEqual([]);
     const final = await open(kv, "state/c");

@@ -14,21 +14,29 @@
  * - `arcidx|<stream>|<segment>` → {@link ArchiveIndex}: the segment's event ids and last
  *   timestamp, loaded at start to rebuild the dedupe window without reading events.
  */
-import { appendEvents, eventAt, type LogSegments, logHead, logSegments, logTail } from "../client/log.ts";
 import {
   type ClientFrame,
   type ErrorBody,
   type EventInput,
+  eventAt,
   LOG_SEGMENT_SIZE,
+  type LogSegments,
   logDoc,
+  logHead,
+  logSegments,
+  logTail,
   MAX_EVENT_BYTES,
   MAX_HISTORY_PAGE,
+  nameSchema,
   type StoredEvent,
-} from "../client/protocol.ts";
+} from "../protocol/index.ts";
 import type { RoomContext } from "./context.ts";
 import { type DocHub, type HubDoc, ROOM } from "./docs.ts";
+import { httpError, type Outcome, type RoomModule } from "./handlers.ts";
 import { keys, pad } from "./keys.ts";
+import { appendEvents } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
+import { canReadEvent, canReadStream, type Principal } from "./policy.ts";
 import type { Session } from "./session.ts";
 import { type KvStorage, putAll } from "./storage.ts";
 
@@ -144,25 +152,24 @@ export class Streams {
     return state;
   }
 
-  /** Handles a publish frame; answers the session with `publish.ack` or `error`. */
-  async publish(session: Session, frame: PublishFrame, frameChars: number): Promise<void> {
-    const refused = (error: ErrorBody) => session.sendFrame({ type: "error", ref: frame.ref, error });
+  /** A publish frame: refused, or acknowledged (`publish.ack`) once the batch is stored. */
+  async publish(session: Session, frame: PublishFrame, frameChars: number): Promise<Outcome<"publish">> {
     // No event can exceed the limit when the whole frame is within it (UTF-8 ≤ 3 bytes per
     // UTF-16 unit): only then are events measured one by one.
     for (const event of frameChars * 3 <= MAX_EVENT_BYTES ? [] : frame.events) {
       if (eventBytes(event) > MAX_EVENT_BYTES) {
-        return refused({
-          code: "TOO_LARGE",
-          message: `event ${event.id} is larger than ${MAX_EVENT_BYTES} bytes; nothing in this batch was appended`,
-        });
+        return {
+          error: {
+            code: "TOO_LARGE",
+            message: `event ${event.id} is larger than ${MAX_EVENT_BYTES} bytes; nothing in this batch was appended`,
+          },
+        };
       }
     }
     const stream = await this.open(frame.stream);
     const result = this.append(stream, frame.events, session.agent, frame.expectedLastSeq);
-    if (!result.ok) return refused(result.error);
-    this.hub.afterCommit(stream.doc, () =>
-      session.sendFrame({ type: "publish.ack", ref: frame.ref, results: result.results }),
-    );
+    if (!result.ok) return { error: result.error };
+    return { later: this.hub.stored(stream.doc).then(() => ({ reply: { results: result.results } })) };
   }
 
   /**
@@ -268,7 +275,7 @@ export class Streams {
       // Archive first, durably; only then drop the segment from the live document.
       await putAll(this.storage, entries);
       stream.doc.ydoc.transact(() => stream.segments.delete(String(segNo)), ROOM);
-      await new Promise<void>((resolve) => this.hub.afterCommit(stream.doc, resolve));
+      await this.hub.stored(stream.doc);
     }
   }
 
@@ -291,6 +298,29 @@ export class Streams {
       yield* page.events;
       next = page.events.length > 0 ? page.next : null;
     }
+  }
+
+  /**
+   * A page of history as `who` may see it: all of it with the whole stream readable; otherwise
+   * only the types it may read, reading on until the page has some or the range ends (so an
+   * empty page still means the end).
+   */
+  async readAs(
+    who: Principal,
+    name: string,
+    range: { from: number; to?: number | undefined; limit: number },
+  ): Promise<{ events: StoredEvent[]; head: number; next: number | null }> {
+    if (canReadStream(who, name)) return this.read(name, range.from, range.to, range.limit);
+    const events: StoredEvent[] = [];
+    let next: number | null = range.from;
+    let head = 0;
+    while (next !== null && events.length === 0) {
+      const page = await this.read(name, next, range.to, range.limit);
+      head = page.head;
+      events.push(...page.events.filter((e) => canReadEvent(who, e)));
+      next = page.events.length > 0 ? page.next : null;
+    }
+    return { events, head, next };
   }
 
   /** Events `from`..`to` (inclusive), at most `limit`, from the archive and the live document. */
@@ -322,3 +352,37 @@ export class Streams {
     return { events, head: stream.head, next: seq <= last ? seq : null };
   }
 }
+
+/** Streams answer `publish` and `history`, and serve a stream's history over HTTP as NDJSON. */
+export const streamModule = (streams: Streams): RoomModule<"publish" | "history"> => ({
+  frames: {
+    publish: (session, frame, wire) => streams.publish(session, frame, wire.chars),
+    history: async (session, frame) => ({
+      reply: await streams.readAs(session, frame.stream, frame),
+    }),
+  },
+  routes: [
+    {
+      // `GET …/<team>/streams/<stream>?from=&to=&limit=`: the history (archive included).
+      path: "streams/:stream",
+      handle: async (params, url) => {
+        const stream = nameSchema.safeParse(params.stream);
+        const num = (k: string) => (url.searchParams.has(k) ? Number(url.searchParams.get(k)) : undefined);
+        const from = num("from") ?? 1;
+        const to = num("to");
+        const limit = num("limit") ?? 1000;
+        if (!stream.success || ![from, to ?? 1, limit].every((n) => Number.isInteger(n) && n >= 1)) {
+          return httpError(400, { code: "INVALID_ARGUMENT", message: "stream, from, to and limit must be valid" });
+        }
+        const lines: string[] = [];
+        for await (const e of streams.scan(stream.data, from, to)) {
+          lines.push(JSON.stringify(e));
+          if (lines.length >= limit) break;
+        }
+        return new Response(lines.length > 0 ? `${lines.join("\n")}\n` : "", {
+          headers: { "content-type": "application/x-ndjson" },
+        });
+      },
+    },
+  ],
+});

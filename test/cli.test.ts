@@ -1,18 +1,19 @@
 /**
  * The `crosstalk` CLI against a real room: in-process through `main(argv, { stdout, stderr })`,
- * and as a real process (`node bin/crosstalk.js`) for the bin, exit codes and SIGINT.
+ * and as a real process (`node bin/crosstalk.js`, running the compiled dist/cli/ that the
+ * test run builds first) for the bin, exit codes and SIGINT.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocketServer } from "ws";
-import { main } from "../client/cli.ts";
+import { main } from "../cli/main.ts";
 import { type StoredEvent, traceFrom } from "../client/index.ts";
 import { eventually, freePort, type RoomServer, startRoom } from "./harness.ts";
+import { sink } from "./sink.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const BIN = join(ROOT, "bin/crosstalk.js");
@@ -27,17 +28,6 @@ afterAll(async () => {
   await room?.[Symbol.asyncDispose]();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
-
-function sink(): { stream: Writable; text: () => string } {
-  let text = "";
-  const stream = new Writable({
-    write(chunk, _encoding, callback) {
-      text += String(chunk);
-      callback();
-    },
-  });
-  return { stream, text: () => text };
-}
 
 type Run = { code: number; stdout: string; stderr: string };
 

@@ -14,7 +14,7 @@ import {
   parseRoomFrame,
   roomFrameSchema,
   roomFrames,
-} from "../client/protocol.ts";
+} from "../protocol/index.ts";
 
 type Golden = { direction: "client" | "room"; frame: { type: string } & Record<string, unknown> };
 

@@ -9,8 +9,8 @@ import WebSocket from "ws";
 import * as syncProtocol from "y-protocols/sync";
 import * as Y from "yjs";
 import { CLOSE_CODES, type StoredEvent } from "../client/index.ts";
-import { appendEvents, logSegments } from "../client/log.ts";
-import { encodeDocFrame, parseRoomFrame, type RoomFrame } from "../client/protocol.ts";
+import { appendEvents } from "../party/log.ts";
+import { encodeDocFrame, logSegments, parseRoomFrame, type RoomFrame } from "../protocol/index.ts";
 import { eventually, type RoomServer, startRoom } from "./harness.ts";
 
 let room: RoomServer;

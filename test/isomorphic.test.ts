@@ -1,26 +1,21 @@
 /**
- * The client core runs unchanged in Chromium, workerd and Node: it must not import Node
- * built-ins or Node-only packages. Node extras live behind `client/node.ts` (and the CLI).
- * The workerd and browser tests prove it runs there; this one keeps it that way.
+ * The client core and the protocol run unchanged in Chromium, workerd and Node: they must
+ * not import Node built-ins or Node-only packages. Node extras live behind `client/node.ts`;
+ * the CLI lives apart, in `cli/`. The workerd and browser tests prove it runs there; this one
+ * keeps it that way.
  */
-import { readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
 import { expect, it } from "vitest";
+import { importsOf, sourcesOf } from "./sources.ts";
 
-const CLIENT = join(import.meta.dirname, "../client");
-const NODE_ONLY_FILES = new Set(["node.ts", "cli.ts"]);
+const NODE_ONLY_FILES = new Set(["client/node.ts"]);
 const NODE_ONLY_MODULES = /^(node:|fs$|path$|os$|child_process$|net$|http$|https$|crypto$|ws$|tsx|commander$)/;
 
-it("has no Node-only imports outside client/node.ts and client/cli.ts", () => {
+it.each(["protocol", "client"])("has no Node-only imports in %s/ (outside client/node.ts)", (folder) => {
   const offenders: string[] = [];
-  for (const file of readdirSync(CLIENT)) {
-    if (!file.endsWith(".ts") || file.endsWith(".test.ts") || NODE_ONLY_FILES.has(file)) continue;
-    const source = readFileSync(join(CLIENT, file), "utf8");
-    for (const [, spec] of source.matchAll(/(?:import|export)[^"']*?from\s*["']([^"']+)["']/g)) {
-      if (spec && NODE_ONLY_MODULES.test(spec)) offenders.push(`${file}: ${spec}`);
-    }
-    for (const [, spec] of source.matchAll(/import\(\s*["']([^"']+)["']\s*\)/g)) {
-      if (spec && NODE_ONLY_MODULES.test(spec)) offenders.push(`${file}: ${spec}`);
+  for (const file of sourcesOf(folder)) {
+    if (NODE_ONLY_FILES.has(file)) continue;
+    for (const spec of importsOf(file)) {
+      if (NODE_ONLY_MODULES.test(spec)) offenders.push(`${file}: ${spec}`);
     }
   }
   expect(offenders).toEqual([]);

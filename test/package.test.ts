@@ -25,3 +25,18 @@ it("resolves crosstalk and crosstalk/node to working compiled modules", () => {
     same: true,
   });
 });
+
+it("resolves crosstalk/protocol to the compiled protocol, sharing the error class with the client", () => {
+  const script = `
+    const protocol = await import("crosstalk/protocol");
+    const core = await import("crosstalk");
+    console.log(JSON.stringify({
+      parse: typeof protocol.parseClientFrame,
+      replies: protocol.replies.history,
+      same: protocol.CrosstalkError === core.CrosstalkError,
+    }));`;
+  const out = execFileSync(process.execPath, ["--input-type=module", "-e", script], {
+    cwd: resolve(import.meta.dirname, ".."),
+  });
+  expect(JSON.parse(String(out))).toEqual({ parse: "function", replies: "history.page", same: true });
+});

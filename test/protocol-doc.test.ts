@@ -1,10 +1,10 @@
 /**
- * docs/PROTOCOL.md is generated from client/protocol.ts; this fails when someone changes a
+ * docs/PROTOCOL.md is generated from protocol/; this fails when someone changes a
  * frame, an error code or a close code without regenerating it.
  */
 import { readFileSync } from "node:fs";
 import { expect, it } from "vitest";
-import { clientFrames, ERROR_CODES, roomFrames } from "../client/protocol.ts";
+import { clientFrames, ERROR_CODES, roomFrames } from "../protocol/index.ts";
 import { frameComments, PROTOCOL_DOC, render } from "../scripts/protocol-doc.ts";
 
 it("docs/PROTOCOL.md is what scripts/protocol-doc.ts generates", () => {

@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from "vitest";
 import { z } from "zod";
-import { type CallContext, defineContract, type StoredEvent } from "../client/index.ts";
+import { type CallContext, defineContract, type Json, type StoredEvent } from "../client/index.ts";
 import { cuttableSocket as cuttable, eventually, type RoomServer, startRoom } from "./harness.ts";
 
 let room: RoomServer;
@@ -232,6 +232,154 @@ describe("idempotent calls", () => {
     await eventually(() => expect(methodsOf(caller.agents(), "ledger")).toEqual(["charge"]));
     expect(await caller.call("ledger", "charge", 5, { idempotencyKey: "invoice-10" })).toMatchObject({ charged: 5 });
     expect(runs).toBe(2);
+  });
+});
+
+describe("idempotent calls when the callee's link drops", () => {
+  /** A handler that holds each call until the test lets it return, counting runs per agent. */
+  function gated() {
+    const runs: string[] = [];
+    let entered!: () => void;
+    let started = new Promise<void>((r) => {
+      entered = r;
+    });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    return {
+      runs,
+      /** Resolves when a handler run has started (again after `rearm`). */
+      started: () => started,
+      release: () => release(),
+      handler: (agent: string) => async (input: Json, ctx: CallContext) => {
+        runs.push(agent);
+        entered();
+        await gate;
+        return { approved: (input as { deal: string }).deal, key: ctx.idempotencyKey ?? null, by: agent };
+      },
+      rearm: () => {
+        started = new Promise<void>((r) => {
+          entered = r;
+        });
+      },
+    };
+  }
+
+  it("answers with the handler's result, run once, when the callee drops just before returning", async () => {
+    const team = room.team("indoubt");
+    const net = cuttable();
+    const legal = await room.agent("legal-1", { team, role: "legal", WebSocket: net.WebSocket });
+    const approve = gated();
+    legal.handle("approve", approve.handler("legal-1"));
+    const contract = await room.agent("contract-1", { team });
+    await eventually(() => expect(methodsOf(contract.agents(), "legal-1")).toEqual(["approve"]));
+
+    const options = { idempotencyKey: "approve-D1", retries: 10, timeoutMs: 30_000 };
+    const call = contract.call({ role: "legal" }, "approve", { deal: "D1" }, options);
+    await approve.started();
+    net.cut();
+    // A new call while legal-1 reconnects is retried, not failed with NO_ROUTE.
+    const next = contract.call(
+      { role: "legal" },
+      "approve",
+      { deal: "D2" },
+      { ...options, idempotencyKey: "approve-D2" },
+    );
+    approve.release(); // The handler returns while its link is down.
+    expect(await call).toEqual({ approved: "D1", key: "approve-D1", by: "legal-1" });
+    expect(await next).toEqual({ approved: "D2", key: "approve-D2", by: "legal-1" });
+    expect(approve.runs).toEqual(["legal-1", "legal-1"]);
+    // A later retry is answered from the room's record.
+    expect(await contract.call({ role: "legal" }, "approve", { deal: "D1" }, options)).toEqual(await call);
+    expect(approve.runs).toHaveLength(2);
+  });
+
+  it("runs once when the answer was written to the socket but never reached the room", async () => {
+    const team = room.team("lostreply");
+    const net = cuttable();
+    const legal = await room.agent("legal-1", { team, role: "legal", WebSocket: net.WebSocket });
+    const approve = gated();
+    legal.handle("approve", approve.handler("legal-1"));
+    const contract = await room.agent("contract-1", { team });
+    await eventually(() => expect(methodsOf(contract.agents(), "legal-1")).toEqual(["approve"]));
+
+    const call = contract.call(
+      { role: "legal" },
+      "approve",
+      { deal: "D7" },
+      { idempotencyKey: "approve-D7", retries: 10 },
+    );
+    await approve.started();
+    net.cutOnSend((text) => text.includes('"rpc.result"'));
+    approve.release();
+    expect(await call).toEqual({ approved: "D7", key: "approve-D7", by: "legal-1" });
+    expect(approve.runs).toEqual(["legal-1"]);
+  });
+
+  it("runs once when the caller's link drops at the same time as the callee's", async () => {
+    const team = room.team("bothcut");
+    const calleeNet = cuttable();
+    const callerNet = cuttable();
+    const legal = await room.agent("legal-1", { team, role: "legal", WebSocket: calleeNet.WebSocket });
+    const approve = gated();
+    legal.handle("approve", approve.handler("legal-1"));
+    const contract = await room.agent("contract-1", { team, WebSocket: callerNet.WebSocket });
+    await eventually(() => expect(methodsOf(contract.agents(), "legal-1")).toEqual(["approve"]));
+
+    const call = contract.call(
+      { role: "legal" },
+      "approve",
+      { deal: "D3" },
+      { idempotencyKey: "approve-D3", retries: 10 },
+    );
+    await approve.started();
+    calleeNet.cut();
+    callerNet.cut();
+    approve.release();
+    expect(await call).toEqual({ approved: "D3", key: "approve-D3", by: "legal-1" });
+    expect(approve.runs).toEqual(["legal-1"]);
+  });
+
+  it("waits for the instance that ran the call instead of running it on another instance of the role", async () => {
+    const team = room.team("twoinst");
+    const nets = { "legal-1": cuttable(), "legal-2": cuttable() };
+    const approve = gated();
+    for (const id of ["legal-1", "legal-2"] as const) {
+      const inst = await room.agent(id, { team, role: "legal", WebSocket: nets[id].WebSocket });
+      inst.handle("approve", approve.handler(id));
+    }
+    const contract = await room.agent("contract-1", { team });
+    await eventually(() => expect(contract.agents().filter((a) => a.methods.includes("approve"))).toHaveLength(2));
+
+    const options = { idempotencyKey: "approve-D5", retries: 10, timeoutMs: 30_000 };
+    const first = contract.call({ role: "legal" }, "approve", { deal: "D5" }, options);
+    await approve.started();
+    const ran = approve.runs[0] as "legal-1" | "legal-2";
+    nets[ran].down(); // Cut mid-handler, and kept away for a while.
+    await eventually(() => expect(contract.agents().map((a) => a.agent)).not.toContain(ran));
+    // A retry of the same call while the instance is away joins it; the other instance is idle.
+    const retry = contract.call({ role: "legal" }, "approve", { deal: "D5" }, options);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(approve.runs).toEqual([ran]);
+    approve.release();
+    nets[ran].up();
+    const answer = { approved: "D5", key: "approve-D5", by: ran };
+    expect(await first).toEqual(answer);
+    expect(await retry).toEqual(answer);
+    expect(approve.runs).toEqual([ran]);
+  });
+
+  it("still answers NO_ROUTE at once for a target that never existed", async () => {
+    const team = room.team("ghost");
+    const caller = await room.agent("caller", { team });
+    const started = Date.now();
+    await expect(caller.call({ role: "ghosts" }, "approve", {}, { retries: 10 })).rejects.toMatchObject({
+      code: "NO_ROUTE",
+    });
+    await expect(caller.call("nobody", "approve", {}, { retries: 10 })).rejects.toMatchObject({ code: "NO_ROUTE" });
+    // No backoff was spent: each failed on its first answer.
+    expect(Date.now() - started).toBeLessThan(2_000);
   });
 });
 

@@ -24,6 +24,11 @@ export interface CuttableSocket<W = unknown> {
    * the socket stays up: a lost request, a lost ack. `null` stops dropping.
    */
   dropOutgoing(predicate: ((data: OutgoingData) => boolean) | null): void;
+  /**
+   * Loses the next outgoing text frame that `match`es and kills the socket with it: a frame
+   * written just before the link died, which the room never got. Fires once.
+   */
+  cutOnSend(match: (text: string) => boolean): void;
   /** Payload bytes sent by every socket of this class so far (dropped frames not counted). */
   readonly bytesSent: number;
   /** Payload bytes received so far. */
@@ -50,11 +55,21 @@ export class Faults<S> {
   current: S | null = null;
   isDown = false;
   drop: ((data: OutgoingData) => boolean) | null = null;
+  lose: ((text: string) => boolean) | null = null;
   bytesSent = 0;
   bytesReceived = 0;
   openedAt = 0;
 
   constructor(private readonly kill: (socket: S) => void) {}
+
+  /** What happens to an outgoing frame: it leaves, it is lost, or it is lost and the link dies with it. */
+  fate(data: OutgoingData): "send" | "drop" | "sever" {
+    if (this.lose && typeof data === "string" && this.lose(data)) {
+      this.lose = null;
+      return "sever";
+    }
+    return this.drop?.(data) ? "drop" : "send";
+  }
 
   /** The controls a test holds, for sockets of `WebSocket`. */
   controls<W>(WebSocket: W): CuttableSocket<W> {
@@ -74,6 +89,9 @@ export class Faults<S> {
       },
       dropOutgoing: (predicate) => {
         faults.drop = predicate;
+      },
+      cutOnSend: (match) => {
+        faults.lose = match;
       },
       get bytesSent() {
         return faults.bytesSent;
@@ -108,7 +126,9 @@ export function cuttableSocket(): CuttableSocket<WsClass> {
     }
 
     override send(data: unknown, ...rest: unknown[]): void {
-      if (faults.drop?.(data as OutgoingData)) return;
+      const fate = faults.fate(data as OutgoingData);
+      if (fate === "sever") this.terminate();
+      if (fate !== "send") return;
       faults.bytesSent += payloadBytes(data as OutgoingData);
       (super.send as (...args: unknown[]) => void)(data, ...rest);
     }

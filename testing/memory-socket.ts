@@ -29,8 +29,8 @@ export interface MemoryNetwork {
   created?(socket: MemoryWebSocket): void;
   /** A socket opened. */
   opened?(): void;
-  /** Returns true to drop an outgoing frame silently. */
-  dropOutgoing?(data: OutgoingData): boolean;
+  /** What becomes of an outgoing frame: it leaves (the default), is lost, or is lost and the link dies. */
+  outgoing?(data: OutgoingData): "send" | "drop" | "sever";
   /** Payload bytes, once sent and once delivered to the client. */
   sent?(bytes: number): void;
   received?(bytes: number): void;
@@ -205,7 +205,9 @@ export class MemoryWebSocket extends EventTarget {
     }
     const end = this.#end;
     if (this.#readyState !== MemoryWebSocket.OPEN || !end) return;
-    if (this.#network.dropOutgoing?.(data)) return;
+    const fate = this.#network.outgoing?.(data) ?? "send";
+    if (fate === "sever") this.sever();
+    if (fate !== "send") return;
     const wire = toWire(data);
     this.#network.sent?.(wire.bytes);
     macrotask(() => end.deliver(wire.data));

@@ -75,7 +75,22 @@ function fenced(kv: KvStorage): { storage: KvStorage; cut(): void } {
 }
 
 /** One team's Durable Object: its storage for good, its room while it runs. */
-type TeamSlot = { kv: MemoryKv; room: TeamRoom | null; cut: () => void; handler: MemoryRoomHandler | null };
+type TeamSlot = {
+  kv: MemoryKv;
+  room: TeamRoom | null;
+  started: Promise<void>;
+  cut: () => void;
+  handler: MemoryRoomHandler | null;
+};
+
+/**
+ * Who an HTTP request is, as `party/server.ts` decides it until the edge verifies tokens:
+ * `?agent=&role=`, else the team's operator. Kept the same as the server's (not exported there).
+ */
+function principalOf(url: URL): { agent: string; role: string } {
+  const q = url.searchParams;
+  return { agent: q.get("agent") ?? "http", role: q.get("role") ?? "admin" };
+}
 
 const macrotask = () => new Promise<void>((r) => setImmediate(r));
 
@@ -92,33 +107,36 @@ export function createTestRoom(options: TestRoomOptions = {}): TestRoom {
   const teamOf = (name: string): TeamSlot => {
     let team = teams.get(name);
     if (!team) {
-      team = { kv: new MemoryKv(), room: null, cut: () => {}, handler: null };
+      team = { kv: new MemoryKv(), room: null, started: Promise.resolve(), cut: () => {}, handler: null };
       teams.set(name, team);
     }
     return team;
   };
 
   /** A team's live room, built on first use after a start or a crash (PartyKit does the same). */
-  const live = (name: string): { room: TeamRoom; handler: MemoryRoomHandler } => {
+  const live = (name: string): { room: TeamRoom; started: Promise<void>; handler: MemoryRoomHandler } => {
     const team = teamOf(name);
     if (!team.room || !team.handler) {
       const view = fenced(team.kv);
       const room = new TeamRoom({ ...options, team: name, storage: view.storage });
+      // PartyKit admits nothing before `onStart` resolves; callbacks queue behind it, in order.
+      const started = room.start();
       team.room = room;
+      team.started = started;
       team.cut = view.cut;
       team.handler = {
         connect: (end, url) => {
           ends.add(end);
-          room.connect(end, url);
+          void started.then(() => room.connect(end, url));
         },
-        message: (end, data) => room.message(end, data),
+        message: (end, data) => void started.then(() => room.message(end, data)),
         close: (end) => {
           ends.delete(end);
-          room.close(end);
+          void started.then(() => room.close(end));
         },
       };
     }
-    return { room: team.room, handler: team.handler };
+    return { room: team.room, started: team.started, handler: team.handler };
   };
 
   /** `/parties/main/<team>[/...]` → the team, or null for any other path. */
@@ -169,10 +187,12 @@ export function createTestRoom(options: TestRoomOptions = {}): TestRoom {
       // macrotask, after what sockets sent before it, and its answer comes back on another.
       await macrotask();
       const team = teamIn(url.pathname);
-      const response =
-        team === null
-          ? new Response("Not found", { status: 404 })
-          : await live(team).room.request(new Request(url, init));
+      let response = new Response("Not found", { status: 404 });
+      if (team !== null) {
+        const { room, started } = live(team);
+        await started;
+        response = await room.request(new Request(url, init), principalOf(url));
+      }
       await macrotask();
       return response;
     },
@@ -185,7 +205,7 @@ export function createTestRoom(options: TestRoomOptions = {}): TestRoom {
         opened: () => {
           faults.openedAt = performance.now();
         },
-        dropOutgoing: (data) => faults.drop?.(data) ?? false,
+        outgoing: (data) => faults.fate(data),
         sent: (n) => {
           faults.bytesSent += n;
         },

@@ -19,7 +19,7 @@ import {
   type Parsed,
   parseClientFrame,
   parseRoomFrame,
-} from "./protocol.ts";
+} from "./index.ts";
 
 const parsers: Record<string, (text: string) => Parsed<unknown>> = { client: parseClientFrame, room: parseRoomFrame };
 

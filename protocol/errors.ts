@@ -1,8 +1,10 @@
 /**
  * The one error class of the runtime. `code` is a key of the protocol's error table, so a
  * caller can switch on it; `retryable` says whether the same request may succeed later.
+ * Here rather than in `client/` because protocol helpers that refuse bad input (entity
+ * keys, trace items) throw it too, and one class keeps `instanceof` true everywhere.
  */
-import { ERROR_CODES, type ErrorBody, type ErrorCode } from "./protocol.ts";
+import { ERROR_CODES, type ErrorBody, type ErrorCode } from "./codes.ts";
 
 export class CrosstalkError extends Error {
   override readonly name = "CrosstalkError";

@@ -1,6 +1,7 @@
 /**
- * The layout of a stream's log document (`log/<stream>`), shared by the room (its only
- * writer) and clients (readers).
+ * The layout of a stream's log document (`log/<stream>`) and how to read it, shared by the
+ * room and clients. Only the room writes these documents: the writer, `appendEvents`, lives in
+ * `party/log.ts` so that it does not ship to browsers.
  *
  * The root map `segments` holds one Y.Array per {@link LOG_SEGMENT_SIZE} events, keyed by
  * the segment number in decimal: event `seq` lives in segment `floor((seq-1)/SIZE)` at index
@@ -8,14 +9,16 @@
  * the log (a flat Y.Array gets slower per push as it grows), and a reader finds any event in
  * O(1). Events are plain JSON values in the arrays: immutable once written.
  */
-import * as Y from "yjs";
-import { LOG_SEGMENT_SIZE, type StoredEvent } from "./protocol.ts";
+import type * as Y from "yjs";
+import { LOG_SEGMENT_SIZE } from "./limits.ts";
+import type { StoredEvent } from "./schemas.ts";
 
 export type LogSegments = Y.Map<Y.Array<StoredEvent>>;
 
 export const logSegments = (doc: Y.Doc): LogSegments => doc.getMap("segments");
 
-const segmentOf = (seq: number) => Math.floor((seq - 1) / LOG_SEGMENT_SIZE);
+/** The segment (a key of the root map, in decimal) that holds event `seq`. */
+export const segmentOf = (seq: number): number => Math.floor((seq - 1) / LOG_SEGMENT_SIZE);
 
 /** The event with sequence number `seq`, if the document holds it. */
 export function eventAt(segments: LogSegments, seq: number): StoredEvent | undefined {
@@ -36,25 +39,4 @@ export function logTail(segments: LogSegments): number {
   let first = Number.POSITIVE_INFINITY;
   for (const key of segments.keys()) first = Math.min(first, Number(key));
   return Number.isFinite(first) ? first * LOG_SEGMENT_SIZE + 1 : logHead(segments) + 1;
-}
-
-/**
- * Appends events whose `seq` continues the log without a gap. Call inside a transaction to
- * make a batch one update. Room-side only.
- */
-export function appendEvents(segments: LogSegments, events: StoredEvent[]): void {
-  let i = 0;
-  while (i < events.length) {
-    const first = events[i] as StoredEvent;
-    const key = String(segmentOf(first.seq));
-    let segment = segments.get(key);
-    if (!segment) {
-      segment = new Y.Array<StoredEvent>();
-      segments.set(key, segment);
-    }
-    const room = LOG_SEGMENT_SIZE - segment.length;
-    const slice = events.slice(i, i + room);
-    segment.push(slice);
-    i += slice.length;
-  }
 }

@@ -4,8 +4,9 @@
  */
 import { describe, expect, it } from "vitest";
 import * as Y from "yjs";
-import { appendEvents, eventAt, logHead, logSegments, logTail } from "./log.ts";
-import { LOG_SEGMENT_SIZE, type StoredEvent } from "./protocol.ts";
+import { appendEvents } from "../party/log.ts";
+import { LOG_SEGMENT_SIZE, type StoredEvent } from "./index.ts";
+import { eventAt, logHead, logSegments, logTail } from "./log.ts";
 
 const event = (seq: number): StoredEvent => ({
   id: `e-${seq}`,

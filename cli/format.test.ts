@@ -1,52 +1,9 @@
-/** The CLI's pure helpers: argument parsing, formatting and trace rendering. */
+/** The CLI's pure output: event lines, tables, the progress bar, errors and trace trees. */
 import { describe, expect, it } from "vitest";
-import {
-  describeError,
-  formatEvent,
-  formatTable,
-  intArg,
-  jsonArg,
-  parseFrom,
-  printable,
-  renderProgress,
-  renderTraceTree,
-  useColor,
-} from "./cli.ts";
-import { CrosstalkError } from "./errors.ts";
-import type { StoredEvent } from "./protocol.ts";
-import type { TraceNode } from "./trace.ts";
-
-describe("parseFrom", () => {
-  it("takes start, end, a seq or an ISO time", () => {
-    expect(parseFrom("start")).toBe("start");
-    expect(parseFrom("end")).toBe("end");
-    expect(parseFrom("42")).toBe(42);
-    expect(parseFrom("2025-01-31T12:00:00Z")).toEqual(new Date("2025-01-31T12:00:00Z"));
-    expect(parseFrom("2025-01-31T12:00:00.250+02:00")).toEqual(new Date("2025-01-31T10:00:00.250Z"));
-    expect(parseFrom("2025-01-31")).toEqual(new Date("2025-01-31T00:00:00Z"));
-  });
-
-  it("refuses anything else", () => {
-    for (const bad of ["0", "-1", "1.5", "yesterday", "", "2025-13-45", "9999999999999999999"]) {
-      expect(() => parseFrom(bad), bad).toThrow(/expected/);
-    }
-  });
-});
-
-describe("argument parsers", () => {
-  it("jsonArg parses any JSON value and names the problem otherwise", () => {
-    expect(jsonArg('{"a":[1,null]}')).toEqual({ a: [1, null] });
-    expect(jsonArg('"s"')).toBe("s");
-    expect(jsonArg("null")).toBeNull();
-    expect(() => jsonArg("{a:1}")).toThrow(/not valid JSON/);
-  });
-
-  it("intArg enforces integers and a lower bound", () => {
-    expect(intArg(1)("5")).toBe(5);
-    expect(intArg(0)("0")).toBe(0);
-    for (const bad of ["0", "1e3", "2.5", "x", "", "-3"]) expect(() => intArg(1)(bad), bad).toThrow(/integer >= 1/);
-  });
-});
+import type { StoredEvent, TraceNode } from "../client/node.ts";
+import { CrosstalkError } from "../client/node.ts";
+import { describeError, RoomError } from "./errors.ts";
+import { formatEvent, formatTable, printable, renderProgress, renderTraceTree, useColor } from "./format.ts";
 
 describe("formatting", () => {
   const event: StoredEvent = {
@@ -103,6 +60,7 @@ describe("formatting", () => {
       "NO_ROUTE: agent x is not connected",
     );
     expect(describeError(new Error("boom\r"))).toBe("error: boom\\u000d");
+    expect(describeError(new RoomError("PARTYKIT_MISSING", "install it"))).toBe("PARTYKIT_MISSING: install it");
   });
 });
 

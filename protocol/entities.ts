@@ -16,10 +16,9 @@
  * just that field (a deterministic outcome on every replica).
  */
 import type * as Y from "yjs";
-import type { z } from "zod";
 import { CrosstalkError } from "./errors.ts";
+import type { Json } from "./schemas.ts";
 
-export type Json = z.core.util.JSONType;
 export type Entity = { [field: string]: Json };
 export type EntityMeta = {
   /** Incremented by every write; concurrent writes converge on one of them. */

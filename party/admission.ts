@@ -1,0 +1,171 @@
+/**
+ * Admission: who a socket is, from connect to close. The identity comes from the connect
+ * URL's query (`agent`, `role`, `_pk` = client instance, `v` = protocol version) and is
+ * stamped on the session, never taken from frames; signed tokens will replace the query
+ * here (and `policy.ts` will decide what the identity may do). Also the sessions' registry,
+ * and the `leave` frame, which ends a session on purpose.
+ */
+import {
+  CLOSE_CODES,
+  docNameSchema,
+  type Grants,
+  type Identity,
+  nameSchema,
+  PROTOCOL_VERSION,
+} from "../protocol/index.ts";
+import type { RoomModule } from "./handlers.ts";
+import type { Metrics } from "./metrics.ts";
+import type { Presence } from "./presence.ts";
+import { ANONYMOUS_WRITER, RawDocSession, Session, type Socket } from "./session.ts";
+
+export type AdmissionOptions = {
+  team: string;
+  now: () => number;
+  metrics: Metrics;
+  presence: Presence;
+  /** The effective permissions of an admitted session under the team's policy (`team-policy.ts`). */
+  grants: (who: Session) => Grants;
+  /**
+   * Right after the welcome, before any other frame of the session: hand back what was in
+   * flight for this agent (in-doubt calls). Synchronous, so nothing else sees the session first.
+   */
+  admitted: (session: Session) => void;
+  /** After the welcome, in the session's frame order: hand the agent what waited for it (its inbox). */
+  welcomed: (session: Session) => Promise<void>;
+  /** A session ended: release what it held in the other modules (documents, calls, group leases). */
+  gone: (session: Session) => void;
+};
+
+export class Admission {
+  readonly #sessions = new Map<Socket, Session>();
+  #nextSession = 0;
+
+  constructor(private readonly options: AdmissionOptions) {}
+
+  /** Open sockets: agents and stock Yjs clients. */
+  get size(): number {
+    return this.#sessions.size;
+  }
+
+  get(socket: Socket): Session | undefined {
+    return this.#sessions.get(socket);
+  }
+
+  sessions(): IterableIterator<Session> {
+    return this.#sessions.values();
+  }
+
+  /**
+   * Admits a socket, or closes it with the reason; the welcome frame opens an agent's session.
+   * `identity` is what the host verified from the agent's signed token (`identity.ts`); with
+   * it, agent and role come from the token only, and a URL `agent` that differs is refused.
+   */
+  connect(socket: Socket, url: URL, identity?: Identity): Session | null {
+    const { now, metrics, presence } = this.options;
+    const q = url.searchParams;
+    if (identity && q.has("agent") && q.get("agent") !== identity.agent) {
+      socket.close(
+        CLOSE_CODES.Forbidden.code,
+        `${CLOSE_CODES.Forbidden.reason}: the agent in the URL is not the token's`,
+      );
+      return null;
+    }
+    if (q.has("doc")) return this.#connectRaw(socket, q, identity);
+    const agent = nameSchema.safeParse(identity?.agent ?? q.get("agent"));
+    const role = nameSchema.safeParse(identity?.role ?? q.get("role") ?? "agent");
+    const version = Number(q.get("v") ?? PROTOCOL_VERSION);
+    if (!agent.success || !role.success || version !== PROTOCOL_VERSION) {
+      const why = !agent.success ? "agent" : !role.success ? "role" : `protocol version ${version}`;
+      socket.close(CLOSE_CODES.BadRequest.code, `${CLOSE_CODES.BadRequest.reason}: invalid ${why}`);
+      return null;
+    }
+    const instance = q.get("_pk") ?? `anon-${this.#nextSession + 1}`;
+    const session = new Session({
+      n: ++this.#nextSession,
+      socket,
+      agent: agent.data,
+      role: role.data,
+      instance,
+      connectedAt: now(),
+      metrics,
+      ...(identity?.scope ? { scope: identity.scope } : {}),
+      ...(identity?.expiresAt !== undefined ? { expiresAt: identity.expiresAt } : {}),
+    });
+    session.grants = this.options.grants(session);
+    const admitted = presence.admit(session);
+    if (!admitted.ok) {
+      socket.close(CLOSE_CODES.AgentIdInUse.code, `${CLOSE_CODES.AgentIdInUse.reason}: ${agent.data}`);
+      return null;
+    }
+    if (admitted.replaced) this.drop(admitted.replaced, CLOSE_CODES.Replaced);
+    this.#sessions.set(socket, session);
+    session.sendFrame({
+      type: "welcome",
+      protocol: PROTOCOL_VERSION,
+      agent: session.agent,
+      role: session.role,
+      serverTime: now(),
+      roster: presence.roster(),
+      permissions: session.grants.permissions,
+    });
+    this.options.admitted(session);
+    // Messages that waited in the inbox follow the welcome, in the session's frame order.
+    session.queue = session.queue
+      .then(() => this.options.welcomed(session))
+      .catch((error: unknown) => {
+        console.error(`[crosstalk ${this.options.team}] inbox of ${session.agent} not delivered`, error);
+      });
+    return session;
+  }
+
+  /** A stock Yjs provider for one document: same document permissions, no agent identity. */
+  #connectRaw(socket: Socket, q: URLSearchParams, identity?: Identity): Session | null {
+    const doc = docNameSchema.safeParse(q.get("doc"));
+    const named = identity?.agent ?? q.get("agent");
+    const agent = nameSchema.safeParse(named ?? `yjs-${this.#nextSession + 1}`);
+    if (!doc.success || !agent.success) {
+      socket.close(CLOSE_CODES.BadRequest.code, `${CLOSE_CODES.BadRequest.reason}: invalid doc or agent`);
+      return null;
+    }
+    const init = {
+      n: ++this.#nextSession,
+      socket,
+      agent: agent.data,
+      connectedAt: this.options.now(),
+      metrics: this.options.metrics,
+      ...(identity?.scope ? { scope: identity.scope } : {}),
+      ...(identity?.expiresAt !== undefined ? { expiresAt: identity.expiresAt } : {}),
+      ...(named === null ? { writer: ANONYMOUS_WRITER } : {}),
+    };
+    const session = new RawDocSession(init, doc.data);
+    session.grants = this.options.grants(session);
+    this.#sessions.set(socket, session);
+    return session;
+  }
+
+  /** The socket closed (or failed). */
+  close(socket: Socket): void {
+    const session = this.#sessions.get(socket);
+    if (session) this.drop(session, null);
+  }
+
+  /** Ends a session once: closes its socket (with `close`), releases what it held, takes it off the roster. */
+  drop(session: Session, close: { code: number; reason: string } | null): void {
+    if (session.closed) return;
+    if (close) session.socket.close(close.code, close.reason);
+    session.closed = true;
+    this.#sessions.delete(session.socket);
+    this.options.gone(session);
+    this.options.presence.remove(session);
+  }
+
+  /** Closes every socket: the room can no longer trust its memory. */
+  closeAll(code: number, reason: string): void {
+    for (const s of this.#sessions.values()) s.socket.close(code, reason);
+  }
+
+  /** `leave`: answered first, then the session ends, so the id is free when the client closes. */
+  readonly module: RoomModule<"leave"> = {
+    frames: { leave: (session) => ({ reply: {}, afterwards: () => this.drop(session, null) }) },
+  };
+}

@@ -1,0 +1,182 @@
+/**
+ * Socket dispatch: the single point every message from a socket goes through. It parses,
+ * asks `policy.ts` whether the sender may, hands the frame to the handler its type names in
+ * the dispatch table, and turns what the handler returns into frames: the reply frame the
+ * protocol names for the request, or an `error` frame echoing the request's `ref`. No module
+ * sends its own reply or refusal.
+ *
+ * Messages of one session are handled strictly in arrival order (a frame waiting on a
+ * document load holds the next); a handler's `later` answer does not hold them.
+ */
+import * as decoding from "lib0/decoding";
+import * as syncProtocol from "y-protocols/sync";
+import {
+  type ClientFrame,
+  type ClientFrameType,
+  decodeDocFrame,
+  type ErrorBody,
+  parseClientFrame,
+  type RequestType,
+  replies,
+  Y_MESSAGE_AWARENESS,
+  Y_MESSAGE_SYNC,
+} from "../protocol/index.ts";
+import type { Admission } from "./admission.ts";
+import { type DocHub, isEmptyUpdate } from "./docs.ts";
+import type { DispatchTable, FrameHandler, Outcome } from "./handlers.ts";
+import type { Metrics } from "./metrics.ts";
+import { authorize, type Op } from "./policy.ts";
+import { RawDocSession, type Session } from "./session.ts";
+
+type Data = string | ArrayBuffer | ArrayBufferView;
+
+export type DispatchOptions = {
+  team: string;
+  table: DispatchTable;
+  hub: DocHub;
+  metrics: Metrics;
+  admission: Admission;
+  /** Null once the team's policy is loaded; until then, the load every message waits for. */
+  policyReady: () => Promise<void> | null;
+};
+
+export class Dispatch {
+  constructor(private readonly options: DispatchOptions) {}
+
+  /** Queues one message of `session`; failures become INTERNAL errors, never a thrown callback. */
+  message(session: Session, data: Data): void {
+    session.queue = session.queue.then(() =>
+      this.#handle(session, data).catch((error: unknown) => this.#failed(session, error, undefined)),
+    );
+  }
+
+  #failed(session: Session, error: unknown, ref: string | undefined): void {
+    console.error(`[crosstalk ${this.options.team}] frame from ${session.agent} failed`, error);
+    this.#refuse(session, { code: "INTERNAL", message: "the room failed to handle this frame" }, { ref });
+  }
+
+  #refuse(session: Session, error: ErrorBody, extra: { ref?: string; doc?: string } = {}): void {
+    this.options.metrics.refused.inc({ code: error.code });
+    session.sendFrame({ type: "error", ...extra, error });
+  }
+
+  async #handle(session: Session, data: Data): Promise<void> {
+    const loading = this.options.policyReady();
+    if (loading) await loading;
+    if (session instanceof RawDocSession) return this.#raw(session, data);
+    if (typeof data === "string") return this.#text(session, data);
+    const whole = session.reassembler.push(asBytes(data));
+    if (!whole.ok) return this.#refuse(session, whole.error);
+    if (!whole.frame) return;
+    this.options.metrics.framesIn.inc({ type: "doc" });
+    const decoded = decodeDocFrame(whole.frame);
+    if (!decoded.ok) return this.#refuse(session, decoded.error);
+    const { doc, decoder } = decoded.frame;
+    const op = syncOp(decoder);
+    const denied = op && authorize(session, op, { doc });
+    if (denied && !emptyWrite(op, decoder)) return this.#refuse(session, denied, { doc });
+    const error = await this.options.hub.receive(session, doc, decoder);
+    if (error) this.#refuse(session, error, { doc });
+  }
+
+  async #text(session: Session, text: string): Promise<void> {
+    const parsed = parseClientFrame(text);
+    this.options.metrics.framesIn.inc({ type: parsed.ok ? parsed.frame.type : "invalid" });
+    if (!parsed.ok) return this.#refuse(session, parsed.error, { ref: parsed.ref });
+    const frame = parsed.frame;
+    const ref = "ref" in frame ? frame.ref : undefined;
+    const denied = authorize(session, "send", { frame });
+    if (denied) return this.#refuse(session, denied, { ref });
+    // The table holds the handler of this frame's own type (`DispatchTable`).
+    const handler = this.options.table[frame.type] as FrameHandler<ClientFrameType>;
+    try {
+      this.#answer(session, frame, ref, await handler(session, frame as never, { chars: text.length }));
+    } catch (error) {
+      this.#failed(session, error, ref);
+    }
+  }
+
+  /** The one place a handler's outcome becomes frames. */
+  #answer(session: Session, frame: ClientFrame, ref: string | undefined, outcome: Outcome<ClientFrameType>): void {
+    if (!outcome) return;
+    if ("later" in outcome) {
+      outcome.later.then(
+        (settled) => this.#answer(session, frame, ref, settled),
+        (error: unknown) => this.#failed(session, error, ref),
+      );
+      return;
+    }
+    if ("error" in outcome) return this.#refuse(session, outcome.error, { ref });
+    const type = replies[frame.type as RequestType];
+    if (type && ref !== undefined) session.sendFrame({ ...outcome.reply, type, ref } as never);
+    outcome.afterwards?.();
+  }
+
+  /** A stock Yjs client: y-websocket messages, no envelope. Sync goes to the hub, awareness to the doc's other stock clients. */
+  async #raw(session: RawDocSession, data: Data): Promise<void> {
+    if (typeof data === "string") return;
+    const bytes = asBytes(data);
+    const decoder = decoding.createDecoder(bytes);
+    let type: number;
+    try {
+      type = decoding.readVarUint(decoder);
+    } catch {
+      return;
+    }
+    const { team, hub, admission } = this.options;
+    const doc = session.doc;
+    if (type === Y_MESSAGE_SYNC) {
+      const op = syncOp(decoder);
+      const denied = op && authorize(session, op, { doc });
+      const error = denied && !emptyWrite(op, decoder) ? denied : await hub.receive(session, doc, decoder);
+      if (error) {
+        // A stock client has no error frame to read; the refusal is logged and counted.
+        this.options.metrics.refused.inc({ code: error.code });
+        console.warn(`[crosstalk ${team}] stock Yjs client ${session.agent}: ${error.message}`);
+      }
+    } else if (type === Y_MESSAGE_AWARENESS) {
+      const denied = authorize(session, "send", { doc });
+      if (denied) return console.warn(`[crosstalk ${team}] stock Yjs client ${session.agent}: ${denied.message}`);
+      for (const other of admission.sessions()) {
+        if (other !== session && other instanceof RawDocSession && other.doc === doc) other.socket.send(bytes);
+      }
+    }
+  }
+}
+
+/**
+ * What a y-protocols sync message asks, read without consuming it: step 1 reads the document,
+ * step 2 and updates write it. Null when unreadable (the hub reports it).
+ */
+function syncOp(decoder: decoding.Decoder): Op | null {
+  try {
+    const type = decoding.peekVarUint(decoder);
+    if (type === syncProtocol.messageYjsSyncStep1) return "read";
+    if (type === syncProtocol.messageYjsSyncStep2 || type === syncProtocol.messageYjsUpdate) return "write";
+    return null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * A sync step 2 or update that changes nothing: what a reader's Yjs replies to the room's
+ * own step 1. Changing nothing needs no write permission (read without consuming).
+ */
+function emptyWrite(op: Op | null, decoder: decoding.Decoder): boolean {
+  if (op !== "write") return false;
+  try {
+    const peek = decoding.clone(decoder);
+    decoding.readVarUint(peek);
+    return isEmptyUpdate(decoding.readVarUint8Array(peek));
+  } catch {
+    return false;
+  }
+}
+
+/** A byte view of a binary WebSocket message, without copying. */
+function asBytes(data: ArrayBuffer | ArrayBufferView): Uint8Array {
+  return data instanceof ArrayBuffer
+    ? new Uint8Array(data)
+    : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}

@@ -1,0 +1,86 @@
+/**
+ * Error codes and close codes: the one table every `CrosstalkError`, `error` frame and
+ * `rpc.response` failure draws from, and the WebSocket close codes the room uses.
+ */
+import { z } from "zod";
+
+/**
+ * Every error the runtime reports, with whether retrying the same request can help.
+ * `CrosstalkError.code` is always a key of this table.
+ */
+export const ERROR_CODES = {
+  BAD_FRAME: { retryable: false, doc: "The frame is not valid JSON or does not match its schema. Fix the sender." },
+  UNKNOWN_FRAME: { retryable: false, doc: "The frame type is not part of this protocol version. Upgrade the client." },
+  INVALID_ARGUMENT: {
+    retryable: false,
+    doc: "A client API was called with invalid arguments (a bad name, non-JSON data). Fix the call.",
+  },
+  FORBIDDEN: { retryable: false, doc: "The connection may not do this (e.g. write a room-owned log document)." },
+  UNAUTHORIZED: { retryable: false, doc: "The connection is not authenticated for this room." },
+  TOO_LARGE: {
+    retryable: false,
+    doc: "An event or frame exceeds the size limit. Store large blobs elsewhere and publish a reference.",
+  },
+  NOT_FOUND: { retryable: false, doc: "The named thing (stream, call, document) does not exist." },
+  CONFLICT: {
+    retryable: false,
+    doc: "A precondition failed (expected version or sequence). Re-read and decide again.",
+  },
+  NO_ROUTE: {
+    retryable: false,
+    doc: "No connected agent serves this method at this target. Check the roster. With `details.recentlyGone` one left moments ago and is probably reconnecting: calls with `retries` retry it.",
+  },
+  TARGET_GONE: {
+    retryable: true,
+    doc: "The callee disconnected before answering. Retrying may reach it or another instance.",
+  },
+  TIMEOUT: {
+    retryable: true,
+    doc: "No answer before the deadline. The callee may still have run: retry only with an idempotency key.",
+  },
+  CANCELLED: { retryable: false, doc: "The caller aborted the call." },
+  INVALID_INPUT: { retryable: false, doc: "The callee refused the input as invalid. Fix the input." },
+  INVALID_OUTPUT: {
+    retryable: false,
+    doc: "The callee produced output that fails its contract. Report to the callee's owner.",
+  },
+  HANDLER_ERROR: {
+    retryable: false,
+    doc: "The callee's handler threw; the message is passed on, never a remote stack.",
+  },
+  OVERLOADED: { retryable: true, doc: "Too many calls in flight at the callee or the room. Back off and retry." },
+  OFFLINE: { retryable: true, doc: "The connection dropped while the request was in flight; its outcome is unknown." },
+  CLOSED: { retryable: false, doc: "The client was closed by its owner." },
+  INTERNAL: { retryable: true, doc: "The room hit an unexpected error; nothing was applied." },
+} as const satisfies Record<string, { retryable: boolean; doc: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+export const errorCodeSchema = z.enum(Object.keys(ERROR_CODES) as [ErrorCode, ...ErrorCode[]]);
+
+/** WebSocket close codes the room uses (4000-4999 is the application range). */
+export const CLOSE_CODES = {
+  /** The connect URL lacks a valid `agent`/`role`, or names an unsupported protocol version. */
+  BadRequest: { code: 4400, reason: "bad request" },
+  Unauthorized: { code: 4401, reason: "unauthorized" },
+  Forbidden: { code: 4403, reason: "forbidden" },
+  /** Another live connection (a different client instance) already is this agent. */
+  AgentIdInUse: { code: 4409, reason: "agent id in use" },
+  /** The same client instance reconnected; the older socket is closed. */
+  Replaced: { code: 4000, reason: "replaced by a newer connection" },
+} as const;
+
+/** Close codes after which the client must not reconnect by itself. */
+export const FATAL_CLOSE_CODES: ReadonlySet<number> = new Set([
+  CLOSE_CODES.BadRequest.code,
+  CLOSE_CODES.Unauthorized.code,
+  CLOSE_CODES.Forbidden.code,
+  CLOSE_CODES.AgentIdInUse.code,
+]);
+
+export const errorBodySchema = z.object({
+  code: errorCodeSchema,
+  message: z.string(),
+  /** Machine-readable extras, e.g. zod issues for a schema failure. */
+  details: z.json().optional(),
+});
+export type ErrorBody = z.infer<typeof errorBodySchema>;

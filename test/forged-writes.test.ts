@@ -1,0 +1,80 @@
+/**
+ * Yjs trusts the client id inside an update. The attack from the issue: a stock y-websocket
+ * client syncs `state/deals`, reads an honest agent's Yjs client id from the state vector and
+ * writes under it (at its next clock), so the forged value looks like the honest agent's own
+ * edit. The room binds every Yjs client id to the agent that first wrote under it and refuses
+ * updates under another's id: nothing is applied, the honest agent never sees it.
+ */
+
+import { afterAll, beforeAll, expect, it } from "vitest";
+import WebSocket from "ws";
+import { WebsocketProvider } from "y-websocket";
+import * as Y from "yjs";
+import { eventually, type RoomServer, startRoom } from "./harness.ts";
+
+let room: RoomServer;
+beforeAll(async () => {
+  room = await startRoom();
+});
+afterAll(async () => {
+  await room?.[Symbol.asyncDispose]();
+});
+
+const refusedForbidden = async (): Promise<number> => {
+  const text = await (await room.fetch(`/parties/main/${team}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith('crosstalk_refused_frames_total{code="FORBIDDEN"}'));
+  return line ? Number(line.split(" ").at(-1)) : 0;
+};
+
+let team: string;
+
+it("refuses an update written under another agent's Yjs client id, also after a room restart", async () => {
+  team = room.team("forge");
+  const honest = await room.agent("sales-1", { team });
+  const deals = honest.state("deals");
+  await deals.ready;
+  deals.set("D1", { amount: 100 });
+
+  const attack = async (value: number) => {
+    const ydoc = new Y.Doc();
+    const provider = new WebsocketProvider(`ws://${room.host}/parties/main`, team, ydoc, {
+      params: { doc: "state/deals", agent: "mallory" },
+      WebSocketPolyfill: WebSocket as never,
+      disableBc: true,
+    });
+    try {
+      await eventually(() => expect(ydoc.getMap("fields").get("D1\u001famount")).toBe(100));
+      // The honest agent's client id, from the synced state vector.
+      const victim = [...Y.decodeStateVector(Y.encodeStateVector(ydoc)).keys()].find((c) => c !== ydoc.clientID);
+      expect(victim).toBeDefined();
+      const before = await refusedForbidden();
+      const own = ydoc.clientID;
+      ydoc.clientID = victim as number;
+      ydoc.getMap("fields").set("D1\u001famount", value);
+      ydoc.clientID = own; // y-protocols' awareness is keyed by the doc's own id.
+      await eventually(() => expect(refusedForbidden()).resolves.toBe(before + 1));
+    } finally {
+      provider.destroy();
+    }
+  };
+
+  await attack(666);
+  // The honest agent still sees its own value, and so does a newcomer reading the room's copy.
+  deals.update("D1", { stage: "won" });
+  const reader = await room.agent("reader", { team });
+  const copy = reader.state("deals");
+  await copy.ready;
+  await eventually(() => expect(copy.get("D1")).toEqual({ amount: 100, stage: "won" }));
+  expect(deals.get("D1")).toEqual({ amount: 100, stage: "won" });
+
+  // The binding is stored: after a SIGKILL restart the id still belongs to the honest agent.
+  await room.kill("SIGKILL");
+  await room.restart();
+  await honest.online(20_000);
+  await attack(777);
+  deals.update("D1", { stage: "signed" });
+  await eventually(() => expect(copy.get("D1")).toEqual({ amount: 100, stage: "signed" }));
+  // The honest agent's own writes under its id still land.
+  deals.update("D1", { amount: 120 });
+  await eventually(() => expect(copy.get("D1")).toEqual({ amount: 120, stage: "signed" }));
+});
