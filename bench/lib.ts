@@ -1,14 +1,17 @@
 /**
  * Shared pieces of the benchmark suite: options, statistics, the progress line, the result
- * table, servers (a real `partykit dev` per scenario), a byte-counting WebSocket that can
- * also be cut and held offline, /proc readers for the room process, and bounded waiting.
+ * table, servers (a real `partykit dev` per scenario, started by the test kit), /proc readers
+ * for the room process, and bounded waiting. The byte-counting, cuttable WebSocket, `sleep`
+ * and polling are the test kit's (`testing/`, published as `crosstalk/testing`).
  */
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import WebSocket from "ws";
 import YPartyKitProvider from "y-partykit/provider";
 import * as Y from "yjs";
-import { type RoomServer, startRoom } from "../test/harness.ts";
+import { type CuttableSocket, eventually, type RoomServer, startRoom, type WsClass } from "../testing/index.ts";
+
+export { cuttableSocket, sleep } from "../testing/index.ts";
 
 export const BENCH_CONFIG = resolve(import.meta.dirname, "partykit.json");
 const ROOT = resolve(import.meta.dirname, "..");
@@ -242,7 +245,7 @@ export async function startServer(vars: Record<string, string> = {}, config = BE
   const path = config === BENCH_CONFIG ? snapshotConfig() : config;
   let room: RoomServer;
   try {
-    room = await startRoom({ config: path, vars });
+    room = await startRoom({ config: path, vars, cwd: ROOT });
   } catch (error) {
     // The harness leaves a server that never answered running: end it here.
     for (const p of processes()) {
@@ -378,67 +381,12 @@ export async function withCpu<T>(
 // ---------------------------------------------------------------------------------------
 // Byte-counting, cuttable WebSocket
 
-export type Wire = {
-  /** A `ws` subclass to pass as `WebSocket` to `connect` or `WebSocketPolyfill` to y-partykit. */
-  WebSocket: new (
-    url: string | URL,
-    protocols?: string | string[],
-  ) => WebSocket;
-  /** Payload bytes received by every socket of this class so far. */
-  readonly received: number;
-  /** Payload bytes sent. */
-  readonly sent: number;
-  /** When the latest socket opened (performance.now()). */
-  readonly openedAt: number;
-  /** Cuts the current socket without a close handshake (the peer sees it vanish). */
-  cut(): void;
-  /** While held, new sockets go to a closed port and fail: the client stays offline. */
-  hold(held: boolean): void;
-};
-
-export function wire(): Wire {
-  let received = 0;
-  let sent = 0;
-  let openedAt = 0;
-  let held = false;
-  let current: WebSocket | null = null;
-  class CountingWebSocket extends WebSocket {
-    constructor(url: string | URL, protocols?: string | string[]) {
-      // Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
-      super(held ? "ws://127.0.0.1:9/" : url, protocols);
-      current = this;
-      this.on("open", () => {
-        openedAt = performance.now();
-      });
-      this.on("message", (data: Buffer | ArrayBuffer | Buffer[]) => {
-        received += Array.isArray(data) ? data.reduce((n, b) => n + b.byteLength, 0) : data.byteLength;
-      });
-    }
-
-    override send(data: unknown, ...rest: unknown[]): void {
-      sent += typeof data === "string" ? Buffer.byteLength(data) : ((data as ArrayBufferView).byteLength ?? 0);
-      (super.send as (...args: unknown[]) => void)(data, ...rest);
-    }
-  }
-  return {
-    WebSocket: CountingWebSocket,
-    get received() {
-      return received;
-    },
-    get sent() {
-      return sent;
-    },
-    get openedAt() {
-      return openedAt;
-    },
-    cut() {
-      current?.terminate();
-    },
-    hold(h) {
-      held = h;
-    },
-  };
-}
+/**
+ * The kit's `cuttableSocket()`: a `ws` class to pass as `WebSocket` to `connect` or as
+ * `WebSocketPolyfill` to y-partykit, counting payload bytes (`bytesReceived`, `bytesSent`),
+ * recording the latest open (`openedAt`), cut with `cut()`, held offline with `down()`/`up()`.
+ */
+export type Wire = CuttableSocket<WsClass>;
 
 // ---------------------------------------------------------------------------------------
 // Raw sockets (relay baseline, fast history fill)
@@ -476,19 +424,18 @@ export async function rawSocket(server: BenchServer, path: string): Promise<RawS
 // ---------------------------------------------------------------------------------------
 // Waiting, always bounded
 
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
 /** Polls `done` every `intervalMs` until true; throws after `timeoutMs`. */
 export async function waitFor(
   what: string,
   done: () => boolean,
   { timeoutMs = 60_000, intervalMs = 2 }: { timeoutMs?: number; intervalMs?: number } = {},
 ): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!done()) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(intervalMs);
-  }
+  await eventually(
+    () => {
+      if (!done()) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    },
+    { timeoutMs, intervalMs },
+  );
 }
 
 /** Rejects if `promise` takes longer than `timeoutMs`. */

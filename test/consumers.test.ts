@@ -1,15 +1,15 @@
 /**
- * Consumers the room remembers, over a real room: a durable consumer that crashes resumes
+ * Consumers the room remembers, over the in-process room (the real `TeamRoom`): a durable consumer that crashes resumes
  * exactly after its last acknowledged event; a consumer group splits the load so each event
  * is handled once, and a member that dies holding leases has its events redelivered.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { StoredEvent } from "../client/index.ts";
-import { eventually, type RoomServer, startRoom } from "./harness.ts";
+import { createTestRoom, eventually, type TestRoom } from "./harness.ts";
 
-let room: RoomServer;
-beforeAll(async () => {
-  room = await startRoom();
+let room: TestRoom;
+beforeAll(() => {
+  room = createTestRoom();
 });
 afterAll(async () => {
   await room?.[Symbol.asyncDispose]();

@@ -1,9 +1,13 @@
 /**
  * End to end over a real room: two Node agents and one agent running inside workerd share
- * state, publish and subscribe in order, call each other both ways and see one roster.
+ * state, publish and subscribe in order, call each other both ways and see one roster; a
+ * stock y-websocket client syncs a namespace.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { StoredEvent } from "../client/index.ts";
+import WebSocket from "ws";
+import { WebsocketProvider } from "y-websocket";
+import * as Y from "yjs";
+import type { StoredEvent, Team } from "../client/index.ts";
 import { eventually, type RoomServer, startRoom } from "./harness.ts";
 
 let room: RoomServer;
@@ -116,3 +120,54 @@ describe("a team of two Node agents and a workerd agent", () => {
     );
   });
 });
+
+describe("interop", () => {
+  it("syncs a namespace with a stock y-websocket WebsocketProvider", async () => {
+    const team = room.team("interop");
+    const agent = await room.agent("agent", { team });
+    const deals = agent.state("deals");
+    await deals.ready;
+    deals.set("D1", { stage: "open" });
+
+    const ydoc = new Y.Doc();
+    const provider = new WebsocketProvider(`ws://${room.host}/parties/main`, team, ydoc, {
+      params: { doc: "state/deals", agent: "editor", token: await room.token("editor", "agent", { team }) },
+      WebSocketPolyfill: WebSocket as never,
+      disableBc: true,
+    });
+    try {
+      await eventually(() => expect(provider.synced).toBe(true));
+      const fields = ydoc.getMap("fields");
+      expect(fields.get("D1\u001fstage")).toBe("open");
+      // A plain Yjs write from the editor reaches the agent as a field-level change.
+      fields.set("D1\u001fowner", "editor");
+      await eventually(() => expect(deals.get("D1")).toEqual({ stage: "open", owner: "editor" }));
+      deals.update("D1", { stage: "won" });
+      await eventually(() => expect(fields.get("D1\u001fstage")).toBe("won"));
+      // Log documents stay read-only for stock clients too.
+      const logDoc = new Y.Doc();
+      const logProvider = new WebsocketProvider(`ws://${room.host}/parties/main`, team, logDoc, {
+        params: { doc: "log/main", token: await room.token("log-reader", "agent", { team }) },
+        WebSocketPolyfill: WebSocket as never,
+        disableBc: true,
+      });
+      await pubAndCheck(agent, logDoc, logProvider);
+    } finally {
+      provider.destroy();
+    }
+  });
+});
+
+async function pubAndCheck(agent: Team, logDoc: Y.Doc, provider: WebsocketProvider) {
+  try {
+    await agent.publish("deal.won", { dealId: "D1" });
+    await eventually(() => expect(JSON.stringify(logDoc.getMap("segments").toJSON())).toContain("deal.won"));
+    logDoc.getMap("segments").set("999", new Y.Array());
+    await agent.publish("deal.after", {});
+    const events: string[] = [];
+    for await (const e of agent.history({})) events.push(e.type);
+    expect(events).toEqual(["deal.won", "deal.after"]);
+  } finally {
+    provider.destroy();
+  }
+}

@@ -1,15 +1,16 @@
 /**
- * Observability over a real room: Prometheus metrics, the HTTP views of agents, state and
- * streams, W3C trace context on everything, and the causal tree of one piece of work.
+ * Observability over the in-process room (the real `TeamRoom`, its HTTP views reached through
+ * `room.fetch`; testing-kit.test.ts checks they answer the same through the real server):
+ * Prometheus metrics, the HTTP views of agents, state and streams, W3C trace context on
+ * everything, and the causal tree of one piece of work.
  */
 import { afterAll, beforeAll, expect, it } from "vitest";
-import WebSocket from "ws";
 import { type StoredEvent, type TraceNode, traceFrom, traceIdOf } from "../client/index.ts";
-import { eventually, type RoomServer, startRoom } from "./harness.ts";
+import { createTestRoom, eventually, type TestRoom } from "./harness.ts";
 
-let room: RoomServer;
-beforeAll(async () => {
-  room = await startRoom();
+let room: TestRoom;
+beforeAll(() => {
+  room = createTestRoom();
 });
 afterAll(async () => {
   await room?.[Symbol.asyncDispose]();
@@ -38,11 +39,10 @@ it("exposes Prometheus metrics and HTTP views of agents, state and streams", asy
     expect((await (await room.fetch(`/parties/main/${team}/state/deals`)).json()).D1).toBeDefined(),
   );
   // A refused frame from a raw socket.
-  const token = await room.token("raw", "agent", { team });
-  const raw = new WebSocket(`ws://${room.host}/parties/main/${team}?agent=raw&v=1&token=${token}`);
-  await new Promise((r) => raw.once("message", r));
+  const raw = new room.WebSocket(`ws://${room.host}/parties/main/${team}?agent=raw&v=1`);
+  await new Promise((r) => raw.addEventListener("message", r, { once: true }));
   raw.send("not json");
-  await new Promise((r) => raw.once("message", r));
+  await new Promise((r) => raw.addEventListener("message", r, { once: true }));
   raw.close();
 
   const res = await room.fetch(`/parties/main/${team}/metrics`);

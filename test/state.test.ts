@@ -1,21 +1,20 @@
 /**
- * Shared state over a real room: convergence under random interleavings and disconnects
- * (fast-check), field-level merges even when agents create the same entity at once,
- * conditional writes and leases arbitrated by the room, projections applied exactly once
- * across an agent crash and a room restart, schemas, and a stock y-websocket client.
+ * Shared state over the in-process room (the real `TeamRoom`): convergence under random
+ * interleavings and disconnects (fast-check), field-level merges even when agents create the
+ * same entity at once, conditional writes and leases arbitrated by the room, and schemas.
+ * Projections across a SIGKILL restart are in restart.test.ts and the stock y-websocket
+ * client in foundation.test.ts, on the real server.
  */
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import WebSocket from "ws";
-import { WebsocketProvider } from "y-websocket";
-import * as Y from "yjs";
 import { z } from "zod";
 import type { Team } from "../client/index.ts";
-import { cuttableSocket as cuttable, eventually, type RoomServer, startRoom } from "./harness.ts";
+import { createTestRoom, eventually, type TestRoom } from "./harness.ts";
 
-let room: RoomServer;
-beforeAll(async () => {
-  room = await startRoom();
+let room: TestRoom;
+const cuttable = () => room.cuttableSocket();
+beforeAll(() => {
+  room = createTestRoom();
 });
 afterAll(async () => {
   await room?.[Symbol.asyncDispose]();
@@ -196,52 +195,6 @@ describe("what a CRDT cannot do alone", () => {
   });
 });
 
-describe("projections", () => {
-  it("apply each event exactly once across an agent crash and a room restart, and rebuild to the same state", async () => {
-    const team = room.team("projection");
-    const pub = await room.agent("pub", { team });
-    const totals = (t: Team) => t.state<{ total: number; count: number }>("totals");
-    const reduce = (entity: { total: number; count: number } | undefined, e: { data: unknown }) => {
-      const { amount } = e.data as { amount: number };
-      return { total: (entity?.total ?? 0) + amount, count: (entity?.count ?? 0) + 1 };
-    };
-    const publishSome = async (from: number, n: number) => {
-      for (let i = from; i < from + n; i++) await pub.publish("deal.closed", { amount: i }, { key: `rep-${i % 3}` });
-    };
-    const expected = (n: number) => {
-      const out: Record<string, { total: number; count: number }> = {};
-      for (let i = 0; i < n; i++) {
-        const k = `rep-${i % 3}`;
-        out[k] = { total: (out[k]?.total ?? 0) + i, count: (out[k]?.count ?? 0) + 1 };
-      }
-      return out;
-    };
-
-    const first = await room.agent("projector-1", { team });
-    const p1 = first.project({ into: totals(first), types: ["deal.*"], reduce });
-    await p1.running;
-    await publishSome(0, 40);
-    await eventually(() => expect(p1.lastSeq).toBe(40));
-    await first.close(); // Crash.
-    await publishSome(40, 20);
-
-    await room.kill("SIGKILL");
-    await room.restart();
-    await pub.online(20_000);
-    await publishSome(60, 20);
-
-    const second = await room.agent("projector-2", { team });
-    const p2 = second.project({ into: totals(second), types: ["deal.*"], reduce });
-    await eventually(() => expect(p2.lastSeq).toBe(80), { timeoutMs: 20_000 });
-    await eventually(() => expect(totals(second).toJSON()).toEqual(expected(80)));
-    const before = JSON.stringify(totals(second).toJSON());
-    await p2.rebuild();
-    await eventually(() => expect(p2.lastSeq).toBe(80));
-    expect(JSON.stringify(totals(second).toJSON())).toBe(before);
-    await p2.stop();
-  });
-});
-
 describe("schemas", () => {
   it("refuses invalid writes on the writer and reports invalid remote data without throwing", async () => {
     const team = room.team("schema");
@@ -277,54 +230,3 @@ describe("schemas", () => {
     ).toEqual(["D2", "D4"]);
   });
 });
-
-describe("interop", () => {
-  it("syncs a namespace with a stock y-websocket WebsocketProvider", async () => {
-    const team = room.team("interop");
-    const agent = await room.agent("agent", { team });
-    const deals = agent.state("deals");
-    await deals.ready;
-    deals.set("D1", { stage: "open" });
-
-    const ydoc = new Y.Doc();
-    const provider = new WebsocketProvider(`ws://${room.host}/parties/main`, team, ydoc, {
-      params: { doc: "state/deals", agent: "editor", token: await room.token("editor", "agent", { team }) },
-      WebSocketPolyfill: WebSocket as never,
-      disableBc: true,
-    });
-    try {
-      await eventually(() => expect(provider.synced).toBe(true));
-      const fields = ydoc.getMap("fields");
-      expect(fields.get("D1\u001fstage")).toBe("open");
-      // A plain Yjs write from the editor reaches the agent as a field-level change.
-      fields.set("D1\u001fowner", "editor");
-      await eventually(() => expect(deals.get("D1")).toEqual({ stage: "open", owner: "editor" }));
-      deals.update("D1", { stage: "won" });
-      await eventually(() => expect(fields.get("D1\u001fstage")).toBe("won"));
-      // Log documents stay read-only for stock clients too.
-      const logDoc = new Y.Doc();
-      const logProvider = new WebsocketProvider(`ws://${room.host}/parties/main`, team, logDoc, {
-        params: { doc: "log/main", token: await room.token("log-reader", "agent", { team }) },
-        WebSocketPolyfill: WebSocket as never,
-        disableBc: true,
-      });
-      await pubAndCheck(agent, logDoc, logProvider);
-    } finally {
-      provider.destroy();
-    }
-  });
-});
-
-async function pubAndCheck(agent: Team, logDoc: Y.Doc, provider: WebsocketProvider) {
-  try {
-    await agent.publish("deal.won", { dealId: "D1" });
-    await eventually(() => expect(JSON.stringify(logDoc.getMap("segments").toJSON())).toContain("deal.won"));
-    logDoc.getMap("segments").set("999", new Y.Array());
-    await agent.publish("deal.after", {});
-    const events: string[] = [];
-    for await (const e of agent.history({})) events.push(e.type);
-    expect(events).toEqual(["deal.won", "deal.after"]);
-  } finally {
-    provider.destroy();
-  }
-}

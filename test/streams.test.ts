@@ -1,19 +1,19 @@
 /**
- * Event streams over a real room: total order under concurrent publishers, idempotent
- * re-publish after a lost ack across a restart, optimistic concurrency, atomic batches,
- * typed events with upcasters, dead letters, and replay from seq, Date and the archive.
+ * Event streams over the in-process room (the real `TeamRoom`): total order under concurrent
+ * publishers, optimistic concurrency, atomic batches, typed events with upcasters, dead
+ * letters, and replay from seq, Date and the archive. Idempotent re-publish across a SIGKILL
+ * restart is in restart.test.ts, on the real server.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import WebSocket from "ws";
 import { z } from "zod";
 import { defineEvents, type StoredEvent, type Team } from "../client/index.ts";
-import { eventually, type RoomServer, startRoom } from "./harness.ts";
+import { createTestRoom, eventually, type TestRoom } from "./harness.ts";
 
 /** A small live window, so a few thousand events already reach the archive. */
 const WINDOW = 1024;
-let room: RoomServer;
-beforeAll(async () => {
-  room = await startRoom({ vars: { CROSSTALK_LOG_WINDOW: String(WINDOW) } });
+let room: TestRoom;
+beforeAll(() => {
+  room = createTestRoom({ streams: { window: WINDOW } });
 });
 afterAll(async () => {
   await room?.[Symbol.asyncDispose]();
@@ -80,40 +80,6 @@ describe("ordering", () => {
     await expect(a.publish("line.added", { huge })).rejects.toMatchObject({ code: "TOO_LARGE" });
     await expect(a.publish("bad type!", {})).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
     expect((await a.publish("line.added", { n: 7 })).seq).toBe(7);
-  });
-});
-
-describe("idempotent publish", () => {
-  it("keeps one copy of an event whose ack was lost with the socket, across a room restart", async () => {
-    const team = room.team("lostack");
-    const observer = await room.agent("observer", { team });
-    await observer.publish("before", {});
-    const seen: StoredEvent[] = [];
-    await observer.subscribe(">", (e) => void seen.push(e), { from: "start" }).ready;
-
-    // A raw socket sends the publish and is cut at once, before any ack can be read.
-    const token = await room.token("flaky", "x", { team });
-    const ws = new WebSocket(`ws://${room.host}/parties/main/${team}?agent=flaky&role=x&v=1&token=${token}`);
-    await new Promise((r) => ws.once("message", r)); // welcome
-    ws.send(
-      JSON.stringify({
-        type: "publish",
-        ref: "p1",
-        stream: "main",
-        events: [{ id: "evt-lost-ack", type: "deal.closed", data: { n: 1 } }],
-      }),
-    );
-    ws.terminate();
-    await eventually(() => expect(seen.map((e) => e.id)).toContain("evt-lost-ack"));
-
-    await room.kill("SIGKILL");
-    await room.restart();
-    const flaky = await room.agent("flaky", { team });
-    const again = await flaky.publish("deal.closed", { n: 1 }, { id: "evt-lost-ack" });
-    expect(again).toMatchObject({ seq: 2, duplicate: true });
-    const history = await collect(flaky, {});
-    expect(history.filter((e) => e.id === "evt-lost-ack")).toHaveLength(1);
-    expect(seqs(history)).toEqual([1, 2]);
   });
 });
 

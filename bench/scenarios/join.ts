@@ -5,7 +5,17 @@
  * client syncing a flat Y.Array of 100k events (quick: 30k).
  */
 import { connect } from "../../client/node.ts";
-import { eventData, range, type Scenario, storedLike, waitFor, wire, within, type YClient, yClient } from "../lib.ts";
+import {
+  cuttableSocket,
+  eventData,
+  range,
+  type Scenario,
+  storedLike,
+  waitFor,
+  within,
+  type YClient,
+  yClient,
+} from "../lib.ts";
 
 export const joinSize = (quick: boolean) => (quick ? 100_000 : 1_000_000);
 
@@ -23,7 +33,7 @@ export const join: Scenario = {
     const ms: number[] = [];
     const kb: number[] = [];
     for (let run = 0; run < runs; run++) {
-      const counter = wire();
+      const counter = cuttableSocket();
       const t0 = performance.now();
       const team = await connect({
         host: history.server.host,
@@ -37,7 +47,7 @@ export const join: Scenario = {
         const sub = team.subscribe(">", () => {}, { from: "end" });
         await within("join: subscription ready", sub.ready, 120_000);
         ms.push(performance.now() - t0);
-        kb.push(counter.received / 1024);
+        kb.push(counter.bytesReceived / 1024);
       } finally {
         await team.close();
       }
@@ -72,13 +82,13 @@ export const join: Scenario = {
       });
       ctx.step("y-partykit array filled");
       for (let run = 0; run < runs; run++) {
-        const counter = wire();
+        const counter = cuttableSocket();
         const t0 = performance.now();
         const joiner = yClient(server, room, { wire: counter });
         try {
           await joiner.synced;
           yMs.push(performance.now() - t0);
-          yKb.push(counter.received / 1024);
+          yKb.push(counter.bytesReceived / 1024);
           if (joiner.doc.getArray("events").length < Y_EVENTS)
             throw new Error("y-partykit joiner synced a partial array");
         } finally {

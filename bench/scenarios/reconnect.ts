@@ -7,13 +7,13 @@
  * while the publisher pushes 10,000 events (in transactions of 1,000).
  */
 import {
+  cuttableSocket,
   eventData,
   type Metric,
   range,
   type Scenario,
   storedLike,
   waitFor,
-  wire,
   within,
   type YClient,
   yClient,
@@ -35,7 +35,7 @@ export const reconnect: Scenario = {
     for (let run = 0; run < runs; run++) {
       // crosstalk: a fresh team per run.
       const team = `reconnect-${ctx.tag}-${run}`;
-      const counter = wire();
+      const counter = cuttableSocket();
       const publisher = await server.agent("publisher", { team });
       const follower = await server.agent("follower", {
         team,
@@ -54,9 +54,8 @@ export const reconnect: Scenario = {
       await publisher.publishBatch(range(BEFORE).map((i) => ({ type: "bench.before", data: eventData(i) })));
       await waitFor("follower has the first events", () => last >= BEFORE, { timeoutMs: 30_000 });
 
-      counter.hold(true);
       const cutAt = performance.now();
-      counter.cut();
+      counter.down();
       await waitFor("follower offline", () => follower.status === "offline", { timeoutMs: 30_000 });
       for (let b = 0; b < MISSED / 1000; b++) {
         await within(
@@ -67,18 +66,18 @@ export const reconnect: Scenario = {
       }
       target = BEFORE + MISSED;
       caughtUpAt = 0;
-      const receivedBefore = counter.received;
-      counter.hold(false);
+      const receivedBefore = counter.bytesReceived;
+      counter.up();
       await waitFor("follower reconnected", () => counter.openedAt > cutAt, { timeoutMs: 30_000 });
       await waitFor("follower caught up", () => caughtUpAt > 0, { timeoutMs: 120_000, intervalMs: 1 });
       ms.push(caughtUpAt - counter.openedAt);
-      kb.push((counter.received - receivedBefore) / 1024);
+      kb.push((counter.bytesReceived - receivedBefore) / 1024);
       await Promise.all([publisher.close(), follower.close()]);
       ctx.step(`crosstalk ${run + 1}/${runs}`);
 
       // y-partykit: a fresh room per run.
       const room = `reconnect-${ctx.tag}-${run}`;
-      const yCounter = wire();
+      const yCounter = cuttableSocket();
       const clients: YClient[] = [];
       try {
         const writer = yClient(server, room);
@@ -96,9 +95,8 @@ export const reconnect: Scenario = {
           for (const i of range(BEFORE)) out.push([storedLike(i + 1, eventData(i))]);
         });
         await waitFor("y reader has the first events", () => seen.length >= BEFORE, { timeoutMs: 30_000 });
-        yCounter.hold(true);
         const yCutAt = performance.now();
-        yCounter.cut();
+        yCounter.down();
         await waitFor("y reader offline", () => !reader.provider.wsconnected, { timeoutMs: 30_000 });
         for (let b = 0; b < MISSED / 1000; b++) {
           writer.doc.transact(() => {
@@ -116,12 +114,12 @@ export const reconnect: Scenario = {
         });
         yTarget = BEFORE + MISSED;
         yCaughtUpAt = 0;
-        const yReceivedBefore = yCounter.received;
-        yCounter.hold(false);
+        const yReceivedBefore = yCounter.bytesReceived;
+        yCounter.up();
         await waitFor("y reader reconnected", () => yCounter.openedAt > yCutAt, { timeoutMs: 30_000 });
         await waitFor("y reader caught up", () => yCaughtUpAt > 0, { timeoutMs: 120_000, intervalMs: 1 });
         yMs.push(yCaughtUpAt - yCounter.openedAt);
-        yKb.push((yCounter.received - yReceivedBefore) / 1024);
+        yKb.push((yCounter.bytesReceived - yReceivedBefore) / 1024);
       } finally {
         for (const c of clients) c.destroy();
       }

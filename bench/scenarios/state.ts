@@ -13,11 +13,11 @@ import * as Y from "yjs";
 import type { Namespace, Team } from "../../client/node.ts";
 import {
   type BenchServer,
+  cuttableSocket,
   type Metric,
   range,
   type Scenario,
   waitFor,
-  wire,
   withCpu,
   within,
   type YClient,
@@ -197,27 +197,27 @@ export const state: Scenario = {
       ctx.step("y-partykit map filled");
 
       for (let run = 0; run < runs; run++) {
-        const counter = wire();
+        const counter = cuttableSocket();
         const t0 = performance.now();
         const loader = await server.agent(`loader-${run}`, { team, WebSocket: counter.WebSocket });
         try {
           const ns = loader.state("big");
           await within("namespace load", ns.ready, 120_000);
           loadMs.push(performance.now() - t0);
-          loadKb.push(counter.received / 1024);
+          loadKb.push(counter.bytesReceived / 1024);
           if (ns.size < ENTITIES) throw new Error(`loaded ${ns.size} of ${ENTITIES} entities`);
         } finally {
           await loader.close();
         }
         ctx.step(`crosstalk load ${run + 1}/${runs}`);
 
-        const yCounter = wire();
+        const yCounter = cuttableSocket();
         const y0 = performance.now();
         const yLoader = yClient(server, team, { wire: yCounter });
         try {
           await yLoader.synced;
           yLoadMs.push(performance.now() - y0);
-          yLoadKb.push(yCounter.received / 1024);
+          yLoadKb.push(yCounter.bytesReceived / 1024);
         } finally {
           yLoader.destroy();
         }
