@@ -9,7 +9,7 @@
  * `team-policy.ts` holds the team's policy; when it changes, {@link TeamRoom} applies it to
  * every live session here.
  */
-import { DEFAULT_LOG_WINDOW, type DocName, type Identity } from "../protocol/index.ts";
+import { DEFAULT_LOG_WINDOW, type Identity } from "../protocol/index.ts";
 import { Admission } from "./admission.ts";
 import { Consumers, consumerModule } from "./consumers.ts";
 import type { RoomContext } from "./context.ts";
@@ -22,14 +22,14 @@ import { Inbox, inboxModule } from "./inbox.ts";
 import { Leases, leaseModule } from "./leases.ts";
 import { Metrics } from "./metrics.ts";
 import { metricsModule } from "./metrics-text.ts";
-import { authorize, canReadPattern, type Principal } from "./policy.ts";
+import type { Principal } from "./policy.ts";
 import { type agentInfo, Presence, presenceModule } from "./presence.ts";
 import { Router, type RouterOptions, rpcModule } from "./rpc.ts";
 import type { Session, Socket } from "./session.ts";
 import { SharedState, stateModule } from "./state.ts";
 import type { KvStorage } from "./storage.ts";
 import { type StreamOptions, Streams, streamModule } from "./streams.ts";
-import { policyModule, TeamPolicy } from "./team-policy.ts";
+import { applyPolicy, policyModule, TeamPolicy } from "./team-policy.ts";
 import { TraceLog, traceModule } from "./trace.ts";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -109,7 +109,14 @@ export class TeamRoom {
       team: this.team,
       storage: options.storage,
       now,
-      changed: () => this.#policyChanged(),
+      changed: () =>
+        applyPolicy({
+          sessions: this.admission.sessions(),
+          policy: this.policy,
+          hub: this.hub,
+          presence: this.presence,
+          consumers: this.consumers,
+        }),
     });
     void this.policy.load().catch((error: unknown) => {
       console.error(`[crosstalk ${this.team}] the policy could not be loaded`, error);
@@ -192,36 +199,6 @@ export class TeamRoom {
   async request(req: Request, principal: Principal = null): Promise<Response> {
     await this.policy.load();
     return this.#http(req, principal && { ...principal, grants: this.policy.bind(principal) });
-  }
-
-  /**
-   * The policy changed: every live session gets its new permissions (a `permissions` frame),
-   * and loses at once what it may no longer have — documents it may no longer read stop
-   * syncing (with a FORBIDDEN `error` naming them), methods it may no longer serve leave the
-   * roster, group memberships whose pattern it may no longer read end. Feeds check every
-   * event as they send it, so they need nothing here.
-   */
-  #policyChanged(): void {
-    for (const session of this.admission.sessions()) {
-      session.grants = this.policy.bind(session);
-      session.sendFrame({ type: "permissions", permissions: session.grants.permissions });
-      for (const doc of [...session.docs] as DocName[]) {
-        const denied = authorize(session, "read", { doc });
-        if (!denied) continue;
-        this.hub.close(session, doc);
-        session.sendFrame({
-          type: "error",
-          doc,
-          error: { ...denied, message: `${doc} may no longer be read: ${denied.message}` },
-        });
-      }
-      const methods = session.methods.filter((m) => session.grants?.permits("rpc.serve", m));
-      if (methods.length !== session.methods.length) {
-        session.methods = methods;
-        this.presence.changed(session);
-      }
-      this.consumers.revoke(session, (stream, pattern) => canReadPattern(session, stream, pattern));
-    }
   }
 
   /** A summary for `GET /parties/main/<team>`. */

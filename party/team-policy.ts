@@ -8,10 +8,15 @@
  * `policy.ts` decides from. A change takes effect for live sessions at once: the room
  * recomputes every session's grants and withdraws what they lost (`room.ts`).
  */
-import { Grants, type Policy, parsePolicy, permissionsOf, type RoomFrameOf } from "../protocol/index.ts";
+import { type DocName, Grants, type Policy, parsePolicy, permissionsOf, type RoomFrameOf } from "../protocol/index.ts";
+import type { Consumers } from "./consumers.ts";
 import { defaultPolicy } from "./default-policy.ts";
+import type { DocHub } from "./docs.ts";
 import type { Outcome, RoomModule } from "./handlers.ts";
 import { keys } from "./keys.ts";
+import { authorize, canReadPattern } from "./policy.ts";
+import type { Presence } from "./presence.ts";
+import type { Session } from "./session.ts";
 import type { KvStorage } from "./storage.ts";
 
 /** What storage holds, and `policy` frames carry. */
@@ -139,3 +144,39 @@ export const policyModule = (policy: TeamPolicy): RoomModule<"policy.get" | "pol
     },
   ],
 });
+
+/**
+ * The policy changed: every live session gets its new permissions (a `permissions` frame),
+ * and loses at once what it may no longer have — documents it may no longer read stop
+ * syncing (with a FORBIDDEN `error` naming them), methods it may no longer serve leave the
+ * roster, group memberships whose pattern it may no longer read end. Feeds check every
+ * event as they send it, so they need nothing here.
+ */
+export function applyPolicy(room: {
+  sessions: Iterable<Session>;
+  policy: TeamPolicy;
+  hub: DocHub;
+  presence: Presence;
+  consumers: Consumers;
+}): void {
+  for (const session of room.sessions) {
+    session.grants = room.policy.bind(session);
+    session.sendFrame({ type: "permissions", permissions: session.grants.permissions });
+    for (const doc of [...session.docs] as DocName[]) {
+      const denied = authorize(session, "read", { doc });
+      if (!denied) continue;
+      room.hub.close(session, doc);
+      session.sendFrame({
+        type: "error",
+        doc,
+        error: { ...denied, message: `${doc} may no longer be read: ${denied.message}` },
+      });
+    }
+    const methods = session.methods.filter((m) => session.grants?.permits("rpc.serve", m));
+    if (methods.length !== session.methods.length) {
+      session.methods = methods;
+      room.presence.changed(session);
+    }
+    room.consumers.revoke(session, (stream, pattern) => canReadPattern(session, stream, pattern));
+  }
+}
