@@ -168,6 +168,8 @@ export class Events {
 
   publish(type: string, data: unknown, options: PublishOptions = {}): Promise<PublishResult> {
     return new Promise((resolve, reject) => {
+      const closed = this.transport.closedError;
+      if (closed) return reject(closed);
       const stream = options.stream ?? "main";
       // A bad argument throws here, which rejects the promise.
       const checked = this.#check(stream, { ...options, type, data, id: options.id ?? uuidv7() });
@@ -194,6 +196,8 @@ export class Events {
     items: { type: string; data: unknown; options?: Omit<PublishOptions, "stream"> }[],
     options: { stream?: string } = {},
   ): Promise<PublishResult[]> {
+    const closed = this.transport.closedError;
+    if (closed) return Promise.reject(closed);
     const stream = options.stream ?? "main";
     const inputs: EventInput[] = [];
     let bytes = 0;

@@ -37,6 +37,8 @@ export class Requests {
   /** Sends `frame` (its `ref` is assigned here) and resolves with the room's answer to it. */
   ask<K extends RequestType>(frame: Unsent<K> & { type: K }, timeoutMs = 30_000): Promise<ReplyOf<K>> {
     return new Promise<ReplyOf<K>>((resolve, reject) => {
+      const closed = this.transport.closedError;
+      if (closed) return reject(closed);
       const ref = `q${++this.#next}`;
       const full = { ...frame, ref } as Sent;
       const timer = setTimeout(() => {

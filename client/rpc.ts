@@ -19,6 +19,7 @@ import {
   traceparentFor,
   uuidv7,
 } from "../protocol/index.ts";
+import { check } from "./check.ts";
 import type { PublishOptions, PublishResult } from "./events.ts";
 import { toJson } from "./json.ts";
 import type { Json } from "./state.ts";
@@ -148,9 +149,7 @@ export class Rpc {
   ) {}
 
   handle(method: string, handler: Handler): () => void {
-    if (!methodSchema.safeParse(method).success) {
-      throw new CrosstalkError("INVALID_ARGUMENT", `invalid method name ${JSON.stringify(method)}`);
-    }
+    check(methodSchema, method, "method name");
     this.#handlers.set(method, handler);
     this.#announce();
     for (const message of this.#parked.filter((m) => m.method === method)) {
@@ -186,10 +185,10 @@ export class Rpc {
   }
 
   async call(to: Target, method: string, input: unknown, options: CallOptions = {}): Promise<unknown> {
-    if (!targetSchema.safeParse(to).success)
-      throw new CrosstalkError("INVALID_ARGUMENT", `invalid target ${JSON.stringify(to)}`);
-    if (!methodSchema.safeParse(method).success)
-      throw new CrosstalkError("INVALID_ARGUMENT", `invalid method name ${JSON.stringify(method)}`);
+    const closed = this.transport.closedError;
+    if (closed) throw closed;
+    check(targetSchema, to, "target");
+    check(methodSchema, method, "method name");
     const json = toJson(input);
     if (json instanceof CrosstalkError) throw json;
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
@@ -303,10 +302,10 @@ export class Rpc {
     options: SendOptions = {},
   ): Promise<{ id: string; recipients: string[] }> {
     return new Promise((resolve, reject) => {
-      if (!targetSchema.safeParse(to).success)
-        return reject(new CrosstalkError("INVALID_ARGUMENT", `invalid target ${JSON.stringify(to)}`));
-      if (!methodSchema.safeParse(method).success)
-        return reject(new CrosstalkError("INVALID_ARGUMENT", `invalid method name ${JSON.stringify(method)}`));
+      const closed = this.transport.closedError;
+      if (closed) return reject(closed);
+      check(targetSchema, to, "target"); // A bad argument throws here, which rejects the promise.
+      check(methodSchema, method, "method name");
       const json = toJson(input);
       if (json instanceof CrosstalkError) return reject(json);
       const id = options.id ?? uuidv7();

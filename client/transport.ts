@@ -139,6 +139,16 @@ export class Transport extends ObservableV2<Events> {
     return this.status === "online";
   }
 
+  /**
+   * Why nothing more can be sent, once the connection is closed for good (closed by the agent,
+   * or refused by the room); null while it may still (re)connect. Operations started after
+   * that fail at once with it instead of waiting for a connection that will never come.
+   */
+  get closedError(): CrosstalkError | null {
+    if (this.status !== "closed") return null;
+    return this.refusal ?? new CrosstalkError("CLOSED", "the team connection is closed");
+  }
+
   /** Sends a control frame if online; returns false (and sends nothing) otherwise. */
   send(frame: ClientFrame): boolean {
     if (!this.online) return false;

@@ -79,3 +79,17 @@ describe("await subscribe", () => {
     await expect(member.subscribe("job", () => {}, { group: "workers" })).rejects.toMatchObject({ code: "CONFLICT" });
   });
 });
+
+describe("after close", () => {
+  it("fails every operation at once with CLOSED instead of waiting for a connection that will never come", async () => {
+    const team = await room.agent("closer", { team: room.team("closed") });
+    await team.close();
+    const started = Date.now();
+    await expect(team.publish("x", {})).rejects.toMatchObject({ code: "CLOSED" });
+    await expect(team.publishBatch([{ type: "x", data: {} }])).rejects.toMatchObject({ code: "CLOSED" });
+    await expect(team.call("anyone", "work", {})).rejects.toMatchObject({ code: "CLOSED" });
+    await expect(team.send("anyone", "work", {})).rejects.toMatchObject({ code: "CLOSED" });
+    await expect(team.consumers("main")).rejects.toMatchObject({ code: "CLOSED" });
+    expect(Date.now() - started).toBeLessThan(1_000);
+  });
+});
