@@ -382,12 +382,13 @@ export class Router {
       else this.#load.delete(old);
     }
     call.callee = null;
-    // Its replacement may already be admitted (a socket replaced by the same client).
+    // Its replacement may be mid-admission (a socket replaced by the same client, or a
+    // takeover): it gets the call from `returned`, right after its welcome, not before it.
     const back = this.presence.get(call.calleeAgent);
-    if (back && back !== old && !back.closed) return this.#resume(call, back);
+    const returning = back !== undefined && back !== old && !back.closed;
     const wait = Math.min(this.options.inDoubtGraceMs, call.deadline - this.now());
-    if (wait <= 0) return this.#abandon(call);
-    call.grace = setTimeout(() => this.#abandon(call), wait);
+    if (wait <= 0 && !returning) return this.#abandon(call);
+    call.grace = setTimeout(() => this.#abandon(call), Math.max(wait, 0));
     const ids = this.#awaiting.get(call.calleeAgent) ?? new Set<string>();
     this.#awaiting.set(call.calleeAgent, ids.add(call.id));
   }

@@ -1,0 +1,58 @@
+/**
+ * The router's in-doubt idempotent calls, in-process, without a server: a callee whose
+ * socket is replaced (the same client reconnecting, or a signed takeover) gets the call again
+ * once, after its welcome. Over real sockets: test/rpc.test.ts.
+ */
+import { describe, expect, it, vi } from "vitest";
+import type { Identity, RoomFrame } from "../protocol/index.ts";
+import { MemoryKv } from "./memory-storage.ts";
+import { TeamRoom } from "./room.ts";
+
+const settle = () => new Promise((r) => setTimeout(r, 20));
+
+function connect(room: TeamRoom, query: string, identity?: Identity) {
+  const sent: RoomFrame[] = [];
+  const socket = { send: (d: unknown) => void (typeof d === "string" && sent.push(JSON.parse(d))), close: vi.fn() };
+  room.connect(socket, new URL(`http://room/parties/main/acme?v=1&${query}`), identity);
+  const send = (frame: Record<string, unknown>) => room.message(socket, JSON.stringify(frame));
+  return { socket, sent, send, types: () => sent.map((f) => f.type) };
+}
+
+/** A callee serving `quote`, and a caller whose idempotent call to it is running. */
+async function callRunning(room: TeamRoom, identity?: Identity) {
+  const callee = connect(room, "agent=legal-1&_pk=one", identity);
+  callee.send({ type: "rpc.handle", methods: ["quote"] });
+  const caller = connect(room, "agent=sales-1&_pk=c", identity && { agent: "sales-1", role: "agent" });
+  await settle();
+  caller.send({
+    type: "rpc.call",
+    ref: "r1",
+    to: "legal-1",
+    method: "quote",
+    input: {},
+    timeoutMs: 5000,
+    idempotencyKey: "k1",
+  });
+  await settle();
+  expect(callee.types()).toContain("rpc.request");
+  return { callee, caller };
+}
+
+describe("an in-doubt idempotent call", () => {
+  it("goes to the callee's replacing socket once, after its welcome", async () => {
+    const room = new TeamRoom({ team: "acme", storage: new MemoryKv() });
+    await callRunning(room);
+    const again = connect(room, "agent=legal-1&_pk=one");
+    await settle();
+    expect(again.types()).toEqual(["welcome", "rpc.request"]);
+  });
+
+  it("goes to a signed takeover's socket once, after its welcome", async () => {
+    const room = new TeamRoom({ team: "acme", storage: new MemoryKv() });
+    const identity = { agent: "legal-1", role: "agent" };
+    await callRunning(room, identity);
+    const other = connect(room, "agent=legal-1&_pk=two", identity);
+    await settle();
+    expect(other.types()).toEqual(["welcome", "rpc.request"]);
+  });
+});
