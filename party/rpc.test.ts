@@ -56,3 +56,37 @@ describe("an in-doubt idempotent call", () => {
     expect(other.types()).toEqual(["welcome", "rpc.request"]);
   });
 });
+
+describe("an idempotent call whose callee is replaced while the room records it", () => {
+  it("is sent to the new socket once", async () => {
+    const storage = new MemoryKv();
+    let release: () => void = () => {};
+    const put = storage.put.bind(storage);
+    const room = new TeamRoom({ team: "acme", storage });
+    const callee = connect(room, "agent=legal-1&_pk=one");
+    callee.send({ type: "rpc.handle", methods: ["quote"] });
+    const caller = connect(room, "agent=sales-1&_pk=c");
+    await settle();
+    // Hold the `runningOn` record's write until the callee's socket has been replaced.
+    storage.put = async (entries) => {
+      if (Object.keys(entries).some((k) => k.startsWith("idem|"))) await new Promise<void>((r) => (release = r));
+      return put(entries);
+    };
+    caller.send({
+      type: "rpc.call",
+      ref: "r1",
+      to: "legal-1",
+      method: "quote",
+      input: {},
+      timeoutMs: 5000,
+      idempotencyKey: "k1",
+    });
+    await settle();
+    const again = connect(room, "agent=legal-1&_pk=one");
+    await settle();
+    release();
+    await settle();
+    expect(callee.types()).not.toContain("rpc.request");
+    expect(again.types()).toEqual(["welcome", "rpc.request"]);
+  });
+});

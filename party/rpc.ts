@@ -256,9 +256,9 @@ export class Router {
     // Recorded before the request goes out: after a room restart a retry comes back here.
     const record: IdemRecord = { runningOn: calleeAgent, expiresAt: this.now() + this.options.idempotencyWindowMs };
     await this.storage.put({ [idem]: record });
-    // While storing, the call may have ended or its callee dropped (then it is in doubt and
-    // is sent again when the callee returns).
-    if (this.#calls.get(id) === call && call.callee) call.callee.sendFrame(request);
+    // While storing, the call may have ended or its callee dropped (then it is in doubt, and
+    // `#resume` sends it when the callee returns: not here as well).
+    if (this.#calls.get(id) === call && call.callee === callee) callee.sendFrame(request);
   }
 
   /** Adds a waiter to the running idempotent call `idem`, if there is one. */
