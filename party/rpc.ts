@@ -447,7 +447,9 @@ export class Router {
     }
     if (call.idem && this.#running.get(call.idem) === id) this.#running.delete(call.idem);
     clearTimeout(call.grace);
-    this.#awaiting.get(call.calleeAgent)?.delete(id);
+    const awaiting = this.#awaiting.get(call.calleeAgent);
+    // An agent that never comes back leaves no empty set behind.
+    if (awaiting?.delete(id) && awaiting.size === 0) this.#awaiting.delete(call.calleeAgent);
     if (call.callee) {
       const load = (this.#load.get(call.callee) ?? 1) - 1;
       if (load > 0) this.#load.set(call.callee, load);
