@@ -52,9 +52,16 @@ export class TeamPolicy {
     this.#stored = { policy: parsed.policy, rev: 0 };
   }
 
-  /** Loads the stored policy (once); until it has, the default applies and frames wait (`dispatch.ts`). */
+  /**
+   * Loads the stored policy (once); until it has, the default applies and frames wait
+   * (`dispatch.ts`). A failed read is not kept: the next caller reads again, or one storage
+   * hiccup at start would fail every frame and request of the room for good.
+   */
   load(): Promise<void> {
-    this.#loading ??= this.#load();
+    this.#loading ??= this.#load().catch((error: unknown) => {
+      this.#loading = null;
+      throw error;
+    });
     return this.#loading;
   }
 
