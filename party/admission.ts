@@ -158,6 +158,8 @@ export class Admission {
       ...(identity?.scope ? { scope: identity.scope } : {}),
       ...(identity?.expiresAt !== undefined ? { expiresAt: identity.expiresAt } : {}),
       ...(named === null ? { writer: ANONYMOUS_WRITER } : {}),
+      // A stock client with a token is held to its token's role, deny rules included.
+      ...(identity ? { role: identity.role } : {}),
     };
     const session = new RawDocSession(init, doc.data);
     session.grants = this.options.grants(session);

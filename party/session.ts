@@ -120,11 +120,14 @@ export class Session {
  */
 export class RawDocSession extends Session {
   constructor(
-    init: Omit<SessionInit, "role" | "instance">,
+    init: Omit<SessionInit, "role" | "instance"> & {
+      /** The verified token's role; `yjs` only for a client with no identity (an in-process host). */
+      role?: string;
+    },
     /** The one document this socket syncs. */
     readonly doc: DocName,
   ) {
-    super({ ...init, role: "yjs", instance: `raw-${init.n}` });
+    super({ ...init, role: init.role ?? "yjs", instance: `raw-${init.n}` });
   }
 
   /** Strips the doc-frame envelope: a stock client speaks bare y-websocket messages. */

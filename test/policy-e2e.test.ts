@@ -113,3 +113,44 @@ it("a policy change over the admin API: applies live; a refused write resyncs; l
   expect((await view("metrics", "sales")).status).toBe(403);
   expect(await (await view("state/deals", "sales")).json()).toMatchObject({ D4: { value: { amount: 4 } } });
 });
+
+it("holds a stock Yjs client to its token's role: a role denied state.write cannot write through ?doc=", async () => {
+  const team = room.team("rawrole");
+  const admin = await room.agent("ops", { team, role: "admin" });
+  await admin.setPolicy({
+    roles: {
+      admin: { allow: [">"] },
+      "*": { allow: ["state.read", "state.write"] },
+      viewer: { deny: ["state.write"] },
+    },
+  });
+  const owner = await room.agent("sales-1", { team, role: "sales" });
+  const deals = owner.state("deals");
+  await deals.ready;
+  deals.set("D1", { amount: 1 });
+
+  const refused = async () => {
+    const text = await (await room.fetch(`/parties/main/${team}/metrics`)).text();
+    const line = text.split("\n").find((l) => l.startsWith('crosstalk_refused_frames_total{code="FORBIDDEN"}'));
+    return line ? Number(line.split(" ").at(-1)) : 0;
+  };
+  const ydoc = new Y.Doc();
+  const provider = new WebsocketProvider(`ws://${room.host}/parties/main`, team, ydoc, {
+    params: { doc: "state/deals", token: await room.token("eve", "viewer", { team }) },
+    WebSocketPolyfill: WebSocket as never,
+    disableBc: true,
+  });
+  try {
+    await eventually(() => expect(ydoc.getMap("fields").get("D1\u001famount")).toBe(1));
+    const before = await refused();
+    ydoc.getMap("fields").set("D1\u001famount", 666);
+    await eventually(() => expect(refused()).resolves.toBeGreaterThan(before));
+    deals.update("D1", { stage: "won" });
+    const reader = await room.agent("reader", { team });
+    const copy = reader.state("deals");
+    await copy.ready;
+    await eventually(() => expect(copy.get("D1")).toEqual({ amount: 1, stage: "won" }));
+  } finally {
+    provider.destroy();
+  }
+});
