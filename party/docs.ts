@@ -243,6 +243,12 @@ export class DocHub {
             message: `the update to ${name} is written under Yjs client ${forged}, which belongs to another agent; nothing was applied`,
           };
         }
+        if (seen.opaqueMeta) {
+          return {
+            code: "FORBIDDEN",
+            message: `the update to ${name} writes entity meta as something other than plain values; nothing was applied`,
+          };
+        }
         const claimed = seen.updatedBy.find((agent) => agent !== session.agent);
         if (claimed !== undefined) {
           return {
@@ -277,8 +283,12 @@ export class DocHub {
   }
 }
 
-/** Who an update says wrote it: the Yjs client ids of its new structs, and the `updatedBy` of its entity meta. */
-type Authorship = { clients: Set<number>; updatedBy: string[] };
+/**
+ * Who an update says wrote it: the Yjs client ids of its new structs, the `updatedBy` of its
+ * entity meta, and whether it writes meta as anything but plain values (which could carry an
+ * `updatedBy` past the check).
+ */
+type Authorship = { clients: Set<number>; updatedBy: string[]; opaqueMeta: boolean };
 
 /**
  * Reads a client's update (throws when malformed) for what it claims about its author. The
@@ -289,46 +299,80 @@ function authorship(update: Uint8Array, ydoc: Y.Doc): Authorship {
   const { structs } = Y.decodeUpdate(update);
   const clients = new Set<number>();
   const updatedBy: string[] = [];
-  const items = structs.filter((s): s is Y.Item => s instanceof Y.Item);
-  for (const struct of structs) if (!(struct instanceof Y.Skip)) clients.add(struct.id.client);
-  const meta = ydoc.getMap(META_MAP);
-  for (const item of items) {
-    if (!(item.content instanceof Y.ContentAny) || !inRoot(item, META_MAP, meta, items, ydoc)) continue;
-    for (const value of item.content.arr) {
+  let opaqueMeta = false;
+  const roots = rootResolver(structs, ydoc);
+  for (const struct of structs) {
+    if (struct instanceof Y.Skip) continue;
+    clients.add(struct.id.client);
+    if (!(struct instanceof Y.Item) || struct.content instanceof Y.ContentDeleted || roots(struct) !== META_MAP)
+      continue;
+    if (!(struct.content instanceof Y.ContentAny)) {
+      opaqueMeta = true;
+      continue;
+    }
+    for (const value of struct.content.arr) {
       const by = (value as { updatedBy?: unknown } | null)?.updatedBy;
       if (by !== undefined) updatedBy.push(String(by));
     }
   }
-  return { clients, updatedBy };
+  return { clients, updatedBy, opaqueMeta };
 }
 
 /**
- * Whether a decoded item goes straight into root type `name`. A decoded item names its parent
- * (by string, for a root type) only when it has no neighbours; otherwise — a map key written
- * again, say — the parent is its neighbour's, found in the same update or in the document.
+ * For a decoded update: the root type each of its items goes straight into, or null (nested,
+ * or not resolvable yet — Yjs keeps such an item pending, unapplied). A decoded item names its
+ * parent (by string, for a root type) only when it has no neighbours; otherwise — a map key
+ * written again, say — the parent is its neighbour's, found in the same update (indexed once,
+ * by client and clock) or in the document. Answers are memoized, so a whole update costs one
+ * pass plus a binary search per hop.
  */
-function inRoot(item: Y.Item, name: string, root: unknown, items: Y.Item[], ydoc: Y.Doc): boolean {
-  let current: Y.Item = item;
-  for (let hops = 0; hops <= items.length; hops++) {
-    const parent: unknown = current.parent;
-    if (typeof parent === "string") return parent === name;
-    if (parent !== null) return false; // a nested type's item: not the root's own entry
-    const ref = current.origin ?? current.rightOrigin;
-    if (!ref) return false;
-    const local = items.find(
-      (i) => i.id.client === ref.client && i.id.clock <= ref.clock && ref.clock < i.id.clock + i.length,
-    );
-    if (local) {
-      current = local;
-      continue;
-    }
-    try {
-      return Y.getItem(ydoc.store, ref).parent === root;
-    } catch {
-      return false; // Not in the document yet: Yjs keeps such an item pending, unapplied.
-    }
+function rootResolver(structs: readonly (Y.Item | Y.GC | Y.Skip)[], ydoc: Y.Doc): (item: Y.Item) => string | null {
+  const byClient = new Map<number, Y.Item[]>();
+  for (const s of structs) {
+    if (!(s instanceof Y.Item)) continue;
+    const list = byClient.get(s.id.client) ?? [];
+    byClient.set(s.id.client, list);
+    list.push(s); // decodeUpdate yields each client's structs in clock order
   }
-  return false;
+  const local = (ref: Y.ID): Y.Item | undefined => {
+    const list = byClient.get(ref.client);
+    if (!list) return undefined;
+    let lo = 0;
+    let hi = list.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const item = list[mid] as Y.Item;
+      if (ref.clock < item.id.clock) hi = mid - 1;
+      else if (ref.clock >= item.id.clock + item.length) lo = mid + 1;
+      else return item;
+    }
+    return undefined;
+  };
+  const rootNames = new Map<unknown, string>();
+  for (const [name, type] of ydoc.share) rootNames.set(type, name);
+  const memo = new Map<Y.Item, string | null>();
+  const resolve = (item: Y.Item, depth: number): string | null => {
+    const known = memo.get(item);
+    if (known !== undefined) return known;
+    let answer: string | null = null;
+    const parent: unknown = item.parent;
+    if (typeof parent === "string") answer = parent;
+    else if (parent === null && depth < 10_000) {
+      const ref = item.origin ?? item.rightOrigin;
+      const neighbour = ref ? local(ref) : undefined;
+      if (neighbour) answer = resolve(neighbour, depth + 1);
+      else if (ref) {
+        try {
+          answer = rootNames.get(Y.getItem(ydoc.store, ref).parent) ?? null;
+        } catch {
+          answer = null;
+        }
+      }
+    }
+    memo.set(item, answer);
+    return answer;
+  };
+  return (item) => resolve(item, 0);
 }
 
 /** True when a Yjs update carries neither new structs nor deletions. */

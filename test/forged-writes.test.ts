@@ -111,3 +111,32 @@ it("refuses an entity write that claims another agent as its author; honest writ
     provider.destroy();
   }
 });
+
+it("refuses entity meta written as anything but plain values (a nested type could carry another agent's name)", async () => {
+  const t = room.team("opaque-meta");
+  const honest = await room.agent("sales-1", { team: t });
+  const deals = honest.state("deals");
+  await deals.ready;
+  deals.set("D1", { amount: 100 });
+  const ydoc = new Y.Doc();
+  const provider = new WebsocketProvider(`ws://${room.host}/parties/main`, t, ydoc, {
+    params: { doc: "state/deals", token: await room.token("mallory", "agent", { team: t }) },
+    WebSocketPolyfill: WebSocket as never,
+    disableBc: true,
+  });
+  try {
+    await eventually(() => expect(provider.synced).toBe(true));
+    ydoc.transact(() => {
+      ydoc.getMap("fields").set("D1\u001famount", 1);
+      ydoc.getMap("meta").set("D1", new Y.Map([["updatedBy", "sales-1"]]));
+    });
+    deals.update("D1", { stage: "won" });
+    const reader = await room.agent("reader", { team: t });
+    const copy = reader.state("deals");
+    await copy.ready;
+    await eventually(() => expect(copy.get("D1")).toEqual({ amount: 100, stage: "won" }));
+    expect(copy.meta("D1")).toMatchObject({ updatedBy: "sales-1" });
+  } finally {
+    provider.destroy();
+  }
+});
