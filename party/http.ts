@@ -16,7 +16,12 @@ export function createHttp(routes: readonly Route[]): HttpHandler {
     if (req.method !== "GET") return new Response("method not allowed", { status: 405 });
     const url = new URL(req.url);
     // parts: ["parties", <party>, <team>, ...rest]
-    const rest = url.pathname.split("/").filter(Boolean).map(decodeURIComponent).slice(3);
+    let rest: string[];
+    try {
+      rest = url.pathname.split("/").filter(Boolean).map(decodeURIComponent).slice(3);
+    } catch {
+      return httpError(400, { code: "INVALID_ARGUMENT", message: "the path is not valid percent-encoding" });
+    }
     for (const { route, segments } of compiled) {
       const params = match(segments, rest);
       if (!params) continue;

@@ -90,3 +90,38 @@ describe("an idempotent call whose callee is replaced while the room records it"
     expect(again.types()).toEqual(["welcome", "rpc.request"]);
   });
 });
+
+describe("an idempotency key", () => {
+  it("names one call: a different method or target under it gets CONFLICT, running or after a room restart", async () => {
+    const storage = new MemoryKv();
+    const room = new TeamRoom({ team: "acme", storage });
+    const { caller } = await callRunning(room);
+    const call = (ref: string, to: unknown, method: string) =>
+      caller.send({ type: "rpc.call", ref, to, method, input: {}, timeoutMs: 5000, idempotencyKey: "k1" });
+    const answer = (ref: string) => caller.sent.find((f) => f.type === "rpc.response" && f.ref === ref);
+    call("r2", "legal-1", "approve");
+    call("r3", "hr-1", "quote");
+    await settle();
+    expect(answer("r2")).toMatchObject({ ok: false, error: { code: "CONFLICT" } });
+    expect(answer("r3")).toMatchObject({ ok: false, error: { code: "CONFLICT" } });
+
+    // After a restart the stored record (runningOn) keeps the call's identity too.
+    const restarted = new TeamRoom({ team: "acme", storage });
+    const hr = connect(restarted, "agent=hr-1&_pk=h");
+    hr.send({ type: "rpc.handle", methods: ["payroll"] });
+    const again = connect(restarted, "agent=sales-1&_pk=c2");
+    await settle();
+    again.send({
+      type: "rpc.call",
+      ref: "r4",
+      to: "hr-1",
+      method: "payroll",
+      input: {},
+      timeoutMs: 5000,
+      idempotencyKey: "k1",
+    });
+    await settle();
+    expect(again.sent.find((f) => f.type === "rpc.response")).toMatchObject({ ok: false, error: { code: "CONFLICT" } });
+    expect(hr.types()).not.toContain("rpc.request");
+  });
+});

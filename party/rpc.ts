@@ -42,6 +42,8 @@ type Waiter = { session: Session; ref: string };
 type InFlight = {
   id: string;
   method: string;
+  /** The target the caller named (agent or role): a retry under the same key must name it too. */
+  to: Target;
   startedAt: number;
   from: string;
   trace: { callId?: string; correlationId?: string; causationId?: string };
@@ -66,7 +68,14 @@ type InFlight = {
  * What the room keeps per caller and idempotency key: the answer, or (while the call runs)
  * which agent it was sent to — the only one that may hold its answer after a room restart.
  */
-type IdemRecord = { answer: Answer; expiresAt: number } | { runningOn: string; expiresAt: number };
+type IdemRecord =
+  | { answer: Answer; expiresAt: number }
+  /** `to` and `method` name the call, so the key cannot later send a different call to that agent. */
+  | { runningOn: string; to?: Target; method?: string; expiresAt: number };
+
+/** Whether two targets name the same agent or role. */
+const sameTarget = (a: Target, b: Target): boolean =>
+  typeof a === "string" ? a === b : typeof b !== "string" && a.role === b.role;
 
 export type RouterOptions = {
   /** How long an idempotent call's result is kept. */
@@ -195,12 +204,17 @@ export class Router {
     let pinned: string | null = null;
     if (idem) {
       // A retry of a call still running waits for the same answer.
-      if (this.#joinRunning(idem, caller, frame.ref)) return;
+      if (this.#joinRunning(idem, caller, frame)) return;
       const stored = await this.storage.get<IdemRecord>(idem);
       // The storage read yielded: a concurrent retry may have started the call meanwhile.
-      if (this.#joinRunning(idem, caller, frame.ref)) return;
+      if (this.#joinRunning(idem, caller, frame)) return;
       if (stored && stored.expiresAt > this.now()) {
         if ("answer" in stored) return reply(stored.answer);
+        // Only a retry of the same call goes back to that agent: `authorize` judged this frame's
+        // target and method, and a reused key must not carry the call somewhere else.
+        const { to, method } = stored;
+        if (to !== undefined && method !== undefined && (method !== frame.method || !sameTarget(to, frame.to)))
+          return reply({ ok: false, error: this.#keyReused(frame.idempotencyKey as string) });
         pinned = stored.runningOn;
       }
     }
@@ -235,6 +249,7 @@ export class Router {
     const call: InFlight = {
       id,
       method: frame.method,
+      to: frame.to,
       startedAt: this.now(),
       from: caller.agent,
       trace: { callId: frame.callId, correlationId: frame.correlationId, causationId: frame.causationId },
@@ -254,18 +269,48 @@ export class Router {
     this.#running.set(idem, id);
     if (!callee) return this.#inDoubt(call);
     // Recorded before the request goes out: after a room restart a retry comes back here.
-    const record: IdemRecord = { runningOn: calleeAgent, expiresAt: this.now() + this.options.idempotencyWindowMs };
-    await this.storage.put({ [idem]: record });
+    const record: IdemRecord = {
+      runningOn: calleeAgent,
+      to: frame.to,
+      method: frame.method,
+      expiresAt: this.now() + this.options.idempotencyWindowMs,
+    };
+    try {
+      await this.storage.put({ [idem]: record });
+    } catch (error) {
+      // Not sent, so not run: the caller may retry. The call must not linger holding a slot.
+      console.error("[crosstalk] storing an idempotent call's record failed", error);
+      return this.#finish(id, {
+        ok: false,
+        error: { code: "INTERNAL", message: "the room could not record the call" },
+      });
+    }
     // While storing, the call may have ended or its callee dropped (then it is in doubt, and
     // `#resume` sends it when the callee returns: not here as well).
     if (this.#calls.get(id) === call && call.callee === callee) callee.sendFrame(request);
   }
 
-  /** Adds a waiter to the running idempotent call `idem`, if there is one. */
-  #joinRunning(idem: string, caller: Session, ref: string): boolean {
+  /** CONFLICT: an idempotency key names one call; a different target or method under it is refused. */
+  #keyReused(key: string): ErrorBody {
+    return {
+      code: "CONFLICT",
+      message: `idempotency key ${JSON.stringify(key).slice(0, 80)} was used for a call to another target or method`,
+    };
+  }
+
+  /**
+   * Adds a waiter to the running idempotent call `idem`, if there is one (answering CONFLICT
+   * when this frame names another target or method under the same key).
+   */
+  #joinRunning(idem: string, caller: Session, frame: CallFrame): boolean {
+    const ref = frame.ref;
     const id = this.#running.get(idem);
     const call = id ? this.#calls.get(id) : undefined;
     if (!call) return false;
+    if (call.method !== frame.method || !sameTarget(call.to, frame.to)) {
+      caller.sendFrame({ type: "rpc.response", ref, ok: false, error: this.#keyReused(frame.idempotencyKey ?? "") });
+      return true;
+    }
     call.waiters.push({ session: caller, ref });
     this.#byRef.set(`${caller.n}:${ref}`, call.id);
     return true;

@@ -93,3 +93,11 @@ describe("after close", () => {
     expect(Date.now() - started).toBeLessThan(1_000);
   });
 });
+
+describe("HTTP", () => {
+  it("answers a path that is not valid percent-encoding with 400 INVALID_ARGUMENT, not a server error", async () => {
+    const res = await room.fetch(`/parties/main/${room.team("http")}/state/%E0%A4%A`);
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({ error: { code: "INVALID_ARGUMENT" } });
+  });
+});
