@@ -56,8 +56,9 @@ async function stdioClient(team: string, token: string, extra: string[] = []) {
 async function httpServer(team: string, token: string) {
   const child: ChildProcess = spawn(
     process.execPath,
-    [BIN, "mcp", "--http", "--port", "0", "--team", team, "--host", room.host, "--token", token],
-    { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+    // As the README has it: the token from the environment.
+    [BIN, "mcp", "--team", team, "--host", room.host, "--http", "--port", "0"],
+    { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, CROSSTALK_TOKEN: token } },
   );
   let stderr = "";
   const url = await new Promise<URL>((resolveUrl, reject) => {
@@ -90,6 +91,7 @@ async function pricing(team: string) {
   const agent = await room.agent("pricing-1", { team, role: "pricing" });
   const calls: { from: string; correlationId?: string; input: unknown }[] = [];
   agent.handle("quote", (input, ctx) => {
+    if ((input as { sku?: string }).sku === "gone") throw new Error("out of stock");
     calls.push({ from: ctx.from, correlationId: ctx.correlationId, input });
     return { price: 42, for: ctx.from };
   });
@@ -118,6 +120,11 @@ describe("over stdio", () => {
     expect(output).toEqual({ price: 42, for: "llm-1" });
     // The call is traced like any other: the teammate sees the correlation id the tool returned.
     expect(calls).toEqual([{ from: "llm-1", correlationId, input: { sku: "X" } }]);
+
+    // A callee's failure is a tool error with its code and what to do.
+    const failed = await seat.client.callTool({ name: "call_quote", arguments: { input: { sku: "gone" } } });
+    expect(failed.isError).toBe(true);
+    expect(text(failed)).toMatch(/^HANDLER_ERROR: out of stock\nWhat to do: The callee's handler threw/);
   });
 
   it("publishes, reads the stream's history, and reads and writes state with a teammate", async () => {
