@@ -92,6 +92,7 @@ async function pricing(team: string) {
   const calls: { from: string; correlationId?: string; input: unknown }[] = [];
   agent.handle("quote", (input, ctx) => {
     if ((input as { sku?: string }).sku === "gone") throw new Error("out of stock");
+    if ((input as { sku?: string }).sku === "slow") ctx.progress({ step: "priced" });
     calls.push({ from: ctx.from, correlationId: ctx.correlationId, input });
     return { price: 42, for: ctx.from };
   });
@@ -269,6 +270,14 @@ describe("over Streamable HTTP", () => {
       const result = await client.callTool({ name: "call_quote", arguments: { input: { sku: "Y" } } });
       expect(JSON.parse(text(result))).toEqual({ price: 42, for: "llm-2" });
       expect(calls.at(-1)).toMatchObject({ from: "llm-2", correlationId: structured(result).correlationId });
+
+      // The callee's progress reaches the host as MCP progress notifications.
+      const progress: unknown[] = [];
+      const slow = await client.callTool({ name: "call_quote", arguments: { input: { sku: "slow" } } }, undefined, {
+        onprogress: (p) => void progress.push(p),
+      });
+      expect(JSON.parse(text(slow))).toEqual({ price: 42, for: "llm-2" });
+      expect(progress).toEqual([{ progress: 1, message: JSON.stringify({ step: "priced" }) }]);
 
       const published = await client.callTool({ name: "publish", arguments: { type: "note.added", data: { n: 1 } } });
       expect(JSON.parse(text(published))).toMatchObject({ seq: 1 });
