@@ -3,7 +3,8 @@
  * - running the room in the user's own project: `dev`, `deploy` (cli/room.ts);
  * - talking to a running room as one more agent: `tail`, `state`, `agents`, `call`,
  *   `publish`, `send`, `replay`, `trace` (cli/team.ts);
- * - tokens: `token`, `keygen` (cli/auth.ts).
+ * - tokens: `token`, `keygen` (cli/auth.ts);
+ * - serving the team to an MCP host as one agent: `mcp` (cli/mcp.ts).
  *
  * `npm run build` compiles this folder to `dist/cli/`, which `bin/crosstalk.js` runs with
  * plain node; tests call {@link main} in-process with their own streams. The CLI reaches the
@@ -18,6 +19,7 @@ import { addAuthCommands } from "./auth.ts";
 import { describeError } from "./errors.ts";
 import { useColor } from "./format.ts";
 import type { CliIO } from "./io.ts";
+import { addMcpCommand } from "./mcp.ts";
 import { addRoomCommands, DEFAULT_PORT } from "./room.ts";
 import { addTeamCommands } from "./team.ts";
 
@@ -95,5 +97,6 @@ function buildProgram(ctx: CliIO): Command {
   addRoomCommands(program, ctx);
   addTeamCommands(program, ctx);
   addAuthCommands(program, ctx);
+  addMcpCommand(program, ctx);
   return program;
 }
