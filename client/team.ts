@@ -10,6 +10,7 @@ import {
   type ConsumerInfo,
   CrosstalkError,
   type DocName,
+  type MethodInfo,
   nameSchema,
   type Permissions,
   type PolicyInput,
@@ -31,6 +32,7 @@ import {
   checkedHandler,
   checkedOutput,
   type MethodSpec,
+  methodInfo,
 } from "./contract.ts";
 import { DocSync } from "./docs.ts";
 import {
@@ -368,10 +370,14 @@ export class Team extends ObservableV2<TeamEvents> {
 
   // --- direct messages ------------------------------------------------------------------
 
-  /** Serves `method`; returns a function that stops serving it. */
-  handle(method: string, handler: Handler): () => void {
+  /**
+   * Serves `method`; returns a function that stops serving it. `info` (description, JSON
+   * Schemas, `oneWay`) is announced with it: the A2A gateway's cards show it (`serve` fills it
+   * from the contract).
+   */
+  handle(method: string, handler: Handler, info?: MethodInfo): () => void {
     this.#access.check("rpc.serve", method);
-    return this.#rpc.handle(method, handler);
+    return this.#rpc.handle(method, handler, info);
   }
 
   /**
@@ -411,7 +417,7 @@ export class Team extends ObservableV2<TeamEvents> {
     const stops = Object.entries(contract.methods).map(([method, spec]) => {
       const handler = handlers[method as keyof C] as (input: unknown, ctx: CallContext) => unknown;
       if (typeof handler !== "function") throw new CrosstalkError("INVALID_ARGUMENT", `no handler for ${method}`);
-      return this.handle(method, checkedHandler(spec, method, handler) as Handler);
+      return this.handle(method, checkedHandler(spec, method, handler) as Handler, methodInfo(spec));
     });
     return () => {
       for (const stop of stops) stop();
