@@ -22,6 +22,7 @@ import {
   targetResource,
   wholeStream,
 } from "../protocol/index.ts";
+import { A2AAgent, type A2AOptions } from "./a2a.ts";
 import { Access, forbidden } from "./access.ts";
 import { type EventCatalog, encodeEvent } from "./catalog.ts";
 import { check } from "./check.ts";
@@ -432,6 +433,15 @@ export class Team extends ObservableV2<TeamEvents> {
         checkedOutput(spec, method, await this.call(target, method, input, options));
     }
     return proxy as ContractClient<C>;
+  }
+
+  /**
+   * An outside A2A agent (v1.0, JSON-RPC) at `url`, called like a teammate:
+   * `await team.a2a(url, { token }).call(input, { timeoutMs, idempotencyKey, onProgress, method })`.
+   * The call goes straight to that agent over HTTP, not through the room.
+   */
+  a2a(url: string, options?: A2AOptions): A2AAgent {
+    return new A2AAgent(url, options);
   }
 
   /** Caps how many calls the room routes to this agent at once (beyond it callers get OVERLOADED). */
