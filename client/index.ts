@@ -22,6 +22,7 @@ export {
   traceparentFor,
   uuidv7,
 } from "../protocol/index.ts";
+export { A2AAgent, type A2ACallOptions, type A2AOptions } from "./a2a.ts";
 export { defineEvents, type EventCatalog, type EventSpec } from "./catalog.ts";
 export {
   type Contract,

@@ -11,6 +11,8 @@ import {
   ERROR_CODES,
   type ErrorBody,
   type ErrorCode,
+  type MethodInfo,
+  methodInfoSchema,
   methodSchema,
   type RoomFrame,
   sleep,
@@ -121,6 +123,8 @@ const recentlyGone = (error: CrosstalkError): boolean =>
 
 export class Rpc {
   readonly #handlers = new Map<string, Handler>();
+  /** What the served methods are (schemas, fire-and-forget), announced with them for A2A cards. */
+  readonly #info = new Map<string, MethodInfo>();
   readonly #attempts = new Map<string, Attempt>();
   /** Handlers running now, by room call id; idempotent ones are not aborted when the link drops. */
   readonly #running = new Map<string, { controller: AbortController; idempotent: boolean }>();
@@ -148,9 +152,12 @@ export class Rpc {
     private readonly onError: (error: unknown) => void,
   ) {}
 
-  handle(method: string, handler: Handler): () => void {
+  handle(method: string, handler: Handler, info?: MethodInfo): () => void {
     check(methodSchema, method, "method name");
+    if (info !== undefined) check(methodInfoSchema, info, `method info for ${method}`);
     this.#handlers.set(method, handler);
+    if (info) this.#info.set(method, info);
+    else this.#info.delete(method);
     this.#announce();
     for (const message of this.#parked.filter((m) => m.method === method)) {
       this.#parked.splice(this.#parked.indexOf(message), 1);
@@ -159,6 +166,7 @@ export class Rpc {
     return () => {
       if (this.#handlers.get(method) !== handler) return;
       this.#handlers.delete(method);
+      this.#info.delete(method);
       this.#announce();
     };
   }
@@ -180,6 +188,7 @@ export class Rpc {
         methods: [...this.#handlers.keys()],
       };
       if (this.#maxInFlight !== undefined) frame.maxInFlight = this.#maxInFlight;
+      if (this.#info.size > 0) frame.info = Object.fromEntries(this.#info);
       this.transport.send(frame);
     });
   }

@@ -10,6 +10,7 @@ import {
   type ConsumerInfo,
   CrosstalkError,
   type DocName,
+  type MethodInfo,
   nameSchema,
   type Permissions,
   type PolicyInput,
@@ -21,6 +22,7 @@ import {
   targetResource,
   wholeStream,
 } from "../protocol/index.ts";
+import { A2AAgent, type A2AOptions } from "./a2a.ts";
 import { Access, forbidden } from "./access.ts";
 import { type EventCatalog, encodeEvent } from "./catalog.ts";
 import { check } from "./check.ts";
@@ -31,6 +33,7 @@ import {
   checkedHandler,
   checkedOutput,
   type MethodSpec,
+  methodInfo,
 } from "./contract.ts";
 import { DocSync } from "./docs.ts";
 import {
@@ -368,10 +371,14 @@ export class Team extends ObservableV2<TeamEvents> {
 
   // --- direct messages ------------------------------------------------------------------
 
-  /** Serves `method`; returns a function that stops serving it. */
-  handle(method: string, handler: Handler): () => void {
+  /**
+   * Serves `method`; returns a function that stops serving it. `info` (description, JSON
+   * Schemas, `oneWay`) is announced with it: the A2A gateway's cards show it (`serve` fills it
+   * from the contract).
+   */
+  handle(method: string, handler: Handler, info?: MethodInfo): () => void {
     this.#access.check("rpc.serve", method);
-    return this.#rpc.handle(method, handler);
+    return this.#rpc.handle(method, handler, info);
   }
 
   /**
@@ -411,7 +418,7 @@ export class Team extends ObservableV2<TeamEvents> {
     const stops = Object.entries(contract.methods).map(([method, spec]) => {
       const handler = handlers[method as keyof C] as (input: unknown, ctx: CallContext) => unknown;
       if (typeof handler !== "function") throw new CrosstalkError("INVALID_ARGUMENT", `no handler for ${method}`);
-      return this.handle(method, checkedHandler(spec, method, handler) as Handler);
+      return this.handle(method, checkedHandler(spec, method, handler) as Handler, methodInfo(spec));
     });
     return () => {
       for (const stop of stops) stop();
@@ -426,6 +433,15 @@ export class Team extends ObservableV2<TeamEvents> {
         checkedOutput(spec, method, await this.call(target, method, input, options));
     }
     return proxy as ContractClient<C>;
+  }
+
+  /**
+   * An outside A2A agent (v1.0, JSON-RPC) at `url`, called like a teammate:
+   * `await team.a2a(url, { token }).call(input, { timeoutMs, idempotencyKey, onProgress, method })`.
+   * The call goes straight to that agent over HTTP, not through the room.
+   */
+  a2a(url: string, options?: A2AOptions): A2AAgent {
+    return new A2AAgent(url, options);
   }
 
   /** Caps how many calls the room routes to this agent at once (beyond it callers get OVERLOADED). */

@@ -30,6 +30,7 @@ export const defaultPolicy = {
         "http.read:agents",
         "http.read:state",
         "http.read:history",
+        "http.read:a2a",
       ],
       deny: [],
     },

@@ -9,6 +9,7 @@
  * requires a handler for every client frame type, so a frame without one does not compile.
  */
 import type { ClientFrameOf, ClientFrameType, ErrorBody, ReplyOf, RequestType } from "../protocol/index.ts";
+import type { Principal } from "./policy.ts";
 import type { Session } from "./session.ts";
 
 /** The fields of request `K`'s reply frame; the room adds `type` and `ref`. */
@@ -47,14 +48,19 @@ export type FrameHandlers<K extends ClientFrameType> = { readonly [T in K]: Fram
 export type DispatchTable = FrameHandlers<ClientFrameType>;
 
 /**
- * An HTTP GET resource below `/parties/<party>/<team>`: `path` is its segments, `:name` for
+ * An HTTP resource below `/parties/<party>/<team>`: `path` is its segments, `:name` for
  * a parameter (`streams/:stream`; "" for the team itself). Parameters arrive URL-decoded and
- * not yet validated.
+ * not yet validated. GET unless `methods` says otherwise (the A2A gateway takes POST);
+ * `request` is the request itself and who made it (already allowed to reach the path).
  */
 export type Route = {
   readonly path: string;
-  handle(params: Record<string, string>, url: URL): Response | Promise<Response>;
+  readonly methods?: readonly string[];
+  handle(params: Record<string, string>, url: URL, request: RouteRequest): Response | Promise<Response>;
 };
+
+/** The request a route answers, and its verified caller (with its grants). */
+export type RouteRequest = { readonly req: Request; readonly principal: Principal };
 
 /** What a room module contributes: frame handlers and HTTP routes. */
 export type RoomModule<K extends ClientFrameType = never> = {

@@ -1,7 +1,7 @@
 /**
- * HTTP, for tools (`curl`, dashboards, the CLI): read-only GET resources below
- * `/parties/<party>/<team>`, contributed by the room's modules as routes. Every request
- * passes `policy.ts` before its route runs.
+ * HTTP, for tools (`curl`, dashboards, the CLI) and the A2A gateway: resources below
+ * `/parties/<party>/<team>`, contributed by the room's modules as routes (GET unless a route
+ * names other methods). Every request passes `policy.ts` before its route runs.
  */
 import { httpError, type Route } from "./handlers.ts";
 import { authorize, type Principal } from "./policy.ts";
@@ -13,7 +13,6 @@ export type HttpHandler = (req: Request, principal: Principal) => Promise<Respon
 export function createHttp(routes: readonly Route[]): HttpHandler {
   const compiled = routes.map((route) => ({ route, segments: route.path.split("/").filter(Boolean) }));
   return async (req, principal) => {
-    if (req.method !== "GET") return new Response("method not allowed", { status: 405 });
     const url = new URL(req.url);
     // parts: ["parties", <party>, <team>, ...rest]
     let rest: string[];
@@ -25,10 +24,15 @@ export function createHttp(routes: readonly Route[]): HttpHandler {
     for (const { route, segments } of compiled) {
       const params = match(segments, rest);
       if (!params) continue;
+      const methods = route.methods ?? ["GET"];
+      if (!methods.includes(req.method)) {
+        return new Response("method not allowed", { status: 405, headers: { Allow: methods.join(", ") } });
+      }
       const denied = authorize(principal, "read", { http: url.pathname });
       if (denied) return httpError(denied.code === "UNAUTHORIZED" ? 401 : 403, denied);
-      return route.handle(params, url);
+      return route.handle(params, url, { req, principal });
     }
+    if (req.method !== "GET") return new Response("method not allowed", { status: 405 });
     return httpError(404, { code: "NOT_FOUND", message: `no such resource ${url.pathname}` });
   };
 }

@@ -31,6 +31,15 @@ export const keys = {
   leaseToken: (name: string) => `leasetoken|${name}`,
   /** Stored results of idempotent calls (`party/rpc.ts`), per caller agent. */
   idempotent: (agent: string, key: string) => `idem|${agent}|${key}`,
+  /**
+   * A2A tasks (`party/a2a.ts`), per caller agent: the task record in parts, each update of its
+   * stream (in parts), and which task a message id started (the message id last: it may hold anything).
+   */
+  a2aTaskPrefix: (agent: string) => `a2a|t|${agent}|`,
+  a2aTask: (agent: string, task: string) => `a2a|t|${agent}|${task}|`,
+  a2aEvents: (agent: string, task: string) => `a2a|e|${agent}|${task}|`,
+  a2aEvent: (agent: string, task: string, seq: number) => `a2a|e|${agent}|${task}|${pad(seq)}|`,
+  a2aMessage: (agent: string, messageId: string) => `a2a|m|${agent}|${messageId}`,
   /** The team's policy (`party/team-policy.ts`). */
   policy: "policy",
 } as const;

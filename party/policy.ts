@@ -176,6 +176,9 @@ function httpChecks(pathname: string): Check[] {
   const [view, name] = parts;
   if (view === undefined) return [{ action: "http.read", resource: "info" }];
   if (view === "policy") return [{ action: "policy.admin", resource: "policy" }];
+  // The A2A gateway: reaching it needs `http.read:a2a`; each call it makes is checked as the
+  // caller's own `rpc.call` / `inbox.send` (party/a2a.ts).
+  if (view === "a2a") return [{ action: "http.read", resource: "a2a" }];
   if (view === "state" && name !== undefined)
     return [
       { action: "http.read", resource: `state/${name}` },

@@ -10,6 +10,7 @@
  * every live session here.
  */
 import { DEFAULT_LOG_WINDOW, type Identity } from "../protocol/index.ts";
+import { A2AGateway } from "./a2a.ts";
 import { Admission } from "./admission.ts";
 import { Consumers, consumerModule } from "./consumers.ts";
 import type { RoomContext } from "./context.ts";
@@ -60,6 +61,8 @@ export class TeamRoom {
   readonly leases: Leases;
   readonly admission: Admission;
   readonly feeds: Feeds;
+  /** The A2A gateway: the team's agents as A2A agents over HTTP (`…/<team>/a2a/…`). */
+  readonly a2a: A2AGateway;
   /** The team's policy, and every principal's permissions under it. */
   readonly policy: TeamPolicy;
   /** Every module's frame handlers, one per client frame type. */
@@ -105,6 +108,7 @@ export class TeamRoom {
     this.leases = new Leases(ctx);
     this.inbox = new Inbox(ctx, options.rpc?.inboxTtlMs ?? DAY_MS);
     this.feeds = new Feeds(this.streams);
+    this.a2a = new A2AGateway({ team: this.team, ctx, router: this.router, inbox: this.inbox });
     this.policy = new TeamPolicy({
       team: this.team,
       storage: options.storage,
@@ -160,6 +164,7 @@ export class TeamRoom {
         router: this.router,
         connections: () => this.admission.size,
       }),
+      { frames: {}, routes: this.a2a.routes() },
       { frames: {}, routes: [{ path: "", handle: () => Response.json(this.info()) }] },
     ] as const;
     // Typed as the whole table: a client frame type no module handles does not compile.
@@ -195,7 +200,7 @@ export class TeamRoom {
     this.admission.close(socket);
   }
 
-  /** HTTP, for tools: see the modules' routes (`GET …/<team>`, `/metrics`, `/agents`, `/state/<ns>`, `/streams/<stream>`). */
+  /** HTTP, for tools: see the modules' routes (`GET …/<team>`, `/metrics`, `/agents`, `/state/<ns>`, `/streams/<stream>`) and the A2A gateway (`…/a2a/…`). */
   async request(req: Request, principal: Principal = null): Promise<Response> {
     await this.policy.load();
     return this.#http(req, principal && { ...principal, grants: this.policy.bind(principal) });

@@ -23,7 +23,7 @@
  * Everything else in flight is memory-only: a room restart drops every socket, and callers
  * see OFFLINE (or, for idempotent calls, retry and are answered as above).
  */
-import type { ClientFrame, ErrorBody, ErrorCode, RoomFrame, Target } from "../protocol/index.ts";
+import type { ClientFrame, ErrorBody, ErrorCode, MethodInfo, RoomFrame, Target } from "../protocol/index.ts";
 import type { RoomContext } from "./context.ts";
 import type { RoomModule } from "./handlers.ts";
 import { keys } from "./keys.ts";
@@ -117,6 +117,8 @@ export class Router {
   readonly #awaiting = new Map<string, Set<string>>();
   /** Agents that left within `recentlyGoneMs`, oldest first. */
   readonly #departed = new Map<string, Departed>();
+  /** What each session's methods are, as announced with `rpc.handle` (for A2A cards). */
+  readonly #info = new WeakMap<Session, Readonly<Record<string, MethodInfo>>>();
 
   private readonly presence: Presence;
   private readonly storage: KvStorage;
@@ -139,6 +141,17 @@ export class Router {
   setMaxInFlight(session: Session, max: number | undefined): void {
     if (max === undefined) this.#maxInFlight.delete(session);
     else this.#maxInFlight.set(session, max);
+  }
+
+  /** Records what `session`'s methods are (`rpc.handle` `info`). */
+  describe(session: Session, info: Readonly<Record<string, MethodInfo>> | undefined): void {
+    if (info) this.#info.set(session, info);
+    else this.#info.delete(session);
+  }
+
+  /** What `session` announced about `method`, if anything. */
+  infoOf(session: Session, method: string): MethodInfo | undefined {
+    return this.#info.get(session)?.[method];
   }
 
   /** The session to send a call to, or why there is none. */
@@ -350,6 +363,24 @@ export class Router {
   }
 
   /**
+   * Ends `caller`'s call `ref` for everyone, idempotent or not (the A2A gateway's `CancelTask`):
+   * waiters get CANCELLED, the callee gets `rpc.abort` (its signal fires), and an idempotent
+   * call's key remembers CANCELLED, so a retry does not run it again. False if not in flight.
+   */
+  async abort(caller: Session, ref: string): Promise<boolean> {
+    const id = this.#byRef.get(`${caller.n}:${ref}`);
+    const call = id ? this.#calls.get(id) : undefined;
+    if (!call) return false;
+    const answer: Answer = { ok: false, error: { code: "CANCELLED", message: "the caller cancelled the call" } };
+    if (call.idem) {
+      const record: IdemRecord = { answer, expiresAt: this.now() + this.options.idempotencyWindowMs };
+      await this.storage.put({ [call.idem]: record });
+    }
+    this.#finish(call.id, answer, "CANCELLED");
+    return true;
+  }
+
+  /**
    * The deadline passed: waiters get TIMEOUT. A plain call is aborted at the callee; an
    * idempotent one keeps running so that its result is stored for a retry (at most once).
    */
@@ -520,6 +551,7 @@ export const rpcModule = (
     "rpc.handle": (session, frame) => {
       session.methods = [...new Set(frame.methods)];
       router.setMaxInFlight(session, frame.maxInFlight);
+      router.describe(session, frame.info);
       presence.changed(session);
     },
     "rpc.call": (session, frame) => router.call(session, frame),

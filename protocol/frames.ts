@@ -23,6 +23,7 @@ import {
   jsonRecordSchema,
   leaseNameSchema,
   leaseTtlSchema,
+  methodInfoSchema,
   refSchema,
   storedEventSchema,
   targetSchema,
@@ -161,6 +162,8 @@ export const clientFrames = {
     methods: z.array(methodSchema).max(1000),
     /** Calls the room routes here at once; beyond it callers get OVERLOADED. */
     maxInFlight: z.number().int().min(1).max(100_000).optional(),
+    /** What some of the methods are (description, JSON Schemas, fire-and-forget): for A2A cards. */
+    info: z.record(methodSchema, methodInfoSchema).optional(),
   }),
   /** Call `method` on `to` (an agent, or any live agent of a role); answered by `rpc.response`. */
   "rpc.call": z.object({

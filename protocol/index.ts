@@ -6,6 +6,7 @@
  * (`test/isomorphic.test.ts`). Published as `crosstalk/protocol`.
  */
 
+export * as a2a from "./a2a.ts";
 export {
   type BackoffOptions,
   backoff,
@@ -149,6 +150,8 @@ export {
   jsonRecordSchema,
   leaseNameSchema,
   leaseTtlSchema,
+  type MethodInfo,
+  methodInfoSchema,
   refSchema,
   type StoredEvent,
   storedEventSchema,

@@ -42,6 +42,20 @@ export const storedEventSchema = eventInputSchema.extend({
 });
 export type StoredEvent = z.infer<typeof storedEventSchema>;
 
+/**
+ * What a served method is, announced with `rpc.handle` for the A2A gateway's cards and other
+ * tools: a description, JSON Schemas of its input and output (from the zod contract), and
+ * `oneWay` for fire-and-forget methods (the gateway `send`s them and acknowledges at once).
+ */
+export const methodInfoSchema = z.object({
+  description: z.string().max(2000).optional(),
+  /** A JSON Schema (an object; frames are JSON, so it holds only JSON). */
+  input: z.looseObject({}).optional(),
+  output: z.looseObject({}).optional(),
+  oneWay: z.boolean().optional(),
+});
+export type MethodInfo = z.infer<typeof methodInfoSchema>;
+
 export const agentInfoSchema = z.object({
   agent: nameSchema,
   role: nameSchema,
