@@ -147,6 +147,12 @@ const BUILTIN_SCHEMAS = Object.fromEntries(
 ) as Record<Builtin, Tool["inputSchema"]>;
 const METHOD_SCHEMA = inputSchema(methodInput);
 
+/** The method tool's schema with the method's own input schema (announced by its server) for `input`. */
+const withInput = (input: Record<string, unknown>): Tool["inputSchema"] => {
+  const properties = { ...(METHOD_SCHEMA.properties as Record<string, unknown>), input };
+  return { ...METHOD_SCHEMA, properties, required: ["input"] } as Tool["inputSchema"];
+};
+
 /** What each built-in tool needs (it is listed when some resource could be permitted). */
 const BUILTIN_ACTION: Record<Builtin, Action> = {
   publish: "stream.publish",
@@ -384,17 +390,24 @@ export class McpSeat {
       description: `${BUILTIN_DESCRIPTIONS[name]} This agent's rules for ${BUILTIN_ACTION[name]}: ${rulesFor(team, BUILTIN_ACTION[name])}.`,
       inputSchema: BUILTIN_SCHEMAS[name],
     }));
-    const methods: Tool[] = this.#methodTools({ callable: true }).map(({ name, method, servers }) => ({
-      name,
-      title: `call ${method}`,
-      description: [
-        `Calls the method "${method}" on a teammate of team ${team.team} and returns its output.`,
-        `Served now by ${servers.map((s) => `${s.agent} (role ${s.role})`).join(", ")};`,
-        `without a target the call goes to ${describeTarget(defaultTarget(servers))}.`,
-        "The team does not announce the method's input schema: pass what it expects as JSON in `input`.",
-      ].join(" "),
-      inputSchema: METHOD_SCHEMA,
-    }));
+    const methods: Tool[] = this.#methodTools({ callable: true }).map(({ name, method, servers }) => {
+      // What the serving agent announced (its zod contract as JSON Schema), if it did.
+      const info = servers.map((s) => s.info?.[method]).find((i) => i !== undefined);
+      return {
+        name,
+        title: `call ${method}`,
+        description: [
+          `Calls the method "${method}" on a teammate of team ${team.team} and returns its output.`,
+          ...(info?.description ? [info.description] : []),
+          `Served now by ${servers.map((s) => `${s.agent} (role ${s.role})`).join(", ")};`,
+          `without a target the call goes to ${describeTarget(defaultTarget(servers))}.`,
+          info?.input
+            ? "`input` follows the method's schema."
+            : "The team does not announce the method's input schema: pass what it expects as JSON in `input`.",
+        ].join(" "),
+        inputSchema: info?.input ? withInput(info.input) : METHOD_SCHEMA,
+      };
+    });
     return [...builtins, ...methods];
   }
 

@@ -12,6 +12,7 @@ export const agentInfo = (s: Session): AgentInfo => ({
   connectedAt: s.connectedAt,
   status: s.status,
   methods: s.methods,
+  ...(s.methodInfo ? { info: s.methodInfo } : {}),
 });
 
 export class Presence {

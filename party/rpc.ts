@@ -118,7 +118,6 @@ export class Router {
   /** Agents that left within `recentlyGoneMs`, oldest first. */
   readonly #departed = new Map<string, Departed>();
   /** What each session's methods are, as announced with `rpc.handle` (for A2A cards). */
-  readonly #info = new WeakMap<Session, Readonly<Record<string, MethodInfo>>>();
 
   private readonly presence: Presence;
   private readonly storage: KvStorage;
@@ -143,15 +142,13 @@ export class Router {
     else this.#maxInFlight.set(session, max);
   }
 
-  /** Records what `session`'s methods are (`rpc.handle` `info`). */
+  /** Records what `session`'s methods are (`rpc.handle` `info`); the roster shows it too. */
   describe(session: Session, info: Readonly<Record<string, MethodInfo>> | undefined): void {
-    if (info) this.#info.set(session, info);
-    else this.#info.delete(session);
+    session.methodInfo = info;
   }
 
-  /** What `session` announced about `method`, if anything. */
   infoOf(session: Session, method: string): MethodInfo | undefined {
-    return this.#info.get(session)?.[method];
+    return session.methodInfo?.[method];
   }
 
   /** The session to send a call to, or why there is none. */

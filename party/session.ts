@@ -9,6 +9,7 @@ import {
   type DocName,
   type Grants,
   MAX_FRAME_BYTES,
+  type MethodInfo,
   type RoomFrame,
 } from "../protocol/index.ts";
 import type { Metrics } from "./metrics.ts";
@@ -45,6 +46,8 @@ export class Session {
   readonly docs = new Set<string>();
   /** Methods the agent serves, as last announced with `rpc.handle`. */
   methods: string[] = [];
+  /** What the agent told about those methods (`rpc.handle` `info`): descriptions and JSON Schemas. */
+  methodInfo: Readonly<Record<string, MethodInfo>> | undefined = undefined;
   status: Record<string, import("zod").z.core.util.JSONType> = {};
   /** Serializes this session's frames: a frame waiting on a document load holds the next. */
   queue: Promise<void> = Promise.resolve();

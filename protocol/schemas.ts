@@ -64,6 +64,8 @@ export const agentInfoSchema = z.object({
   status: jsonRecordSchema,
   /** Methods the agent serves, for routing. */
   methods: z.array(methodSchema),
+  /** What the agent told about its methods (`rpc.handle` `info`): for tools that list them (MCP, A2A cards). */
+  info: z.record(methodSchema, methodInfoSchema).optional(),
 });
 export type AgentInfo = z.infer<typeof agentInfoSchema>;
 

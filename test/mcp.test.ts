@@ -14,7 +14,8 @@ import {
   ToolListChangedNotificationSchema,
 } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Team } from "../client/index.ts";
+import { z } from "zod";
+import { defineContract, type Team } from "../client/index.ts";
 import { eventually, type RoomServer, startRoom } from "./harness.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
@@ -292,5 +293,37 @@ describe("over Streamable HTTP", () => {
     } finally {
       await client.close();
     }
+  });
+});
+
+describe("tools from contracts", () => {
+  it("gives a method served through a zod contract its input schema and description", async () => {
+    const team = uniqueTeam("mcp-contract");
+    const legal = await room.agent("legal-1", { team, role: "legal" });
+    const contract = defineContract({
+      approve: {
+        description: "Approves a deal's contract, or says why not.",
+        input: z.object({ deal: z.string(), amount: z.number().positive() }),
+        output: z.object({ approved: z.boolean() }),
+      },
+    });
+    legal.serve(contract, { approve: ({ amount }) => ({ approved: amount < 1_000_000 }) });
+    await eventually(() => expect(legal.agents().find((a) => a.agent === "legal-1")?.info?.approve).toBeDefined());
+    await using seat = await stdioClient(team, await room.token("llm-1", "assistant", { team }));
+    const { tools } = await seat.client.listTools();
+    const approve = tools.find((t) => t.name === "call_approve");
+    expect(approve?.description).toContain("Approves a deal's contract");
+    expect(approve?.inputSchema).toMatchObject({
+      required: ["input"],
+      properties: {
+        input: { type: "object", properties: { deal: { type: "string" }, amount: { type: "number" } } },
+      },
+    });
+    const result = await seat.client.callTool({
+      name: "call_approve",
+      arguments: { input: { deal: "D1", amount: 5 } },
+    });
+    expect(result.isError, text(result)).toBeFalsy();
+    expect(JSON.parse(text(result))).toEqual({ approved: true });
   });
 });
