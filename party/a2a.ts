@@ -227,9 +227,13 @@ export class A2AGateway {
       const parsed = a2a.jsonRpcRequestSchema.safeParse(body);
       if (!parsed.success) throw new Refusal({ code: E.INVALID_REQUEST, message: "not a JSON-RPC 2.0 request" });
       id = parsed.data.id ?? null;
-      const version = req.headers.get(a2a.A2A_VERSION_HEADER);
-      if (version && version !== a2a.A2A_PROTOCOL_VERSION) {
-        throw new Refusal({ code: E.VERSION_NOT_SUPPORTED, message: `A2A version ${version} is not supported (1.0)` });
+      // A2A 1.0: a request without the header speaks 0.3, which this gateway does not.
+      const version = req.headers.get(a2a.A2A_VERSION_HEADER) ?? "0.3";
+      if (version !== a2a.A2A_PROTOCOL_VERSION) {
+        throw new Refusal({
+          code: E.VERSION_NOT_SUPPORTED,
+          message: `A2A version ${version} is not supported${req.headers.has(a2a.A2A_VERSION_HEADER) ? "" : " (no A2A-Version header means 0.3)"}: send A2A-Version: ${a2a.A2A_PROTOCOL_VERSION}`,
+        });
       }
       if (!principal) throw new Refusal({ code: E.INVALID_REQUEST, message: "no verified identity" }, 401);
       const caller = principal;

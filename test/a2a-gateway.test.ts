@@ -189,6 +189,22 @@ describe("A2A gateway on partykit dev", () => {
     expect(res.headers.get("www-authenticate")).toMatch(/^Bearer/);
   });
 
+  it("answers a request without A2A-Version (A2A 0.3) or with another version with -32009", async () => {
+    const { name } = await team();
+    const call = async (headers: Record<string, string>) => {
+      const token = await room.token("partner-1", "agent", { team: name });
+      const res = await fetch(`http://${room.host}/parties/main/${name}/a2a/pricing-1/`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${token}`, ...headers },
+        body: JSON.stringify({ jsonrpc: "2.0", id: 7, method: "GetTask", params: { id: "x" } }),
+      });
+      return (await res.json()) as { id: number; error?: { code: number; message: string } };
+    };
+    expect(await call({})).toMatchObject({ id: 7, error: { code: -32009, message: expect.stringContaining("0.3") } });
+    expect(await call({ "A2A-Version": "0.3" })).toMatchObject({ error: { code: -32009 } });
+    expect(await call({ "A2A-Version": "1.0" })).toMatchObject({ error: { code: -32001 } });
+  });
+
   it("SendMessage runs the call, GetTask and ListTasks find the task, a retried message id lands on it", async () => {
     const { name } = await team();
     const client = await a2aClient(name, "pricing-1");
