@@ -205,6 +205,38 @@ describe("A2A gateway on partykit dev", () => {
     expect(await call({ "A2A-Version": "1.0" })).toMatchObject({ error: { code: -32001 } });
   });
 
+  it("delivers a message to a fire-and-forget method through the inbox and acknowledges it with a Message", async () => {
+    const name = room.team("a2a-oneway");
+    const notifier = await room.agent("mailer-1", { team: name, role: "mailer" });
+    const got: unknown[] = [];
+    notifier.serve(
+      defineContract({
+        notify: { input: z.object({ to: z.string() }), output: z.null(), oneWay: true, description: "Sends a note" },
+      }),
+      {
+        notify: (input) => {
+          got.push(input);
+          return null;
+        },
+      },
+    );
+    await eventually(async () => {
+      const agents = (await (await room.fetch(`/parties/main/${name}/agents`)).json()) as {
+        agent: string;
+        methods: string[];
+      }[];
+      expect(agents.find((a) => a.agent === "mailer-1")?.methods).toEqual(["notify"]);
+    });
+    const client = await a2aClient(name, "mailer-1");
+    const sent = message({ to: "ops" }, { method: "notify" });
+    const ack = (await client.sendMessage(sent)) as Loose;
+    // A Message, not a Task: the note is stored for the recipient and handed over.
+    expect(ack.messageId).toBeDefined();
+    expect(ack.status).toBeUndefined();
+    expect(JSON.stringify(ack)).toContain(sent.message.messageId);
+    await eventually(() => expect(got).toEqual([{ to: "ops" }]));
+  });
+
   it("SendMessage runs the call, GetTask and ListTasks find the task, a retried message id lands on it", async () => {
     const { name } = await team();
     const client = await a2aClient(name, "pricing-1");
