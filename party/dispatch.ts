@@ -63,10 +63,14 @@ export class Dispatch {
    * Reports a refusal to the session; a session that spent its error budget is closed with
    * `TooManyErrors`, one that sent an update the room cannot apply with `BadUpdate`.
    */
-  #refuse(session: Session, error: ErrorBody, extra: { ref?: string; doc?: string; close?: boolean } = {}): void {
-    const { close, ...where } = extra;
+  #refuse(
+    session: Session,
+    error: ErrorBody,
+    extra: { ref?: string; doc?: string; close?: boolean; silent?: boolean } = {},
+  ): void {
+    const { close, silent, ...where } = extra;
     this.options.metrics.refused.inc({ code: error.code });
-    session.sendFrame({ type: "error", ...where, error });
+    if (!silent) session.sendFrame({ type: "error", ...where, error });
     if (session.closed) return;
     if (close) this.options.admission.drop(session, CLOSE_CODES.BadUpdate);
     else if (this.options.guard.refused(session, error.code))
@@ -102,8 +106,15 @@ export class Dispatch {
     if (!parsed.ok) return this.#refuse(session, parsed.error, { ref: parsed.ref });
     const frame = parsed.frame;
     const ref = "ref" in frame ? frame.ref : undefined;
-    const denied = authorize(session, "send", { frame }) ?? this.options.guard.admit(session, frame);
+    const denied = authorize(session, "send", { frame });
     if (denied) return this.#refuse(session, denied, { ref });
+    const over = this.options.guard.admit(session, frame);
+    if (over && frame.type === "rpc.call") {
+      // A caller waits for the call's own answer frame.
+      session.sendFrame({ type: "rpc.response", ref: frame.ref, ok: false, error: over });
+      return this.#refuse(session, over, { silent: true });
+    }
+    if (over) return this.#refuse(session, over, { ref });
     // The table holds the handler of this frame's own type (`DispatchTable`).
     const handler = this.options.table[frame.type] as FrameHandler<ClientFrameType>;
     try {
