@@ -15,7 +15,7 @@ import * as encoding from "lib0/encoding";
 import { afterAll, expect, it } from "vitest";
 import * as Y from "yjs";
 import { CLOSE_CODES, type StoredEvent, type Team } from "../client/index.ts";
-import { chunkBinary, encodeDocFrame, parseClientFrame } from "../protocol/index.ts";
+import { chunkBinary, parseClientFrame } from "../protocol/index.ts";
 import { createTestRoom, eventually, type RoomServer, startRoom, type TestHost } from "./harness.ts";
 import { openDoc, rawSocket, updateFrame } from "./raw-socket.ts";
 
