@@ -58,12 +58,15 @@ export type GuardCounts = {
   subscribed(session: Session, frame: ClientFrame): boolean;
 };
 
-/** Refusals that an honest client does not send in bulk: they spend the error budget. */
+/**
+ * Refusals that an honest client does not send in bulk: they spend the error budget. Not
+ * LIMIT_EXCEEDED or RATE_LIMITED: an honest burst (a thousand concurrent calls) may meet
+ * those, and refusing them costs the room little.
+ */
 const SPENDS_BUDGET: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   "BAD_FRAME",
   "UNKNOWN_FRAME",
   "TOO_LARGE",
-  "LIMIT_EXCEEDED",
   "FORBIDDEN",
   "UNAUTHORIZED",
 ]);

@@ -35,7 +35,7 @@ export const DEFAULT_ROOM_LIMITS = {
   /** Documents (state namespaces and stream logs) open on one connection at once. */
   maxOpenDocs: 64,
   /** Calls one connection has waiting for an answer. */
-  maxCallsInFlight: 256,
+  maxCallsInFlight: 1024,
   /** Events per second one connection may publish, sustained (a token bucket)… */
   publishRate: 2_000,
   /** …and in a burst. */
