@@ -46,6 +46,7 @@ import { type Access, forbidden } from "./access.ts";
 import { type Decoded, decodeEvent, type EventCatalog } from "./catalog.ts";
 import { check } from "./check.ts";
 import type { DocSync } from "./docs.ts";
+import { type EncryptionOptions, isSealed, open, seal } from "./payload-crypto.ts";
 import type { Requests } from "./requests.ts";
 import type { Transport } from "./transport.ts";
 
@@ -59,6 +60,12 @@ export type PublishOptions = {
   key?: string;
   causationId?: string;
   correlationId?: string;
+  /**
+   * End-to-end encryption of `data`: the id of the key to seal it with (see
+   * `connect({ encryption })`), or false to publish in the clear. Default: the stream's key
+   * in `encryption.streams`, if any.
+   */
+  encrypt?: string | false;
 };
 
 export type PublishResult = { id: string; seq: number; ts: number; duplicate: boolean };
@@ -153,6 +160,8 @@ export class Events {
   #ackScheduled = false;
   readonly #feedSubs = new Map<string, Sub>();
   #nextFeed = 0;
+  /** Payload keys (`connect({ encryption })`) and the team they bind sealed payloads to; set by `team.ts`. */
+  encryption: { team: string; options: EncryptionOptions } | null = null;
 
   constructor(
     private readonly transport: Transport,
@@ -167,6 +176,15 @@ export class Events {
   ) {}
 
   publish(type: string, data: unknown, options: PublishOptions = {}): Promise<PublishResult> {
+    const { encrypt, ...rest } = options;
+    const kid = this.#keyFor(options.stream ?? "main", encrypt);
+    if (kid) {
+      const id = options.id ?? uuidv7();
+      return this.#seal(kid, { stream: options.stream ?? "main", id, type }, data).then((sealed) =>
+        this.publish(type, sealed, { ...rest, id, encrypt: false }),
+      );
+    }
+    options = rest;
     return new Promise((resolve, reject) => {
       const closed = this.transport.closedError;
       if (closed) return reject(closed);
@@ -199,6 +217,16 @@ export class Events {
     const closed = this.transport.closedError;
     if (closed) return Promise.reject(closed);
     const stream = options.stream ?? "main";
+    if (items.some((item) => this.#keyFor(stream, item.options?.encrypt))) {
+      return Promise.all(
+        items.map(async ({ type, data, options: { encrypt, ...rest } = {} }) => {
+          const kid = this.#keyFor(stream, encrypt);
+          const id = rest.id ?? uuidv7();
+          const sealed = kid ? await this.#seal(kid, { stream, id, type }, data) : data;
+          return { type, data: sealed, options: { ...rest, id, encrypt: false as const } };
+        }),
+      ).then((sealed) => this.publishBatch(sealed, options));
+    }
     const inputs: EventInput[] = [];
     let bytes = 0;
     try {
@@ -208,6 +236,7 @@ export class Events {
           type: item.type,
           data: item.data,
           id: item.options?.id ?? uuidv7(),
+          encrypt: undefined,
         });
         inputs.push(checked.input);
         bytes += checked.bytes;
@@ -237,6 +266,26 @@ export class Events {
       }));
       this.#enqueueFrame(stream, inputs, waiters);
     });
+  }
+
+  /** The key id to seal a payload of `stream` with, if any. */
+  #keyFor(stream: string, encrypt: string | false | undefined): string | null {
+    if (encrypt === false) return null;
+    if (encrypt !== undefined) return encrypt;
+    return this.encryption?.options.streams?.[stream] ?? null;
+  }
+
+  #seal(kid: string, event: { stream: string; id: string; type: string }, data: unknown): Promise<unknown> {
+    if (!this.encryption)
+      return Promise.reject(new CrosstalkError("INVALID_ARGUMENT", "no payload keys: connect({ encryption })"));
+    return seal(this.encryption.options.keys, kid, { team: this.encryption.team, ...event }, data);
+  }
+
+  /** The event with its sealed payload opened (unchanged when it is not sealed or no keys are set); throws DECRYPT_FAILED. */
+  async #open(event: StoredEvent): Promise<StoredEvent> {
+    if (!this.encryption || !isSealed(event.data)) return event;
+    const ctx = { team: this.encryption.team, stream: event.stream, id: event.id, type: event.type };
+    return { ...event, data: (await open(this.encryption.options.keys, ctx, event.data)) as StoredEvent["data"] };
   }
 
   /** The event as it will be sent, and its size; throws a typed error for a bad one. */
@@ -641,10 +690,20 @@ export class Events {
    * Runs the handler for one event: retried with backoff on failure up to `maxDeliver`
    * deliveries, then dead-lettered. An event that fails its schema is dead-lettered at once.
    */
-  async #deliver(sub: Sub, raw: StoredEvent): Promise<void> {
+  async #deliver(sub: Sub, sealed: StoredEvent): Promise<void> {
+    let raw: StoredEvent;
+    try {
+      raw = await this.#open(sealed);
+    } catch (error) {
+      // It will not decrypt on a retry either: reported, and dead-lettered (still sealed).
+      this.onHandlerError(error, sealed);
+      await this.#deadLetter(sub, sealed, errorMessage(error), 0);
+      return;
+    }
     const decoded = this.#decode(sub, raw);
+    // Dead letters keep the payload as it was published: sealed stays sealed.
     if (!decoded.ok) {
-      await this.#deadLetter(sub, raw, decoded.error, 0, decoded.issues);
+      await this.#deadLetter(sub, sealed, decoded.error, 0, decoded.issues);
       return;
     }
     for (let delivery = 1; ; delivery++) {
@@ -655,7 +714,7 @@ export class Events {
         if (sub.closed) return;
         this.onHandlerError(error, raw);
         if (delivery >= sub.maxDeliver) {
-          await this.#deadLetter(sub, raw, errorMessage(error), delivery);
+          await this.#deadLetter(sub, sealed, errorMessage(error), delivery);
           return;
         }
         await sleep(backoff(delivery - 1, { baseMs: sub.options.retryDelayMs ?? 100, capMs: 10_000 }));
@@ -802,7 +861,7 @@ export class Events {
       });
       for (const event of page.events) {
         if (!patterns.some((p) => matchesPattern(p, event.type))) continue;
-        yield event;
+        yield await this.#open(event);
         if (--left <= 0) return;
       }
       next = page.events.length > 0 ? page.next : null;

@@ -41,6 +41,14 @@ export type {
   Subscription,
 } from "./events.ts";
 export { Lease, type LeaseOptions } from "./lease.ts";
+export {
+  type EncryptionOptions,
+  isSealed,
+  type PayloadContext,
+  type PayloadKey,
+  SEALED,
+  type Sealed,
+} from "./payload-crypto.ts";
 export type { Projection, ProjectionOptions } from "./projection.ts";
 export type { CallContext, CallOptions, Handler, SendOptions, Trace } from "./rpc.ts";
 export {

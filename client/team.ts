@@ -46,6 +46,7 @@ import {
   type SubscribeOptions,
 } from "./events.ts";
 import { Lease, type LeaseOptions } from "./lease.ts";
+import type { EncryptionOptions } from "./payload-crypto.ts";
 import { type Projection, type ProjectionOptions, startProjection } from "./projection.ts";
 import { Requests } from "./requests.ts";
 import { type CallContext, type CallOptions, type Handler, Rpc, type SendOptions } from "./rpc.ts";
@@ -61,6 +62,11 @@ export type ConnectOptions = TransportOptions & {
   waitForOnline?: boolean;
   /** With `waitForOnline`, how long to wait before failing with OFFLINE (default 15 s). */
   connectTimeoutMs?: number;
+  /**
+   * End-to-end encrypted event payloads: keys by id (handed to agents outside the room) and
+   * the key each stream's events are sealed with. See README "Encrypted payloads".
+   */
+  encryption?: EncryptionOptions;
 };
 
 type TeamEvents = {
@@ -89,7 +95,7 @@ export class Team extends ObservableV2<TeamEvents> {
   /** Room clock minus local clock, from the last welcome. */
   #clockSkew = 0;
 
-  constructor(options: TransportOptions) {
+  constructor(options: TransportOptions & { encryption?: EncryptionOptions }) {
     super();
     for (const [field, value] of [
       ["team", options.team],
@@ -110,6 +116,7 @@ export class Team extends ObservableV2<TeamEvents> {
     this.#events = new Events(this.#transport, this.#docs, this.#requests, this.#access, this.agent, (error, event) =>
       this.emit("error", [error, { event }]),
     );
+    if (options.encryption) this.#events.encryption = { team: this.team, options: options.encryption };
     this.#rpc = new Rpc(
       this.#transport,
       (ctx) => ({

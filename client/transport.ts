@@ -73,6 +73,8 @@ const fatalError = (code: number, reason: string): CrosstalkError => {
   if (code === CLOSE_CODES.Forbidden.code) return new CrosstalkError("FORBIDDEN", text);
   if (code === CLOSE_CODES.AgentIdInUse.code || code === CLOSE_CODES.TakenOver.code)
     return new CrosstalkError("CONFLICT", text);
+  if (code === CLOSE_CODES.BadUpdate.code || code === CLOSE_CODES.TooManyErrors.code)
+    return new CrosstalkError("BAD_FRAME", text);
   return new CrosstalkError("INVALID_ARGUMENT", text);
 };
 

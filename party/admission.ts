@@ -14,6 +14,7 @@ import {
   type Identity,
   nameSchema,
   PROTOCOL_VERSION,
+  type RoomLimits,
 } from "../protocol/index.ts";
 import type { RoomModule } from "./handlers.ts";
 import type { Metrics } from "./metrics.ts";
@@ -25,6 +26,8 @@ export type AdmissionOptions = {
   now: () => number;
   metrics: Metrics;
   presence: Presence;
+  /** How many sockets an agent id may hold; how large a reassembled frame may get. */
+  limits: Pick<RoomLimits, "maxConnectionsPerAgent" | "maxUpdateBytes">;
   /** The effective permissions of an admitted session under the team's policy (`team-policy.ts`). */
   grants: (who: Session) => Grants;
   /**
@@ -102,6 +105,7 @@ export class Admission {
     }
     const instance = q.get("_pk") ?? `anon-${this.#nextSession + 1}`;
     const session = new Session({
+      maxFrameBytes: this.options.limits.maxUpdateBytes,
       n: ++this.#nextSession,
       socket,
       agent: agent.data,
@@ -149,7 +153,16 @@ export class Admission {
       socket.close(CLOSE_CODES.BadRequest.code, `${CLOSE_CODES.BadRequest.reason}: invalid doc or agent`);
       return null;
     }
+    // Stock Yjs providers add sockets without taking one over: an agent id holds a bounded number.
+    let held = 0;
+    for (const s of this.#sessions.values()) if (s.agent === agent.data && !s.closed) held++;
+    if (held >= this.options.limits.maxConnectionsPerAgent) {
+      const { code, reason } = CLOSE_CODES.TooManyConnections;
+      socket.close(code, `${reason}: ${agent.data} holds ${held} (maxConnectionsPerAgent)`);
+      return null;
+    }
     const init = {
+      maxFrameBytes: this.options.limits.maxUpdateBytes,
       n: ++this.#nextSession,
       socket,
       agent: agent.data,

@@ -152,6 +152,18 @@ export class Consumers {
 
   // --- groups ---------------------------------------------------------------------------
 
+  /** The groups each session is a member of (keys), for the room's `maxSubscriptions` limit. */
+  readonly #memberOf = new WeakMap<Session, Set<string>>();
+
+  /** How many groups `session` is a member of, and whether one is `stream`'s `group`. */
+  memberships(session: Session): number {
+    return this.#memberOf.get(session)?.size ?? 0;
+  }
+
+  isMember(session: Session, stream: string, group: string): boolean {
+    return this.#memberOf.get(session)?.has(grpKey(stream, group)) ?? false;
+  }
+
   async join(session: Session, frame: JoinFrame): Promise<Outcome<"group.join">> {
     const stream = await this.streams.open(frame.stream);
     const key = grpKey(frame.stream, frame.group);
@@ -170,6 +182,8 @@ export class Consumers {
       };
     }
     group.members.set(session, { maxAckPending: frame.maxAckPending, inFlight: 0 });
+    const mine = this.#memberOf.get(session) ?? new Set<string>();
+    this.#memberOf.set(session, mine.add(key));
     void this.#dispatch(group);
     return { reply: {} };
   }
@@ -232,6 +246,7 @@ export class Consumers {
 
   #removeMember(group: Group, session: Session): void {
     if (!group.members.delete(session)) return;
+    this.#memberOf.get(session)?.delete(grpKey(group.stream.name, group.name));
     for (const [seq, lease] of group.leases) if (lease.member === session) this.#expire(group, seq);
     void this.#dispatch(group);
   }

@@ -11,6 +11,7 @@
 import * as decoding from "lib0/decoding";
 import * as syncProtocol from "y-protocols/sync";
 import {
+  CLOSE_CODES,
   type ClientFrame,
   type ClientFrameType,
   decodeDocFrame,
@@ -22,7 +23,8 @@ import {
   Y_MESSAGE_SYNC,
 } from "../protocol/index.ts";
 import type { Admission } from "./admission.ts";
-import { type DocHub, isEmptyUpdate } from "./docs.ts";
+import { type DocHub, isEmptyUpdate, type Refusal } from "./docs.ts";
+import type { Guard } from "./guard.ts";
 import type { DispatchTable, FrameHandler, Outcome } from "./handlers.ts";
 import type { Metrics } from "./metrics.ts";
 import { authorize, type Op } from "./policy.ts";
@@ -36,6 +38,8 @@ export type DispatchOptions = {
   hub: DocHub;
   metrics: Metrics;
   admission: Admission;
+  /** Per-connection limits and error budgets. */
+  guard: Guard;
   /** Null once the team's policy is loaded; until then, the load every message waits for. */
   policyReady: () => Promise<void> | null;
 };
@@ -55,14 +59,31 @@ export class Dispatch {
     this.#refuse(session, { code: "INTERNAL", message: "the room failed to handle this frame" }, { ref });
   }
 
-  #refuse(session: Session, error: ErrorBody, extra: { ref?: string; doc?: string } = {}): void {
+  /**
+   * Reports a refusal to the session; a session that spent its error budget is closed with
+   * `TooManyErrors`, one that sent an update the room cannot apply with `BadUpdate`.
+   */
+  #refuse(
+    session: Session,
+    error: ErrorBody,
+    extra: { ref?: string; doc?: string; close?: boolean; silent?: boolean } = {},
+  ): void {
+    const { close, silent, ...where } = extra;
     this.options.metrics.refused.inc({ code: error.code });
-    session.sendFrame({ type: "error", ...extra, error });
+    if (!silent) session.sendFrame({ type: "error", ...where, error });
+    if (session.closed) return;
+    if (close) this.options.admission.drop(session, CLOSE_CODES.BadUpdate);
+    else if (this.options.guard.refused(session, error.code))
+      this.options.admission.drop(session, CLOSE_CODES.TooManyErrors);
   }
 
   async #handle(session: Session, data: Data): Promise<void> {
     const loading = this.options.policyReady();
     if (loading) await loading;
+    if (session.closed) return;
+    const size = typeof data === "string" ? data.length : data.byteLength;
+    const tooLarge = this.options.guard.size(size);
+    if (tooLarge) return this.#refuse(session, tooLarge);
     if (session instanceof RawDocSession) return this.#raw(session, data);
     if (typeof data === "string") return this.#text(session, data);
     const whole = session.reassembler.push(asBytes(data));
@@ -75,8 +96,8 @@ export class Dispatch {
     const op = syncOp(decoder);
     const denied = op && authorize(session, op, { doc });
     if (denied && !emptyWrite(op, decoder)) return this.#refuse(session, denied, { doc });
-    const error = await this.options.hub.receive(session, doc, decoder);
-    if (error) this.#refuse(session, error, { doc });
+    const refusal = await this.options.hub.receive(session, doc, decoder);
+    if (refusal) this.#refuse(session, refusal.error, { doc, ...(refusal.close ? { close: true } : {}) });
   }
 
   async #text(session: Session, text: string): Promise<void> {
@@ -87,6 +108,13 @@ export class Dispatch {
     const ref = "ref" in frame ? frame.ref : undefined;
     const denied = authorize(session, "send", { frame });
     if (denied) return this.#refuse(session, denied, { ref });
+    const over = this.options.guard.admit(session, frame);
+    if (over && frame.type === "rpc.call") {
+      // A caller waits for the call's own answer frame.
+      session.sendFrame({ type: "rpc.response", ref: frame.ref, ok: false, error: over });
+      return this.#refuse(session, over, { silent: true });
+    }
+    if (over) return this.#refuse(session, over, { ref });
     // The table holds the handler of this frame's own type (`DispatchTable`).
     const handler = this.options.table[frame.type] as FrameHandler<ClientFrameType>;
     try {
@@ -128,11 +156,12 @@ export class Dispatch {
     if (type === Y_MESSAGE_SYNC) {
       const op = syncOp(decoder);
       const denied = op && authorize(session, op, { doc });
-      const error = denied && !emptyWrite(op, decoder) ? denied : await hub.receive(session, doc, decoder);
-      if (error) {
+      const refusal: Refusal | null =
+        denied && !emptyWrite(op, decoder) ? { error: denied } : await hub.receive(session, doc, decoder);
+      if (refusal) {
         // A stock client has no error frame to read; the refusal is logged and counted.
-        this.options.metrics.refused.inc({ code: error.code });
-        console.warn(`[crosstalk ${team}] stock Yjs client ${session.agent}: ${error.message}`);
+        this.#refuse(session, refusal.error, refusal.close ? { close: true } : {});
+        console.warn(`[crosstalk ${team}] stock Yjs client ${session.agent}: ${refusal.error.message}`);
       }
     } else if (type === Y_MESSAGE_AWARENESS) {
       const denied = authorize(session, "send", { doc });

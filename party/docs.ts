@@ -12,11 +12,20 @@ import * as decoding from "lib0/decoding";
 import * as encoding from "lib0/encoding";
 import * as syncProtocol from "y-protocols/sync";
 import * as Y from "yjs";
-import { type DocName, type ErrorBody, encodeDocFrame, isWritableByClients } from "../protocol/index.ts";
+import {
+  DEFAULT_ROOM_LIMITS,
+  type DocName,
+  type ErrorBody,
+  encodeDocFrame,
+  isWritableByClients,
+  MAX_JSON_DEPTH,
+  type RoomLimits,
+} from "../protocol/index.ts";
 import type { RoomModule } from "./handlers.ts";
 import { keys } from "./keys.ts";
 import type { Session } from "./session.ts";
 import { appendUpdate, compact, type KvStorage, loadDoc, needsCompaction, type StoredDoc } from "./storage.ts";
+import { checkUpdate } from "./update-check.ts";
 
 /** Origin of updates applied while loading from storage: not re-persisted. */
 const LOADING = Symbol("loading");
@@ -49,6 +58,16 @@ export type HubDoc = {
   inflight: Batch | null;
 };
 
+/**
+ * Why the room refused a sync message. `close`: the session sent an update the room cannot
+ * apply safely (malformed, throwing, leaving pending structs, too large or too deep), so
+ * `dispatch.ts` closes it with `BadUpdate` after reporting the error.
+ */
+export type Refusal = { error: ErrorBody; close?: true };
+
+/** The limits the hub enforces (`RoomLimits`). */
+export type HubLimits = Pick<RoomLimits, "maxUpdateBytes" | "maxDocDepth" | "maxOpenDocs">;
+
 export class DocHub {
   readonly #docs = new Map<DocName, HubDoc>();
   readonly #loading = new Map<DocName, Promise<HubDoc>>();
@@ -57,6 +76,7 @@ export class DocHub {
     private readonly storage: KvStorage,
     /** Called when storage fails: the in-memory state can no longer be trusted. */
     private readonly fatal: (error: unknown) => void,
+    private readonly limits: HubLimits = DEFAULT_ROOM_LIMITS,
   ) {}
 
   /** Every document loaded in memory. */
@@ -177,32 +197,41 @@ export class DocHub {
   }
 
   /**
-   * Handles one y-protocols sync message from `session` for `name`. Returns an error to
+   * Handles one y-protocols sync message from `session` for `name`. Returns the refusal to
    * report to the session, or null.
    */
-  async receive(session: Session, name: DocName, decoder: decoding.Decoder): Promise<ErrorBody | null> {
+  async receive(session: Session, name: DocName, decoder: decoding.Decoder): Promise<Refusal | null> {
     let messageType: number;
     let payload: Uint8Array;
     try {
       messageType = decoding.readVarUint(decoder);
       if (messageType > syncProtocol.messageYjsUpdate) {
-        return { code: "UNKNOWN_FRAME", message: `unknown sync message type ${messageType}` };
+        return { error: { code: "UNKNOWN_FRAME", message: `unknown sync message type ${messageType}` } };
       }
       payload = decoding.readVarUint8Array(decoder);
     } catch {
-      return { code: "BAD_FRAME", message: "truncated sync message" };
+      return { error: { code: "BAD_FRAME", message: "truncated sync message" } };
     }
     switch (messageType) {
       case syncProtocol.messageYjsSyncStep1: {
+        if (!session.docs.has(name) && session.docs.size >= this.limits.maxOpenDocs) {
+          return {
+            error: {
+              code: "LIMIT_EXCEEDED",
+              message: `this connection has ${session.docs.size} documents open, the most it may; close one first`,
+              details: { limit: "maxOpenDocs", max: this.limits.maxOpenDocs },
+            },
+          };
+        }
         const doc = await this.open(name);
-        doc.subscribers.add(session);
-        session.docs.add(name);
         let step2: Uint8Array;
         try {
           step2 = Y.encodeStateAsUpdate(doc.ydoc, payload);
         } catch {
-          return { code: "BAD_FRAME", message: "invalid state vector" };
+          return { error: { code: "BAD_FRAME", message: "invalid state vector" } };
         }
+        doc.subscribers.add(session);
+        session.docs.add(name);
         this.afterCommit(doc, () => {
           session.sendBinary(
             encodeDocFrame(name, (e) => {
@@ -218,58 +247,128 @@ export class DocHub {
       }
       case syncProtocol.messageYjsSyncStep2:
       case syncProtocol.messageYjsUpdate: {
-        const doc = this.#docs.get(name);
+        const doc = this.#docs.get(name) ?? (await this.#loading.get(name));
         if (!doc?.subscribers.has(session)) {
           return {
-            code: "NOT_FOUND",
-            message: `document ${name} is not open on this connection: send a sync step 1 first`,
+            error: {
+              code: "NOT_FOUND",
+              message: `document ${name} is not open on this connection: send a sync step 1 first`,
+            },
           };
         }
         if (!doc.clientWritable) {
           if (isEmptyUpdate(payload)) return null;
-          return { code: "FORBIDDEN", message: `${name} is written only by the room; the update was not applied` };
-        }
-        let seen: Authorship;
-        try {
-          seen = authorship(payload, doc.ydoc);
-        } catch {
-          return { code: "BAD_FRAME", message: `malformed Yjs update for ${name}; nothing was applied` };
-        }
-        const clients = [...seen.clients];
-        const forged = clients.find((c) => (doc.writers.get(c) ?? session.writer) !== session.writer);
-        if (forged !== undefined) {
           return {
-            code: "FORBIDDEN",
-            message: `the update to ${name} is written under Yjs client ${forged}, which belongs to another agent; nothing was applied`,
+            error: { code: "FORBIDDEN", message: `${name} is written only by the room; the update was not applied` },
           };
         }
-        if (seen.opaqueMeta) {
-          return {
-            code: "FORBIDDEN",
-            message: `the update to ${name} writes entity meta as something other than plain values; nothing was applied`,
-          };
-        }
-        const claimed = seen.updatedBy.find((agent) => agent !== session.agent);
-        if (claimed !== undefined) {
-          return {
-            code: "FORBIDDEN",
-            message: `the update to ${name} says it was made by ${JSON.stringify(claimed).slice(0, 140)}, not by ${session.agent}; nothing was applied`,
-          };
-        }
-        try {
-          Y.applyUpdate(doc.ydoc, payload, session);
-        } catch {
-          return { code: "BAD_FRAME", message: `malformed Yjs update for ${name}; nothing was applied` };
-        }
-        for (const c of clients) {
-          if (doc.writers.has(c)) continue;
-          doc.writers.set(c, session.writer);
-          this.addToCommit(doc, { [keys.yjsWriter(name, c)]: session.writer });
-        }
-        return null;
+        return this.#write(session, doc, payload);
       }
     }
-    return { code: "UNKNOWN_FRAME", message: `unknown sync message type ${messageType}` };
+    return { error: { code: "UNKNOWN_FRAME", message: `unknown sync message type ${messageType}` } };
+  }
+
+  /**
+   * Applies a client's update to a client-writable document, all of it or nothing: checked
+   * before (size, decoding, dependencies, depth: `update-check.ts`; authorship), and should
+   * Yjs still throw or keep pending structs, the partial change is taken out of the commit
+   * batch before anyone sees it and the document is rebuilt from storage.
+   */
+  #write(session: Session, doc: HubDoc, payload: Uint8Array): Refusal | null {
+    const name = doc.name;
+    const bad = (why: string): Refusal => ({
+      error: { code: "BAD_FRAME", message: `unacceptable Yjs update for ${name} (${why}); nothing was applied` },
+      close: true,
+    });
+    if (payload.byteLength > this.limits.maxUpdateBytes) {
+      return {
+        error: {
+          code: "TOO_LARGE",
+          message: `the update to ${name} has ${payload.byteLength} bytes, more than ${this.limits.maxUpdateBytes}; nothing was applied`,
+          details: { limit: "maxUpdateBytes", max: this.limits.maxUpdateBytes },
+        },
+        close: true,
+      };
+    }
+    let decoded: ReturnType<typeof Y.decodeUpdate>;
+    try {
+      // V1 only: client bytes never reach a V2 API (yjs#687: its decoder can loop forever).
+      decoded = Y.decodeUpdate(payload);
+    } catch {
+      return bad("malformed");
+    }
+    const problem = checkUpdate(decoded, doc.ydoc, {
+      maxDepth: this.limits.maxDocDepth,
+      maxJsonDepth: MAX_JSON_DEPTH,
+    });
+    if (problem) return bad(problem);
+    const seen = authorship(decoded, doc.ydoc);
+    const clients = [...seen.clients];
+    const forged = clients.find((c) => (doc.writers.get(c) ?? session.writer) !== session.writer);
+    if (forged !== undefined) {
+      return {
+        error: {
+          code: "FORBIDDEN",
+          message: `the update to ${name} is written under Yjs client ${forged}, which belongs to another agent; nothing was applied`,
+        },
+      };
+    }
+    if (seen.opaqueMeta) {
+      return {
+        error: {
+          code: "FORBIDDEN",
+          message: `the update to ${name} writes entity meta as something other than plain values; nothing was applied`,
+        },
+      };
+    }
+    const claimed = seen.updatedBy.find((agent) => agent !== session.agent);
+    if (claimed !== undefined) {
+      return {
+        error: {
+          code: "FORBIDDEN",
+          message: `the update to ${name} says it was made by ${JSON.stringify(claimed).slice(0, 140)}, not by ${session.agent}; nothing was applied`,
+        },
+      };
+    }
+    const batch = doc.pending;
+    const mark = batch?.updates.length ?? 0;
+    let threw = false;
+    try {
+      Y.applyUpdate(doc.ydoc, payload, session);
+    } catch {
+      threw = true;
+    }
+    const store = doc.ydoc.store;
+    if (threw || store.pendingStructs !== null || store.pendingDs !== null) {
+      // What Yjs integrated before it stopped is in the batch, not yet stored or sent: drop it.
+      if (doc.pending) doc.pending.updates.splice(doc.pending === batch ? mark : 0);
+      doc.subscribers.delete(session);
+      this.#rebuild(doc);
+      return bad(threw ? "Yjs failed to apply it" : "it left pending structs");
+    }
+    for (const c of clients) {
+      if (doc.writers.has(c)) continue;
+      doc.writers.set(c, session.writer);
+      this.addToCommit(doc, { [keys.yjsWriter(name, c)]: session.writer });
+    }
+    return null;
+  }
+
+  /**
+   * Replaces a document whose memory can no longer be trusted (a partial update) with a fresh
+   * copy from storage, once everything honest applied before is stored. Meanwhile its messages
+   * wait for the copy; its subscribers move over, and their copies never saw the partial change.
+   */
+  #rebuild(old: HubDoc): void {
+    console.warn(`[crosstalk] rebuilding ${old.name} from storage after an update Yjs could not apply`);
+    this.#docs.delete(old.name);
+    const rebuilt = (async () => {
+      await this.stored(old);
+      const fresh = await this.#load(old.name);
+      for (const s of old.subscribers) if (!s.closed) fresh.subscribers.add(s);
+      return fresh;
+    })().finally(() => this.#loading.delete(old.name));
+    this.#loading.set(old.name, rebuilt);
   }
 
   close(session: Session, name: DocName): void {
@@ -291,12 +390,11 @@ export class DocHub {
 type Authorship = { clients: Set<number>; updatedBy: string[]; opaqueMeta: boolean };
 
 /**
- * Reads a client's update (throws when malformed) for what it claims about its author. The
+ * Reads a client's decoded update for what it claims about its author. The
  * room binds Yjs client ids to agents and requires `updatedBy` in the `meta` map (the entity
  * layout in `protocol/entities.ts`) to name the writer, so attribution is the verified one.
  */
-function authorship(update: Uint8Array, ydoc: Y.Doc): Authorship {
-  const { structs } = Y.decodeUpdate(update);
+function authorship({ structs }: ReturnType<typeof Y.decodeUpdate>, ydoc: Y.Doc): Authorship {
   const clients = new Set<number>();
   const updatedBy: string[] = [];
   let opaqueMeta = false;

@@ -40,6 +40,15 @@ export class Feeds {
 
   constructor(private readonly streams: Streams) {}
 
+  /** How many feeds `session` has open, and whether one is `id`. */
+  count(session: Session): number {
+    return this.#bySession.get(session)?.size ?? 0;
+  }
+
+  has(session: Session, id: string): boolean {
+    return this.#bySession.get(session)?.has(id) ?? false;
+  }
+
   /** Opens (or reopens) a feed; its events follow the `feed.started` answer. */
   async open(session: Session, frame: ClientFrameOf<"feed.open">): Promise<Outcome<"feed.open">> {
     this.close(session, frame.feed);

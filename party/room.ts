@@ -9,7 +9,7 @@
  * `team-policy.ts` holds the team's policy; when it changes, {@link TeamRoom} applies it to
  * every live session here.
  */
-import { DEFAULT_LOG_WINDOW, type Identity } from "../protocol/index.ts";
+import { DEFAULT_LOG_WINDOW, DEFAULT_ROOM_LIMITS, type Identity, type RoomLimits } from "../protocol/index.ts";
 import { A2AGateway } from "./a2a.ts";
 import { Admission } from "./admission.ts";
 import { Consumers, consumerModule } from "./consumers.ts";
@@ -17,6 +17,7 @@ import type { RoomContext } from "./context.ts";
 import { Dispatch } from "./dispatch.ts";
 import { DocHub, docModule } from "./docs.ts";
 import { Feeds, feedModule } from "./feeds.ts";
+import { Guard } from "./guard.ts";
 import type { DispatchTable, Route } from "./handlers.ts";
 import { createHttp, type HttpHandler } from "./http.ts";
 import { Inbox, inboxModule } from "./inbox.ts";
@@ -43,6 +44,8 @@ export type RoomOptions = {
   /** Call and message tuning. */
   rpc?: Partial<RouterOptions> & { inboxTtlMs?: number };
   now?: () => number;
+  /** Per-connection limits (`DEFAULT_ROOM_LIMITS`); the room's variables set them (`guard.ts` `limitsFromEnv`). */
+  limits?: Partial<RoomLimits>;
   /** Called when the room can no longer trust its memory (storage failed). */
   onFatal?: (error: unknown) => void;
 };
@@ -65,6 +68,8 @@ export class TeamRoom {
   readonly a2a: A2AGateway;
   /** The team's policy, and every principal's permissions under it. */
   readonly policy: TeamPolicy;
+  /** Per-connection limits and error budgets. */
+  readonly guard: Guard;
   /** Every module's frame handlers, one per client frame type. */
   readonly handlers: DispatchTable;
   readonly #dispatch: Dispatch;
@@ -73,11 +78,16 @@ export class TeamRoom {
   constructor(options: RoomOptions) {
     this.team = options.team;
     const now = options.now ?? Date.now;
-    this.hub = new DocHub(options.storage, (error) => {
-      console.error(`[crosstalk ${this.team}] storage failed; dropping all connections`, error);
-      this.admission.closeAll(1011, "storage failure");
-      options.onFatal?.(error);
-    });
+    const limits: RoomLimits = { ...DEFAULT_ROOM_LIMITS, ...options.limits };
+    this.hub = new DocHub(
+      options.storage,
+      (error) => {
+        console.error(`[crosstalk ${this.team}] storage failed; dropping all connections`, error);
+        this.admission.closeAll(1011, "storage failure");
+        options.onFatal?.(error);
+      },
+      limits,
+    );
     const ctx: RoomContext = {
       storage: options.storage,
       now,
@@ -125,9 +135,22 @@ export class TeamRoom {
     void this.policy.load().catch((error: unknown) => {
       console.error(`[crosstalk ${this.team}] the policy could not be loaded`, error);
     });
+    this.guard = new Guard(
+      limits,
+      {
+        callsInFlight: (session) => this.router.callsBy(session),
+        subscriptions: (session) => this.feeds.count(session) + this.consumers.memberships(session),
+        subscribed: (session, frame) =>
+          frame.type === "feed.open"
+            ? this.feeds.has(session, frame.feed)
+            : frame.type === "group.join" && this.consumers.isMember(session, frame.stream, frame.group),
+      },
+      now,
+    );
     this.admission = new Admission({
       team: this.team,
       now,
+      limits,
       metrics: this.metrics,
       presence: this.presence,
       grants: (session) => this.policy.bind(session),
@@ -175,6 +198,7 @@ export class TeamRoom {
       hub: this.hub,
       metrics: this.metrics,
       admission: this.admission,
+      guard: this.guard,
       policyReady: () => this.policy.ready(),
     });
     this.#http = createHttp(modules.flatMap((m: Composable) => m.routes ?? []));

@@ -108,6 +108,8 @@ export class Router {
   readonly #calls = new Map<string, InFlight>();
   /** `${session.n}:${ref}` → room call id, for cancels. */
   readonly #byRef = new Map<string, string>();
+  /** How many `#byRef` entries each caller has. */
+  readonly #callsBy = new WeakMap<Session, number>();
   /** Idempotent calls running now, by `<agent>:<key>`. */
   readonly #running = new Map<string, string>();
   /** Calls routed to each callee session right now. */
@@ -131,6 +133,17 @@ export class Router {
     private readonly traces: TraceLog,
   ) {
     ({ presence: this.presence, storage: this.storage, now: this.now, metrics: this.metrics } = ctx);
+  }
+
+  /** Calls `caller` awaits an answer to (the room's `maxCallsInFlight` limit). */
+  callsBy(caller: Session): number {
+    return this.#callsBy.get(caller) ?? 0;
+  }
+
+  #countCall(caller: Session, by: 1 | -1): void {
+    const n = (this.#callsBy.get(caller) ?? 0) + by;
+    if (n > 0) this.#callsBy.set(caller, n);
+    else this.#callsBy.delete(caller);
   }
 
   get inFlight(): number {
@@ -273,6 +286,7 @@ export class Router {
     };
     this.#calls.set(id, call);
     this.#byRef.set(refKey, id);
+    this.#countCall(caller, 1);
     if (callee) this.#load.set(callee, (this.#load.get(callee) ?? 0) + 1);
     if (!idem) return callee?.sendFrame(request);
 
@@ -323,6 +337,7 @@ export class Router {
     }
     call.waiters.push({ session: caller, ref });
     this.#byRef.set(`${caller.n}:${ref}`, call.id);
+    this.#countCall(caller, 1);
     return true;
   }
 
@@ -353,7 +368,7 @@ export class Router {
     const id = this.#byRef.get(`${caller.n}:${ref}`);
     const call = id ? this.#calls.get(id) : undefined;
     if (!call) return;
-    this.#byRef.delete(`${caller.n}:${ref}`);
+    if (this.#byRef.delete(`${caller.n}:${ref}`)) this.#countCall(caller, -1);
     call.waiters = call.waiters.filter((w) => !(w.session === caller && w.ref === ref));
     // An idempotent call keeps running for its result; a plain one is aborted.
     if (call.waiters.length === 0 && !call.idem) this.#finish(call.id, null, reason);
@@ -387,7 +402,7 @@ export class Router {
     const answer: Answer = { ok: false, error: { code: "TIMEOUT", message: `no answer within ${timeoutMs} ms` } };
     if (!call.idem) return this.#finish(id, answer, "TIMEOUT");
     for (const w of call.waiters) {
-      this.#byRef.delete(`${w.session.n}:${w.ref}`);
+      if (this.#byRef.delete(`${w.session.n}:${w.ref}`)) this.#countCall(w.session, -1);
       w.session.sendFrame({ type: "rpc.response", ref: w.ref, ...answer });
     }
     call.waiters = [];
@@ -529,7 +544,7 @@ export class Router {
       else this.#load.delete(call.callee);
     }
     for (const w of call.waiters) {
-      this.#byRef.delete(`${w.session.n}:${w.ref}`);
+      if (this.#byRef.delete(`${w.session.n}:${w.ref}`)) this.#countCall(w.session, -1);
       if (answer) w.session.sendFrame({ type: "rpc.response", ref: w.ref, ...answer });
     }
     if (abort) call.callee?.sendFrame({ type: "rpc.abort", id, reason: abort });

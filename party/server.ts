@@ -5,6 +5,7 @@
  */
 import type * as Party from "partykit/server";
 import { CLOSE_CODES } from "../protocol/index.ts";
+import { limitsFromEnv } from "./guard.ts";
 import {
   authenticate,
   devTokenResponse,
@@ -28,6 +29,7 @@ export default class TeamServer implements Party.Server {
       team: room.id,
       storage: room.storage,
       streams: Number.isInteger(window) && window > 0 ? { window } : {},
+      limits: limitsFromEnv(room.env),
     });
   }
 

@@ -9,6 +9,7 @@ import {
   type DocName,
   type Grants,
   MAX_FRAME_BYTES,
+  MAX_REASSEMBLED_BYTES,
   type MethodInfo,
   type RoomFrame,
 } from "../protocol/index.ts";
@@ -24,6 +25,8 @@ export interface Socket {
 }
 
 export type SessionInit = {
+  /** The largest binary frame the session may reassemble from chunks (`RoomLimits.maxUpdateBytes`). */
+  maxFrameBytes?: number;
   /** Room-unique, increasing: tells an old socket of an agent from its replacement. */
   n: number;
   socket: Socket;
@@ -58,7 +61,7 @@ export class Session {
    */
   grants?: Grants;
   /** Joins chunked binary frames from this socket. */
-  readonly reassembler = createReassembler();
+  readonly reassembler: ReturnType<typeof createReassembler>;
 
   readonly n: number;
   readonly socket: Socket;
@@ -85,6 +88,8 @@ export class Session {
     this.connectedAt = init.connectedAt;
     this.metrics = init.metrics;
     this.writer = init.writer ?? init.agent;
+    // Room for the envelope (document name, message type) around the largest update.
+    this.reassembler = createReassembler({ maxBytes: (init.maxFrameBytes ?? MAX_REASSEMBLED_BYTES) + 1024 });
     if (init.scope) this.scope = init.scope;
     if (init.expiresAt !== undefined) this.expiresAt = init.expiresAt;
   }

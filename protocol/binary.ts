@@ -58,7 +58,10 @@ export function decodeDocFrame(bytes: Uint8Array): { ok: true; frame: DocFrame }
 export const BINARY_KIND_CHUNK = 1;
 /** Room for the chunk header inside the frame limit. */
 const CHUNK_PAYLOAD_BYTES = MAX_FRAME_BYTES - 64;
-/** A reassembled frame may not exceed this (a document snapshot rarely comes close). */
+/**
+ * What a client accepts reassembled from the room (a large document snapshot). The room
+ * accepts far less from a client (`DEFAULT_ROOM_LIMITS.maxUpdateBytes`): it has ~128 MB.
+ */
 export const MAX_REASSEMBLED_BYTES = 256 * 1024 * 1024;
 let nextChunkId = 1;
 
@@ -90,10 +93,11 @@ export function chunkBinary(bytes: Uint8Array): Uint8Array[] {
  * Joins chunk frames from one socket. `push` returns the whole frame when its last slice
  * arrives, `null` while incomplete, or an error for slices out of order or too large.
  */
-export function createReassembler(): {
+export function createReassembler(options: { maxBytes?: number } = {}): {
   push(bytes: Uint8Array): { ok: true; frame: Uint8Array | null } | { ok: false; error: ErrorBody };
 } {
   let current: { id: number; total: number; parts: Uint8Array[]; bytes: number } | null = null;
+  const maxBytes = options.maxBytes ?? MAX_REASSEMBLED_BYTES;
   return {
     push(bytes) {
       const decoder = decoding.createDecoder(bytes);
@@ -110,9 +114,9 @@ export function createReassembler(): {
         }
         current.parts.push(part);
         current.bytes += part.byteLength;
-        if (current.bytes > MAX_REASSEMBLED_BYTES) {
+        if (current.bytes > maxBytes || total * CHUNK_PAYLOAD_BYTES > maxBytes + CHUNK_PAYLOAD_BYTES) {
           current = null;
-          return { ok: false, error: { code: "TOO_LARGE", message: "chunked frame too large" } };
+          return { ok: false, error: { code: "TOO_LARGE", message: `chunked frame larger than ${maxBytes} bytes` } };
         }
         if (current.parts.length < total) return { ok: true, frame: null };
         const out = new Uint8Array(current.bytes);

@@ -48,6 +48,18 @@ export const ERROR_CODES = {
     retryable: false,
     doc: "The callee's handler threw; the message is passed on, never a remote stack.",
   },
+  LIMIT_EXCEEDED: {
+    retryable: false,
+    doc: "A per-connection limit was reached (open documents, calls in flight, subscriptions); `details.limit` names it and `details.max` its value. Close something first.",
+  },
+  RATE_LIMITED: {
+    retryable: true,
+    doc: "The connection publishes faster than the room's rate (a token bucket per connection); `details.retryAfterMs` says when it may go on. Nothing was applied.",
+  },
+  DECRYPT_FAILED: {
+    retryable: false,
+    doc: "An encrypted payload could not be decrypted: no key for its `kid`, a wrong key, a tampered header or ciphertext, or a header bound to another team, stream, id or type.",
+  },
   OVERLOADED: { retryable: true, doc: "Too many calls in flight at the callee or the room. Back off and retry." },
   OFFLINE: { retryable: true, doc: "The connection dropped while the request was in flight; its outcome is unknown." },
   CLOSED: { retryable: false, doc: "The client was closed by its owner." },
@@ -91,6 +103,19 @@ export const CLOSE_CODES = {
    * client, so the two never take the id back and forth.
    */
   TakenOver: { code: 4002, reason: "taken over by a newer connection of this agent" },
+  /**
+   * The connection sent a Yjs update the room cannot apply safely (malformed, throwing, with
+   * missing dependencies, nested too deep, or under another agent's Yjs client id). Nothing of
+   * it was applied. Fatal: the client's copy of the document is not one the room accepts.
+   */
+  BadUpdate: { code: 4422, reason: "unacceptable document update" },
+  /**
+   * The connection kept sending frames the room refused (its error budget,
+   * `DEFAULT_ROOM_LIMITS.errorBudget`, ran out). Fatal: reconnecting would do the same.
+   */
+  TooManyErrors: { code: 4429, reason: "too many refused frames" },
+  /** The agent already holds `maxConnectionsPerAgent` sockets; this one is refused. */
+  TooManyConnections: { code: 4408, reason: "too many connections for this agent" },
 } as const;
 
 /** Close codes after which the client must not reconnect by itself. */
@@ -100,6 +125,8 @@ export const FATAL_CLOSE_CODES: ReadonlySet<number> = new Set([
   CLOSE_CODES.Forbidden.code,
   CLOSE_CODES.AgentIdInUse.code,
   CLOSE_CODES.TakenOver.code,
+  CLOSE_CODES.BadUpdate.code,
+  CLOSE_CODES.TooManyErrors.code,
 ]);
 
 export const errorBodySchema = z.object({

@@ -90,12 +90,14 @@ export {
 } from "./ids.ts";
 export {
   DEFAULT_LOG_WINDOW,
+  DEFAULT_ROOM_LIMITS,
   LOG_SEGMENT_SIZE,
   MAX_EVENT_BYTES,
   MAX_FRAME_BYTES,
   MAX_HISTORY_PAGE,
   MAX_JSON_DEPTH,
   PROTOCOL_VERSION,
+  type RoomLimits,
 } from "./limits.ts";
 export {
   eventAt,

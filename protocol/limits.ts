@@ -18,3 +18,37 @@ export const MAX_HISTORY_PAGE = 1000;
 export const DEFAULT_LOG_WINDOW = 10_000;
 /** JSON deeper than this is refused before validation (the validator recurses per level). */
 export const MAX_JSON_DEPTH = 64;
+
+/**
+ * What the room allows one connection, and where a hostile or broken client is stopped.
+ * Each is refused with a typed error (`TOO_LARGE`, `LIMIT_EXCEEDED`, `RATE_LIMITED`) or a
+ * named close code, and nothing above a limit is applied. The room reads overrides from its
+ * variables (`--var CROSSTALK_MAX_OPEN_DOCS=128`; the names are in the README's limits table).
+ */
+export const DEFAULT_ROOM_LIMITS = {
+  /** A text frame, or one binary frame (a larger document message is sent in chunks). */
+  maxFrameBytes: MAX_FRAME_BYTES,
+  /** A reassembled binary frame, hence a Yjs update, from a client (the room has ~128 MB). */
+  maxUpdateBytes: 16 * 1024 * 1024,
+  /** How deep Yjs types may nest in a document (the room's layouts use 3). */
+  maxDocDepth: 32,
+  /** Documents (state namespaces and stream logs) open on one connection at once. */
+  maxOpenDocs: 64,
+  /** Calls one connection has waiting for an answer. */
+  maxCallsInFlight: 1024,
+  /** Events per second one connection may publish, sustained (a token bucket)… */
+  publishRate: 2_000,
+  /** …and in a burst. */
+  publishBurst: 10_000,
+  /** Sockets one agent id may hold at once (its agent socket and stock Yjs providers). */
+  maxConnectionsPerAgent: 16,
+  /** Feeds and consumer-group memberships of one connection. */
+  maxSubscriptions: 64,
+  /**
+   * Refused frames (malformed, unknown, too large, over a limit) a connection may send before
+   * the room closes it with `TooManyErrors`; one is forgiven per second.
+   */
+  errorBudget: 100,
+} as const;
+
+export type RoomLimits = { -readonly [K in keyof typeof DEFAULT_ROOM_LIMITS]: number };

@@ -32,6 +32,8 @@ export type TestRoomOptions = {
   rpc?: RoomOptions["rpc"];
   /** The rooms' clock. */
   now?: () => number;
+  /** Per-connection limits, e.g. `{ maxOpenDocs: 4 }` (what `--var CROSSTALK_MAX_OPEN_DOCS` sets on the real one). */
+  limits?: RoomOptions["limits"];
 };
 
 export interface TestRoom extends TestHost {
