@@ -1,6 +1,7 @@
 /**
- * End-to-end encrypted payloads: an event's `data` sealed on the publishing client and opened
- * on the reading one, so the room, the platform and the history view hold only ciphertext.
+ * End-to-end encrypted payloads: an event's `data`, or a call's or message's `input`, sealed on
+ * the sending client and opened on the receiving one, so the room, the platform, the history
+ * view and the inboxes hold only ciphertext.
  * A sealed payload is `{ "$jwe": "<compact JWE>" }` (jose `CompactEncrypt`, `dir` +
  * `A256GCM`, the key chosen by `kid`); its protected header also binds the team, stream,
  * event id and type (`ctx`), checked on opening, so a ciphertext moved to another event,
@@ -21,10 +22,25 @@ export type EncryptionOptions = {
   keys: Record<string, PayloadKey>;
   /** The key id new events of each stream are sealed with; a stream not named is published in the clear (unless `publish(…, { encrypt })`). */
   streams?: Record<string, string>;
+  /**
+   * The key id the `input` of calls and messages to each method is sealed with; a method not
+   * named travels in the clear (unless `call`/`send(…, { encrypt })`). Outputs travel in the clear.
+   */
+  methods?: Record<string, string>;
 };
 
-/** What a sealed payload is bound to (its protected header's `ctx`). */
-export type PayloadContext = { team: string; stream: string; id: string; type: string };
+/**
+ * What a sealed payload is bound to (its protected header's `ctx`). For an event: its stream,
+ * id and type. For a call or message input: `stream` is {@link CALL_INPUT} or
+ * {@link MESSAGE_INPUT}, `id` the call's or message's id, `type` the method, and `from` the
+ * sending agent (the room stamps who sent it; a mismatch does not open).
+ */
+export type PayloadContext = { team: string; stream: string; id: string; type: string; from?: string };
+
+/** `stream` of the context of a call's input: no stream name can start with `@`. */
+export const CALL_INPUT = "@call";
+/** `stream` of the context of a message's input. */
+export const MESSAGE_INPUT = "@message";
 
 /** The field of a sealed payload. */
 export const SEALED = "$jwe";
@@ -78,20 +94,21 @@ export async function open(keys: Record<string, PayloadKey>, ctx: PayloadContext
     });
   } catch (error) {
     if (error instanceof CrosstalkError) throw error;
-    throw new CrosstalkError("DECRYPT_FAILED", `the payload of event ${ctx.id} does not decrypt: ${String(error)}`);
+    throw new CrosstalkError("DECRYPT_FAILED", `the payload of ${ctx.id} does not decrypt: ${String(error)}`);
   }
   const bound = result.protectedHeader.ctx as Partial<PayloadContext> | undefined;
-  for (const field of ["team", "stream", "id", "type"] as const) {
+  const fields = ["team", "stream", "id", "type", ...(ctx.from === undefined ? [] : ["from" as const])] as const;
+  for (const field of fields) {
     if (bound?.[field] !== ctx[field]) {
       throw new CrosstalkError(
         "DECRYPT_FAILED",
-        `the payload of event ${ctx.id} was sealed for ${field} ${JSON.stringify(bound?.[field])}, not ${JSON.stringify(ctx[field])}`,
+        `the payload of ${ctx.id} was sealed for ${field} ${JSON.stringify(bound?.[field])}, not ${JSON.stringify(ctx[field])}`,
       );
     }
   }
   try {
     return JSON.parse(new TextDecoder().decode(result.plaintext));
   } catch {
-    throw new CrosstalkError("DECRYPT_FAILED", `the payload of event ${ctx.id} is not JSON`);
+    throw new CrosstalkError("DECRYPT_FAILED", `the payload of ${ctx.id} is not JSON`);
   }
 }

@@ -24,6 +24,7 @@ import {
 import { check } from "./check.ts";
 import type { PublishOptions, PublishResult } from "./events.ts";
 import { toJson } from "./json.ts";
+import { CALL_INPUT, type EncryptionOptions, isSealed, MESSAGE_INPUT, open, seal } from "./payload-crypto.ts";
 import type { Json } from "./state.ts";
 import type { Transport } from "./transport.ts";
 
@@ -78,6 +79,12 @@ export type CallOptions = Trace & {
   retryOnTimeout?: boolean;
   /** Run at most once per key: a retry, or a resend after reconnecting, gets the original result. */
   idempotencyKey?: string;
+  /**
+   * End-to-end encryption of `input`: the id of the key to seal it with (see
+   * `connect({ encryption })`), or false to send it in the clear. Default: the method's key in
+   * `encryption.methods`, if any.
+   */
+  encrypt?: string | false;
   onProgress?: (data: Json) => void;
 };
 
@@ -86,6 +93,8 @@ export type SendOptions = Trace & {
   id?: string;
   /** How long the message waits in an offline recipient's inbox (default: the room's, 24 h). */
   ttlMs?: number;
+  /** End-to-end encryption of `input`, as for calls (`CallOptions.encrypt`). */
+  encrypt?: string | false;
 };
 
 type CallFrame = Extract<ClientFrame, { type: "rpc.call" }>;
@@ -123,6 +132,8 @@ const recentlyGone = (error: CrosstalkError): boolean =>
 
 export class Rpc {
   readonly #handlers = new Map<string, Handler>();
+  /** Payload keys (`connect({ encryption })`), the team and this agent, for sealed inputs; set by `team.ts`. */
+  encryption: { team: string; agent: string; options: EncryptionOptions } | null = null;
   /** What the served methods are (schemas, fire-and-forget), announced with them for A2A cards. */
   readonly #info = new Map<string, MethodInfo>();
   readonly #attempts = new Map<string, Attempt>();
@@ -210,12 +221,14 @@ export class Rpc {
     if (options.retryOnTimeout) retryable.add("TIMEOUT");
     if (options.idempotencyKey) retryable.add("OFFLINE");
     const callId = uuidv7();
+    const kid = this.#keyFor(method, options.encrypt);
+    const sent = kid ? await this.#seal(kid, { stream: CALL_INPUT, id: callId, type: method }, json) : json;
     for (let attempt = 0; ; attempt++) {
       try {
         return await this.#attempt({
           to,
           method,
-          input: json,
+          input: sent,
           timeoutMs: Math.max(1, deadline - Date.now()),
           callId,
           correlationId: options.correlationId ?? callId,
@@ -310,6 +323,16 @@ export class Rpc {
     input: unknown,
     options: SendOptions = {},
   ): Promise<{ id: string; recipients: string[] }> {
+    const kid = this.#keyFor(method, options.encrypt);
+    if (kid) {
+      // Sealed for this message id, then sent as is.
+      const id = options.id ?? uuidv7();
+      const json = toJson(input);
+      if (json instanceof CrosstalkError) return Promise.reject(json);
+      return this.#seal(kid, { stream: MESSAGE_INPUT, id, type: method }, json).then((sealed) =>
+        this.send(to, method, sealed, { ...options, id, encrypt: false }),
+      );
+    }
     return new Promise((resolve, reject) => {
       const closed = this.transport.closedError;
       if (closed) return reject(closed);
@@ -450,6 +473,32 @@ export class Rpc {
     });
   }
 
+  /** The key id to seal a call's or message's input to `method` with, if any. */
+  #keyFor(method: string, encrypt: string | false | undefined): string | null {
+    if (encrypt === false) return null;
+    if (encrypt !== undefined) return encrypt;
+    return this.encryption?.options.methods?.[method] ?? null;
+  }
+
+  #seal(kid: string, ctx: { stream: string; id: string; type: string }, input: Json): Promise<Json> {
+    if (!this.encryption)
+      return Promise.reject(new CrosstalkError("INVALID_ARGUMENT", "no payload keys: connect({ encryption })"));
+    const { team, agent, options } = this.encryption;
+    return seal(options.keys, kid, { team, ...ctx, from: agent }, input) as Promise<Json>;
+  }
+
+  /** A call's or message's input, opened if sealed (DECRYPT_FAILED without the key or when misbound). */
+  async #open(kind: string, id: string, frame: { method: string; from: string }, input: Json): Promise<Json> {
+    if (!isSealed(input)) return input;
+    if (!this.encryption)
+      throw new CrosstalkError(
+        "DECRYPT_FAILED",
+        `the input of ${frame.method} is sealed and this agent has no payload keys`,
+      );
+    const ctx = { team: this.encryption.team, stream: kind, id, type: frame.method, from: frame.from };
+    return (await open(this.encryption.options.keys, ctx, input)) as Json;
+  }
+
   async #serveCall(frame: Request): Promise<void> {
     const key = frame.idempotencyKey === undefined ? null : `${frame.from}\n${frame.idempotencyKey}`;
     if (key !== null) {
@@ -477,7 +526,8 @@ export class Rpc {
     if (frame.idempotencyKey !== undefined) ctx.idempotencyKey = frame.idempotencyKey;
     let outcome: Outcome;
     try {
-      const json = toJson(await handler(frame.input, ctx));
+      const input = await this.#open(CALL_INPUT, frame.callId ?? frame.id, frame, frame.input);
+      const json = toJson(await handler(input, ctx));
       outcome =
         json instanceof CrosstalkError
           ? { ok: false, error: { code: "INVALID_OUTPUT", message: json.message } }
@@ -533,7 +583,7 @@ export class Rpc {
     if (this.#seen.size > SEEN_MESSAGES) this.#seen.delete(this.#seen.values().next().value as string);
     try {
       await handler(
-        frame.input,
+        await this.#open(MESSAGE_INPUT, frame.id, frame, frame.input),
         this.#context(frame, Number.POSITIVE_INFINITY, new AbortController().signal, () => {}),
       );
     } catch (error) {

@@ -127,6 +127,7 @@ export class Team extends ObservableV2<TeamEvents> {
       }),
       (error) => this.emit("error", [error, {}]),
     );
+    if (options.encryption) this.#rpc.encryption = { team: this.team, agent: this.agent, options: options.encryption };
     this.#transport.on("frame", (frame) => {
       switch (frame.type) {
         case "welcome":

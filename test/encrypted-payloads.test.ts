@@ -119,3 +119,48 @@ it("refuses a tampered header, a payload moved to another event, and an unknown 
     })(),
   ).rejects.toMatchObject({ code: "DECRYPT_FAILED" });
 });
+
+it("seals call and message input end to end: the callee opens it, the room's inbox holds only ciphertext, a misbound one fails", async () => {
+  const team = room.team("e2e-rpc");
+  const withMethods = { keys: { k1: key }, methods: { approve: "k1", notify: "k1" } };
+  const legal = await room.agent("legal", { team, role: "legal", encryption: withMethods });
+  const seen: unknown[] = [];
+  legal.handle("approve", (input, ctx) => {
+    seen.push({ input, from: ctx.from });
+    return { ok: true };
+  });
+  const sales = await room.agent("sales", { team, encryption: withMethods });
+  await eventually(() => expect(sales.agents().find((a) => a.agent === "legal")?.methods).toEqual(["approve"]));
+
+  expect(await sales.call("legal", "approve", secret)).toEqual({ ok: true });
+  expect(seen).toEqual([{ input: secret, from: "sales" }]);
+
+  // A message to an offline agent waits in the room's inbox: sealed there.
+  await sales.send("mailer", "notify", secret);
+  const bytes = [...(await room.storage(team).list<unknown>({ prefix: "" })).values()];
+  expect(JSON.stringify(bytes)).not.toContain("ACME Corp");
+  const notes: unknown[] = [];
+  const mailer = await room.agent("mailer", { team, encryption: withMethods });
+  mailer.handle("notify", (input) => void notes.push(input));
+  await eventually(() => expect(notes).toEqual([secret]));
+
+  // A caller without the key cannot be read; a callee without it answers DECRYPT_FAILED.
+  const keyless = await room.agent("keyless", { team, role: "legal" });
+  keyless.handle("approve", () => ({ ok: "should not run" }));
+  await eventually(() => expect(sales.agents().find((a) => a.agent === "keyless")?.methods).toEqual(["approve"]));
+  await expect(sales.call("keyless", "approve", secret)).rejects.toMatchObject({ code: "DECRYPT_FAILED" });
+  // An input sealed by one agent and replayed by another does not open: `from` is bound.
+  const mallory = await room.agent("mallory", { team, encryption: withMethods });
+  const replay = await new CompactEncrypt(new TextEncoder().encode(JSON.stringify(secret)))
+    .setProtectedHeader({
+      alg: "dir",
+      enc: "A256GCM",
+      kid: "k1",
+      ctx: { team, stream: "@call", id: "x", type: "approve", from: "sales" },
+    })
+    .encrypt(base64url.decode(key));
+  await expect(mallory.call("legal", "approve", { $jwe: replay }, { encrypt: false })).rejects.toMatchObject({
+    code: "DECRYPT_FAILED",
+  });
+  expect(seen).toHaveLength(1);
+});
