@@ -206,8 +206,11 @@ describe("a room with an HS256 key", () => {
     retrying.close();
     expect(attempts).toBeGreaterThanOrEqual(3);
     expect(attempts).toBeLessThanOrEqual(8);
+    // One attempt per backoff step: no two attempts closer than the first step (100 ms, less
+    // timer slack), and the steps grow (the last gap is longer than the first).
     const gaps = stale.opened.slice(1).map((t, i) => t - (stale.opened[i] as number));
-    for (let i = 1; i < gaps.length; i++) expect(gaps[i]).toBeGreaterThanOrEqual((gaps[i - 1] as number) * 0.9);
+    for (const gap of gaps) expect(gap).toBeGreaterThanOrEqual(90);
+    expect(gaps.at(-1) as number).toBeGreaterThan(gaps[0] as number);
     expect(new Set(stale.closes)).toEqual(new Set([CLOSE_CODES.TokenExpired.code]));
   });
 

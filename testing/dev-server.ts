@@ -167,7 +167,7 @@ export async function startRoom(options: StartRoomOptions = {}): Promise<RoomSer
     for (const [k, v] of vars) args.push("--var", `${k}=${v}`);
     const proc = spawn(process.execPath, args, { cwd, detached: true, stdio: ["ignore", "pipe", "pipe"] });
     const keep = (d: Buffer) => {
-      log = (log + d.toString()).slice(-20_000);
+      log = (log + d.toString()).slice(-200_000);
     };
     proc.stdout?.on("data", keep);
     proc.stderr?.on("data", keep);
