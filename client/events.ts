@@ -46,7 +46,7 @@ import { type Access, forbidden } from "./access.ts";
 import { type Decoded, decodeEvent, type EventCatalog } from "./catalog.ts";
 import { check } from "./check.ts";
 import type { DocSync } from "./docs.ts";
-import { type EncryptionOptions, isSealed, open, seal } from "./payload-crypto.ts";
+import { type EncryptionOptions, isSealed, keyIdFor, open, seal } from "./payload-crypto.ts";
 import type { Requests } from "./requests.ts";
 import type { Transport } from "./transport.ts";
 
@@ -270,9 +270,7 @@ export class Events {
 
   /** The key id to seal a payload of `stream` with, if any. */
   #keyFor(stream: string, encrypt: string | false | undefined): string | null {
-    if (encrypt === false) return null;
-    if (encrypt !== undefined) return encrypt;
-    return this.encryption?.options.streams?.[stream] ?? null;
+    return keyIdFor(encrypt, this.encryption?.options.streams, stream);
   }
 
   #seal(kid: string, event: { stream: string; id: string; type: string }, data: unknown): Promise<unknown> {

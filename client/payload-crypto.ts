@@ -66,6 +66,19 @@ function keyOf(keys: Record<string, PayloadKey>, kid: string): Uint8Array | Cryp
   return bytes;
 }
 
+/**
+ * The key id to seal a payload with: `encrypt` when given (false: none), else the key named
+ * for `name` (a stream in `encryption.streams`, a method in `encryption.methods`), else none.
+ */
+export function keyIdFor(
+  encrypt: string | false | undefined,
+  byName: Record<string, string> | undefined,
+  name: string,
+): string | null {
+  if (encrypt === false) return null;
+  return encrypt ?? byName?.[name] ?? null;
+}
+
 /** Seals `value` (any JSON) with key `kid`, bound to `ctx`. */
 export async function seal(
   keys: Record<string, PayloadKey>,

@@ -24,7 +24,7 @@ import {
 import { check } from "./check.ts";
 import type { PublishOptions, PublishResult } from "./events.ts";
 import { toJson } from "./json.ts";
-import { CALL_INPUT, type EncryptionOptions, isSealed, MESSAGE_INPUT, open, seal } from "./payload-crypto.ts";
+import { CALL_INPUT, type EncryptionOptions, isSealed, keyIdFor, MESSAGE_INPUT, open, seal } from "./payload-crypto.ts";
 import type { Json } from "./state.ts";
 import type { Transport } from "./transport.ts";
 
@@ -475,9 +475,7 @@ export class Rpc {
 
   /** The key id to seal a call's or message's input to `method` with, if any. */
   #keyFor(method: string, encrypt: string | false | undefined): string | null {
-    if (encrypt === false) return null;
-    if (encrypt !== undefined) return encrypt;
-    return this.encryption?.options.methods?.[method] ?? null;
+    return keyIdFor(encrypt, this.encryption?.options.methods, method);
   }
 
   #seal(kid: string, ctx: { stream: string; id: string; type: string }, input: Json): Promise<Json> {

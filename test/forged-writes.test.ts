@@ -26,6 +26,17 @@ const refusedForbidden = async (): Promise<number> => {
   return line ? Number(line.split(" ").at(-1)) : 0;
 };
 
+/** A stock y-websocket client on `state/deals` of `team`, signed in as `agent` (a valid token of its own). */
+async function stockClient(team: string, agent = "mallory"): Promise<{ ydoc: Y.Doc; provider: WebsocketProvider }> {
+  const ydoc = new Y.Doc();
+  const provider = new WebsocketProvider(`ws://${room.host}/parties/main`, team, ydoc, {
+    params: { doc: "state/deals", token: await room.token(agent, "agent", { team }) },
+    WebSocketPolyfill: WebSocket as never,
+    disableBc: true,
+  });
+  return { ydoc, provider };
+}
+
 let team: string;
 
 it("refuses an update written under another agent's Yjs client id, also after a room restart", async () => {
@@ -36,12 +47,7 @@ it("refuses an update written under another agent's Yjs client id, also after a 
   deals.set("D1", { amount: 100 });
 
   const attack = async (value: number) => {
-    const ydoc = new Y.Doc();
-    const provider = new WebsocketProvider(`ws://${room.host}/parties/main`, team, ydoc, {
-      params: { doc: "state/deals", token: await room.token("mallory", "agent", { team }) },
-      WebSocketPolyfill: WebSocket as never,
-      disableBc: true,
-    });
+    const { ydoc, provider } = await stockClient(team);
     try {
       await eventually(() => expect(ydoc.getMap("fields").get("D1\u001famount")).toBe(100));
       // The honest agent's client id, from the synced state vector.
@@ -91,12 +97,7 @@ it("refuses an entity write that claims another agent as its author; honest writ
   await eventually(() => expect(copy.meta("D1")).toMatchObject({ updatedBy: "sales-1" }));
 
   // A stock Yjs client with its own (valid) token rewrites the entity's meta to name sales-1.
-  const ydoc = new Y.Doc();
-  const provider = new WebsocketProvider(`ws://${room.host}/parties/main`, writerTeam, ydoc, {
-    params: { doc: "state/deals", token: await room.token("mallory", "agent", { team: writerTeam }) },
-    WebSocketPolyfill: WebSocket as never,
-    disableBc: true,
-  });
+  const { ydoc, provider } = await stockClient(writerTeam);
   try {
     await eventually(() => expect(provider.synced).toBe(true));
     ydoc.transact(() => {
@@ -118,12 +119,7 @@ it("refuses entity meta written as anything but plain values (a nested type coul
   const deals = honest.state("deals");
   await deals.ready;
   deals.set("D1", { amount: 100 });
-  const ydoc = new Y.Doc();
-  const provider = new WebsocketProvider(`ws://${room.host}/parties/main`, t, ydoc, {
-    params: { doc: "state/deals", token: await room.token("mallory", "agent", { team: t }) },
-    WebSocketPolyfill: WebSocket as never,
-    disableBc: true,
-  });
+  const { ydoc, provider } = await stockClient(t);
   try {
     await eventually(() => expect(provider.synced).toBe(true));
     ydoc.transact(() => {

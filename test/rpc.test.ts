@@ -266,14 +266,23 @@ describe("idempotent calls when the callee's link drops", () => {
     };
   }
 
-  it("answers with the handler's result, run once, when the callee drops just before returning", async () => {
-    const team = room.team("indoubt");
+  /** legal-1 (role legal, on a breakable link) serving a gated `approve`; contract-1 calls it. */
+  async function legalAndContract(prefix: string, callerSocket?: ReturnType<typeof cuttable>) {
+    const team = room.team(prefix);
     const net = cuttable();
     const legal = await room.agent("legal-1", { team, role: "legal", WebSocket: net.WebSocket });
     const approve = gated();
     legal.handle("approve", approve.handler("legal-1"));
-    const contract = await room.agent("contract-1", { team });
+    const contract = await room.agent("contract-1", {
+      team,
+      ...(callerSocket && { WebSocket: callerSocket.WebSocket }),
+    });
     await eventually(() => expect(methodsOf(contract.agents(), "legal-1")).toEqual(["approve"]));
+    return { net, approve, contract };
+  }
+
+  it("answers with the handler's result, run once, when the callee drops just before returning", async () => {
+    const { net, approve, contract } = await legalAndContract("indoubt");
 
     const options = { idempotencyKey: "approve-D1", retries: 10, timeoutMs: 30_000 };
     const call = contract.call({ role: "legal" }, "approve", { deal: "D1" }, options);
@@ -296,13 +305,7 @@ describe("idempotent calls when the callee's link drops", () => {
   });
 
   it("runs once when the answer was written to the socket but never reached the room", async () => {
-    const team = room.team("lostreply");
-    const net = cuttable();
-    const legal = await room.agent("legal-1", { team, role: "legal", WebSocket: net.WebSocket });
-    const approve = gated();
-    legal.handle("approve", approve.handler("legal-1"));
-    const contract = await room.agent("contract-1", { team });
-    await eventually(() => expect(methodsOf(contract.agents(), "legal-1")).toEqual(["approve"]));
+    const { net, approve, contract } = await legalAndContract("lostreply");
 
     const call = contract.call(
       { role: "legal" },
@@ -318,14 +321,8 @@ describe("idempotent calls when the callee's link drops", () => {
   });
 
   it("runs once when the caller's link drops at the same time as the callee's", async () => {
-    const team = room.team("bothcut");
-    const calleeNet = cuttable();
     const callerNet = cuttable();
-    const legal = await room.agent("legal-1", { team, role: "legal", WebSocket: calleeNet.WebSocket });
-    const approve = gated();
-    legal.handle("approve", approve.handler("legal-1"));
-    const contract = await room.agent("contract-1", { team, WebSocket: callerNet.WebSocket });
-    await eventually(() => expect(methodsOf(contract.agents(), "legal-1")).toEqual(["approve"]));
+    const { net: calleeNet, approve, contract } = await legalAndContract("bothcut", callerNet);
 
     const call = contract.call(
       { role: "legal" },
