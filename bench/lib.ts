@@ -201,9 +201,9 @@ export function formatNumber(n: number | null): string {
   return n.toFixed(3);
 }
 
-export function table(results: Record<string, Result>): string {
-  const header = ["scenario", "metric", "value", "unit", "baseline", "ratio", "note"];
-  const rows = Object.entries(results).map(([key, r]) => {
+/** One row per metric: scenario, metric, value, unit, baseline, ratio, note (for the terminal and the README). */
+export function resultRows(results: Record<string, Result>): string[][] {
+  return Object.entries(results).map(([key, r]) => {
     const dot = key.indexOf(".");
     return [
       key.slice(0, dot),
@@ -215,6 +215,13 @@ export function table(results: Record<string, Result>): string {
       r.note ?? "",
     ];
   });
+}
+
+export const RESULT_HEADER = ["scenario", "metric", "value", "unit", "baseline", "ratio", "note"];
+
+export function table(results: Record<string, Result>): string {
+  const header = RESULT_HEADER;
+  const rows = resultRows(results);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
   const numeric = new Set([2, 4, 5]);
   const line = (cells: string[]) =>

@@ -11,6 +11,7 @@
 import { writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { resolve } from "node:path";
+import { writeBenchTable } from "../scripts/bench-table.ts";
 import {
   type BenchServer,
   type Context,
@@ -126,11 +127,17 @@ async function main(): Promise<void> {
     retried,
     failures,
   };
-  writeFileSync(resolve(import.meta.dirname, "results.json"), `${JSON.stringify(report, null, 2)}\n`);
+  // Only a complete full run is the reference (bench/results.json and the README's table); a
+  // quick or partial run (CI's smoke test, `--only`) goes beside it and changes neither.
+  const complete = !options.quick && only === null && Object.keys(failures).length === 0;
+  const file = complete ? "results.json" : "results.partial.json";
+  writeFileSync(resolve(import.meta.dirname, file), `${JSON.stringify(report, null, 2)}\n`);
+  if (complete) writeBenchTable(report);
   process.stdout.write(`${table(results)}\n`);
   process.stdout.write(
     `\n${options.quick ? "quick" : "full"} run, ${options.runs} runs per measurement (median shown), ` +
-      `${report.durationS} s, node ${report.node}, ${report.cpus} cpus. Raw values: bench/results.json\n`,
+      `${report.durationS} s, node ${report.node}, ${report.cpus} cpus. Raw values: bench/${file}` +
+      `${complete ? "; README.md's table regenerated" : ""}\n`,
   );
   if (Object.keys(failures).length > 0) {
     process.stdout.write(`failed scenarios: ${Object.keys(failures).join(", ")}\n`);
