@@ -3,8 +3,9 @@
  * in-memory storage (`party/memory-storage.ts`), reached either by bare sockets that send
  * raw frames (`room.socket(...)`: what a hostile or hand-written client can do) or by real
  * clients (`room.agent(...)`: `connect()` from `client/`, whose partysocket talks to the room
- * through an in-memory WebSocket). Each socket is admitted with the `Identity` the edge would
- * verify from a token (agent, role, scope), exactly as the deployed room receives it.
+ * through the test kit's in-memory WebSocket, `testing/memory-socket.ts`). Each socket is
+ * admitted with the `Identity` the edge would verify from a token (agent, role, scope),
+ * exactly as the deployed room receives it.
  *
  * The network is asynchronous here too (every frame is delivered on a later macrotask), and a
  * test may hold back a real client's incoming frames (`pause`/`resume`) to make a race
@@ -25,6 +26,7 @@ import {
   parseRoomFrame,
   type RoomFrame,
 } from "../protocol/index.ts";
+import { memoryWebSocketClass } from "../testing/memory-socket.ts";
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
@@ -149,9 +151,17 @@ export async function inProcessRoom(options: { policy?: PolicyInput; team?: stri
       },
     };
     held = [];
-    const WebSocket = inMemoryWebSocket(room, identity, (deliver) => {
-      if (paused) held.push(deliver);
-      else deliver();
+    // The kit's in-memory sockets, admitted as `identity` (what the edge would hand the room).
+    const WebSocket = memoryWebSocketClass({
+      dial: () => ({
+        connect: (end, url) => room.connect(end, url, identity),
+        message: (end, data) => room.message(end, data),
+        close: (end) => room.close(end),
+      }),
+      incoming: (deliver) => {
+        if (paused) held.push(deliver);
+        else deliver();
+      },
     });
     const team = await connect({
       host: "in-process",
@@ -175,86 +185,5 @@ export async function inProcessRoom(options: { policy?: PolicyInput; team?: stri
     close: async () => {
       await Promise.all(teams.map((t) => t.close()));
     },
-  };
-}
-
-/**
- * A WebSocket class for partysocket whose sockets talk to `room` in memory. Every frame is
- * delivered on a later macrotask (`relay` may hold the room's frames back).
- */
-function inMemoryWebSocket(room: TeamRoom, identity: Identity, relay: (deliver: () => void) => void) {
-  return class InMemoryWebSocket extends EventTarget {
-    static readonly CONNECTING = 0;
-    static readonly OPEN = 1;
-    static readonly CLOSING = 2;
-    static readonly CLOSED = 3;
-    readonly CONNECTING = 0;
-    readonly OPEN = 1;
-    readonly CLOSING = 2;
-    readonly CLOSED = 3;
-    readyState = 0;
-    binaryType = "arraybuffer";
-    readonly url: string;
-    readonly #server: Socket;
-
-    constructor(url: string) {
-      super();
-      this.url = url;
-      this.#server = {
-        send: (data) => {
-          const copy =
-            typeof data === "string"
-              ? data
-              : (data instanceof ArrayBuffer
-                  ? new Uint8Array(data)
-                  : new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
-                ).slice().buffer;
-          setTimeout(() =>
-            relay(() => {
-              if (this.readyState === 1) this.dispatchEvent(new MessageEvent("message", { data: copy }));
-            }),
-          );
-        },
-        close: (code, reason) =>
-          setTimeout(() =>
-            relay(() => {
-              room.close(this.#server);
-              this.#closed(code ?? 1005, reason ?? "");
-            }),
-          ),
-      };
-      setTimeout(() => {
-        this.readyState = 1;
-        this.dispatchEvent(new Event("open"));
-        room.connect(this.#server, new URL(url.replace(/^ws/, "http")), identity);
-      });
-    }
-
-    send(data: string | ArrayBufferView | ArrayBuffer): void {
-      const copy =
-        typeof data === "string"
-          ? data
-          : data instanceof ArrayBuffer
-            ? new Uint8Array(data).slice()
-            : new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice();
-      setTimeout(() => {
-        if (this.readyState === 1) room.message(this.#server, copy);
-      });
-    }
-
-    close(code = 1000, reason = ""): void {
-      if (this.readyState >= 2) return;
-      this.readyState = 2;
-      setTimeout(() => {
-        room.close(this.#server);
-        this.#closed(code, reason);
-      });
-    }
-
-    #closed(code: number, reason: string): void {
-      if (this.readyState === 3) return;
-      this.readyState = 3;
-      this.dispatchEvent(Object.assign(new Event("close"), { code, reason, wasClean: true }));
-    }
   };
 }

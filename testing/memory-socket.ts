@@ -31,6 +31,11 @@ export interface MemoryNetwork {
   opened?(): void;
   /** What becomes of an outgoing frame: it leaves (the default), is lost, or is lost and the link dies. */
   outgoing?(data: OutgoingData): "send" | "drop" | "sever";
+  /**
+   * Hands each frame from the room to the client: at once by default; a test may hold
+   * `deliver` back and call it later (a link that lags behind the room).
+   */
+  incoming?(deliver: () => void): void;
   /** Payload bytes, once sent and once delivered to the client. */
   sent?(bytes: number): void;
   received?(bytes: number): void;
@@ -247,10 +252,14 @@ export class MemoryWebSocket extends EventTarget {
     if (!room) return this.#fail();
     const end = new RoomEnd(room, {
       receive: (data, bytes, from) => {
-        if (from !== this.#end || this.#readyState !== MemoryWebSocket.OPEN) return;
-        this.#network.received?.(bytes);
-        const payload = typeof data === "string" || this.#binaryType === "arraybuffer" ? data : new Blob([data]);
-        this.#emit(new MessageEvent("message", { data: payload, origin: new URL(this.url).origin }));
+        const deliver = () => {
+          if (from !== this.#end || this.#readyState !== MemoryWebSocket.OPEN) return;
+          this.#network.received?.(bytes);
+          const payload = typeof data === "string" || this.#binaryType === "arraybuffer" ? data : new Blob([data]);
+          this.#emit(new MessageEvent("message", { data: payload, origin: new URL(this.url).origin }));
+        };
+        if (this.#network.incoming) this.#network.incoming(deliver);
+        else deliver();
       },
       closedByRoom: (code, reason, from) => {
         if (from !== this.#end || this.#readyState === MemoryWebSocket.CLOSED) return;
