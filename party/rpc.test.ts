@@ -18,21 +18,24 @@ function connect(room: TeamRoom, query: string, identity?: Identity) {
   return { socket, sent, send, types: () => sent.map((f) => f.type) };
 }
 
+/** An idempotent call of `quote` on legal-1 under key `k1` (optionally to another target or method). */
+const quoteCall = (ref: string, to: unknown = "legal-1", method = "quote") => ({
+  type: "rpc.call",
+  ref,
+  to,
+  method,
+  input: {},
+  timeoutMs: 5000,
+  idempotencyKey: "k1",
+});
+
 /** A callee serving `quote`, and a caller whose idempotent call to it is running. */
 async function callRunning(room: TeamRoom, identity?: Identity) {
   const callee = connect(room, "agent=legal-1&_pk=one", identity);
   callee.send({ type: "rpc.handle", methods: ["quote"] });
   const caller = connect(room, "agent=sales-1&_pk=c", identity && { agent: "sales-1", role: "agent" });
   await settle();
-  caller.send({
-    type: "rpc.call",
-    ref: "r1",
-    to: "legal-1",
-    method: "quote",
-    input: {},
-    timeoutMs: 5000,
-    idempotencyKey: "k1",
-  });
+  caller.send(quoteCall("r1"));
   await settle();
   expect(callee.types()).toContain("rpc.request");
   return { callee, caller };
@@ -72,15 +75,7 @@ describe("an idempotent call whose callee is replaced while the room records it"
       if (Object.keys(entries).some((k) => k.startsWith("idem|"))) await new Promise<void>((r) => (release = r));
       return put(entries);
     };
-    caller.send({
-      type: "rpc.call",
-      ref: "r1",
-      to: "legal-1",
-      method: "quote",
-      input: {},
-      timeoutMs: 5000,
-      idempotencyKey: "k1",
-    });
+    caller.send(quoteCall("r1"));
     await settle();
     const again = connect(room, "agent=legal-1&_pk=one");
     await settle();
@@ -96,8 +91,7 @@ describe("an idempotency key", () => {
     const storage = new MemoryKv();
     const room = new TeamRoom({ team: "acme", storage });
     const { caller } = await callRunning(room);
-    const call = (ref: string, to: unknown, method: string) =>
-      caller.send({ type: "rpc.call", ref, to, method, input: {}, timeoutMs: 5000, idempotencyKey: "k1" });
+    const call = (ref: string, to: unknown, method: string) => caller.send(quoteCall(ref, to, method));
     const answer = (ref: string) => caller.sent.find((f) => f.type === "rpc.response" && f.ref === ref);
     call("r2", "legal-1", "approve");
     call("r3", "hr-1", "quote");
@@ -111,15 +105,7 @@ describe("an idempotency key", () => {
     hr.send({ type: "rpc.handle", methods: ["payroll"] });
     const again = connect(restarted, "agent=sales-1&_pk=c2");
     await settle();
-    again.send({
-      type: "rpc.call",
-      ref: "r4",
-      to: "hr-1",
-      method: "payroll",
-      input: {},
-      timeoutMs: 5000,
-      idempotencyKey: "k1",
-    });
+    again.send(quoteCall("r4", "hr-1", "payroll"));
     await settle();
     expect(again.sent.find((f) => f.type === "rpc.response")).toMatchObject({ ok: false, error: { code: "CONFLICT" } });
     expect(hr.types()).not.toContain("rpc.request");
