@@ -374,14 +374,25 @@ export const streamModule = (streams: Streams): RoomModule<"publish" | "history"
         if (!stream.success || ![from, to ?? 1, limit].every((n) => Number.isInteger(n) && n >= 1)) {
           return httpError(400, { code: "INVALID_ARGUMENT", message: "stream, from, to and limit must be valid" });
         }
-        const lines: string[] = [];
-        for await (const e of streams.scan(stream.data, from, to)) {
-          lines.push(JSON.stringify(e));
-          if (lines.length >= limit) break;
-        }
-        return new Response(lines.length > 0 ? `${lines.join("\n")}\n` : "", {
-          headers: { "content-type": "application/x-ndjson" },
+        // Streamed as it is read: a large `limit` costs time, never the room's memory.
+        const events = streams.scan(stream.data, from, to);
+        const encoder = new TextEncoder();
+        let sent = 0;
+        const body = new ReadableStream<Uint8Array>({
+          async pull(controller) {
+            const next = sent < limit ? await events.next() : { done: true as const, value: undefined };
+            if (next.done) {
+              controller.close();
+              return;
+            }
+            sent++;
+            controller.enqueue(encoder.encode(`${JSON.stringify(next.value)}\n`));
+          },
+          async cancel() {
+            await events.return(undefined);
+          },
         });
+        return new Response(body, { headers: { "content-type": "application/x-ndjson" } });
       },
     },
   ],
