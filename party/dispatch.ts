@@ -167,7 +167,7 @@ export class Dispatch {
       const denied = authorize(session, "send", { doc });
       if (denied) return console.warn(`[crosstalk ${team}] stock Yjs client ${session.agent}: ${denied.message}`);
       for (const other of admission.sessions()) {
-        if (other !== session && other instanceof RawDocSession && other.doc === doc) other.socket.send(bytes);
+        if (other !== session && other instanceof RawDocSession && other.doc === doc) other.relay(bytes);
       }
     }
   }

@@ -151,6 +151,16 @@ export class RawDocSession extends Session {
     }
   }
 
+  /** Relays a stock client's bare y-websocket message (awareness) to this one, as it came. */
+  relay(bytes: Uint8Array): void {
+    if (this.closed) return;
+    try {
+      this.socket.send(bytes);
+    } catch {
+      // Closed under us: onClose will clean up; the other peers still get theirs.
+    }
+  }
+
   /** Control frames mean nothing to a stock client. */
   override sendFrame(): void {}
 }
