@@ -63,6 +63,10 @@ export const ERROR_CODES = {
   OVERLOADED: { retryable: true, doc: "Too many calls in flight at the callee or the room. Back off and retry." },
   OFFLINE: { retryable: true, doc: "The connection dropped while the request was in flight; its outcome is unknown." },
   CLOSED: { retryable: false, doc: "The client was closed by its owner." },
+  STORAGE_FULL: {
+    retryable: false,
+    doc: "The agent's local storage refused a write (browser quota, full disk). Nothing was queued; free space or drain the outbox first.",
+  },
   INTERNAL: { retryable: true, doc: "The room hit an unexpected error; nothing was applied." },
 } as const satisfies Record<string, { retryable: boolean; doc: string }>;
 

@@ -6,6 +6,7 @@
  * - `createTestRoom()`: the room in process (the real `TeamRoom` over in-memory storage and
  *   sockets), for fast tests of agents.
  * - `startRoom()`: a real `partykit dev` on a free port, for tests of the real server.
+ * - `startFaultProxy()`: a TCP proxy that refuses, resets, ends, blackholes or delays links.
  * - `cuttableSocket()`, `eventually()`, `sleep()`: faults and waiting.
  */
 export { type CuttableSocket, cuttableSocket, type OutgoingData, type WsClass } from "./cuttable.ts";
@@ -18,6 +19,7 @@ export {
   startRoom,
 } from "./dev-server.ts";
 export { TestKitError, type TestKitErrorCode } from "./errors.ts";
+export { type FaultMode, type FaultProxy, startFaultProxy } from "./fault-proxy.ts";
 export type { AgentOptions, TestHost, WebSocketLike } from "./host.ts";
 export { MemoryCloseEvent, MemoryWebSocket, type MemoryWebSocketClass } from "./memory-socket.ts";
 export { createTestRoom, type TestRoom, type TestRoomOptions } from "./test-room.ts";

@@ -1,0 +1,97 @@
+import { once } from "node:events";
+import { connect, createServer } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { type FaultProxy, startFaultProxy } from "../testing/fault-proxy.ts";
+import { eventually } from "../testing/wait.ts";
+
+/** An echo server and a proxy in front of it. */
+async function setup() {
+  const echo = createServer((s) => s.on("data", (d) => s.write(d)).on("error", () => {}));
+  echo.listen(0, "127.0.0.1");
+  await once(echo, "listening");
+  const port = (echo.address() as { port: number }).port;
+  const proxy = await startFaultProxy({ port });
+  cleanups.push(
+    () => proxy.close(),
+    () => new Promise<void>((r) => echo.close(() => r())),
+  );
+  return proxy;
+}
+
+function client(proxy: FaultProxy) {
+  const socket = connect(proxy.port, "127.0.0.1");
+  let received = "";
+  const events: string[] = [];
+  socket.on("data", (d) => (received += d.toString()));
+  socket.on("error", (e: NodeJS.ErrnoException) => events.push(`error:${e.code}`));
+  socket.on("end", () => events.push("end"));
+  socket.on("close", () => events.push("close"));
+  return {
+    socket,
+    events,
+    get received() {
+      return received;
+    },
+  };
+}
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0)) await c();
+});
+
+describe("fault proxy", () => {
+  it("passes bytes both ways, then cuts with RST or FIN", async () => {
+    const proxy = await setup();
+    const a = client(proxy);
+    a.socket.write("hello");
+    await eventually(() => expect(a.received).toBe("hello"));
+    proxy.cut("rst");
+    await eventually(() => expect(a.events).toContain("error:ECONNRESET"));
+    const b = client(proxy);
+    b.socket.write("again");
+    await eventually(() => expect(b.received).toBe("again"));
+    proxy.cut("fin");
+    await eventually(() => expect(b.events).toContain("end"));
+    expect(b.events).not.toContain("error:ECONNRESET");
+  });
+
+  it("refuses new connections while refusing, and passes again after", async () => {
+    const proxy = await setup();
+    proxy.mode = "refuse";
+    const a = client(proxy);
+    await eventually(() => expect(a.events).toContain("close"));
+    expect(a.received).toBe("");
+    proxy.mode = "pass";
+    const b = client(proxy);
+    b.socket.write("back");
+    await eventually(() => expect(b.received).toBe("back"));
+    expect(proxy.accepted).toBe(2);
+  });
+
+  it("blackholes: the link stays open and silent, then carries bytes again", async () => {
+    const proxy = await setup();
+    const a = client(proxy);
+    a.socket.write("1");
+    await eventually(() => expect(a.received).toBe("1"));
+    proxy.mode = "blackhole";
+    a.socket.write("2");
+    await new Promise((r) => setTimeout(r, 100));
+    expect(a.received).toBe("1");
+    expect(a.events).toEqual([]);
+    proxy.mode = "pass";
+    a.socket.write("3");
+    await eventually(() => expect(a.received).toBe("13"));
+  });
+
+  it("delays bytes by delayMs", async () => {
+    const proxy = await setup();
+    proxy.delayMs = 150;
+    const a = client(proxy);
+    const start = performance.now();
+    a.socket.write("x");
+    await eventually(() => expect(a.received).toBe("x"));
+    // Two hops of 150 ms each; a lower bound only (a busy machine is slower, never faster).
+    expect(performance.now() - start).toBeGreaterThanOrEqual(290);
+  });
+});

@@ -1,0 +1,100 @@
+/**
+ * A TCP fault proxy: sits between agents and a room and breaks the link the ways networks do.
+ * No npm package does this offline, so it is ~80 lines of `node:net`.
+ *
+ * - `pass`: bytes flow (optionally delayed by `delayMs`).
+ * - `refuse`: new connections are reset at once; open ones are left alone.
+ * - `cut("rst" | "fin")`: every open connection is reset (RST) or closed (FIN) on both sides.
+ * - `blackhole`: open and new connections stay up but every byte is dropped (a half-open link,
+ *   found only by a heartbeat).
+ */
+import { createServer, type Server, type Socket } from "node:net";
+
+export type FaultMode = "pass" | "refuse" | "blackhole";
+
+export type FaultProxy = {
+  /** The proxy's port on 127.0.0.1: point agents at `127.0.0.1:<port>`. */
+  readonly port: number;
+  readonly host: string;
+  mode: FaultMode;
+  /** Delay added to every chunk in both directions while passing (ms). */
+  delayMs: number;
+  /** Connections accepted so far (refused ones included). */
+  readonly accepted: number;
+  /** Breaks every open connection: `rst` resets both sides, `fin` ends them cleanly. */
+  cut(how?: "rst" | "fin"): void;
+  close(): Promise<void>;
+};
+
+export async function startFaultProxy(target: { host?: string; port: number }): Promise<FaultProxy> {
+  const pairs = new Set<[Socket, Socket]>();
+  let accepted = 0;
+  const state = { mode: "pass" as FaultMode, delayMs: 0 };
+  const pipe = (from: Socket, to: Socket) => {
+    from.on("data", (chunk) => {
+      if (state.mode === "blackhole") return;
+      if (state.delayMs > 0) setTimeout(() => to.destroyed || to.write(chunk), state.delayMs);
+      else if (!to.destroyed) to.write(chunk);
+    });
+  };
+  const server: Server = createServer((client) => {
+    accepted++;
+    if (state.mode === "refuse") {
+      client.resetAndDestroy();
+      return;
+    }
+    const upstream = new (client.constructor as typeof Socket)();
+    upstream.connect(target.port, target.host ?? "127.0.0.1");
+    const pair: [Socket, Socket] = [client, upstream];
+    pairs.add(pair);
+    const end = () => {
+      pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    for (const s of pair) {
+      s.setNoDelay(true);
+      s.on("error", end);
+      s.on("close", end);
+    }
+    pipe(client, upstream);
+    pipe(upstream, client);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => resolve());
+  });
+  const address = server.address();
+  if (!address || typeof address === "string") throw new Error("fault proxy has no port");
+  return {
+    port: address.port,
+    host: `127.0.0.1:${address.port}`,
+    get mode() {
+      return state.mode;
+    },
+    set mode(mode: FaultMode) {
+      state.mode = mode;
+    },
+    get delayMs() {
+      return state.delayMs;
+    },
+    set delayMs(ms: number) {
+      state.delayMs = ms;
+    },
+    get accepted() {
+      return accepted;
+    },
+    cut(how = "rst") {
+      for (const pair of [...pairs]) {
+        pairs.delete(pair);
+        for (const s of pair) how === "rst" ? s.resetAndDestroy() : s.end();
+      }
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const pair of pairs) for (const s of pair) s.destroy();
+        pairs.clear();
+        server.close(() => resolve());
+      }),
+  };
+}
