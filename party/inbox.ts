@@ -63,6 +63,7 @@ export class Inbox {
         .filter((s) => s.role === role && s.methods.includes(frame.method))
         .map((s) => s.agent);
       if (recipients.length === 0) {
+        this.metrics.noRoute.inc({ role });
         return { error: { code: "NO_ROUTE", message: `no live agent of role ${role} serves ${frame.method}` } };
       }
     }
@@ -107,6 +108,22 @@ export class Inbox {
       else this.#deliver(session, message);
     }
     if (expired.length > 0) await this.storage.delete(expired);
+  }
+
+  /**
+   * Messages waiting for each agent (stored, not yet acked), for `/metrics`. A list of the
+   * inboxes at scrape time: no count to keep right across restarts, and a growing inbox is
+   * exactly what the scrape is for.
+   */
+  async depths(): Promise<Map<string, number>> {
+    const base = prefix("");
+    const out = new Map<string, number>();
+    for (const key of (await this.storage.list({ prefix: base.slice(0, -1) })).keys()) {
+      // `inbox|<agent>|<id>`: agent names have no `|` (nameSchema).
+      const agent = key.slice(base.length - 1, key.indexOf("|", base.length - 1));
+      out.set(agent, (out.get(agent) ?? 0) + 1);
+    }
+    return out;
   }
 
   async ack(session: Session, id: string): Promise<void> {

@@ -201,6 +201,8 @@ export class Router {
    */
   #noRoute(to: Target, method: string): ErrorBody {
     const now = this.now();
+    // By role: what the NoLiveMember alert watches (a call to one agent id is not a team's gap).
+    if (typeof to !== "string") this.metrics.noRoute.inc({ role: to.role });
     const what =
       typeof to === "string" ? `agent ${to} is not connected` : `no live agent of role ${to.role} serves ${method}`;
     let leftAt: number | null = null;
