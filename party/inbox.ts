@@ -14,6 +14,7 @@ import type { RoomContext } from "./context.ts";
 import type { Outcome, RoomModule } from "./handlers.ts";
 import { keys } from "./keys.ts";
 import type { Metrics } from "./metrics.ts";
+import type { OtlpExport } from "./otlp.ts";
 import type { Presence } from "./presence.ts";
 import type { Session } from "./session.ts";
 import { type KvStorage, putAll } from "./storage.ts";
@@ -34,6 +35,7 @@ export class Inbox {
   private readonly now: () => number;
   private readonly metrics: Metrics;
   private readonly traces: TraceLog;
+  private readonly spans: OtlpExport | undefined;
 
   constructor(
     ctx: RoomContext,
@@ -45,6 +47,7 @@ export class Inbox {
       now: this.now,
       metrics: this.metrics,
       traces: this.traces,
+      spans: this.spans,
     } = ctx);
   }
 
@@ -79,10 +82,21 @@ export class Inbox {
       ...(frame.callId ? { callId: frame.callId } : {}),
       ...(frame.correlationId ? { correlationId: frame.correlationId } : {}),
       ...(frame.causationId ? { causationId: frame.causationId } : {}),
+      ...(frame.traceparent ? { traceparent: frame.traceparent } : {}),
     };
     await putAll(this.storage, Object.fromEntries(recipients.map((r) => [prefix(r) + frame.id, message])));
     this.#remember(`${sender.agent}:${frame.id}`, recipients);
     for (const r of recipients) this.#deliver(this.presence.get(r), message);
+    if (this.spans && frame.traceparent) {
+      const attributes = { "crosstalk.message.id": frame.id, "crosstalk.to": recipients.join(",") };
+      this.spans.add({
+        name: `store ${frame.method}`,
+        parent: frame.traceparent,
+        startMs: ts,
+        endMs: this.now(),
+        attributes,
+      });
+    }
     return this.#sent(sender, frame, recipients);
   }
 

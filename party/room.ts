@@ -24,6 +24,7 @@ import { Inbox, inboxModule } from "./inbox.ts";
 import { Leases, leaseModule } from "./leases.ts";
 import { Metrics } from "./metrics.ts";
 import { DEFAULT_MEMORY_LIMIT_BYTES, metricsModule } from "./metrics-text.ts";
+import { OtlpExport } from "./otlp.ts";
 import type { Principal } from "./policy.ts";
 import { type agentInfo, Presence, presenceModule } from "./presence.ts";
 import { Router, type RouterOptions, rpcModule } from "./rpc.ts";
@@ -48,6 +49,8 @@ export type RoomOptions = {
   limits?: Partial<RoomLimits>;
   /** What the room may hold in memory, for `/metrics` and its alert (default 128 MB, a Durable Object's). */
   memoryLimitBytes?: number;
+  /** Where to export the room's spans (OTLP/HTTP JSON; `CROSSTALK_OTLP_ENDPOINT`); none by default. */
+  otlpEndpoint?: string;
   /** Called when the room can no longer trust its memory (storage failed). */
   onFatal?: (error: unknown) => void;
 };
@@ -97,6 +100,9 @@ export class TeamRoom {
       presence: this.presence,
       hub: this.hub,
       traces: this.traces,
+      ...(options.otlpEndpoint
+        ? { spans: new OtlpExport(options.otlpEndpoint, { service: "crosstalk-room", team: this.team }) }
+        : {}),
     };
     this.streams = new Streams(ctx, {
       window: DEFAULT_LOG_WINDOW,

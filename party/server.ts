@@ -32,6 +32,9 @@ export default class TeamServer implements Party.Server {
       streams: Number.isInteger(window) && window > 0 ? { window } : {},
       limits: limitsFromEnv(room.env),
       ...(Number.isSafeInteger(memory) && memory > 0 ? { memoryLimitBytes: memory } : {}),
+      ...(typeof room.env.CROSSTALK_OTLP_ENDPOINT === "string" && room.env.CROSSTALK_OTLP_ENDPOINT
+        ? { otlpEndpoint: room.env.CROSSTALK_OTLP_ENDPOINT }
+        : {}),
     });
   }
 
