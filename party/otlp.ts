@@ -39,8 +39,10 @@ type OtlpSpan = {
 const KIND_SERVER = 2;
 const STATUS_OK = 1;
 const STATUS_ERROR = 2;
-/** Spans held before a flush; past twice this many (an endpoint that is down), new ones are dropped. */
+/** Spans per export. */
 const BATCH = 256;
+/** Exports waiting on a slow or hung endpoint; past this many a batch is dropped, not queued. */
+const MAX_PENDING = 4;
 
 const nanos = (ms: number) => `${BigInt(Math.round(ms * 1000)) * 1000n}`;
 const value = (v: string | number): OtlpValue =>
@@ -51,6 +53,7 @@ export class OtlpExport {
   #buffer: OtlpSpan[] = [];
   #timer: ReturnType<typeof setTimeout> | null = null;
   #sending: Promise<void> = Promise.resolve();
+  #pending = 0;
 
   constructor(
     endpoint: string,
@@ -62,7 +65,7 @@ export class OtlpExport {
   /** Records one finished hop. Cheap: a parse and a push; the export is batched. */
   add(span: RoomSpan): void {
     const [, traceId, parentSpanId] = span.parent.split("-");
-    if (!traceId || !parentSpanId || this.#buffer.length >= BATCH * 2) return;
+    if (!traceId || !parentSpanId) return;
     this.#buffer.push({
       traceId,
       spanId: newSpanId(),
@@ -88,6 +91,11 @@ export class OtlpExport {
     const spans = this.#buffer;
     this.#buffer = [];
     if (spans.length === 0) return this.#sending;
+    if (this.#pending >= MAX_PENDING) {
+      console.warn(`[crosstalk] OTLP endpoint ${this.#url} is not keeping up: ${spans.length} spans dropped`);
+      return this.#sending;
+    }
+    this.#pending++;
     const body = {
       resourceSpans: [
         {
@@ -98,11 +106,21 @@ export class OtlpExport {
     };
     const send = this.options.fetch ?? fetch;
     this.#sending = this.#sending.then(() =>
-      send(this.#url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) })
-        .then((res) => {
+      send(this.#url, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+        // A hung endpoint holds one of MAX_PENDING slots for at most this long.
+        signal: AbortSignal.timeout(10_000),
+      })
+        .then(async (res) => {
+          await res.arrayBuffer().catch(() => {});
           if (!res.ok) console.warn(`[crosstalk] OTLP export to ${this.#url}: HTTP ${res.status}`);
         })
-        .catch((error: unknown) => console.warn(`[crosstalk] OTLP export to ${this.#url} failed`, error)),
+        .catch((error: unknown) => console.warn(`[crosstalk] OTLP export to ${this.#url} failed`, error))
+        .finally(() => {
+          this.#pending--;
+        }),
     );
     return this.#sending;
   }
