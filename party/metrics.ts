@@ -110,6 +110,14 @@ export class Metrics {
     "Call latency through the room, by method.",
   );
   readonly sends = new Counter("crosstalk_rpc_messages_total", "Fire-and-forget messages stored, by method.");
+  readonly retained = new Counter(
+    "crosstalk_retention_removed_events_total",
+    "Archived events removed by retention, by stream and reason (age, count, bytes, compacted).",
+  );
+  readonly retainedBytes = new Counter(
+    "crosstalk_retention_removed_bytes_total",
+    "Bytes of archived events removed by retention, by stream.",
+  );
 
   render(gauges: Gauge[]): string {
     const counters = [
@@ -121,6 +129,8 @@ export class Metrics {
       this.delivered,
       this.calls,
       this.sends,
+      this.retained,
+      this.retainedBytes,
     ];
     return `${[...gauges.flatMap(renderGauge), ...counters.flatMap((c) => c.render()), ...this.callSeconds.render()].join("\n")}\n`;
   }

@@ -25,10 +25,12 @@ export default class TeamServer implements Party.Server {
 
   constructor(readonly room: Party.Room) {
     const window = Number(room.env.CROSSTALK_LOG_WINDOW);
+    const retentionMs = Number(room.env.CROSSTALK_RETENTION_INTERVAL_MS);
     this.team = new TeamRoom({
       team: room.id,
       storage: room.storage,
       streams: Number.isInteger(window) && window > 0 ? { window } : {},
+      retention: Number.isInteger(retentionMs) && retentionMs > 0 ? { intervalMs: retentionMs } : {},
       limits: limitsFromEnv(room.env),
     });
   }
@@ -66,7 +68,14 @@ export default class TeamServer implements Party.Server {
   onConnect(connection: Party.Connection, ctx: Party.ConnectionContext): void {
     const identity = identityOf(ctx.request.headers as unknown as Headers);
     // The edge always sets it; without it this socket did not pass through the edge.
-    if (!identity) return connection.close(CLOSE_CODES.Unauthorized.code, "unauthorized: no verified identity");
+    if (!identity) {
+      this.team.audit.record("connection.refused", {
+        agent: null,
+        code: CLOSE_CODES.Unauthorized.code,
+        reason: "no verified identity",
+      });
+      return connection.close(CLOSE_CODES.Unauthorized.code, "unauthorized: no verified identity");
+    }
     this.team.connect(connection, new URL(ctx.request.url), identity);
   }
 
