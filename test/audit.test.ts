@@ -60,6 +60,9 @@ it("records refused connections, policy changes and token takeovers", async () =
   const token = await room.token("mallory", "agent", { team });
   const refused = await rawSocket(room, `ws://${room.host}/parties/main/${team}?agent=alice&v=1&token=${token}`);
   expect((await refused.closed).code).toBe(CLOSE_CODES.Forbidden.code);
+  const forged = await rawSocket(room, `ws://${room.host}/parties/main/${team}?agent=eve&v=1&token=not-a-token`);
+  expect((await forged.closed).code).toBe(CLOSE_CODES.Unauthorized.code);
+  expect((await fetch(`http://${room.host}/parties/main/${team}/metrics`)).status).toBe(401);
   // The same agent connecting again from another client instance takes the id over.
   await room.agent("sales-1", { team });
   await room.agent("sales-1", { team });
@@ -67,9 +70,14 @@ it("records refused connections, policy changes and token takeovers", async () =
   await eventually(async () => {
     const events = await auditOf(ops);
     const of = (type: string) => events.filter((e) => e.type === type).map((e) => e.data);
-    expect(of("audit.connection.refused")).toEqual([
-      expect.objectContaining({ agent: "mallory", code: CLOSE_CODES.Forbidden.code, count: 1 }),
-    ]);
+    expect(of("audit.connection.refused")).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ agent: "mallory", code: CLOSE_CODES.Forbidden.code, count: 1 }),
+        // Refused at the edge, before the room: the agent is only what the URL claimed.
+        expect.objectContaining({ agent: null, claimed: "eve", code: CLOSE_CODES.Unauthorized.code, at: "edge" }),
+        expect.objectContaining({ agent: null, claimed: null, code: 401, at: "edge" }),
+      ]),
+    );
     expect(of("audit.policy.changed")).toEqual([expect.objectContaining({ agent: "ops", rev: 1 })]);
     expect(of("audit.token.takeover")).toEqual([expect.objectContaining({ agent: "sales-1", count: 1 })]);
   });
