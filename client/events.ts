@@ -756,7 +756,8 @@ export class Events {
   /**
    * Reports a position the room's retention must not pass (`party/retention.ts`) under a
    * durable consumer name, without a subscription: projections keep their own position and
-   * report it here. Coalesced per tick; positions only move forward.
+   * report it here. Sent at most every 200 ms: a position reported late only makes
+   * retention wait longer, never remove more. Positions only move forward.
    */
   hold(stream: string, consumer: string, seq: number): void {
     const key = `${stream}\u0000${consumer}`;
@@ -764,12 +765,12 @@ export class Events {
     this.#holds.set(key, { stream, consumer, seq: Math.max(seq, pending?.seq ?? 0) });
     if (this.#holdScheduled) return;
     this.#holdScheduled = true;
-    queueMicrotask(() => {
+    setTimeout(() => {
       this.#holdScheduled = false;
       for (const h of this.#holds.values())
         this.transport.send({ type: "consumer.ack", stream: h.stream, consumer: h.consumer, seq: h.seq });
       this.#holds.clear();
-    });
+    }, 200);
   }
   readonly #holds = new Map<string, { stream: string; consumer: string; seq: number }>();
   #holdScheduled = false;
