@@ -11,6 +11,8 @@
  *   where compaction removed one, and its id index — so the archive, retention's gaps
  *   included, is restored exactly; segments retention removed are simply absent;
  * - `events`: the live window's events, in seq order, a page per line;
+ * - `writers`: which agent writes under each Yjs client id of a namespace (`docs.ts` keeps
+ *   a client id to its first writer), so the restored room refuses the same forgeries;
  * - `state`: a namespace as one Yjs update (`Y.encodeStateAsUpdate`), base64, in parts;
  * - `consumer`: a durable consumer's or consumer group's stored record;
  * - `end`.
@@ -34,10 +36,12 @@ import {
   AUDIT_STREAM,
   CrosstalkError,
   eventAt,
+  LOG_SEGMENT_SIZE,
   logTail,
   nameSchema,
   type StoredEvent,
   stateDoc,
+  storedEventSchema,
 } from "../protocol/index.ts";
 import type { RoomContext } from "./context.ts";
 import { type DocHub, ROOM } from "./docs.ts";
@@ -68,6 +72,7 @@ export type BackupLine =
   | { kind: "segment"; stream: string; segment: number; index: ArchiveIndex; events: (StoredEvent | null)[] }
   | { kind: "events"; stream: string; tail: number; events: StoredEvent[] }
   | { kind: "state"; ns: string; part: number; parts: number; update: string }
+  | { kind: "writers"; ns: string; writers: Record<string, string> }
   | { kind: "consumer"; key: string; record: unknown }
   | { kind: "end"; backupId: string };
 
@@ -112,7 +117,7 @@ export class Backup {
       ...(await this.storage.list({ prefix: "cons|" })).keys(),
       ...(await this.storage.list({ prefix: "grp|" })).keys(),
     ];
-    let lines = 3 + consumers.length + namespaces.length;
+    let lines = 3 + consumers.length + 2 * namespaces.length;
     for (const name of streams) {
       const stream = await this.deps.streams.open(name);
       const idx = await this.storage.list({ prefix: keys.archiveIndexPrefix(name) });
@@ -152,6 +157,14 @@ export class Backup {
       }
     }
     for (const ns of namespaces) {
+      const prefix = keys.yjsWriterPrefix(stateDoc(ns));
+      const writers = await this.storage.list<string>({ prefix });
+      if (writers.size > 0)
+        yield {
+          kind: "writers",
+          ns,
+          writers: Object.fromEntries([...writers].map(([k, a]) => [k.slice(prefix.length), a])),
+        };
       const doc = await this.hub.open(stateDoc(ns));
       const update = toBase64(Y.encodeStateAsUpdate(doc.ydoc));
       const parts = Math.max(1, Math.ceil(update.length / STATE_CHARS_PER_LINE));
@@ -212,6 +225,12 @@ export class Backup {
         return "applied";
       case "segment": {
         const name = this.#name(line.stream);
+        const first = line.segment * LOG_SEGMENT_SIZE + 1;
+        if (!Number.isInteger(line.segment) || line.segment < 0 || !Array.isArray(line.events))
+          throw new CrosstalkError("INVALID_ARGUMENT", `stream ${name}: not a valid archived segment`);
+        line.events.forEach((e, i) => {
+          if (e !== null) this.#event(name, e, first + i);
+        });
         const text = JSON.stringify(line.events);
         const entries: Record<string, unknown> = {};
         for (let i = 0, part = 0; i < text.length; i += ARCHIVE_PART_CHARS, part++)
@@ -224,6 +243,7 @@ export class Backup {
       }
       case "events": {
         const stream = await this.deps.streams.open(this.#name(line.stream));
+        for (const e of line.events) this.#event(stream.name, e, e?.seq);
         const fresh = line.events.filter((e) => e.seq > stream.head);
         if (fresh.length === 0) return "skipped";
         const start = stream.head === 0 ? line.tail : stream.head + 1;
@@ -256,6 +276,16 @@ export class Backup {
         await this.hub.stored(doc);
         return "applied";
       }
+      case "writers": {
+        const doc = stateDoc(this.#name(line.ns));
+        const entries: Record<string, string> = {};
+        for (const [client, agent] of Object.entries(line.writers ?? {})) {
+          if (!/^\d+$/.test(client)) throw new CrosstalkError("INVALID_ARGUMENT", `not a Yjs client id: ${client}`);
+          entries[keys.yjsWriter(doc, Number(client))] = this.#name(agent);
+        }
+        await putAll(this.storage, entries);
+        return "applied";
+      }
       case "consumer": {
         if (!/^(cons|grp)\|[^|]+\|[^|]+$/.test(line.key))
           throw new CrosstalkError("INVALID_ARGUMENT", `not a consumer key: ${line.key}`);
@@ -266,6 +296,16 @@ export class Backup {
       default:
         throw new CrosstalkError("INVALID_ARGUMENT", `unknown backup line ${(line as { kind?: unknown }).kind}`);
     }
+  }
+
+  /** A backup is untrusted input like any frame: every event must be one the room could have stored, at its place. */
+  #event(stream: string, event: unknown, seq: unknown): void {
+    const parsed = storedEventSchema.safeParse(event);
+    if (!parsed.success || parsed.data.stream !== stream || parsed.data.seq !== seq)
+      throw new CrosstalkError(
+        "INVALID_ARGUMENT",
+        `stream ${stream}: event at seq ${String(seq)} is not a stored event`,
+      );
   }
 
   #name(name: unknown): string {

@@ -195,3 +195,38 @@ it("exports, imports into a new room (killed half-way, then rerun) and reads bac
   const original = await room.agent("reader", { team: source });
   expect(consumers).toEqual((await original.consumers("prices")).consumers);
 });
+
+it("refuses a backup line that is not what the room stores, with a typed error and none of its events applied", async () => {
+  const team = room.team("bk-bad");
+  const token = await room.token("ops", "admin", { team });
+  const header = {
+    kind: "header",
+    format: "crosstalk-backup",
+    version: 1,
+    team,
+    backupId: "b1",
+    exportedAt: 0,
+    totals: { lines: 2 },
+  };
+  const forged = {
+    kind: "events",
+    stream: "main",
+    tail: 1,
+    events: [{ id: "e1", type: "x", data: {}, stream: "other", seq: 1, ts: 1, source: "a" }],
+  };
+  const post = (lines: unknown[], auth = token) =>
+    fetch(`http://${room.host}/parties/main/${team}/backup`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${auth}` },
+      body: lines.map((l) => JSON.stringify(l)).join("\n"),
+    });
+  const res = await post([header, forged]);
+  expect(res.status).toBe(400);
+  expect(await res.json()).toMatchObject({
+    error: { code: "INVALID_ARGUMENT", message: expect.stringMatching(/not a stored event/) },
+  });
+  expect((await post([{ kind: "events" }])).status).toBe(400);
+  expect(await http(team, "streams/main")).toBe("");
+  // Only an admin may restore (or export).
+  expect((await post([header], await room.token("worker", "agent", { team }))).status).toBe(403);
+});
