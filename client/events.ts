@@ -534,7 +534,14 @@ export class Events {
         from = option;
       }
     }
-    const started = await this.#openFeed(sub, from, fromTime);
+    let started: ReplyOf<"feed.open">;
+    try {
+      started = await this.#openFeed(sub, from, fromTime);
+    } catch (error) {
+      const firstSeq = removedUpTo(error);
+      if (firstSeq === null || !sub.options.skipRemoved) throw error;
+      started = await this.#openFeed(sub, firstSeq);
+    }
     if (sub.closed) return;
     sub.next = started.from;
     sub.acked = started.from - 1;

@@ -62,6 +62,32 @@ it("age: archived segments whose newest event is older than maxAgeMs go, newer o
   const kept: StoredEvent[] = [];
   for await (const e of pub.history({ stream: "telemetry", from: 2049 })) kept.push(e);
   expect(kept.map((e) => e.seq)).toEqual(Array.from({ length: 2048 }, (_, i) => 2049 + i));
+
+  // An agent allowed only some types reads through a room-filtered feed: told the same, typed.
+  const ops = await room.agent("ops-2", { team, role: "admin" });
+  await ops.setPolicy({
+    roles: {
+      ...defaultPolicy.roles,
+      "*": { allow: ["stream.publish"], deny: [] },
+      viewer: { allow: ["stream.subscribe:telemetry/reading.*"], deny: [] },
+    },
+    retention: { telemetry: { maxAgeMs: HOUR } },
+  });
+  const viewer = await room.agent("viewer", { team, role: "viewer" });
+  const errors: unknown[] = [];
+  viewer.on("error", (error) => void errors.push(error));
+  viewer.subscribe("reading.*", () => {}, { stream: "telemetry", from: "start" });
+  await eventually(() =>
+    expect(errors).toEqual([expect.objectContaining({ code: "EVENTS_REMOVED", details: { firstSeq: 2049 } })]),
+  );
+  const seen: number[] = [];
+  viewer.subscribe("reading.*", (e) => void seen.push(e.seq), {
+    stream: "telemetry",
+    from: "start",
+    skipRemoved: true,
+  });
+  await eventually(() => expect(seen).toHaveLength(2048));
+  expect(seen[0]).toBe(2049);
 });
 
 it("bytes: the oldest segments go until the archive fits maxBytes", async () => {
