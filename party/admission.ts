@@ -191,7 +191,8 @@ export class Admission {
 
   #refuse(socket: Socket, agent: string | null, code: number, reason: string): null {
     socket.close(code, reason);
-    this.options.refused?.({ agent, code, reason });
+    // The agent may be an unparsable URL parameter: what is recorded stays bounded.
+    this.options.refused?.({ agent: agent?.slice(0, 128) ?? null, code, reason: reason.slice(0, 300) });
     return null;
   }
 
