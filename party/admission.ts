@@ -135,6 +135,7 @@ export class Admission {
     if (older) this.drop(older, older.instance === instance ? CLOSE_CODES.Replaced : CLOSE_CODES.TakenOver);
     if (older && older.instance !== instance) this.options.takenOver?.(older, session);
     this.#sessions.set(socket, session);
+    metrics.connects.inc({ agent: session.agent });
     session.sendFrame({
       type: "welcome",
       protocol: PROTOCOL_VERSION,
