@@ -108,6 +108,7 @@ export {
   segmentOf,
 } from "./log.ts";
 export {
+  AUDIT_STREAM,
   type DocName,
   docNameSchema,
   eventTypeSchema,
@@ -135,6 +136,8 @@ export {
   permissionsOf,
   permissionsSchema,
   policySchema,
+  type RetentionRule,
+  retentionRuleSchema,
   ruleProblem,
   SUB,
   targetResource,
