@@ -8,10 +8,15 @@
  * (through `policy.ts`) and answers for every module, `http.ts` serves the routes.
  * `team-policy.ts` holds the team's policy; when it changes, {@link TeamRoom} applies it to
  * every live session here.
+ *
+ * Hibernation: a host that drops the room's object while its sockets stay open calls
+ * {@link TeamRoom.resume} with them on the next start (`resume.ts`), and {@link TeamRoom.alarm}
+ * when the storage alarm of the room's deadlines goes off (`alarms.ts`).
  */
 import { DEFAULT_LOG_WINDOW, DEFAULT_ROOM_LIMITS, type Identity, type RoomLimits } from "../protocol/index.ts";
 import { A2AGateway } from "./a2a.ts";
 import { Admission } from "./admission.ts";
+import { type AlarmHost, Alarms } from "./alarms.ts";
 import { Consumers, consumerModule } from "./consumers.ts";
 import type { RoomContext } from "./context.ts";
 import { Dispatch } from "./dispatch.ts";
@@ -21,11 +26,13 @@ import { Guard } from "./guard.ts";
 import type { DispatchTable, Route } from "./handlers.ts";
 import { createHttp, type HttpHandler } from "./http.ts";
 import { Inbox, inboxModule } from "./inbox.ts";
+import { keys } from "./keys.ts";
 import { Leases, leaseModule } from "./leases.ts";
 import { Metrics } from "./metrics.ts";
 import { metricsModule } from "./metrics-text.ts";
 import type { Principal } from "./policy.ts";
 import { type agentInfo, Presence, presenceModule } from "./presence.ts";
+import { Resumes } from "./resume.ts";
 import { Router, type RouterOptions, rpcModule } from "./rpc.ts";
 import type { Session, Socket } from "./session.ts";
 import { SharedState, stateModule } from "./state.ts";
@@ -38,7 +45,8 @@ const DAY_MS = 24 * 60 * 60 * 1000;
 
 export type RoomOptions = {
   team: string;
-  storage: KvStorage;
+  /** With `setAlarm` (a Durable Object's storage), the room's deadlines wake it instead of timers keeping it awake. */
+  storage: KvStorage & AlarmHost;
   /** Stream tuning; defaults suit most teams. */
   streams?: Partial<StreamOptions>;
   /** Call and message tuning. */
@@ -72,6 +80,13 @@ export class TeamRoom {
   readonly guard: Guard;
   /** Every module's frame handlers, one per client frame type. */
   readonly handlers: DispatchTable;
+  /** Token expiry, lease expiry and group ack deadlines: one schedule, one host alarm. */
+  readonly alarms: Alarms;
+  /** What each socket carries across a hibernation. */
+  readonly resumes: Resumes;
+  /** How many times this room's object has started (stored): a wake from hibernation counts. */
+  starts = 0;
+  readonly #storage: KvStorage;
   readonly #dispatch: Dispatch;
   readonly #http: HttpHandler;
 
@@ -79,6 +94,8 @@ export class TeamRoom {
     this.team = options.team;
     const now = options.now ?? Date.now;
     const limits: RoomLimits = { ...DEFAULT_ROOM_LIMITS, ...options.limits };
+    this.#storage = options.storage;
+    this.alarms = new Alarms(options.storage, now);
     this.hub = new DocHub(
       options.storage,
       (error) => {
@@ -95,6 +112,7 @@ export class TeamRoom {
       presence: this.presence,
       hub: this.hub,
       traces: this.traces,
+      alarms: this.alarms,
     };
     this.streams = new Streams(ctx, {
       window: DEFAULT_LOG_WINDOW,
@@ -153,6 +171,7 @@ export class TeamRoom {
       limits,
       metrics: this.metrics,
       presence: this.presence,
+      alarms: this.alarms,
       grants: (session) => this.policy.bind(session),
       // In-doubt calls go back to the agent that may hold their answer, right after its welcome.
       admitted: (session) => this.router.returned(session),
@@ -162,7 +181,17 @@ export class TeamRoom {
         this.router.gone(session);
         this.consumers.gone(session);
         this.feeds.gone(session);
+        this.resumes.forget(session);
       },
+    });
+    this.resumes = new Resumes({
+      team: this.team,
+      storage: options.storage,
+      admission: this.admission,
+      hub: this.hub,
+      feeds: this.feeds,
+      consumers: this.consumers,
+      router: this.router,
     });
 
     const modules = [
@@ -204,20 +233,46 @@ export class TeamRoom {
     this.#http = createHttp(modules.flatMap((m: Composable) => m.routes ?? []));
   }
 
-  /** Resolves once the room can admit agents with the team's stored policy (PartyKit's `onStart`). */
-  start(): Promise<void> {
-    return this.policy.load();
+  /**
+   * Resolves once the room can admit agents with the team's stored policy (PartyKit's
+   * `onStart`); counts the start (`starts`, in the room's summary and log).
+   */
+  async start(): Promise<void> {
+    await this.policy.load();
+    this.starts = ((await this.#storage.get<number>(keys.roomStarts)) ?? 0) + 1;
+    await this.#storage.put({ [keys.roomStarts]: this.starts, [keys.roomTeam]: this.team });
+  }
+
+  /**
+   * After `start`, on a host whose sockets outlive the room's object (hibernation): rebuilds
+   * the sessions of the sockets still open and re-arms the stored deadlines. Messages must
+   * wait for it (PartyKit delivers none before `onStart` resolves).
+   */
+  async resume(sockets: Iterable<Socket>): Promise<void> {
+    const resumed = await this.resumes.resume(sockets);
+    await this.leases.resume();
+    console.log(`[crosstalk ${this.team}] room started (start ${this.starts}, ${resumed} sockets resumed)`);
+  }
+
+  /** The host's storage alarm went off: run the deadlines that are due. */
+  alarm(): void {
+    this.alarms.fire();
   }
 
   /** Admits a socket; `identity` is what the host verified from the agent's token (see `admission.ts`). */
   connect(socket: Socket, url: URL, identity?: Identity): Session | null {
-    return this.admission.connect(socket, url, identity);
+    const session = this.admission.connect(socket, url, identity);
+    if (session) this.resumes.attach(session);
+    return session;
   }
 
   /** Routes one message; frames of a session are handled strictly in arrival order. */
   message(socket: Socket, data: string | ArrayBuffer | ArrayBufferView): void {
     const session = this.admission.get(socket);
-    if (session) this.#dispatch.message(session, data);
+    if (!session) return;
+    this.#dispatch.message(session, data);
+    // After the frame: what it set up (documents, methods, feeds, groups) is kept for a wake.
+    if (session.socket.setState) session.queue = session.queue.then(() => this.resumes.changed(session));
   }
 
   close(socket: Socket): void {
@@ -231,8 +286,13 @@ export class TeamRoom {
   }
 
   /** A summary for `GET /parties/main/<team>`. */
-  info(): { team: string; agents: ReturnType<typeof agentInfo>[]; inFlightCalls: number } {
-    return { team: this.team, agents: this.presence.roster(), inFlightCalls: this.router.inFlight };
+  info(): { team: string; agents: ReturnType<typeof agentInfo>[]; inFlightCalls: number; starts: number } {
+    return {
+      team: this.team,
+      agents: this.presence.roster(),
+      inFlightCalls: this.router.inFlight,
+      starts: this.starts,
+    };
   }
 }
 

@@ -2,6 +2,10 @@
  * The PartyKit main party: one instance per team. Deliberately thin — it adapts PartyKit's
  * callbacks to {@link TeamRoom}, which holds all the logic, and verifies agents' tokens at
  * the edge (`identity.ts`) before the room's object is touched.
+ *
+ * Hibernating (`hibernate: true`): an idle room's object is dropped while its sockets stay
+ * open, and built again by the next message or alarm. `onStart` then hands the open sockets
+ * to the room, which rebuilds their sessions from what each socket carries (`resume.ts`).
  */
 import type * as Party from "partykit/server";
 import { CLOSE_CODES } from "../protocol/index.ts";
@@ -15,27 +19,54 @@ import {
   refusalResponse,
   withIdentity,
 } from "./identity.ts";
+import { keys } from "./keys.ts";
 import { TeamRoom } from "./room.ts";
 
 /** workerd's socket pair (a Cloudflare global, not in the DOM typings). */
 declare const WebSocketPair: new () => { 0: WebSocket; 1: WebSocket & { accept(): void } };
 
 export default class TeamServer implements Party.Server {
-  readonly team: TeamRoom;
+  readonly options: Party.ServerOptions = { hibernate: true };
+  #team: TeamRoom | undefined;
 
   constructor(readonly room: Party.Room) {
-    const window = Number(room.env.CROSSTALK_LOG_WINDOW);
-    this.team = new TeamRoom({
-      team: room.id,
-      storage: room.storage,
+    let id: string | undefined;
+    try {
+      id = room.id;
+    } catch {
+      // Started by an alarm: PartyKit does not know the id then; `onStart` reads it from storage.
+    }
+    if (id !== undefined) this.#team = this.#build(id);
+  }
+
+  get team(): TeamRoom {
+    if (!this.#team) throw new Error("the room has not started");
+    return this.#team;
+  }
+
+  #build(team: string): TeamRoom {
+    const window = Number(this.room.env.CROSSTALK_LOG_WINDOW);
+    return new TeamRoom({
+      team,
+      storage: this.room.storage,
       streams: Number.isInteger(window) && window > 0 ? { window } : {},
-      limits: limitsFromEnv(room.env),
+      limits: limitsFromEnv(this.room.env),
     });
   }
 
-  /** PartyKit admits no connection before this resolves: the team's stored policy is loaded first. */
-  onStart(): Promise<void> {
-    return this.team.start();
+  /**
+   * PartyKit admits no connection and delivers no message before this resolves: the team's
+   * stored policy is loaded, and after a hibernation the open sockets' sessions are back.
+   */
+  async onStart(): Promise<void> {
+    this.#team ??= this.#build((await this.room.storage.get<string>(keys.roomTeam)) ?? "unknown");
+    await this.#team.start();
+    await this.#team.resume(this.room.getConnections());
+  }
+
+  /** The room's deadlines (token and lease expiry, group ack deadlines) share this one alarm. */
+  onAlarm(): void {
+    this.#team?.alarm();
   }
 
   /**
