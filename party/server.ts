@@ -78,6 +78,13 @@ export default class TeamServer implements Party.Server {
     const request = req as unknown as Request;
     const verdict = await authenticate(request, { team: lobby.id, env: lobby.env });
     if (!verdict.ok) return refuseSocket(refusalClose(verdict.refusal));
+    // Refused here rather than in the room: a hibernatable socket the room closes while it is
+    // being accepted keeps its close frame for seconds (partykit dev 0.0.115).
+    const named = new URL(request.url).searchParams.get("agent");
+    if (named !== null && named !== verdict.identity.agent) {
+      const { code, reason } = CLOSE_CODES.Forbidden;
+      return refuseSocket({ code, reason: `${reason}: the agent in the URL is not the token's` });
+    }
     // Returned, or PartyKit forwards the original request and the identity is lost.
     return withIdentity(request, verdict.identity);
   }
