@@ -56,7 +56,7 @@ describe.each(["partykit", "wrangler"] as const)("the room on %s", (host) => {
       timeoutMs: 30_000,
     });
     expect((await pub.publish("order.placed", { n: 21 })).seq).toBe(21);
-    await eventually(() => expect(seen).toEqual(range(1, 21)));
+    await eventually(() => expect(seen).toEqual(range(1, 21)), { timeoutMs: 45_000 });
     const fresh = (await room.agent("late", { team })).state("deals");
     await fresh.ready;
     expect(fresh.get("D1")).toEqual({ stage: "open" });
