@@ -6,6 +6,7 @@
 import type { Alarms } from "./alarms.ts";
 import type { DocHub } from "./docs.ts";
 import type { Metrics } from "./metrics.ts";
+import type { OtlpExport } from "./otlp.ts";
 import type { Presence } from "./presence.ts";
 import type { KvStorage } from "./storage.ts";
 import type { TraceLog } from "./trace.ts";
@@ -19,4 +20,6 @@ export type RoomContext = {
   readonly traces: TraceLog;
   /** The room's one alarm schedule (`alarms.ts`): deadlines that must outlive a hibernation. */
   readonly alarms: Alarms;
+  /** The room's hops as OpenTelemetry spans, when `CROSSTALK_OTLP_ENDPOINT` is set (`otlp.ts`). */
+  readonly spans?: OtlpExport;
 };

@@ -29,7 +29,8 @@ import { Inbox, inboxModule } from "./inbox.ts";
 import { keys } from "./keys.ts";
 import { Leases, leaseModule } from "./leases.ts";
 import { Metrics } from "./metrics.ts";
-import { metricsModule } from "./metrics-text.ts";
+import { DEFAULT_MEMORY_LIMIT_BYTES, metricsModule } from "./metrics-text.ts";
+import { OtlpExport } from "./otlp.ts";
 import type { Principal } from "./policy.ts";
 import { type agentInfo, Presence, presenceModule } from "./presence.ts";
 import { Resumes } from "./resume.ts";
@@ -54,6 +55,10 @@ export type RoomOptions = {
   now?: () => number;
   /** Per-connection limits (`DEFAULT_ROOM_LIMITS`); the room's variables set them (`guard.ts` `limitsFromEnv`). */
   limits?: Partial<RoomLimits>;
+  /** What the room may hold in memory, for `/metrics` and its alert (default 128 MB, a Durable Object's). */
+  memoryLimitBytes?: number;
+  /** Where to export the room's spans (OTLP/HTTP JSON; `CROSSTALK_OTLP_ENDPOINT`); none by default. */
+  otlpEndpoint?: string;
   /** Called when the room can no longer trust its memory (storage failed). */
   onFatal?: (error: unknown) => void;
 };
@@ -113,6 +118,9 @@ export class TeamRoom {
       hub: this.hub,
       traces: this.traces,
       alarms: this.alarms,
+      ...(options.otlpEndpoint
+        ? { spans: new OtlpExport(options.otlpEndpoint, { service: "crosstalk-room", team: this.team }) }
+        : {}),
     };
     this.streams = new Streams(ctx, {
       window: DEFAULT_LOG_WINDOW,
@@ -214,7 +222,11 @@ export class TeamRoom {
         consumers: this.consumers,
         hub: this.hub,
         router: this.router,
+        inbox: this.inbox,
         connections: () => this.admission.size,
+        sessions: () => this.admission.sessions(),
+        limits,
+        memoryLimitBytes: options.memoryLimitBytes ?? DEFAULT_MEMORY_LIMIT_BYTES,
       }),
       { frames: {}, routes: this.a2a.routes() },
       { frames: {}, routes: [{ path: "", handle: () => Response.json(this.info()) }] },

@@ -45,12 +45,18 @@ export default class TeamServer implements Party.Server {
   }
 
   #build(team: string): TeamRoom {
-    const window = Number(this.room.env.CROSSTALK_LOG_WINDOW);
+    const env = this.room.env;
+    const window = Number(env.CROSSTALK_LOG_WINDOW);
+    const memory = Number(env.CROSSTALK_MEMORY_LIMIT_BYTES);
     return new TeamRoom({
       team,
       storage: this.room.storage,
       streams: Number.isInteger(window) && window > 0 ? { window } : {},
       limits: limitsFromEnv(this.room.env),
+      ...(Number.isSafeInteger(memory) && memory > 0 ? { memoryLimitBytes: memory } : {}),
+      ...(typeof env.CROSSTALK_OTLP_ENDPOINT === "string" && env.CROSSTALK_OTLP_ENDPOINT
+        ? { otlpEndpoint: env.CROSSTALK_OTLP_ENDPOINT }
+        : {}),
     });
   }
 
