@@ -173,7 +173,7 @@ export class Backup {
         yield { kind: "state", ns, part, parts, update: slice };
       }
     }
-    for (const key of consumers) yield { kind: "consumer", key, record: await this.storage.get(key) };
+    for (const key of consumers) yield { kind: "consumer", key, record: withoutLeases(await this.storage.get(key)) };
     yield { kind: "end", backupId };
   }
 
@@ -357,3 +357,13 @@ export const backupModule = (backup: Backup): RoomModule => ({
     },
   ],
 });
+
+/**
+ * A group's leases name agents of the source room holding events right now; a backup carries
+ * none (like inboxes), so the restored group hands every unacknowledged event out again.
+ */
+function withoutLeases(record: unknown): unknown {
+  if (typeof record !== "object" || record === null || !("leases" in record)) return record;
+  const { leases: _, ...rest } = record as Record<string, unknown>;
+  return rest;
+}

@@ -100,7 +100,7 @@ export default class TeamServer implements Party.Server {
     if (named !== null && named !== verdict.identity.agent) {
       const { code, reason } = CLOSE_CODES.Forbidden;
       const close = { code, reason: `${reason}: the agent in the URL is not the token's` };
-      ctx.waitUntil(reportRefusal(lobby, request, close));
+      ctx.waitUntil(reportRefusal(lobby, request, close, verdict.identity.agent));
       return refuseSocket(close);
     }
     // Returned, or PartyKit forwards the original request and the identity is lost.
@@ -165,8 +165,19 @@ export default class TeamServer implements Party.Server {
     if (refusal !== null) {
       // Sent by the edge (`reportRefusal`): external requests never carry this header.
       try {
-        const { agent, code, reason } = JSON.parse(refusal) as { agent: string | null; code: number; reason: string };
-        this.team.audit.record("connection.refused", { agent: null, claimed: agent, code, reason, at: "edge" });
+        const { agent, verified, code, reason } = JSON.parse(refusal) as {
+          agent: string | null;
+          verified?: string;
+          code: number;
+          reason: string;
+        };
+        this.team.audit.record("connection.refused", {
+          agent: verified ?? null,
+          claimed: agent,
+          code,
+          reason,
+          at: "edge",
+        });
       } catch {
         // Not ours to answer.
       }
@@ -185,18 +196,21 @@ const EDGE_REFUSAL_HEADER = "x-crosstalk-edge-refusal";
 
 /**
  * The edge refused a socket or request: tell the room (in the background), so the audit
- * stream has it. The agent named in the URL is unverified, and recorded as `claimed`.
+ * stream has it. The agent named in the URL is unverified, and recorded as `claimed`; `verified`
+ * is the token's agent when the token was good but did not admit this socket.
  */
 async function reportRefusal(
   lobby: Party.Lobby,
   request: Request,
   close: { code: number; reason: string },
+  verified?: string,
 ): Promise<void> {
   try {
     const agent = new URL(request.url).searchParams.get("agent");
     const stub = lobby.parties.main?.get(lobby.id);
     const body = JSON.stringify({
       agent: agent?.slice(0, 128) ?? null,
+      ...(verified !== undefined ? { verified } : {}),
       code: close.code,
       reason: close.reason.slice(0, 200),
     });

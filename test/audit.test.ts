@@ -72,7 +72,8 @@ it("records refused connections, policy changes and token takeovers", async () =
     const of = (type: string) => events.filter((e) => e.type === type).map((e) => e.data);
     expect(of("audit.connection.refused")).toEqual(
       expect.arrayContaining([
-        expect.objectContaining({ agent: "mallory", code: CLOSE_CODES.Forbidden.code, count: 1 }),
+        // A good token for another agent than the URL's: refused at the edge, by its verified agent.
+        expect.objectContaining({ agent: "mallory", claimed: "alice", code: CLOSE_CODES.Forbidden.code, count: 1 }),
         // Refused at the edge, before the room: the agent is only what the URL claimed.
         expect.objectContaining({ agent: null, claimed: "eve", code: CLOSE_CODES.Unauthorized.code, at: "edge" }),
         expect.objectContaining({ agent: null, claimed: null, code: 401, at: "edge" }),
