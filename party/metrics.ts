@@ -110,6 +110,10 @@ export class Metrics {
     "Call latency through the room, by method.",
   );
   readonly sends = new Counter("crosstalk_rpc_messages_total", "Fire-and-forget messages stored, by method.");
+  readonly rebases = new Counter(
+    "crosstalk_doc_rebases_total",
+    "State documents rebased onto a fresh copy to shed their history, by document.",
+  );
 
   render(gauges: Gauge[]): string {
     const counters = [
@@ -121,6 +125,7 @@ export class Metrics {
       this.delivered,
       this.calls,
       this.sends,
+      this.rebases,
     ];
     return `${[...gauges.flatMap(renderGauge), ...counters.flatMap((c) => c.render()), ...this.callSeconds.render()].join("\n")}\n`;
   }

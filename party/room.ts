@@ -87,6 +87,7 @@ export class TeamRoom {
         options.onFatal?.(error);
       },
       limits,
+      this.metrics,
     );
     const ctx: RoomContext = {
       storage: options.storage,

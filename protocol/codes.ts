@@ -67,6 +67,10 @@ export const ERROR_CODES = {
     retryable: false,
     doc: "The agent's local storage refused a write (browser quota, full disk). Nothing was queued; free space or drain the outbox first.",
   },
+  REBASED: {
+    retryable: true,
+    doc: "The room rebased a state document onto a fresh copy to shed its history. The client syncs it again and carries its unsynced writes over.",
+  },
   INTERNAL: { retryable: true, doc: "The room hit an unexpected error; nothing was applied." },
 } as const satisfies Record<string, { retryable: boolean; doc: string }>;
 
