@@ -144,8 +144,11 @@ export class Team extends ObservableV2<TeamEvents> {
           this.emit("agents", [this.agents()]);
           return;
         case "presence":
-          if (frame.op === "leave") this.#roster.delete(frame.agent.agent);
-          else this.#roster.set(frame.agent.agent, frame.agent);
+        case "presence.batch":
+          for (const change of frame.type === "presence" ? [frame] : frame.changes) {
+            if (change.op === "leave") this.#roster.delete(change.agent.agent);
+            else this.#roster.set(change.agent.agent, change.agent);
+          }
           this.emit("agents", [this.agents()]);
           return;
         case "permissions":

@@ -1,6 +1,10 @@
 /**
  * The roster: which agents are connected, in which role, since when, with what status and
  * which methods they serve. The room owns it; clients only receive it.
+ *
+ * Changes are coalesced: what changes within one tick ({@link PRESENCE_TICK_MS}) goes to
+ * every agent as one frame (`presence`, or `presence.batch` for several), so 1,000 agents
+ * joining within a second cost a few frames per agent rather than 1,000 each.
  */
 import type { AgentInfo } from "../protocol/index.ts";
 import type { RoomModule } from "./handlers.ts";
@@ -15,9 +19,17 @@ export const agentInfo = (s: Session): AgentInfo => ({
   ...(s.methodInfo ? { info: s.methodInfo } : {}),
 });
 
+/** How long roster changes collect before they go out together. */
+export const PRESENCE_TICK_MS = 50;
+
+type Change = { op: "join" | "leave" | "update"; session: Session; agent: AgentInfo };
+
 export class Presence {
   /** The live session of each agent id. */
   readonly #byAgent = new Map<string, Session>();
+  /** Changes of this tick, in order, sent together when it ends. */
+  #changes: Change[] = [];
+  #tick: ReturnType<typeof setTimeout> | null = null;
 
   get(agent: string): Session | undefined {
     return this.#byAgent.get(agent);
@@ -61,10 +73,37 @@ export class Presence {
     if (this.#byAgent.get(session.agent) === session) this.#broadcast("update", session);
   }
 
-  #broadcast(op: "join" | "leave" | "update", session: Session): void {
-    const text = JSON.stringify({ type: "presence", op, agent: agentInfo(session) });
-    // The agent itself learns its own join from `welcome`, and its status changes from itself.
-    for (const s of this.#byAgent.values()) if (s !== session || op === "update") s.sendText(text);
+  #broadcast(op: Change["op"], session: Session): void {
+    // Taken now: a session's status and methods may change again before the tick ends.
+    const change: Change = { op, session, agent: agentInfo(session) };
+    const last = this.#changes.at(-1);
+    if (op === "update" && last?.op === "update" && last.session === session)
+      this.#changes[this.#changes.length - 1] = change;
+    else this.#changes.push(change);
+    if (this.#byAgent.size === 0) {
+      // Nobody left to tell: no frame, and no timer holding the room awake.
+      this.#changes = [];
+      if (this.#tick) clearTimeout(this.#tick);
+      this.#tick = null;
+      return;
+    }
+    this.#tick ??= setTimeout(() => this.#flush(), PRESENCE_TICK_MS);
+  }
+
+  #flush(): void {
+    const changes = this.#changes;
+    this.#changes = [];
+    this.#tick = null;
+    const only = changes.length === 1 ? changes[0] : undefined;
+    if (only) {
+      const text = JSON.stringify({ type: "presence", op: only.op, agent: only.agent });
+      // The agent itself learns its own join from `welcome`, and its status changes from itself.
+      for (const s of this.#byAgent.values()) if (s !== only.session || only.op === "update") s.sendText(text);
+      return;
+    }
+    // One text for everyone; an agent's own join in it (it knows from `welcome`) changes nothing there.
+    const text = JSON.stringify({ type: "presence.batch", changes: changes.map(({ op, agent }) => ({ op, agent })) });
+    for (const s of this.#byAgent.values()) s.sendText(text);
   }
 }
 
