@@ -40,7 +40,7 @@ export const ROOM = Symbol("room");
  */
 const RETIRED = "#retired@";
 /** A state document is rebased once it holds this many structs more than its live entries… */
-const REBASE_MIN_STRUCTS = 8192;
+const REBASE_MIN_STRUCTS = 4096;
 /** …and its structs outnumber its live entries this many times over. */
 const REBASE_RATIO = 4;
 
@@ -577,8 +577,6 @@ function rebaseable(doc: HubDoc): boolean {
   let structs = 0;
   for (const list of doc.ydoc.store.clients.values()) structs += list.length;
   if (structs < Math.max(REBASE_MIN_STRUCTS, nextRebaseCheck.get(doc) ?? 0)) return false;
-  // Counting is linear in the entries: a document not worth it now is looked at again only after it grew by half.
-  nextRebaseCheck.set(doc, Math.ceil(structs * 1.5));
   for (const s of doc.subscribers) if (s instanceof RawDocSession) return false;
   let live = 0;
   for (const type of doc.ydoc.share.values()) {
@@ -589,7 +587,11 @@ function rebaseable(doc: HubDoc): boolean {
       live++;
     }
   }
-  return structs - live >= REBASE_MIN_STRUCTS && structs >= REBASE_RATIO * live;
+  if (structs - live >= REBASE_MIN_STRUCTS && structs >= REBASE_RATIO * live) return true;
+  // Counting is linear in the entries: a document not worth it yet is counted again only after
+  // that many more structs, so the counting costs O(1) per write.
+  nextRebaseCheck.set(doc, structs + Math.max(REBASE_MIN_STRUCTS / 4, live));
+  return false;
 }
 
 /** True when a Yjs update carries neither new structs nor deletions. */
