@@ -30,6 +30,8 @@ export class Presence {
   /** Changes of this tick, in order, sent together when it ends. */
   #changes: Change[] = [];
   #tick: ReturnType<typeof setTimeout> | null = null;
+  /** Sessions admitted this tick, and where their own join is in `#changes`: their welcome showed everything before it. */
+  #admitted = new Map<Session, number>();
 
   get(agent: string): Session | undefined {
     return this.#byAgent.get(agent);
@@ -57,6 +59,7 @@ export class Presence {
     const current = this.#byAgent.get(session.agent);
     if (current && current.instance !== session.instance && !takeover) return { ok: false };
     this.#byAgent.set(session.agent, session);
+    this.#admitted.set(session, this.#changes.length);
     this.#broadcast("join", session);
     return { ok: true, replaced: current };
   }
@@ -83,6 +86,7 @@ export class Presence {
     if (this.#byAgent.size === 0) {
       // Nobody left to tell: no frame, and no timer holding the room awake.
       this.#changes = [];
+      this.#admitted.clear();
       if (this.#tick) clearTimeout(this.#tick);
       this.#tick = null;
       return;
@@ -92,18 +96,25 @@ export class Presence {
 
   #flush(): void {
     const changes = this.#changes;
+    const admitted = this.#admitted;
     this.#changes = [];
+    this.#admitted = new Map();
     this.#tick = null;
-    const only = changes.length === 1 ? changes[0] : undefined;
-    if (only) {
-      const text = JSON.stringify({ type: "presence", op: only.op, agent: only.agent });
-      // The agent itself learns its own join from `welcome`, and its status changes from itself.
-      for (const s of this.#byAgent.values()) if (s !== only.session || only.op === "update") s.sendText(text);
-      return;
+    const frameOf = (list: Change[]): string | null => {
+      const only = list.length === 1 ? list[0] : undefined;
+      if (only) return JSON.stringify({ type: "presence", op: only.op, agent: only.agent });
+      if (list.length === 0) return null;
+      return JSON.stringify({ type: "presence.batch", changes: list.map(({ op, agent }) => ({ op, agent })) });
+    };
+    const shared = frameOf(changes);
+    for (const s of this.#byAgent.values()) {
+      const at = admitted.get(s);
+      // A session admitted this tick saw everything before its join in its `welcome`, and its
+      // own join there too; its later status changes it gets, as before.
+      const text =
+        at === undefined ? shared : frameOf(changes.slice(at + 1).filter((c) => c.session !== s || c.op === "update"));
+      if (text) s.sendText(text);
     }
-    // One text for everyone; an agent's own join in it (it knows from `welcome`) changes nothing there.
-    const text = JSON.stringify({ type: "presence.batch", changes: changes.map(({ op, agent }) => ({ op, agent })) });
-    for (const s of this.#byAgent.values()) s.sendText(text);
   }
 }
 
