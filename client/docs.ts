@@ -30,7 +30,17 @@ type OpenDoc = {
   waiters: { resolve: () => void; reject: (error: CrosstalkError) => void }[];
   /** A fresh copy's step 1 is on its way: a further refusal meanwhile does not ask again. */
   resyncing: boolean;
+  /** Writes to carry over onto a rebased document once its fresh copy has synced. */
+  carry?: CarriedWrite[];
+  /**
+   * A rebase notice was handled and the fresh copy has not synced yet: a further notice
+   * meanwhile answers a message the old copy sent before it, and changes nothing.
+   */
+  rebasing?: boolean;
 };
+
+/** One map entry this client wrote and the room had not seen when it rebased the document. */
+type CarriedWrite = { root: string; key: string; value: unknown };
 
 export type DocSyncOptions = {
   /** May this agent read `name` (its permissions, as the room last said)? */
@@ -102,6 +112,26 @@ export class DocSync {
     return true;
   }
 
+  /**
+   * The room rebased `name` onto a fresh copy to shed its history (`REBASED`): the local copy,
+   * on the old base, is replaced by a fresh one that syncs from the room, as after a refusal;
+   * this client's own writes the room had not seen (its structs from the clock `known` gives
+   * for its Yjs client id on — 0 if the room never saw it — made offline or in flight) are
+   * written again, entry by entry, once the fresh copy has synced. False if not open here.
+   */
+  rebased(name: DocName, known: Record<string, number>, error: CrosstalkError): boolean {
+    const open = this.#docs.get(name);
+    if (!open) return false;
+    if (open.rebasing) return true;
+    const carry = unsynced(open.doc, known[String(open.doc.clientID)] ?? 0);
+    this.refused(name, error);
+    const now = this.#docs.get(name);
+    if (!now) return true;
+    now.rebasing = true;
+    if (carry.length > 0) now.carry = carry;
+    return true;
+  }
+
   #refuseWaiters(open: OpenDoc, error: CrosstalkError): void {
     for (const w of open.waiters.splice(0)) w.reject(error);
   }
@@ -135,6 +165,13 @@ export class DocSync {
     if (type === syncProtocol.messageYjsSyncStep2) {
       open.synced = true;
       open.resyncing = false;
+      const carry = open.carry;
+      open.carry = undefined;
+      open.rebasing = false;
+      if (carry)
+        open.doc.transact(() => {
+          for (const w of carry) open.doc.getMap(w.root).set(w.key, w.value);
+        });
       if (!open.everSynced) {
         open.everSynced = true;
         for (const w of open.waiters.splice(0)) w.resolve();
@@ -155,4 +192,21 @@ export class DocSync {
   #sendStep1(name: DocName, doc: Y.Doc): void {
     this.transport.sendBinary(encodeDocFrame(name, (e) => syncProtocol.writeSyncStep1(e, doc)));
   }
+}
+
+/**
+ * The map entries of `doc`'s root maps that this client wrote from `clock` on and that still
+ * hold (not overwritten since): what a rebase has not seen of it. Nested types are not carried.
+ */
+function unsynced(doc: Y.Doc, clock: number): CarriedWrite[] {
+  const roots = new Map<unknown, string>();
+  for (const [name, type] of doc.share) roots.set(type, name);
+  const out: CarriedWrite[] = [];
+  for (const struct of doc.store.clients.get(doc.clientID) ?? []) {
+    if (!(struct instanceof Y.Item) || struct.deleted || struct.id.clock + struct.length <= clock) continue;
+    const root = roots.get(struct.parent);
+    if (root === undefined || struct.parentSub === null || struct.content instanceof Y.ContentType) continue;
+    out.push({ root, key: struct.parentSub, value: struct.content.getContent().at(-1) });
+  }
+  return out;
 }

@@ -113,18 +113,18 @@ export class Namespace<T extends Entity = Entity> extends ObservableV2<Namespace
   }
 
   /**
-   * The room refused a write: start over on `doc`, a fresh copy syncing from the room.
-   * Called by the team (`DocSync.onReset`); not for applications.
+   * The room refused a write (`error`), or rebased the document (null): start over on `doc`,
+   * a fresh copy syncing from the room. Called by the team (`DocSync.onReset`); not for applications.
    * @internal
    */
-  reset(doc: Y.Doc, ready: Promise<void>, error: CrosstalkError): void {
+  reset(doc: Y.Doc, ready: Promise<void>, error: CrosstalkError | null): void {
     const gone = [...this.#index.keys()];
     this.#doc = doc;
     this.#ready = ready;
     this.#index = this.#bind(doc);
     this.#checked.clear();
     if (gone.length > 0) this.emit("change", [{ keys: gone, local: false }]);
-    this.emit("refused", [error]);
+    if (error) this.emit("refused", [error]);
   }
 
   /** The entity, validated against the schema if there is one (undefined when it fails). */

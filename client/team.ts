@@ -144,8 +144,11 @@ export class Team extends ObservableV2<TeamEvents> {
           this.emit("agents", [this.agents()]);
           return;
         case "presence":
-          if (frame.op === "leave") this.#roster.delete(frame.agent.agent);
-          else this.#roster.set(frame.agent.agent, frame.agent);
+        case "presence.batch":
+          for (const change of frame.type === "presence" ? [frame] : frame.changes) {
+            if (change.op === "leave") this.#roster.delete(change.agent.agent);
+            else this.#roster.set(change.agent.agent, change.agent);
+          }
           this.emit("agents", [this.agents()]);
           return;
         case "permissions":
@@ -176,6 +179,16 @@ export class Team extends ObservableV2<TeamEvents> {
         case "error":
           // A document refused by the policy starts over (`DocSync.refused`). Other document errors
           // (an update that raced its own step 1) leave it as is: the next sync exchange carries it.
+          if (
+            frame.doc &&
+            frame.error.code === "REBASED" &&
+            this.#docs.rebased(
+              frame.doc as DocName,
+              rebasedClocks(frame.error.details),
+              CrosstalkError.from(frame.error),
+            )
+          )
+            return;
           if (
             frame.doc &&
             frame.error.code === "FORBIDDEN" &&
@@ -233,8 +246,10 @@ export class Team extends ObservableV2<TeamEvents> {
     if (!namespace) return;
     const ready = this.#docs.synced(name);
     ready.catch(() => {});
-    namespace.reset(doc, ready, error);
-    this.emit("error", [error, {}]);
+    // A rebase is the room's housekeeping, not a refusal: nothing to report.
+    const rebased = error.code === "REBASED";
+    namespace.reset(doc, ready, rebased ? null : error);
+    if (!rebased) this.emit("error", [error, {}]);
   }
 
   /** "connecting" until first admitted, then "online" / "offline"; "closed" after `close()`. */
@@ -592,3 +607,10 @@ export type TypedEvents<T extends Record<string, z.ZodType>> = {
     options?: Omit<SubscribeOptions, "catalog">,
   ): LiveSubscription;
 };
+
+/** The clocks a `REBASED` error names (`details.known`: Yjs client id → clock); anything else is none. */
+function rebasedClocks(details: unknown): Record<string, number> {
+  const known = (details as { known?: unknown } | undefined)?.known;
+  if (typeof known !== "object" || known === null) return {};
+  return Object.fromEntries(Object.entries(known).filter((e): e is [string, number] => typeof e[1] === "number"));
+}

@@ -23,8 +23,9 @@ import {
 } from "../protocol/index.ts";
 import type { RoomModule } from "./handlers.ts";
 import { keys } from "./keys.ts";
-import type { Session } from "./session.ts";
-import { appendUpdate, compact, type KvStorage, loadDoc, needsCompaction, type StoredDoc } from "./storage.ts";
+import type { Metrics } from "./metrics.ts";
+import { RawDocSession, type Session } from "./session.ts";
+import { appendUpdate, compact, type KvStorage, loadDoc, needsCompaction, putAll, type StoredDoc } from "./storage.ts";
 import { checkUpdate } from "./update-check.ts";
 
 /** Origin of updates applied while loading from storage: not re-persisted. */
@@ -33,6 +34,15 @@ const LOADING = Symbol("loading");
 const META_MAP = "meta";
 /** Origin of the room's own writes (stream appends). */
 export const ROOM = Symbol("room");
+/**
+ * The owner recorded for a Yjs client id whose structs a rebase folded away (`#retired@<clock>`:
+ * the clock the room had of it). Not an agent name, so no session ever writes under it.
+ */
+const RETIRED = "#retired@";
+/** A state document is rebased once it holds this many structs more than its live entries… */
+const REBASE_MIN_STRUCTS = 4096;
+/** …and its structs outnumber its live entries this many times over. */
+const REBASE_RATIO = 4;
 
 type Batch = {
   updates: { update: Uint8Array; origin: Session | typeof ROOM }[];
@@ -77,6 +87,8 @@ export class DocHub {
     /** Called when storage fails: the in-memory state can no longer be trusted. */
     private readonly fatal: (error: unknown) => void,
     private readonly limits: HubLimits = DEFAULT_ROOM_LIMITS,
+    /** Counts rebases (`#rebase`). */
+    private readonly metrics?: Metrics,
   ) {}
 
   /** Every document loaded in memory. */
@@ -109,21 +121,23 @@ export class DocHub {
       for (const [key, agent] of await this.storage.list<string>({ prefix }))
         writers.set(Number(key.slice(prefix.length)), agent);
     }
+    return this.#install({ name, ydoc, stored, writers });
+  }
+
+  /** Makes `ydoc` the room's live copy of `name`: its updates go through the commit queue from now on. */
+  #install(init: Pick<HubDoc, "name" | "ydoc" | "stored" | "writers">): HubDoc {
     const doc: HubDoc = {
-      name,
-      ydoc,
-      stored,
+      ...init,
       subscribers: new Set(),
-      clientWritable: isWritableByClients(name),
-      writers,
+      clientWritable: isWritableByClients(init.name),
       pending: null,
       inflight: null,
     };
-    ydoc.on("update", (update: Uint8Array, origin: unknown) => {
+    doc.ydoc.on("update", (update: Uint8Array, origin: unknown) => {
       if (origin === LOADING) return;
       this.#batch(doc).updates.push({ update, origin: origin as Session | typeof ROOM });
     });
-    this.#docs.set(name, doc);
+    this.#docs.set(init.name, doc);
     return doc;
   }
 
@@ -173,6 +187,10 @@ export class DocHub {
           await this.storage.put(batch.extra);
         }
         for (const fn of batch.after) fn();
+        if (!doc.pending && rebaseable(doc)) {
+          doc.inflight = null;
+          return this.#rebase(doc);
+        }
         if (needsCompaction(doc.stored)) await compact(this.storage, doc.stored, doc.ydoc);
       } catch (error) {
         doc.inflight = null;
@@ -181,6 +199,66 @@ export class DocHub {
       }
       doc.inflight = null;
     }
+  }
+
+  /**
+   * Rebases state document `old` onto a fresh Y.Doc holding only its live entries. Yjs keeps
+   * a struct for every overwritten map value, so a namespace written in a loop grows with its
+   * history rather than its content; `rebaseable` says when that history outweighs it. The
+   * fresh copy becomes the document's next snapshot generation (`compact`), and the Yjs client
+   * ids it folded away are recorded as retired, with the clock the room had of each: a client
+   * still on the old base is told `REBASED` (with that clock, so it can carry its own later
+   * writes over) and syncs afresh, instead of mixing old structs into the new base. Messages
+   * for the document wait meanwhile, as for a load.
+   */
+  #rebase(old: HubDoc): Promise<void> {
+    const fresh = new Y.Doc({ gc: true });
+    fresh.transact(() => {
+      for (const [root, type] of old.ydoc.share) {
+        const target = fresh.getMap(root);
+        for (const [key, item] of type._map) if (!item.deleted) target.set(key, item.content.getContent().at(-1));
+      }
+    }, LOADING);
+    const clocks = Y.decodeStateVector(Y.encodeStateVector(old.ydoc));
+    const writers = new Map(old.writers);
+    const retired: Record<string, string> = {};
+    for (const [client, clock] of clocks) {
+      writers.set(client, `${RETIRED}${clock}`);
+      retired[keys.yjsWriter(old.name, client)] = `${RETIRED}${clock}`;
+    }
+    this.#docs.delete(old.name);
+    const rebased = (async () => {
+      // Retired first: should the room stop between the two, the ids are still in the current
+      // document, and `#retired` ignores a retirement the document does not bear out.
+      await putAll(this.storage, retired);
+      await compact(this.storage, old.stored, fresh);
+      const doc = this.#install({ name: old.name, ydoc: fresh, stored: old.stored, writers });
+      this.metrics?.rebases.inc({ doc: old.name });
+      for (const s of old.subscribers) {
+        const known: Record<string, number> = {};
+        for (const [client, owner] of old.writers) if (owner === s.writer) known[client] = clocks.get(client) ?? 0;
+        s.sendFrame({ type: "error", doc: old.name, error: rebasedError(old.name, known) });
+      }
+      old.ydoc.destroy();
+      return doc;
+    })().finally(() => this.#loading.delete(old.name));
+    this.#loading.set(old.name, rebased);
+    return rebased.then(
+      () => {},
+      (error: unknown) => this.fatal(error),
+    );
+  }
+
+  /** The clock the room had of each of `clients` that a rebase retired (and the document bears out). */
+  #retired(doc: HubDoc, clients: Iterable<number>): Record<string, number> | null {
+    let known: Record<string, number> | null = null;
+    for (const client of clients) {
+      const owner = doc.writers.get(client);
+      if (!owner?.startsWith(RETIRED) || doc.ydoc.store.clients.has(client)) continue;
+      known ??= {};
+      known[client] = Number(owner.slice(RETIRED.length));
+    }
+    return known;
   }
 
   /**
@@ -226,6 +304,8 @@ export class DocHub {
         const doc = await this.open(name);
         let step2: Uint8Array;
         try {
+          const stale = doc.clientWritable && this.#retired(doc, Y.decodeStateVector(payload).keys());
+          if (stale) return { error: rebasedError(name, stale) };
           step2 = Y.encodeStateAsUpdate(doc.ydoc, payload);
         } catch {
           return { error: { code: "BAD_FRAME", message: "invalid state vector" } };
@@ -302,6 +382,9 @@ export class DocHub {
       maxJsonDepth: MAX_JSON_DEPTH,
     });
     if (problem) return bad(problem);
+    // Written on a base the room has rebased away: the client resyncs and carries it over.
+    const stale = this.#retired(doc, [...decoded.structs.map((s) => s.id.client), ...decoded.ds.clients.keys()]);
+    if (stale) return { error: rebasedError(name, stale) };
     const seen = authorship(decoded, doc.ydoc);
     const clients = [...seen.clients];
     const forged = clients.find((c) => (doc.writers.get(c) ?? session.writer) !== session.writer);
@@ -471,6 +554,44 @@ function rootResolver(structs: readonly (Y.Item | Y.GC | Y.Skip)[], ydoc: Y.Doc)
     return answer;
   };
   return (item) => resolve(item, 0);
+}
+
+/** `REBASED` for `name`: `known` is the clock the room had of each retired client id named. */
+const rebasedError = (name: DocName, known: Record<string, number>): ErrorBody => ({
+  code: "REBASED",
+  message: `${name} was rebased onto a fresh copy to shed its history; sync it again`,
+  details: { known },
+});
+
+/** Next struct count at which `rebaseable` looks again at a document that was not worth it. */
+const nextRebaseCheck = new WeakMap<HubDoc, number>();
+
+/**
+ * Whether a state document's history outweighs its content enough to rebase it: many more
+ * structs than live map entries. Only plain maps of plain values are rebased (what the state
+ * API writes); a document with a list or nested type, or synced by a stock Yjs client (which
+ * cannot be told to resync), keeps its history.
+ */
+function rebaseable(doc: HubDoc): boolean {
+  if (!doc.clientWritable) return false;
+  let structs = 0;
+  for (const list of doc.ydoc.store.clients.values()) structs += list.length;
+  if (structs < Math.max(REBASE_MIN_STRUCTS, nextRebaseCheck.get(doc) ?? 0)) return false;
+  for (const s of doc.subscribers) if (s instanceof RawDocSession) return false;
+  let live = 0;
+  for (const type of doc.ydoc.share.values()) {
+    if (type._start !== null) return false;
+    for (const item of type._map.values()) {
+      if (item.deleted) continue;
+      if (item.content instanceof Y.ContentType) return false;
+      live++;
+    }
+  }
+  if (structs - live >= REBASE_MIN_STRUCTS && structs >= REBASE_RATIO * live) return true;
+  // Counting is linear in the entries: a document not worth it yet is counted again only after
+  // that many more structs, so the counting costs O(1) per write.
+  nextRebaseCheck.set(doc, structs + Math.max(REBASE_MIN_STRUCTS / 4, live));
+  return false;
 }
 
 /** True when a Yjs update carries neither new structs nor deletions. */

@@ -133,6 +133,11 @@ export class Metrics {
     "crosstalk_retention_removed_bytes_total",
     "Bytes of archived events removed by retention, by stream.",
   );
+  readonly rebases = new Counter(
+    "crosstalk_doc_rebases_total",
+    "State documents rebased onto a fresh copy to shed their history, by document.",
+    256,
+  );
   readonly noRoute = new Counter(
     "crosstalk_rpc_no_route_total",
     "Calls and messages to a role refused with NO_ROUTE (no live member serves the method), by role.",
@@ -158,6 +163,7 @@ export class Metrics {
       this.retainedBytes,
       this.noRoute,
       this.connects,
+      this.rebases,
     ];
     return `${[...gauges.flatMap(renderGauge), ...counters.flatMap((c) => c.render()), ...this.callSeconds.render()].join("\n")}\n`;
   }

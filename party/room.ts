@@ -138,6 +138,7 @@ export class TeamRoom {
         options.onFatal?.(error);
       },
       limits,
+      this.metrics,
     );
     const ctx: RoomContext = {
       storage: options.storage,

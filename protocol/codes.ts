@@ -71,6 +71,10 @@ export const ERROR_CODES = {
     retryable: false,
     doc: "The events asked for were removed by the stream's retention (`policy.retention`); `details.firstSeq` is the oldest seq the stream still keeps. Resume from there: read history from `firstSeq`, or subscribe with `from: firstSeq` (a durable consumer: `skipRemoved: true`).",
   },
+  REBASED: {
+    retryable: true,
+    doc: "The room rebased a state document onto a fresh copy to shed its history. The client syncs it again and carries its unsynced writes over.",
+  },
   INTERNAL: { retryable: true, doc: "The room hit an unexpected error; nothing was applied." },
 } as const satisfies Record<string, { retryable: boolean; doc: string }>;
 

@@ -419,6 +419,15 @@ export const roomFrames = {
     op: z.enum(["join", "leave", "update"]),
     agent: agentInfoSchema,
   }),
+  /**
+   * Several roster changes at once, in the order they happened: the room coalesces what
+   * changed within one presence tick into one frame per agent (a join storm of N agents costs
+   * N frames per tick, not N × N). A tick with one change sends `presence` instead.
+   */
+  "presence.batch": z.object({
+    type: z.literal("presence.batch"),
+    changes: z.array(z.object({ op: z.enum(["join", "leave", "update"]), agent: agentInfoSchema })),
+  }),
 } as const;
 
 export type RoomFrameType = keyof typeof roomFrames;

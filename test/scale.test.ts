@@ -1,0 +1,63 @@
+/**
+ * One room at scale, on the real server: a join storm of agents connecting at once all get
+ * in, and the roster reaches every one of them coalesced — a few frames per agent per
+ * presence tick, not one per join (which would be N × N). 300 agents from this one test
+ * process: at 1,000 from one process on the shared CI machine the dev server's room resets
+ * (see README "Scaling out"); the bench `scale` scenario spreads 1,000 over several processes.
+ */
+import { afterAll, beforeAll, expect, it } from "vitest";
+import type { Team } from "../client/index.ts";
+import { PRESENCE_TICK_MS } from "../party/presence.ts";
+import { eventually, type RoomServer, startRoom } from "./harness.ts";
+
+let room: RoomServer;
+beforeAll(async () => {
+  room = await startRoom();
+});
+afterAll(async () => {
+  await room?.[Symbol.asyncDispose]();
+});
+
+const AGENTS = 300;
+
+it("admits 300 agents connecting at once, and coalesces the roster updates they get", async () => {
+  const team = room.team("storm");
+  const rosterFrames = new Map<string, number>();
+  const agents: Team[] = [];
+  try {
+    const started = performance.now();
+    await Promise.all(
+      Array.from({ length: AGENTS }, async (_, i) => {
+        const name = `storm-${i}`;
+        const agent = await room.agent(name, { team, role: "storm", connectTimeoutMs: 120_000 });
+        // Every roster frame (after the welcome) is one `agents` event.
+        rosterFrames.set(name, 0);
+        agent.on("agents", () => rosterFrames.set(name, (rosterFrames.get(name) ?? 0) + 1));
+        agents.push(agent);
+      }),
+    );
+    const onlineMs = performance.now() - started;
+    expect(agents.every((a) => a.status === "online")).toBe(true);
+    // Generous: the bound is that it ends, not a speed (measured in bench `scale`).
+    expect(onlineMs).toBeLessThan(120_000);
+    // Everyone ends up with the whole roster.
+    await eventually(
+      () => {
+        for (const a of agents) expect(a.agents()).toHaveLength(AGENTS);
+      },
+      { timeoutMs: 60_000 },
+    );
+    const convergedMs = performance.now() - started;
+    const frames = [...rosterFrames.values()];
+    const total = frames.reduce((n, f) => n + f, 0);
+    // At most one roster frame per presence tick for each agent, however many joined in it;
+    // one frame per join would be up to AGENTS - 1 for an early agent, AGENTS²/2 in all.
+    expect(Math.max(...frames)).toBeLessThanOrEqual(Math.ceil(convergedMs / PRESENCE_TICK_MS) + 2);
+    expect(total).toBeLessThan((AGENTS * (AGENTS - 1)) / 2);
+    console.log(
+      `join storm: ${AGENTS} online in ${Math.round(onlineMs)} ms, roster complete in ${Math.round(convergedMs)} ms; roster frames per agent max ${Math.max(...frames)}, total ${total}`,
+    );
+  } finally {
+    await Promise.all(agents.map((a) => a.close()));
+  }
+}, 240_000);
