@@ -9,9 +9,17 @@
  * `team-policy.ts` holds the team's policy; when it changes, {@link TeamRoom} applies it to
  * every live session here.
  */
-import { DEFAULT_LOG_WINDOW, DEFAULT_ROOM_LIMITS, type Identity, type RoomLimits } from "../protocol/index.ts";
+import {
+  DEFAULT_LOG_WINDOW,
+  DEFAULT_ROOM_LIMITS,
+  type ErrorCode,
+  type Identity,
+  type RoomLimits,
+} from "../protocol/index.ts";
 import { A2AGateway } from "./a2a.ts";
 import { Admission } from "./admission.ts";
+import { Audit, type AuditOptions } from "./audit.ts";
+import { Backup, backupModule } from "./backup.ts";
 import { Consumers, consumerModule } from "./consumers.ts";
 import type { RoomContext } from "./context.ts";
 import { Dispatch } from "./dispatch.ts";
@@ -27,6 +35,7 @@ import { DEFAULT_MEMORY_LIMIT_BYTES, metricsModule } from "./metrics-text.ts";
 import { OtlpExport } from "./otlp.ts";
 import type { Principal } from "./policy.ts";
 import { type agentInfo, Presence, presenceModule } from "./presence.ts";
+import { Retention, type RetentionOptions, retentionModule } from "./retention.ts";
 import { Router, type RouterOptions, rpcModule } from "./rpc.ts";
 import type { Session, Socket } from "./session.ts";
 import { SharedState, stateModule } from "./state.ts";
@@ -36,6 +45,16 @@ import { applyPolicy, policyModule, TeamPolicy } from "./team-policy.ts";
 import { TraceLog, traceModule } from "./trace.ts";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
+/** Refusals worth an audit record: someone tried what they may not, or pushed past a limit. */
+const AUDITED_CODES: ReadonlySet<ErrorCode> = new Set([
+  "FORBIDDEN",
+  "UNAUTHORIZED",
+  "BAD_FRAME",
+  "UNKNOWN_FRAME",
+  "TOO_LARGE",
+  "LIMIT_EXCEEDED",
+  "RATE_LIMITED",
+]);
 
 export type RoomOptions = {
   team: string;
@@ -53,6 +72,10 @@ export type RoomOptions = {
   otlpEndpoint?: string;
   /** Called when the room can no longer trust its memory (storage failed). */
   onFatal?: (error: unknown) => void;
+  /** How often retention passes run per stream (`retention.ts`). */
+  retention?: Partial<RetentionOptions>;
+  /** How the audit stream aggregates (`audit.ts`). */
+  audit?: Partial<AuditOptions>;
 };
 
 export class TeamRoom {
@@ -75,6 +98,12 @@ export class TeamRoom {
   readonly policy: TeamPolicy;
   /** Per-connection limits and error budgets. */
   readonly guard: Guard;
+  /** The audit stream: security-relevant acts, written by the room only. */
+  readonly audit: Audit;
+  /** Per-stream retention and compaction of the archive, set in the policy. */
+  readonly retention: Retention;
+  /** Export and restore of the whole team (`…/<team>/backup`). */
+  readonly backup: Backup;
   /** Every module's frame handlers, one per client frame type. */
   readonly handlers: DispatchTable;
   readonly #dispatch: Dispatch;
@@ -111,6 +140,7 @@ export class TeamRoom {
       ...options.streams,
     });
     this.consumers = new Consumers(ctx, this.streams);
+    this.audit = new Audit({ streams: this.streams, now, options: { flushMs: 1000, maxKeys: 64, ...options.audit } });
     this.router = new Router(
       ctx,
       {
@@ -139,7 +169,22 @@ export class TeamRoom {
           presence: this.presence,
           consumers: this.consumers,
         }),
+      replaced: (stored) => this.audit.record("policy.changed", { agent: stored.updatedBy ?? null, rev: stored.rev }),
     });
+    this.retention = new Retention(ctx, {
+      streams: this.streams,
+      consumers: this.consumers,
+      rules: () => this.policy.current().policy.retention,
+      removed: (r) =>
+        this.audit.record("retention.removed", {
+          stream: r.stream,
+          firstSeq: r.firstSeq,
+          removed: r.last,
+          at: r.lastRunAt,
+        }),
+      options: { intervalMs: 60_000, ...options.retention },
+    });
+    this.backup = new Backup(ctx, { streams: this.streams, policy: this.policy, team: this.team });
     void this.policy.load().catch((error: unknown) => {
       console.error(`[crosstalk ${this.team}] the policy could not be loaded`, error);
     });
@@ -171,6 +216,9 @@ export class TeamRoom {
         this.consumers.gone(session);
         this.feeds.gone(session);
       },
+      refused: ({ agent, code, reason }) => this.audit.record("connection.refused", { agent, code, reason }),
+      takenOver: (older, newer) =>
+        this.audit.record("token.takeover", { agent: newer.agent, role: newer.role, replacedRole: older.role }),
     });
 
     const modules = [
@@ -199,6 +247,8 @@ export class TeamRoom {
         limits,
         memoryLimitBytes: options.memoryLimitBytes ?? DEFAULT_MEMORY_LIMIT_BYTES,
       }),
+      retentionModule(this.retention),
+      backupModule(this.backup),
       { frames: {}, routes: this.a2a.routes() },
       { frames: {}, routes: [{ path: "", handle: () => Response.json(this.info()) }] },
     ] as const;
@@ -212,6 +262,10 @@ export class TeamRoom {
       admission: this.admission,
       guard: this.guard,
       policyReady: () => this.policy.ready(),
+      refused: (session, error) => {
+        if (AUDITED_CODES.has(error.code))
+          this.audit.record("frame.refused", { agent: session.agent, code: error.code });
+      },
     });
     this.#http = createHttp(modules.flatMap((m: Composable) => m.routes ?? []));
   }
