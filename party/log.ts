@@ -4,11 +4,18 @@
  * client bundle.
  */
 import * as Y from "yjs";
-import { LOG_SEGMENT_SIZE, type LogSegments, type StoredEvent, segmentOf } from "../protocol/index.ts";
+import {
+  compactEvent,
+  LOG_SEGMENT_SIZE,
+  type LogEntry,
+  type LogSegments,
+  type StoredEvent,
+  segmentOf,
+} from "../protocol/index.ts";
 
 /**
- * Appends events whose `seq` continues the log without a gap. Call inside a transaction to
- * make a batch one update.
+ * Appends events whose `seq` continues the log without a gap, in their compact form
+ * (`compactEvent`). Call inside a transaction to make a batch one update.
  */
 export function appendEvents(segments: LogSegments, events: StoredEvent[]): void {
   let i = 0;
@@ -17,11 +24,11 @@ export function appendEvents(segments: LogSegments, events: StoredEvent[]): void
     const key = String(segmentOf(first.seq));
     let segment = segments.get(key);
     if (!segment) {
-      segment = new Y.Array<StoredEvent>();
+      segment = new Y.Array<LogEntry>();
       segments.set(key, segment);
     }
     const room = LOG_SEGMENT_SIZE - segment.length;
-    const slice = events.slice(i, i + room);
+    const slice = events.slice(i, i + room).map(compactEvent);
     segment.push(slice);
     i += slice.length;
   }

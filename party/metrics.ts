@@ -7,7 +7,12 @@
 
 type Labels = Record<string, string>;
 /** Callers pass a metric's labels in one fixed order, so the values alone identify the series. */
-const key = (labels: Labels) => Object.values(labels).join("\u0000");
+/** The series key: the label values joined (one label's value is its own key; no array per count). */
+const key = (labels: Labels): string => {
+  let k: string | undefined;
+  for (const name in labels) k = k === undefined ? (labels[name] as string) : `${k}\u0000${labels[name]}`;
+  return k ?? "";
+};
 const escapeLabel = (v: string) => v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
 const renderLabels = (labels: Labels, extra: Labels = {}) => {
   const all = { ...labels, ...extra };

@@ -33,7 +33,13 @@
  *
  * Storage: `ret|<stream>` → {@link RetentionReport}.
  */
-import { matchesPattern, type RetentionRule, type StoredEvent } from "../protocol/index.ts";
+import {
+  LOG_SEGMENT_SIZE,
+  matchesPattern,
+  type RetentionRule,
+  type StoredEvent,
+  storedEvent,
+} from "../protocol/index.ts";
 import type { Consumers } from "./consumers.ts";
 import type { RoomContext } from "./context.ts";
 import { httpError, type RoomModule } from "./handlers.ts";
@@ -230,8 +236,13 @@ export class Retention {
   ): Promise<{ events: number; bytes: number }> {
     const seen = new Set<string>();
     // The live window's keys are the newest.
-    for (const segment of stream.segments.values())
-      for (const event of segment.toArray()) if (event?.key !== undefined) seen.add(event.key);
+    for (const [segNo, segment] of stream.segments.entries()) {
+      const first = Number(segNo) * LOG_SEGMENT_SIZE + 1;
+      segment.toArray().forEach((entry, i) => {
+        const key = entry ? storedEvent(entry, first + i).key : undefined;
+        if (key !== undefined) seen.add(key);
+      });
+    }
     let removed = 0;
     let bytes = 0;
     for (const { segNo } of [...segments].reverse()) {

@@ -25,6 +25,7 @@
  */
 import type { ClientFrame, ErrorBody, ErrorCode, MethodInfo, RoomFrame, Target } from "../protocol/index.ts";
 import type { RoomContext } from "./context.ts";
+import { Deadlines } from "./deadlines.ts";
 import type { RoomModule } from "./handlers.ts";
 import { keys } from "./keys.ts";
 import type { Metrics } from "./metrics.ts";
@@ -58,7 +59,6 @@ type InFlight = {
   request: RequestFrame;
   /** Room clock after which the caller no longer waits; an in-doubt call waits no longer either. */
   deadline: number;
-  timer: ReturnType<typeof setTimeout>;
   /** While in doubt: when the room stops waiting for the callee. */
   grace?: ReturnType<typeof setTimeout>;
   /** The storage key of an idempotent call's result. */
@@ -107,6 +107,8 @@ export class Router {
   readonly #incarnation = crypto.randomUUID().slice(0, 8);
   /** Room call id → call. */
   readonly #calls = new Map<string, InFlight>();
+  /** Each call's deadline, on one host timer (a timer per call cost workerd as much as the call). */
+  readonly #deadlines = new Deadlines<string>((id, ms) => this.#timeout(id, ms));
   /** `${session.n}:${ref}` → room call id, for cancels. */
   readonly #byRef = new Map<string, string>();
   /** How many `#byRef` entries each caller has. */
@@ -291,10 +293,10 @@ export class Router {
       calleeAgent,
       request,
       deadline,
-      timer: setTimeout(() => this.#timeout(id, frame.timeoutMs), frame.timeoutMs),
       idem,
     };
     this.#calls.set(id, call);
+    this.#deadlines.add(id, frame.timeoutMs);
     this.#byRef.set(refKey, id);
     this.#countCall(caller, 1);
     if (callee) this.#load.set(callee, (this.#load.get(callee) ?? 0) + 1);
@@ -521,7 +523,7 @@ export class Router {
   #finish(id: string, answer: Answer | null, abort: ErrorCode | null = null): void {
     const call = this.#calls.get(id);
     if (!call) return;
-    clearTimeout(call.timer);
+    this.#deadlines.delete(id);
     this.#calls.delete(id);
     const outcome = answer ? (answer.ok ? "ok" : answer.error.code) : (abort ?? "aborted");
     this.metrics.calls.inc({ method: call.method, outcome });

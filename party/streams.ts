@@ -30,6 +30,7 @@ import {
   MAX_HISTORY_PAGE,
   nameSchema,
   type StoredEvent,
+  storedEvent,
 } from "../protocol/index.ts";
 import type { RoomContext } from "./context.ts";
 import { type DocHub, type HubDoc, ROOM } from "./docs.ts";
@@ -283,7 +284,7 @@ export class Streams {
       const segNo = Math.floor((tail - 1) / LOG_SEGMENT_SIZE);
       const segment = stream.segments.get(String(segNo));
       if (!segment) return;
-      const events = segment.toArray();
+      const events = segment.toArray().map((entry, i) => storedEvent(entry, tail + i));
       const text = JSON.stringify(events);
       const entries: Record<string, unknown> = {};
       for (let i = 0, part = 0; i < text.length; i += ARCHIVE_PART_CHARS, part++) {

@@ -13,6 +13,7 @@
  */
 import { z } from "zod";
 import { type ErrorBody, errorBodySchema, errorCodeSchema } from "./codes.ts";
+import { fastClientFrames, fastRoomFrames } from "./fast-frames.ts";
 import { MAX_HISTORY_PAGE, MAX_JSON_DEPTH } from "./limits.ts";
 import { docNameSchema, methodSchema, nameSchema, patternSchema } from "./names.ts";
 import { permissionsSchema, policySchema } from "./permissions.ts";
@@ -479,7 +480,11 @@ export type Parsed<T> = { ok: true; frame: T } | { ok: false; error: ErrorBody; 
  * Parses a text frame from an untrusted peer. Never throws: a frame that is not JSON, not
  * an object with a known `type`, or that fails its schema becomes a typed error.
  */
-function parseFrame<T>(text: string, table: Record<string, z.ZodType>): Parsed<T> {
+function parseFrame<T>(
+  text: string,
+  table: Record<string, z.ZodType>,
+  fast: Readonly<Record<string, (frame: Record<string, unknown>) => boolean>>,
+): Parsed<T> {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -502,6 +507,11 @@ function parseFrame<T>(text: string, table: Record<string, z.ZodType>): Parsed<T
       ref: refOf,
       error: { code: "BAD_FRAME", message: `frame nests deeper than ${MAX_JSON_DEPTH} levels` },
     };
+  }
+  // A hot frame its schema would accept unchanged is the frame as parsed (`fast-frames.ts`).
+  // Not when a key may be `__proto__` (spelled out or escaped): zod's copy drops such keys.
+  if (Object.hasOwn(fast, type) && !text.includes("__proto__") && !text.includes("\\u")) {
+    if (fast[type]?.(raw as Record<string, unknown>)) return { ok: true, frame: raw as T };
   }
   let result: ReturnType<z.ZodType["safeParse"]>;
   try {
@@ -526,15 +536,36 @@ function parseFrame<T>(text: string, table: Record<string, z.ZodType>): Parsed<T
 
 /** Iterative, so a hostile depth cannot overflow the stack here either. */
 function tooDeep(value: unknown, max: number): boolean {
-  const stack: [unknown, number][] = [[value, 0]];
-  while (stack.length > 0) {
-    const [v, depth] = stack.pop() as [unknown, number];
-    if (typeof v !== "object" || v === null) continue;
+  // Two parallel stacks of objects only: no tuple per value, no push per scalar (a hot path).
+  const values: object[] = [];
+  const depths: number[] = [];
+  if (typeof value === "object" && value !== null) {
+    values.push(value);
+    depths.push(0);
+  }
+  while (values.length > 0) {
+    const v = values.pop() as object;
+    const depth = depths.pop() as number;
     if (depth >= max) return true;
-    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth + 1]);
+    if (Array.isArray(v)) {
+      for (const child of v) {
+        if (typeof child === "object" && child !== null) {
+          values.push(child);
+          depths.push(depth + 1);
+        }
+      }
+    } else {
+      for (const key in v) {
+        const child = (v as Record<string, unknown>)[key];
+        if (typeof child === "object" && child !== null) {
+          values.push(child);
+          depths.push(depth + 1);
+        }
+      }
+    }
   }
   return false;
 }
 
-export const parseClientFrame = (text: string): Parsed<ClientFrame> => parseFrame(text, clientFrames);
-export const parseRoomFrame = (text: string): Parsed<RoomFrame> => parseFrame(text, roomFrames);
+export const parseClientFrame = (text: string): Parsed<ClientFrame> => parseFrame(text, clientFrames, fastClientFrames);
+export const parseRoomFrame = (text: string): Parsed<RoomFrame> => parseFrame(text, roomFrames, fastRoomFrames);

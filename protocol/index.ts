@@ -100,12 +100,16 @@ export {
   type RoomLimits,
 } from "./limits.ts";
 export {
+  type CompactEvent,
+  compactEvent,
   eventAt,
+  type LogEntry,
   type LogSegments,
   logHead,
   logSegments,
   logTail,
   segmentOf,
+  storedEvent,
 } from "./log.ts";
 export {
   AUDIT_STREAM,

@@ -11,7 +11,7 @@ import { z } from "zod";
 export const AUDIT_STREAM = "_audit";
 
 /** Agent ids, roles, namespaces and stream names share one conservative alphabet. */
-const NAME = /^[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,127}$/;
+export const NAME = /^[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,127}$/;
 export const nameSchema = z.string().regex(NAME, "must match [A-Za-z0-9_][A-Za-z0-9_.:@-]{0,127}");
 /** Event types are dotted tokens: `deal.closed`. No wildcards: those belong to patterns. */
 export const eventTypeSchema = z
@@ -23,9 +23,8 @@ export const patternSchema = z
   .string()
   .regex(/^(>|([A-Za-z0-9_-]+|\*)(\.([A-Za-z0-9_-]+|\*))*(\.>)?)$/, "must be a NATS-style pattern")
   .max(200);
-export const methodSchema = z
-  .string()
-  .regex(/^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$/, "must be an identifier-like method name");
+export const METHOD = /^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$/;
+export const methodSchema = z.string().regex(METHOD, "must be an identifier-like method name");
 
 /** Documents a client may open: shared state namespaces and stream logs. */
 export type DocName = `state/${string}` | `log/${string}`;

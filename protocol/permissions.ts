@@ -188,11 +188,20 @@ export type Permissions = z.infer<typeof permissionsSchema>;
 /** Everything allowed, nothing denied: what a client assumes of a room that sends no permissions. */
 export const ALLOW_ALL: Permissions = { allow: [">"], deny: [] };
 
+/** How many answers a {@link Grants} remembers. */
+const ANSWERS_KEPT = 512;
+
 /** Compiled {@link Permissions}, asked per access. Never throws. */
 export class Grants {
   readonly #allow: Compiled[];
   readonly #deny: Compiled[];
   readonly #scope: Compiled[] | null;
+  /**
+   * Answers already worked out: the rules never change after construction, and a busy agent
+   * asks the same few questions (one callee, one method) thousands of times a second.
+   * Bounded: emptied when full, so hostile variety costs memory no more than a recompute.
+   */
+  readonly #answers = new Map<string, boolean>();
 
   constructor(readonly permissions: Permissions) {
     const list = (rules: unknown) => (Array.isArray(rules) ? rules.map((r) => compileSafe(r)) : []);
@@ -207,6 +216,23 @@ export class Grants {
    * all of it, and no deny touches any of it.
    */
   permits(action: Action | string, resource: string, options: { pattern?: boolean } = {}): boolean {
+    let key: string;
+    try {
+      const a = String(action);
+      // The action's length makes the key unambiguous whatever the two strings hold.
+      key = `${options.pattern === true ? "p" : "e"}${a.length}:${a}${String(resource)}`;
+    } catch {
+      return false;
+    }
+    const known = this.#answers.get(key);
+    if (known !== undefined) return known;
+    const answer = this.#permits(action, resource, options);
+    if (this.#answers.size >= ANSWERS_KEPT) this.#answers.clear();
+    this.#answers.set(key, answer);
+    return answer;
+  }
+
+  #permits(action: Action | string, resource: string, options: { pattern?: boolean }): boolean {
     try {
       const a = tokens(String(action));
       const r = fieldsOf(String(resource));

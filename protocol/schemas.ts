@@ -12,7 +12,8 @@ export type Json = z.core.util.JSONType;
 export const jsonRecordSchema = z.record(z.string(), z.json());
 
 /** W3C Trace Context `traceparent`: version-traceid-parentid-flags. */
-export const traceparentSchema = z.string().regex(/^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/);
+export const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
+export const traceparentSchema = z.string().regex(TRACEPARENT);
 
 /** What a publisher sends for one event. */
 export const eventInputSchema = z.object({

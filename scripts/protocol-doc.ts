@@ -150,7 +150,10 @@ A socket carries two kinds of WebSocket message:
 - \`log/<stream>\`: a stream's recent events. **Only the room writes them**; a client update is refused with
   \`FORBIDDEN\` and not applied. The layout (a root map \`segments\` of Y.Arrays of ${LOG_SEGMENT_SIZE} events each,
   event \`seq\` at segment \`floor((seq-1)/${LOG_SEGMENT_SIZE})\`, index \`(seq-1) % ${LOG_SEGMENT_SIZE}\`) is defined in
-  \`protocol/log.ts\`. Older events are archived and read with \`history\`.
+  \`protocol/log.ts\`. Each event is a compact entry \`[id, type, data, ts, source, stream, extra?]\`
+  (\`seq\` is its position; \`extra\` holds the optional fields under short names, and the trace
+  id is derived from the correlation id): read it with \`eventAt\`, which also reads the plain
+  event objects that logs written before hold. Older events are archived and read with \`history\`.
 
 \`<ns>\` and \`<stream>\` use the name alphabet above, so a document name matches
 \`^(state|log)/[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,127}$\` (the JSON Schemas below show \`doc\` as a plain string; the

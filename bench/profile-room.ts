@@ -1,0 +1,63 @@
+/**
+ * The room's CPU per call, without workerd or sockets: a `TeamRoom` in process, two fake
+ * sockets, and the frames a caller and a callee send for `rpc.call` → `rpc.request` →
+ * `rpc.result` → `rpc.response`, 500 calls in flight at a time. For profiling the room's
+ * own JavaScript (what `rpc.room_cpu_per_call` pays on top of the relay's socket costs):
+ *
+ *   node --import tsx --cpu-prof --cpu-prof-dir=/tmp/prof bench/profile-room.ts
+ *
+ * Prints CPU µs per call (this process: the room plus the few µs of building the client
+ * frames here). `N=<batches>` sets the length (default 60 batches of 500 calls).
+ */
+import { MemoryKv } from "../party/memory-storage.ts";
+import { TeamRoom } from "../party/room.ts";
+
+const BATCH = 500;
+const room = new TeamRoom({ team: "profile", storage: new MemoryKv() });
+await room.start();
+const inbox = { caller: [] as string[], callee: [] as string[] };
+const socket = (name: keyof typeof inbox) => ({ send: (d: unknown) => void inbox[name].push(String(d)), close() {} });
+const caller = socket("caller");
+const callee = socket("callee");
+room.connect(caller, new URL("http://room/?agent=caller&role=agent&_pk=a"));
+room.connect(callee, new URL("http://room/?agent=callee&role=agent&_pk=b"));
+room.message(callee, JSON.stringify({ type: "rpc.handle", methods: ["echo"], maxInFlight: 100_000 }));
+const turn = () => new Promise((resolve) => setImmediate(resolve));
+await turn();
+
+let ref = 0;
+async function batch(): Promise<void> {
+  inbox.caller.length = 0;
+  inbox.callee.length = 0;
+  for (let i = 0; i < BATCH; i++) {
+    const r = `r${++ref}`;
+    const call = {
+      type: "rpc.call",
+      ref: r,
+      to: "callee",
+      method: "echo",
+      input: { i, text: "ping" },
+      timeoutMs: 30_000,
+    };
+    room.message(caller, JSON.stringify({ ...call, callId: `c-${r}`, correlationId: `c-${r}` }));
+  }
+  await turn();
+  await turn();
+  for (const text of inbox.callee.splice(0)) {
+    const frame = JSON.parse(text) as { type: string; id: string; input: unknown };
+    if (frame.type === "rpc.request")
+      room.message(callee, JSON.stringify({ type: "rpc.result", id: frame.id, ok: true, output: frame.input }));
+  }
+  await turn();
+  await turn();
+  const answered = inbox.caller.filter((t) => t.includes('"rpc.response"')).length;
+  if (answered !== BATCH) throw new Error(`${answered} of ${BATCH} calls answered`);
+}
+
+for (let i = 0; i < 20; i++) await batch();
+const batches = Number(process.env.N ?? 60);
+const cpu0 = process.cpuUsage();
+for (let i = 0; i < batches; i++) await batch();
+const cpu = process.cpuUsage(cpu0);
+process.stdout.write(`room: ${((cpu.user + cpu.system) / (batches * BATCH)).toFixed(2)} µs CPU per call\n`);
+process.exit(0);
