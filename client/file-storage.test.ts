@@ -103,7 +103,7 @@ describe("FileStorage", () => {
     // Flip one payload byte of the 11th frame.
     let at = 0;
     for (let i = 0; i < 10; i++) at += 8 + log.readUInt32LE(at);
-    log[at + 8 + 2] ^= 0xff;
+    log.writeUInt8(log.readUInt8(at + 10) ^ 0xff, at + 10);
     writeFileSync(join(dir, "log"), log);
     const storage = openFileStorage(dir);
     expect((await storage.scan("k")).length).toBe(20);
