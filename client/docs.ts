@@ -30,6 +30,12 @@ type OpenDoc = {
   waiters: { resolve: () => void; reject: (error: CrosstalkError) => void }[];
   /** A fresh copy's step 1 is on its way: a further refusal meanwhile does not ask again. */
   resyncing: boolean;
+  /**
+   * Local updates are not sent live until the room's step 1 on this connection is answered:
+   * that answer (our step 2) carries them, and an update sent before it could depend on one
+   * the room never got (lost with the old socket) and be refused as incomplete.
+   */
+  held: boolean;
 };
 
 export type DocSyncOptions = {
@@ -56,7 +62,15 @@ export class DocSync {
       return open.doc;
     }
     const doc = this.#create(name);
-    const entry: OpenDoc = { doc, refs: 1, synced: false, everSynced: false, waiters: [], resyncing: false };
+    const entry: OpenDoc = {
+      doc,
+      refs: 1,
+      synced: false,
+      everSynced: false,
+      waiters: [],
+      resyncing: false,
+      held: true,
+    };
     this.#docs.set(name, entry);
     this.#sendStep1(name, doc);
     return doc;
@@ -69,7 +83,7 @@ export class DocSync {
     if (isWritableByClients(name)) {
       doc.on("update", (update: Uint8Array, origin: unknown) => {
         // Offline edits stay in the doc; the step 1/2 exchange on reconnect carries them.
-        if (origin !== REMOTE)
+        if (origin !== REMOTE && this.#docs.get(name)?.held === false)
           this.transport.sendBinary(encodeDocFrame(name, (e) => syncProtocol.writeUpdate(e, update)));
       });
     }
@@ -95,6 +109,7 @@ export class DocSync {
     open.doc = this.#create(name);
     open.synced = false;
     open.everSynced = false;
+    open.held = true;
     old.destroy();
     this.options.onReset(name, open.doc, error);
     if (!this.options.mayRead(name)) {
@@ -122,6 +137,7 @@ export class DocSync {
   resync(): void {
     for (const [name, open] of this.#docs) {
       open.synced = false;
+      open.held = true;
       if (this.options.mayRead(name)) this.#sendStep1(name, open.doc);
       else this.#refuseWaiters(open, new CrosstalkError("FORBIDDEN", `this agent may not read ${name}`));
     }
@@ -136,6 +152,7 @@ export class DocSync {
       const body = encoding.toUint8Array(reply);
       this.transport.sendBinary(encodeDocFrame(name, (e) => encoding.writeUint8Array(e, body)));
     }
+    if (type === syncProtocol.messageYjsSyncStep1) open.held = false;
     if (type === syncProtocol.messageYjsSyncStep2) {
       open.synced = true;
       open.resyncing = false;

@@ -231,7 +231,7 @@ export class Rpc {
     check(methodSchema, method, "method name");
     const json = toJson(input);
     if (json instanceof CrosstalkError) throw json;
-    if (this.transport.status === "offline" && !options.queue)
+    if (!this.transport.online && !options.queue)
       throw new CrosstalkError(
         "OFFLINE",
         `offline: ${JSON.stringify(to)}.${method} was not called (pass { queue: true } to wait for the link)`,

@@ -15,8 +15,8 @@ import * as encoding from "lib0/encoding";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as syncProtocol from "y-protocols/sync";
 import * as Y from "yjs";
-import { connect, openFileStorage, type Team } from "../client/node.ts";
-import { decodeDocFrame, encodeDocFrame, logDoc, logSegments, logTail } from "../protocol/index.ts";
+import { connect, MemoryStorage, openFileStorage, type StorageOp, type Team } from "../client/node.ts";
+import { CrosstalkError, decodeDocFrame, encodeDocFrame, logDoc, logSegments, logTail } from "../protocol/index.ts";
 import { eventually, type FaultProxy, type RoomServer, startFaultProxy, startRoom } from "./harness.ts";
 import { rawSocket } from "./raw-socket.ts";
 
@@ -277,3 +277,106 @@ describe("an agent offline for more than 24 h of room clock", () => {
     }
   }, 240_000);
 });
+
+describe("offline semantics of one agent (real room, link cut by the proxy)", () => {
+  it("keeps state, publishes, pending counts and its instance across a restart offline, and syncs them on reconnect", async () => {
+    const team = room.team("semantics");
+    const token = await room.token("worker", "agent", { team });
+    const dir = freshDir();
+    const open = async () => {
+      const storage = openFileStorage(dir);
+      const agent = await connect({
+        host: proxy.host,
+        team,
+        agent: "worker",
+        role: "agent",
+        token,
+        persist: storage,
+        waitForOnline: false,
+        maxReconnectDelayMs: 300,
+      });
+      return { storage, agent };
+    };
+    proxy.mode = "refuse";
+    const a = await open();
+    const counts: number[] = [];
+    a.agent.on("pending", (p) => counts.push(p.count));
+    a.agent.state("tasks").set("t1", { title: "offline write" });
+    const first = await a.agent.publish("task.created", { id: "t1" });
+    expect(first).toMatchObject({ pending: true, seq: 0 });
+    await a.agent.flushed();
+    expect(a.agent.pending()).toMatchObject({ count: 1 });
+    expect(a.agent.pending().bytes).toBeGreaterThan(0);
+    expect(counts.at(-1)).toBe(1);
+    // A call made offline fails at once, unless it asks to be queued.
+    await expect(a.agent.call("nobody", "work", {})).rejects.toMatchObject({ code: "OFFLINE" });
+    const instance = a.agent.instance;
+    await a.agent.close();
+    await a.storage.close();
+
+    // Restarted, still offline: the last known state, the outbox and the instance are back.
+    const b = await open();
+    expect(b.agent.instance).toBe(instance);
+    expect(b.agent.state("tasks").get("t1")).toMatchObject({ title: "offline write" });
+    expect(b.agent.pending().count).toBe(1);
+    const callee = await room.agent("callee", { team });
+    callee.handle("work", (input) => ({ echoed: input }));
+    const queued = b.agent.call("callee", "work", { n: 1 }, { queue: true, timeoutMs: 30_000 });
+    const second = await b.agent.publish("task.created", { id: "t2" });
+    expect(second.pending).toBe(true);
+
+    proxy.mode = "pass";
+    await expect(queued).resolves.toEqual({ echoed: { n: 1 } });
+    await expect(second.acked).resolves.toMatchObject({ seq: 2, duplicate: false });
+    await b.agent.synced({ timeoutMs: 30_000 });
+    expect(b.agent.pending()).toEqual({ count: 0, bytes: 0, oldestAt: null });
+    const reader = await room.agent("reader", { team });
+    const tasks = reader.state("tasks");
+    await eventually(() => expect(tasks.get("t1")).toMatchObject({ title: "offline write" }));
+    const events: string[] = [];
+    for await (const e of reader.history()) events.push((e.data as { id: string }).id);
+    expect(events).toEqual(["t1", "t2"]);
+    // Online, publish resolves with the room's answer as before.
+    expect(await b.agent.publish("task.created", { id: "t3" })).toMatchObject({ seq: 3, duplicate: false });
+    await b.agent.close();
+    await b.storage.close();
+  }, 120_000);
+
+  it("fails a write its storage cannot take with STORAGE_FULL instead of hanging", async () => {
+    const team = room.team("full");
+    proxy.mode = "refuse";
+    const storage = new QuotaStorage(4_000);
+    const agent = await connect({
+      host: proxy.host,
+      team,
+      agent: "writer",
+      role: "agent",
+      token: await room.token("writer", "agent", { team }),
+      persist: storage,
+      waitForOnline: false,
+    });
+    await expect(agent.publish("big", { blob: "x".repeat(10_000) })).rejects.toMatchObject({ code: "STORAGE_FULL" });
+    await expect(agent.send("someone", "note", { blob: "x".repeat(10_000) })).rejects.toMatchObject({
+      code: "STORAGE_FULL",
+    });
+    expect(agent.pending().count).toBe(0);
+    // Small writes still fit.
+    expect(await agent.publish("small", { ok: true })).toMatchObject({ pending: true });
+    await agent.close();
+    proxy.mode = "pass";
+  }, 60_000);
+});
+
+/** An agent storage with a byte quota, as browsers have (IndexedDB's QuotaExceededError). */
+class QuotaStorage extends MemoryStorage {
+  #bytes = 0;
+  constructor(private readonly quota: number) {
+    super();
+  }
+  override async batch(ops: StorageOp[]): Promise<void> {
+    const added = ops.reduce((n, op) => n + (op.type === "put" ? op.value.byteLength + op.key.length : 0), 0);
+    if (this.#bytes + added > this.quota) throw new CrosstalkError("STORAGE_FULL", "quota exceeded");
+    this.#bytes += added;
+    return super.batch(ops);
+  }
+}
