@@ -43,8 +43,11 @@ export type DocSyncOptions = {
   mayRead: (name: DocName) => boolean;
   /** The room refused a write to `name`: the document was replaced by a fresh `doc`, syncing anew. */
   onReset: (name: DocName, doc: Y.Doc, error: CrosstalkError) => void;
-  /** Every local copy made (first open, or a fresh one after a refusal): durable storage hooks in here. */
-  onCreate?: (name: DocName, doc: Y.Doc) => void;
+  /**
+   * Every local copy made: durable storage hooks in here, restoring what it kept into a first
+   * copy (`restore`), forgetting it for a fresh one after a refusal.
+   */
+  onCreate?: (name: DocName, doc: Y.Doc, restore: boolean) => void;
 };
 
 export class DocSync {
@@ -76,10 +79,10 @@ export class DocSync {
     return doc;
   }
 
-  #create(name: DocName): Y.Doc {
+  #create(name: DocName, restore = true): Y.Doc {
     const doc = new Y.Doc();
     // Restored updates (from durable storage) apply before the sync hook: the step 1/2 exchange carries them.
-    this.options.onCreate?.(name, doc);
+    this.options.onCreate?.(name, doc, restore);
     if (isWritableByClients(name)) {
       doc.on("update", (update: Uint8Array, origin: unknown) => {
         // Offline edits stay in the doc; the step 1/2 exchange on reconnect carries them.
@@ -106,7 +109,7 @@ export class DocSync {
     const open = this.#docs.get(name);
     if (!open) return false;
     const old = open.doc;
-    open.doc = this.#create(name);
+    open.doc = this.#create(name, false);
     open.synced = false;
     open.everSynced = false;
     open.held = true;

@@ -923,6 +923,23 @@ export class Events {
     const patterns = options.types ?? [">"];
     let next: number | null = options.from ?? 1;
     let left = options.limit ?? Number.POSITIVE_INFINITY;
+    if (this.persist && !this.transport.online) {
+      // Offline: the stream's live window as last synced, from local storage (older events are the room's).
+      const name = logDoc(stream);
+      const segments = logSegments(this.docs.open(name));
+      try {
+        const head = Math.min(logHead(segments), options.to ?? Number.POSITIVE_INFINITY);
+        for (let seq = Math.max(next, logTail(segments)); seq <= head && left > 0; seq++) {
+          const event = eventAt(segments, seq);
+          if (!event || !patterns.some((p) => matchesPattern(p, event.type))) continue;
+          yield await this.#open(event);
+          left--;
+        }
+      } finally {
+        this.docs.release(name);
+      }
+      return;
+    }
     while (next !== null && left > 0) {
       const page: ReplyOf<"history"> = await this.requests.ask({
         type: "history",

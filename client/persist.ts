@@ -29,6 +29,8 @@ const DOC = "doc/";
 /** Stored updates of one document before they are merged into one. */
 const COMPACT_AFTER = 64;
 
+type DocEntry = { stored: Map<string, Uint8Array>; queued: Uint8Array[]; next: number };
+
 /** Where a restored document's updates come from, so they are not written back. */
 export const RESTORED = Symbol("restored");
 
@@ -38,7 +40,8 @@ export class Persistence {
   #n: number;
   #order: number;
   readonly #outbox = new Map<number, StoredEntry>();
-  readonly #docs = new Map<string, { keys: string[]; queued: Uint8Array[]; next: number }>();
+  /** Each document's stored updates (key → bytes, in key order), kept to restore it on every open. */
+  readonly #docs = new Map<string, DocEntry>();
   readonly #inflight = new Set<Promise<unknown>>();
   /** The first storage failure nobody awaited (a document write): reported by `flushed()`. */
   #failure: CrosstalkError | null = null;
@@ -50,15 +53,15 @@ export class Persistence {
     n: number,
     order: number,
     entries: StoredEntry[],
-    docs: Map<string, string[]>,
-    readonly restoredDocs: Map<string, Uint8Array[]>,
+    docs: Map<string, Map<string, Uint8Array>>,
   ) {
     this.#storage = storage;
     this.instance = instance;
     this.#n = n;
     this.#order = order;
     for (const e of entries) this.#outbox.set(e.order, e);
-    for (const [name, keys] of docs) this.#docs.set(name, { keys, queued: [], next: nextIndex(keys) });
+    for (const [name, stored] of docs)
+      this.#docs.set(name, { stored, queued: [], next: nextIndex([...stored.keys()]) });
   }
 
   /** Reads what `storage` holds; the instance id is `instance`, else the stored one, else a new one (stored). */
@@ -80,14 +83,14 @@ export class Persistence {
         void key;
       }
     }
-    const docKeys = new Map<string, string[]>();
-    const restored = new Map<string, Uint8Array[]>();
+    const docs = new Map<string, Map<string, Uint8Array>>();
     for (const [key, value] of await storage.scan(DOC)) {
       const name = key.slice(DOC.length, key.lastIndexOf("/"));
-      docKeys.set(name, [...(docKeys.get(name) ?? []), key]);
-      restored.set(name, [...(restored.get(name) ?? []), value]);
+      let stored = docs.get(name);
+      if (!stored) docs.set(name, (stored = new Map()));
+      stored.set(key, value);
     }
-    return new Persistence(storage, id, n, order, entries, docKeys, restored);
+    return new Persistence(storage, id, n, order, entries, docs);
   }
 
   /** Outbox entries a previous run left, oldest first. */
@@ -146,19 +149,25 @@ export class Persistence {
     return { count: this.#outbox.size, bytes, oldestAt };
   }
 
-  /** Keeps `doc`'s updates (its own and the room's), merged per tick, restoring what was stored. */
-  attachDoc(name: DocName, doc: Y.Doc): void {
-    const restored = this.restoredDocs.get(name);
-    if (restored) {
-      this.restoredDocs.delete(name);
-      for (const update of restored) Y.applyUpdate(doc, update, RESTORED);
-    }
+  /**
+   * Keeps `doc`'s updates (its own and the room's), merged per tick. With `restore`, what was
+   * stored is applied first; without (a copy the room refused, starting over), it is dropped.
+   */
+  attachDoc(name: DocName, doc: Y.Doc, restore = true): void {
     let state = this.#docs.get(name);
     if (!state) {
-      state = { keys: [], queued: [], next: 0 };
+      state = { stored: new Map(), queued: [], next: 0 };
       this.#docs.set(name, state);
     }
     const entry = state;
+    if (restore) for (const update of entry.stored.values()) Y.applyUpdate(doc, update, RESTORED);
+    else if (entry.stored.size > 0) {
+      const ops: StorageOp[] = [...entry.stored.keys()].map((key) => ({ type: "del", key }));
+      entry.stored = new Map();
+      this.#track(this.#storage.batch(ops)).catch((error: unknown) => {
+        this.#failure ??= storageFailure(error);
+      });
+    }
     doc.on("update", (update: Uint8Array, origin: unknown) => {
       if (origin === RESTORED) return;
       entry.queued.push(update);
@@ -167,23 +176,21 @@ export class Persistence {
     });
   }
 
-  #writeDoc(name: string, doc: Y.Doc, entry: { keys: string[]; queued: Uint8Array[]; next: number }): void {
+  #writeDoc(name: string, doc: Y.Doc, entry: DocEntry): void {
     const updates = entry.queued.splice(0);
     if (updates.length === 0) return;
     const ops: StorageOp[] = [];
     const key = `${DOC}${name}/${pad(entry.next++)}`;
-    if (entry.keys.length >= COMPACT_AFTER) {
+    if (entry.stored.size >= COMPACT_AFTER) {
       // The whole document in one entry replaces every stored update.
-      ops.push({ type: "put", key, value: Y.encodeStateAsUpdate(doc) });
-      for (const old of entry.keys) ops.push({ type: "del", key: old });
-      entry.keys = [key];
+      const whole = Y.encodeStateAsUpdate(doc);
+      ops.push({ type: "put", key, value: whole });
+      for (const old of entry.stored.keys()) ops.push({ type: "del", key: old });
+      entry.stored = new Map([[key, whole]]);
     } else {
-      ops.push({
-        type: "put",
-        key,
-        value: updates.length === 1 ? (updates[0] as Uint8Array) : Y.mergeUpdates(updates),
-      });
-      entry.keys.push(key);
+      const merged = updates.length === 1 ? (updates[0] as Uint8Array) : Y.mergeUpdates(updates);
+      ops.push({ type: "put", key, value: merged });
+      entry.stored.set(key, merged);
     }
     this.#track(this.#storage.batch(ops)).catch((error: unknown) => {
       this.#failure ??= storageFailure(error);

@@ -129,7 +129,9 @@ export class Team extends ObservableV2<TeamEvents> {
     this.#docs = new DocSync(this.#transport, {
       mayRead: (name) => this.#mayRead(name),
       onReset: (name, doc, error) => this.#docReset(name, doc, error),
-      ...(persistence ? { onCreate: (name: DocName, doc: Y.Doc) => persistence.attachDoc(name, doc) } : {}),
+      ...(persistence
+        ? { onCreate: (name: DocName, doc: Y.Doc, restore: boolean) => persistence.attachDoc(name, doc, restore) }
+        : {}),
     });
     this.#requests = new Requests(this.#transport);
     this.#events = new Events(this.#transport, this.#docs, this.#requests, this.#access, this.agent, (error, event) =>

@@ -338,8 +338,27 @@ describe("offline semantics of one agent (real room, link cut by the proxy)", ()
     expect(events).toEqual(["t1", "t2"]);
     // Online, publish resolves with the room's answer as before.
     expect(await b.agent.publish("task.created", { id: "t3" })).toMatchObject({ seq: 3, duplicate: false });
+    // A stream it follows can be read back offline, also after a restart: its window is kept locally.
+    const followed: number[] = [];
+    await b.agent.subscribe(">", (e) => void followed.push(e.seq), { from: "start" });
+    await eventually(() => expect(followed).toEqual([1, 2, 3]));
+    await b.agent.flushed();
+    proxy.mode = "refuse";
+    proxy.cut("rst");
+    await eventually(() => expect(b.agent.status).toBe("offline"));
+    const offlineIds = async (agent: Team) => {
+      const ids: string[] = [];
+      for await (const e of agent.history()) ids.push((e.data as { id: string }).id);
+      return ids;
+    };
+    expect(await offlineIds(b.agent)).toEqual(["t1", "t2", "t3"]);
     await b.agent.close();
     await b.storage.close();
+    const c = await open();
+    expect(await offlineIds(c.agent)).toEqual(["t1", "t2", "t3"]);
+    await c.agent.close();
+    await c.storage.close();
+    proxy.mode = "pass";
   }, 120_000);
 
   it("fails a write its storage cannot take with STORAGE_FULL instead of hanging", async () => {
