@@ -87,7 +87,10 @@ export class Persistence {
     for (const [key, value] of await storage.scan(DOC)) {
       const name = key.slice(DOC.length, key.lastIndexOf("/"));
       let stored = docs.get(name);
-      if (!stored) docs.set(name, (stored = new Map()));
+      if (!stored) {
+        stored = new Map();
+        docs.set(name, stored);
+      }
       stored.set(key, value);
     }
     return new Persistence(storage, id, n, order, entries, docs);
