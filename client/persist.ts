@@ -39,7 +39,10 @@ export class Persistence {
   readonly #storage: AgentStorage;
   #n: number;
   #order: number;
+  /** Outbox entries by local order (insertion order = outbox order), their bytes, and deletions not yet written. */
   readonly #outbox = new Map<number, StoredEntry>();
+  #bytes = 0;
+  readonly #removed: StorageOp[] = [];
   /** Each document's stored updates (key → bytes, in key order), kept to restore it on every open. */
   readonly #docs = new Map<string, DocEntry>();
   readonly #inflight = new Set<Promise<unknown>>();
@@ -59,7 +62,10 @@ export class Persistence {
     this.instance = instance;
     this.#n = n;
     this.#order = order;
-    for (const e of entries) this.#outbox.set(e.order, e);
+    for (const e of entries.sort((a, b) => a.order - b.order)) {
+      this.#outbox.set(e.order, e);
+      this.#bytes += e.bytes;
+    }
     for (const [name, stored] of docs)
       this.#docs.set(name, { stored, queued: [], next: nextIndex([...stored.keys()]) });
   }
@@ -114,6 +120,7 @@ export class Persistence {
     const json = JSON.stringify(frame);
     const entry: StoredEntry = { order, frame, at: Date.now(), bytes: json.length };
     this.#outbox.set(order, entry);
+    this.#bytes += entry.bytes;
     this.onChange();
     const written = this.#storage
       .batch([
@@ -124,7 +131,7 @@ export class Persistence {
       .then(
         () => entry,
         (error: unknown) => {
-          this.#outbox.delete(order);
+          if (this.#outbox.delete(order)) this.#bytes -= entry.bytes;
           this.onChange();
           throw storageFailure(error);
         },
@@ -135,21 +142,26 @@ export class Persistence {
   /** The room has applied (or refused) the entry with ref `ref`: it leaves the outbox. */
   remove(ref: string): void {
     const order = Number(ref.slice(1));
-    if (!ref.startsWith("o") || !this.#outbox.delete(order)) return;
+    const entry = this.#outbox.get(order);
+    if (!ref.startsWith("o") || !entry) return;
+    this.#outbox.delete(order);
+    this.#bytes -= entry.bytes;
     this.onChange();
-    this.#track(this.#storage.batch([{ type: "del", key: OUT + pad(order) }])).catch((error: unknown) => {
-      this.#failure ??= storageFailure(error);
+    // The acks of one tick leave the outbox in one batch.
+    this.#removed.push({ type: "del", key: OUT + pad(order) });
+    if (this.#removed.length > 1) return;
+    queueMicrotask(() => {
+      const ops = this.#removed.splice(0);
+      this.#track(this.#storage.batch(ops)).catch((error: unknown) => {
+        this.#failure ??= storageFailure(error);
+      });
     });
   }
 
   pending(): PendingInfo {
-    let bytes = 0;
-    let oldestAt: number | null = null;
-    for (const e of this.#outbox.values()) {
-      bytes += e.bytes;
-      if (oldestAt === null || e.at < oldestAt) oldestAt = e.at;
-    }
-    return { count: this.#outbox.size, bytes, oldestAt };
+    // Entries are added in order and `at` never decreases: the first one is the oldest.
+    const first = this.#outbox.values().next();
+    return { count: this.#outbox.size, bytes: this.#bytes, oldestAt: first.done ? null : first.value.at };
   }
 
   /**
