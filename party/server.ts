@@ -25,6 +25,7 @@ export default class TeamServer implements Party.Server {
 
   constructor(readonly room: Party.Room) {
     const window = Number(room.env.CROSSTALK_LOG_WINDOW);
+    const memory = Number(room.env.CROSSTALK_MEMORY_LIMIT_BYTES);
     // Test-only: runs the room's clock this many ms ahead (an agent "offline for days" in a test).
     const skew = Number(room.env.CROSSTALK_TEST_CLOCK_SKEW_MS ?? 0);
     this.team = new TeamRoom({
@@ -33,6 +34,10 @@ export default class TeamServer implements Party.Server {
       ...(Number.isFinite(skew) && skew !== 0 ? { now: () => Date.now() + skew } : {}),
       streams: Number.isInteger(window) && window > 0 ? { window } : {},
       limits: limitsFromEnv(room.env),
+      ...(Number.isSafeInteger(memory) && memory > 0 ? { memoryLimitBytes: memory } : {}),
+      ...(typeof room.env.CROSSTALK_OTLP_ENDPOINT === "string" && room.env.CROSSTALK_OTLP_ENDPOINT
+        ? { otlpEndpoint: room.env.CROSSTALK_OTLP_ENDPOINT }
+        : {}),
     });
   }
 
