@@ -3,8 +3,10 @@
  * from the agent's signed token (`identity.ts`), else (in-process hosts only) the connect
  * URL's query (`agent`, `role`); with `_pk` = client instance and `v` = protocol version, it
  * is stamped on the session, never taken from frames (`policy.ts` decides what it may do).
- * A signed session lives until its token's `exp`: one timer per session closes it with
- * `TokenExpired` (4001), and the client comes back with a fresh token. Also the sessions'
+ * A signed session lives until its token's `exp`: one deadline per session on the room's alarm
+ * schedule (`alarms.ts`) closes it with `TokenExpired` (4001), and the client comes back with
+ * a fresh token. After a hibernation wake, {@link Admission.resume} rebuilds a session from
+ * what its socket carried (`resume.ts`), without a second welcome. Also the sessions'
  * registry, and the `leave` frame, which ends a session on purpose.
  */
 import {
@@ -16,6 +18,7 @@ import {
   PROTOCOL_VERSION,
   type RoomLimits,
 } from "../protocol/index.ts";
+import type { Alarms } from "./alarms.ts";
 import type { RoomModule } from "./handlers.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Presence } from "./presence.ts";
@@ -39,15 +42,29 @@ export type AdmissionOptions = {
   welcomed: (session: Session) => Promise<void>;
   /** A session ended: release what it held in the other modules (documents, calls, group leases). */
   gone: (session: Session) => void;
+  /** A socket was refused at admission (the room audits it). */
+  refused?: (refusal: { agent: string | null; code: number; reason: string }) => void;
+  /** A newer signed connection took `older`'s agent id over (the room audits it). */
+  takenOver?: (older: Session, newer: Session) => void;
+  /** The room's alarm schedule, which holds each session's token expiry. */
+  alarms: Alarms;
 };
 
-/** setTimeout's longest delay (about 24.8 days); a later expiry re-arms the timer. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
+/** What a session is, as its socket carries it across a hibernation (`resume.ts`). */
+export type SessionIdentity = {
+  agent: string;
+  role: string;
+  instance: string;
+  connectedAt: number;
+  scope?: readonly string[];
+  expiresAt?: number;
+  writer?: string;
+  /** A stock Yjs client's one document. */
+  doc?: string;
+};
 
 export class Admission {
   readonly #sessions = new Map<Socket, Session>();
-  /** The expiry timer of each session whose token has an `exp`; cleared when it ends. */
-  readonly #expiry = new Map<Session, ReturnType<typeof setTimeout>>();
   #nextSession = 0;
 
   constructor(private readonly options: AdmissionOptions) {}
@@ -73,15 +90,15 @@ export class Admission {
   connect(socket: Socket, url: URL, identity?: Identity): Session | null {
     const q = url.searchParams;
     if (identity && q.has("agent") && q.get("agent") !== identity.agent) {
-      socket.close(
+      return this.#refuse(
+        socket,
+        identity.agent,
         CLOSE_CODES.Forbidden.code,
         `${CLOSE_CODES.Forbidden.reason}: the agent in the URL is not the token's`,
       );
-      return null;
     }
     if (identity?.expiresAt !== undefined && identity.expiresAt <= this.options.now()) {
-      socket.close(CLOSE_CODES.TokenExpired.code, CLOSE_CODES.TokenExpired.reason);
-      return null;
+      return this.#refuse(socket, identity.agent, CLOSE_CODES.TokenExpired.code, CLOSE_CODES.TokenExpired.reason);
     }
     const session = q.has("doc") ? this.#connectRaw(socket, q, identity) : this.#connectAgent(socket, q, identity);
     if (session?.expiresAt !== undefined) this.#expireAt(session, session.expiresAt);
@@ -100,8 +117,13 @@ export class Admission {
     const version = Number(q.get("v") ?? PROTOCOL_VERSION);
     if (!agent.success || !role.success || version !== PROTOCOL_VERSION) {
       const why = !agent.success ? "agent" : !role.success ? "role" : `protocol version ${version}`;
-      socket.close(CLOSE_CODES.BadRequest.code, `${CLOSE_CODES.BadRequest.reason}: invalid ${why}`);
-      return null;
+      const named = identity?.agent ?? q.get("agent");
+      return this.#refuse(
+        socket,
+        named,
+        CLOSE_CODES.BadRequest.code,
+        `${CLOSE_CODES.BadRequest.reason}: invalid ${why}`,
+      );
     }
     const instance = q.get("_pk") ?? `anon-${this.#nextSession + 1}`;
     const session = new Session({
@@ -119,11 +141,12 @@ export class Admission {
     session.grants = this.options.grants(session);
     const admitted = presence.admit(session, { takeover: identity !== undefined });
     if (!admitted.ok) {
-      socket.close(CLOSE_CODES.AgentIdInUse.code, `${CLOSE_CODES.AgentIdInUse.reason}: ${agent.data}`);
-      return null;
+      const { code, reason } = CLOSE_CODES.AgentIdInUse;
+      return this.#refuse(socket, agent.data, code, `${reason}: ${agent.data}`);
     }
     const older = admitted.replaced;
     if (older) this.drop(older, older.instance === instance ? CLOSE_CODES.Replaced : CLOSE_CODES.TakenOver);
+    if (older && older.instance !== instance) this.options.takenOver?.(older, session);
     this.#sessions.set(socket, session);
     metrics.connects.inc({ agent: session.agent });
     session.sendFrame({
@@ -151,16 +174,15 @@ export class Admission {
     const named = identity?.agent ?? q.get("agent");
     const agent = nameSchema.safeParse(named ?? `yjs-${this.#nextSession + 1}`);
     if (!doc.success || !agent.success) {
-      socket.close(CLOSE_CODES.BadRequest.code, `${CLOSE_CODES.BadRequest.reason}: invalid doc or agent`);
-      return null;
+      const { code, reason } = CLOSE_CODES.BadRequest;
+      return this.#refuse(socket, named, code, `${reason}: invalid doc or agent`);
     }
     // Stock Yjs providers add sockets without taking one over: an agent id holds a bounded number.
     let held = 0;
     for (const s of this.#sessions.values()) if (s.agent === agent.data && !s.closed) held++;
     if (held >= this.options.limits.maxConnectionsPerAgent) {
       const { code, reason } = CLOSE_CODES.TooManyConnections;
-      socket.close(code, `${reason}: ${agent.data} holds ${held} (maxConnectionsPerAgent)`);
-      return null;
+      return this.#refuse(socket, agent.data, code, `${reason}: ${agent.data} holds ${held} (maxConnectionsPerAgent)`);
     }
     const init = {
       maxFrameBytes: this.options.limits.maxUpdateBytes,
@@ -181,6 +203,13 @@ export class Admission {
     return session;
   }
 
+  #refuse(socket: Socket, agent: string | null, code: number, reason: string): null {
+    socket.close(code, reason);
+    // The agent may be an unparsable URL parameter: what is recorded stays bounded.
+    this.options.refused?.({ agent: agent?.slice(0, 128) ?? null, code, reason: reason.slice(0, 300) });
+    return null;
+  }
+
   /** The socket closed (or failed). */
   close(socket: Socket): void {
     const session = this.#sessions.get(socket);
@@ -190,8 +219,7 @@ export class Admission {
   /** Ends a session once: closes its socket (with `close`), releases what it held, takes it off the roster. */
   drop(session: Session, close: { code: number; reason: string } | null): void {
     if (session.closed) return;
-    clearTimeout(this.#expiry.get(session));
-    this.#expiry.delete(session);
+    if (session.expiresAt !== undefined) this.options.alarms.cancel(expiryKey(session));
     if (close) session.socket.close(close.code, close.reason);
     session.closed = true;
     this.#sessions.delete(session.socket);
@@ -201,10 +229,55 @@ export class Admission {
 
   /** Ends `session` with `TokenExpired` when its token's `exp` passes. */
   #expireAt(session: Session, expiresAt: number): void {
-    const left = expiresAt - this.options.now();
-    if (left <= 0) return this.drop(session, CLOSE_CODES.TokenExpired);
-    const timer = setTimeout(() => this.#expireAt(session, expiresAt), Math.min(left, MAX_TIMER_MS));
-    this.#expiry.set(session, timer);
+    if (expiresAt <= this.options.now()) return this.drop(session, CLOSE_CODES.TokenExpired);
+    this.options.alarms.at(expiryKey(session), expiresAt, () => this.#expireAt(session, expiresAt));
+  }
+
+  /**
+   * A socket the room accepted before it hibernated: its session again, as it was (no
+   * welcome, no roster announcement: the agent and its peers never saw it leave).
+   */
+  resume(socket: Socket, who: SessionIdentity): Session | null {
+    if (who.expiresAt !== undefined && who.expiresAt <= this.options.now()) {
+      socket.close(CLOSE_CODES.TokenExpired.code, CLOSE_CODES.TokenExpired.reason);
+      return null;
+    }
+    const init = {
+      maxFrameBytes: this.options.limits.maxUpdateBytes,
+      n: ++this.#nextSession,
+      socket,
+      agent: who.agent,
+      role: who.role,
+      connectedAt: who.connectedAt,
+      metrics: this.options.metrics,
+      ...(who.scope ? { scope: who.scope } : {}),
+      ...(who.expiresAt !== undefined ? { expiresAt: who.expiresAt } : {}),
+      ...(who.writer !== undefined ? { writer: who.writer } : {}),
+    };
+    const parsedDoc = who.doc === undefined ? null : docNameSchema.safeParse(who.doc);
+    if (parsedDoc && !parsedDoc.success) return null;
+    const session = parsedDoc
+      ? new RawDocSession(init, parsedDoc.data)
+      : new Session({ ...init, instance: who.instance });
+    session.grants = this.options.grants(session);
+    if (!parsedDoc) this.options.presence.restore(session);
+    this.#sessions.set(socket, session);
+    if (session.expiresAt !== undefined) this.#expireAt(session, session.expiresAt);
+    return session;
+  }
+
+  /** What `session` is, for its socket to carry across a hibernation. */
+  identityOf(session: Session): SessionIdentity {
+    return {
+      agent: session.agent,
+      role: session.role,
+      instance: session.instance,
+      connectedAt: session.connectedAt,
+      ...(session.scope ? { scope: session.scope } : {}),
+      ...(session.expiresAt !== undefined ? { expiresAt: session.expiresAt } : {}),
+      ...(session.writer !== session.agent ? { writer: session.writer } : {}),
+      ...(session instanceof RawDocSession ? { doc: session.doc } : {}),
+    };
   }
 
   /** Closes every socket: the room can no longer trust its memory. */
@@ -217,3 +290,5 @@ export class Admission {
     frames: { leave: (session) => ({ reply: {}, afterwards: () => this.drop(session, null) }) },
   };
 }
+
+const expiryKey = (session: Session): string => `exp|${session.n}`;

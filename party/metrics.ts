@@ -125,6 +125,14 @@ export class Metrics {
     "Call latency through the room, by method.",
   );
   readonly sends = new Counter("crosstalk_rpc_messages_total", "Fire-and-forget messages stored, by method.");
+  readonly retained = new Counter(
+    "crosstalk_retention_removed_events_total",
+    "Archived events removed by retention, by stream and reason (age, count, bytes, compacted).",
+  );
+  readonly retainedBytes = new Counter(
+    "crosstalk_retention_removed_bytes_total",
+    "Bytes of archived events removed by retention, by stream.",
+  );
   readonly noRoute = new Counter(
     "crosstalk_rpc_no_route_total",
     "Calls and messages to a role refused with NO_ROUTE (no live member serves the method), by role.",
@@ -146,6 +154,8 @@ export class Metrics {
       this.delivered,
       this.calls,
       this.sends,
+      this.retained,
+      this.retainedBytes,
       this.noRoute,
       this.connects,
     ];

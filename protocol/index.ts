@@ -110,6 +110,7 @@ export {
   segmentOf,
 } from "./log.ts";
 export {
+  AUDIT_STREAM,
   type DocName,
   docNameSchema,
   eventTypeSchema,
@@ -137,6 +138,8 @@ export {
   permissionsOf,
   permissionsSchema,
   policySchema,
+  type RetentionRule,
+  retentionRuleSchema,
   ruleProblem,
   SUB,
   targetResource,
