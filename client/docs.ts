@@ -37,6 +37,12 @@ type OpenDoc = {
    * meanwhile answers a message the old copy sent before it, and changes nothing.
    */
   rebasing?: boolean;
+  /**
+   * Local updates are not sent live until the room's step 1 on this connection is answered:
+   * that answer (our step 2) carries them, and an update sent before it could depend on one
+   * the room never got (lost with the old socket) and be refused as incomplete.
+   */
+  held: boolean;
 };
 
 /** One map entry this client wrote and the room had not seen when it rebased the document. */
@@ -47,6 +53,11 @@ export type DocSyncOptions = {
   mayRead: (name: DocName) => boolean;
   /** The room refused a write to `name`: the document was replaced by a fresh `doc`, syncing anew. */
   onReset: (name: DocName, doc: Y.Doc, error: CrosstalkError) => void;
+  /**
+   * Every local copy made: durable storage hooks in here, restoring what it kept into a first
+   * copy (`restore`), forgetting it for a fresh one after a refusal.
+   */
+  onCreate?: (name: DocName, doc: Y.Doc, restore: boolean) => void;
 };
 
 export class DocSync {
@@ -64,18 +75,28 @@ export class DocSync {
       return open.doc;
     }
     const doc = this.#create(name);
-    const entry: OpenDoc = { doc, refs: 1, synced: false, everSynced: false, waiters: [], resyncing: false };
+    const entry: OpenDoc = {
+      doc,
+      refs: 1,
+      synced: false,
+      everSynced: false,
+      waiters: [],
+      resyncing: false,
+      held: true,
+    };
     this.#docs.set(name, entry);
     this.#sendStep1(name, doc);
     return doc;
   }
 
-  #create(name: DocName): Y.Doc {
+  #create(name: DocName, restore = true): Y.Doc {
     const doc = new Y.Doc();
+    // Restored updates (from durable storage) apply before the sync hook: the step 1/2 exchange carries them.
+    this.options.onCreate?.(name, doc, restore);
     if (isWritableByClients(name)) {
       doc.on("update", (update: Uint8Array, origin: unknown) => {
         // Offline edits stay in the doc; the step 1/2 exchange on reconnect carries them.
-        if (origin !== REMOTE)
+        if (origin !== REMOTE && this.#docs.get(name)?.held === false)
           this.transport.sendBinary(encodeDocFrame(name, (e) => syncProtocol.writeUpdate(e, update)));
       });
     }
@@ -98,9 +119,10 @@ export class DocSync {
     const open = this.#docs.get(name);
     if (!open) return false;
     const old = open.doc;
-    open.doc = this.#create(name);
+    open.doc = this.#create(name, false);
     open.synced = false;
     open.everSynced = false;
+    open.held = true;
     old.destroy();
     this.options.onReset(name, open.doc, error);
     if (!this.options.mayRead(name)) {
@@ -115,15 +137,15 @@ export class DocSync {
   /**
    * The room rebased `name` onto a fresh copy to shed its history (`REBASED`): the local copy,
    * on the old base, is replaced by a fresh one that syncs from the room, as after a refusal;
-   * this client's own writes the room had not seen (its structs from the clock `known` gives
-   * for its Yjs client id on — 0 if the room never saw it — made offline or in flight) are
-   * written again, entry by entry, once the fresh copy has synced. False if not open here.
+   * the writes of this copy the room had not seen (made offline or in flight, or restored from
+   * local storage: past the clock `known` gives for their Yjs client id) are written again,
+   * entry by entry, once the fresh copy has synced. False if not open here.
    */
   rebased(name: DocName, known: Record<string, number>, error: CrosstalkError): boolean {
     const open = this.#docs.get(name);
     if (!open) return false;
     if (open.rebasing) return true;
-    const carry = unsynced(open.doc, known[String(open.doc.clientID)] ?? 0);
+    const carry = unsynced(open.doc, known);
     this.refused(name, error);
     const now = this.#docs.get(name);
     if (!now) return true;
@@ -148,6 +170,7 @@ export class DocSync {
   resync(): void {
     for (const [name, open] of this.#docs) {
       open.synced = false;
+      open.held = true;
       if (this.options.mayRead(name)) this.#sendStep1(name, open.doc);
       else this.#refuseWaiters(open, new CrosstalkError("FORBIDDEN", `this agent may not read ${name}`));
     }
@@ -162,6 +185,7 @@ export class DocSync {
       const body = encoding.toUint8Array(reply);
       this.transport.sendBinary(encodeDocFrame(name, (e) => encoding.writeUint8Array(e, body)));
     }
+    if (type === syncProtocol.messageYjsSyncStep1) open.held = false;
     if (type === syncProtocol.messageYjsSyncStep2) {
       open.synced = true;
       open.resyncing = false;
@@ -177,6 +201,12 @@ export class DocSync {
         for (const w of open.waiters.splice(0)) w.resolve();
       }
     }
+  }
+
+  /** Every open document this agent may read has synced on the current connection. */
+  allSynced(): boolean {
+    for (const [name, open] of this.#docs) if (!open.synced && this.options.mayRead(name)) return false;
+    return true;
   }
 
   destroy(): void {
@@ -195,18 +225,25 @@ export class DocSync {
 }
 
 /**
- * The map entries of `doc`'s root maps that this client wrote from `clock` on and that still
- * hold (not overwritten since): what a rebase has not seen of it. Nested types are not carried.
+ * The map entries of `doc`'s root maps that the room had not seen (structs past the clock
+ * `known` gives for their Yjs client id, 0 for an id the room never saw) and that still hold
+ * (not overwritten since): what a rebase has not seen of this copy. Every client id counts, not
+ * only the current one: a copy restored from local storage after a restart holds the offline
+ * writes of the agent's earlier client ids. Writes of other agents reached this copy through
+ * the room, so the room's clocks cover them. Nested types are not carried.
  */
-function unsynced(doc: Y.Doc, clock: number): CarriedWrite[] {
+function unsynced(doc: Y.Doc, known: Record<string, number>): CarriedWrite[] {
   const roots = new Map<unknown, string>();
   for (const [name, type] of doc.share) roots.set(type, name);
   const out: CarriedWrite[] = [];
-  for (const struct of doc.store.clients.get(doc.clientID) ?? []) {
-    if (!(struct instanceof Y.Item) || struct.deleted || struct.id.clock + struct.length <= clock) continue;
-    const root = roots.get(struct.parent);
-    if (root === undefined || struct.parentSub === null || struct.content instanceof Y.ContentType) continue;
-    out.push({ root, key: struct.parentSub, value: struct.content.getContent().at(-1) });
+  for (const [client, structs] of doc.store.clients) {
+    const clock = known[String(client)] ?? 0;
+    for (const struct of structs) {
+      if (!(struct instanceof Y.Item) || struct.deleted || struct.id.clock + struct.length <= clock) continue;
+      const root = roots.get(struct.parent);
+      if (root === undefined || struct.parentSub === null || struct.content instanceof Y.ContentType) continue;
+      out.push({ root, key: struct.parentSub, value: struct.content.getContent().at(-1) });
+    }
   }
   return out;
 }

@@ -49,9 +49,12 @@ export default class TeamServer implements Party.Server {
     const window = Number(env.CROSSTALK_LOG_WINDOW);
     const retentionMs = Number(env.CROSSTALK_RETENTION_INTERVAL_MS);
     const memory = Number(env.CROSSTALK_MEMORY_LIMIT_BYTES);
+    // Test-only: runs the room's clock this many ms ahead (an agent "offline for days" in a test).
+    const skew = Number(env.CROSSTALK_TEST_CLOCK_SKEW_MS ?? 0);
     return new TeamRoom({
       team,
       storage: this.room.storage,
+      ...(Number.isFinite(skew) && skew !== 0 ? { now: () => Date.now() + skew } : {}),
       streams: Number.isInteger(window) && window > 0 ? { window } : {},
       retention: Number.isInteger(retentionMs) && retentionMs > 0 ? { intervalMs: retentionMs } : {},
       limits: limitsFromEnv(this.room.env),
