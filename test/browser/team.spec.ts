@@ -1,0 +1,249 @@
+/**
+ * The live team page in Chromium against a real room (the repo's partykit.json: room, page and
+ * the legal worker) with the demo team running for real: Node agents (demo/team/node.ts) and
+ * legal inside workerd. Two browser contexts watch and take part; the checks read what the
+ * pages show and what the room stored (history read by a Node agent), never a stub.
+ */
+import { join, resolve } from "node:path";
+import { type BrowserContext, expect, type Page, test, type WebSocketRoute } from "@playwright/test";
+import type { StoredEvent } from "../../client/index.ts";
+import { type DemoTeam, startDemoTeam } from "../../demo/team/node.ts";
+import { type RoomServer, startRoom } from "../harness.ts";
+
+const ROOT = resolve(import.meta.dirname, "../..");
+
+let room: RoomServer;
+let demo: DemoTeam;
+let team: string;
+
+test.beforeAll(async () => {
+  room = await startRoom({ config: join(ROOT, "partykit.json"), vars: { CROSSTALK_DEV: "1" } });
+  team = room.team("pipeline");
+  demo = await startDemoTeam({
+    host: room.host,
+    team,
+    token: (agent, role) => room.token(agent, role, { team }),
+    restartAfterMs: 3000,
+    // Long enough that a billing member visibly holds its leases when the crash comes.
+    invoiceMs: () => 1500 + Math.floor(Math.random() * 1000),
+  });
+});
+test.afterAll(async () => {
+  await demo?.[Symbol.asyncDispose]();
+  await room?.[Symbol.asyncDispose]();
+});
+
+const byTestId = (page: Page, id: string, attrs = "") => page.locator(`[data-testid="${id}"]${attrs}`);
+const row = (page: Page, table: string, key: string) =>
+  page.locator(`[data-testid="table-${table}"] [data-testid="row"][data-key="${key}"]`);
+
+async function open(context: BrowserContext, agent: string): Promise<Page> {
+  const page = await context.newPage();
+  page.on("pageerror", (e) => {
+    throw e;
+  });
+  await page.goto(`http://${room.host}/?team=${team}&agent=${agent}`);
+  await expect(byTestId(page, "status")).toHaveText("online");
+  return page;
+}
+
+async function closeDeal(page: Page, customer: string, amount = 20_000): Promise<string> {
+  await byTestId(page, "close-customer").fill(customer);
+  await byTestId(page, "close-amount").fill(String(amount));
+  await byTestId(page, "close-submit").click();
+  await expect(byTestId(page, "close-result")).toHaveText(/closed as #\d+/);
+  return ((await byTestId(page, "close-result").textContent()) ?? "").split(" ")[0] as string;
+}
+
+/** Everything the room stored on `main`, read by a Node agent of the team. */
+async function history(): Promise<StoredEvent[]> {
+  const reader = await room.agent(`reader-${Math.random().toString(36).slice(2, 7)}`, { team, role: "viewer" });
+  try {
+    const events: StoredEvent[] = [];
+    for await (const e of reader.history()) events.push(e);
+    return events;
+  } finally {
+    await reader.close();
+  }
+}
+
+const invoicesOf = (events: StoredEvent[], dealId: string) =>
+  events.filter((e) => e.type === "invoice.issued" && (e.data as { dealId?: string }).dealId === dealId);
+
+test("a deal closed in one tab shows its contract and invoice in both, and its causal chain", async ({ browser }) => {
+  const [a, b] = [await browser.newContext(), await browser.newContext()];
+  const pageA = await open(a, "viewer-a");
+  const pageB = await open(b, "viewer-b");
+
+  await test.step("the team picture shows every agent where it runs", async () => {
+    for (const page of [pageA, pageB]) {
+      for (const agent of ["sales-1", "contract-1", "billing-1", "billing-2", "compliance-1", "analytics-1"])
+        await expect(byTestId(page, "node", `[data-agent="${agent}"]`)).toHaveAttribute("data-runs", "node");
+      await expect(byTestId(page, "node", '[data-agent="legal-worker"]')).toHaveAttribute("data-runs", "worker");
+    }
+  });
+
+  const dealId = await closeDeal(pageA, "Initech one");
+  await test.step("both tabs show the deal, its contract and its invoice (within 30 s)", async () => {
+    for (const page of [pageA, pageB]) {
+      await expect(row(page, "deals", dealId).locator('[data-field="stage"]')).toHaveText("invoiced", {
+        timeout: 30_000,
+      });
+      await expect(row(page, "contracts", dealId).locator('[data-field="status"]')).toHaveText("active");
+      await expect(row(page, "contracts", dealId).locator('[data-field="reviewedBy"]')).toHaveText("legal-worker");
+      await expect(row(page, "invoices", dealId).locator('[data-field="issuedBy"]')).toHaveText(/^billing-[12]$/);
+      await expect(row(page, "invoices", dealId).locator('[data-field="amount"]')).toHaveText("20,000");
+    }
+  });
+
+  await test.step("clicking the invoice in the timeline shows deal → contract → invoice, and the legal call", async () => {
+    await byTestId(pageB, "tl-row", `[data-type="invoice.issued"][data-deal="${dealId}"]`).getByRole("button").click();
+    const trace = byTestId(pageB, "trace");
+    const deal = trace.locator('[data-testid="trace-item"][data-type="deal.closed"]');
+    await expect(deal).toHaveCount(1);
+    // Nested: the contract under the deal, the invoice under the contract.
+    const contract = deal.locator('[data-testid="trace-item"][data-type="contract.generated"]');
+    await expect(contract).toHaveCount(1);
+    await expect(contract.locator('[data-testid="trace-item"][data-type="invoice.issued"]')).toHaveCount(1);
+    await expect(trace.locator('[data-testid="trace-item"][data-kind="call"][data-method="legal.review"]')).toHaveCount(
+      1,
+    );
+  });
+
+  expect(invoicesOf(await history(), dealId)).toHaveLength(1);
+  await a.close();
+  await b.close();
+});
+
+test("a billing tab cut off while two deals close: both complete once, both tabs agree", async ({ browser }) => {
+  const [a, b] = [await browser.newContext(), await browser.newContext()];
+  // Context b's sockets go through the test, which can cut them (setOffline does not cut WebSockets).
+  let cut = false;
+  const routes: WebSocketRoute[] = [];
+  await b.routeWebSocket(/\/parties\/main\//, (ws) => {
+    if (cut) return void ws.close();
+    ws.connectToServer();
+    routes.push(ws);
+  });
+  const pageA = await open(a, "viewer-c");
+  const pageB = await open(b, "viewer-d");
+
+  await byTestId(pageB, "join-role").selectOption("billing");
+  await byTestId(pageB, "join-submit").click();
+  await expect(byTestId(pageB, "joined-agent")).toHaveText("This tab is billing-d (billing).");
+  await expect(byTestId(pageA, "node", '[data-agent="billing-d"]')).toHaveAttribute("data-runs", "browser");
+
+  await test.step("b goes offline: every tab sees its billing agent go grey", async () => {
+    cut = true;
+    for (const ws of routes.splice(0)) await ws.close();
+    await expect(byTestId(pageB, "status")).toHaveText("offline");
+    await expect(byTestId(pageA, "node", '[data-agent="billing-d"]')).toHaveAttribute("data-state", "down");
+  });
+
+  const deals = [await closeDeal(pageA, "Hooli cut one"), await closeDeal(pageA, "Hooli cut two", 30_000)];
+  for (const dealId of deals)
+    await expect(row(pageA, "invoices", dealId).locator('[data-field="issuedBy"]')).toHaveText(/^billing-/, {
+      timeout: 30_000,
+    });
+
+  await test.step("b comes back: it catches up and shows what a shows", async () => {
+    cut = false;
+    await expect(byTestId(pageB, "status")).toHaveText("online", { timeout: 30_000 });
+    await expect(byTestId(pageA, "node", '[data-agent="billing-d"]')).toHaveAttribute("data-state", "up", {
+      timeout: 30_000,
+    });
+    for (const dealId of deals) {
+      await expect(row(pageB, "deals", dealId).locator('[data-field="stage"]')).toHaveText("invoiced");
+      await expect(row(pageB, "invoices", dealId)).toHaveCount(1);
+    }
+    const snapshot = (page: Page) => page.evaluate(() => window.crosstalkDemo?.snapshot());
+    await expect.poll(async () => JSON.stringify(await snapshot(pageB))).toBe(JSON.stringify(await snapshot(pageA)));
+  });
+
+  const events = await history();
+  for (const dealId of deals) {
+    expect(events.filter((e) => e.type === "deal.closed" && e.key === dealId)).toHaveLength(1);
+    expect(events.filter((e) => e.type === "contract.generated" && e.key === dealId)).toHaveLength(1);
+    expect(invoicesOf(events, dealId)).toHaveLength(1);
+  }
+  await a.close();
+  await b.close();
+});
+
+test("crashing the billing member that holds a lease: every invoice still exactly once", async ({
+  browser,
+}, testInfo) => {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
+  const page = await open(context, "viewer-e");
+  const watcher = await room.agent("watcher-e", { team, role: "viewer" });
+  const before = new Set((await history()).map((e) => e.key));
+
+  await byTestId(page, "burst-n").fill("12");
+  await byTestId(page, "burst-submit").click();
+  await expect(byTestId(page, "burst-result")).toHaveText("12 deals closed by sales-1.");
+
+  // The member that holds leases right now, and the deals it holds.
+  let victim = "";
+  let held: string[] = [];
+  await expect
+    .poll(
+      () => {
+        for (const a of watcher.agents()) {
+          const holding = a.status.holding;
+          if (a.agent.startsWith("billing-") && Array.isArray(holding) && holding.length > 0) {
+            victim = a.agent;
+            held = holding as string[];
+            return true;
+          }
+        }
+        return false;
+      },
+      { timeout: 30_000, intervals: [20] },
+    )
+    .toBe(true);
+
+  await byTestId(page, "crash-agent").selectOption(victim);
+  await byTestId(page, "crash-submit").click();
+  await expect(byTestId(page, "crash-result")).toHaveText(new RegExp(`^${victim} crashed`));
+
+  await test.step("the page shows the agent going down, the work moving, and the agent coming back", async () => {
+    await expect(byTestId(page, "node", `[data-agent="${victim}"]`)).toHaveAttribute("data-state", "down");
+    const screenshot = await page.screenshot({ fullPage: true });
+    await testInfo.attach("live team page under load", { body: screenshot, contentType: "image/png" });
+    for (const dealId of held)
+      await expect(row(page, "invoices", dealId).locator('[data-field="issuedBy"]')).toHaveText(
+        new RegExp(`^(?!${victim}$)billing-`),
+        { timeout: 30_000 },
+      );
+    await expect(byTestId(page, "node", `[data-agent="${victim}"]`)).toHaveAttribute("data-state", "up", {
+      timeout: 30_000,
+    });
+  });
+
+  await test.step("all twelve deals end in exactly one invoice", async () => {
+    let burst: string[] = [];
+    await expect
+      .poll(
+        async () => {
+          const events = await history();
+          burst = [...new Set(events.filter((e) => e.type === "deal.closed" && !before.has(e.key)).map((e) => e.key))]
+            .filter((k): k is string => !!k)
+            .sort();
+          return burst.length === 12 && burst.every((d) => invoicesOf(events, d).length >= 1 || isRefused(events, d));
+        },
+        { timeout: 60_000 },
+      )
+      .toBe(true);
+    const events = await history();
+    for (const dealId of burst) expect(invoicesOf(events, dealId).length + (isRefused(events, dealId) ? 1 : 0)).toBe(1);
+    await expect(byTestId(page, "count-invoices")).toHaveText(
+      String(new Set(events.filter((e) => e.type === "invoice.issued").map((e) => e.key)).size),
+    );
+  });
+
+  await watcher.close();
+  await context.close();
+});
+
+const isRefused = (events: StoredEvent[], dealId: string) =>
+  events.some((e) => e.type === "contract.refused" && e.key === dealId);
