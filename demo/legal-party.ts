@@ -49,12 +49,23 @@ export default class LegalParty implements Party.Server {
   async #start(host: string, secret: string): Promise<void> {
     const team = this.room.id;
     const key = new TextEncoder().encode(secret);
+    const issuer = typeof this.room.env.CROSSTALK_ISSUER === "string" ? this.room.env.CROSSTALK_ISSUER : "";
     this.#agent = new HostedAgent({
       connect,
       base: {
         host,
         team,
-        token: () => signAgentToken({ key, alg: "HS256", team, agent: AGENT, role: ROLE, ttl: 3600, now: Date.now() }),
+        token: () =>
+          signAgentToken({
+            key,
+            alg: "HS256",
+            team,
+            agent: AGENT,
+            role: ROLE,
+            ttl: 3600,
+            now: Date.now(),
+            ...(issuer ? { issuer } : {}),
+          }),
       },
       WebSocket,
       agent: AGENT,

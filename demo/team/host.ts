@@ -20,7 +20,11 @@ export type HostOptions = {
   /** Where and how to connect; `agent`, `role` and `WebSocket` are filled in here. */
   base: Omit<ConnectOptions, "agent" | "role" | "WebSocket">;
   WebSocket: SocketClass;
-  /** Drops a raw socket without a goodbye (default: `close(4000)`; Node's `ws` can `terminate()`). */
+  /**
+   * Drops a raw socket without a goodbye (default: `close(4000)`). A bare TCP drop (`ws`'s
+   * `terminate()`) is not noticed by the room under `partykit dev` until the agent reconnects
+   * and takes its id over, so the page could not show the agent going down.
+   */
   kill?: (socket: InstanceType<SocketClass>) => void;
   agent: string;
   role: Role;

@@ -48,7 +48,6 @@ export async function startDemoTeam(options: DemoTeamOptions): Promise<DemoTeam>
         connect,
         base: { host: options.host, team: options.team, token: () => options.token(agent, role) },
         WebSocket,
-        kill: (socket) => (socket as WebSocket).terminate(),
         agent,
         role,
         agentOptions: {
