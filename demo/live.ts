@@ -7,6 +7,8 @@
  * through the public client API; values are written with `textContent`, never as HTML.
  */
 import uPlot from "uplot";
+// Bundled into /dist/app.css (index.html links it): the page loads nothing from elsewhere.
+import "uplot/dist/uPlot.min.css";
 import {
   type AgentInfo,
   type ConnectOptions,
