@@ -151,6 +151,14 @@ function throttle(fn: () => void, ms: number): () => void {
 // --- the picture of the team ------------------------------------------------------------
 
 const STAGES: Role[] = ["sales", "contract", "legal", "billing", "compliance", "analytics"];
+const STAGE_TOP: Record<Role, number> = {
+  sales: 60,
+  contract: 60,
+  legal: 170,
+  billing: 60,
+  compliance: 170,
+  analytics: 170,
+};
 type Known = { agent: string; role: string; runs: Runtime; up: boolean; since: number; status: AgentInfo["status"] };
 
 function runsOf(a: AgentInfo): Runtime {
@@ -194,10 +202,12 @@ class Graph {
     const nodes: SVGElement[] = [];
     for (const [i, stage] of STAGES.entries()) {
       const x = colW * i + colW / 2;
-      nodes.push(svg("text", { x, y: 22, class: "stage", "text-anchor": "middle" }, stage));
+      // Legal, compliance and analytics sit lower, so the main line's edges do not cross them.
+      const top = STAGE_TOP[stage];
+      nodes.push(svg("text", { x, y: top - 34, class: "stage", "text-anchor": "middle" }, stage));
       const inStage = members.filter((k) => k.role === stage).sort((a, b) => a.agent.localeCompare(b.agent));
       for (const [j, k] of inStage.entries()) {
-        const y = 70 + j * 62;
+        const y = top + j * 58;
         this.#positions.set(k.agent, { x, y });
         nodes.push(this.#node(k, x, y));
       }
@@ -205,7 +215,7 @@ class Graph {
     nodes.push(
       svg(
         "text",
-        { x: 450, y: 292, class: "watchers", "text-anchor": "middle" },
+        { x: 450, y: 302, class: "watchers", "text-anchor": "middle" },
         `${watchers.length} viewer tab${watchers.length === 1 ? "" : "s"} watching`,
       ),
     );
@@ -342,8 +352,10 @@ function chart(testid: string, series: { label: string; stroke: string }[]): uPl
     {
       width: width(),
       height: 140,
-      legend: { show: true },
+      legend: { show: true, live: false },
       cursor: { show: false },
+      // The last five minutes, also while there is only one point.
+      scales: { x: { time: true, range: (_u, _min, max) => [max - 300, max + 5] } },
       axes: [{ stroke: "#7b8494" }, { stroke: "#7b8494", size: 44 }],
       series: [{}, ...series.map((s) => ({ ...s, width: 2, points: { show: false } }))],
     },

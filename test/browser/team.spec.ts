@@ -23,7 +23,7 @@ test.beforeAll(async () => {
     host: room.host,
     team,
     token: (agent, role) => room.token(agent, role, { team }),
-    restartAfterMs: 3000,
+    restartAfterMs: 6000,
     // Long enough that a billing member visibly holds its leases when the crash comes.
     invoiceMs: () => 1500 + Math.floor(Math.random() * 1000),
   });
@@ -170,6 +170,28 @@ test("a billing tab cut off while two deals close: both complete once, both tabs
   await b.close();
 });
 
+test("taking this tab offline: its deal waits in the outbox, then goes out and completes", async ({ browser }) => {
+  const context = await browser.newContext();
+  const page = await open(context, "viewer-f");
+  await byTestId(page, "offline-toggle").click();
+  await expect(byTestId(page, "offline-toggle")).toHaveAttribute("aria-pressed", "true");
+  await expect(byTestId(page, "status")).toHaveText("offline");
+
+  await byTestId(page, "close-customer").fill("Offline Wonka");
+  await byTestId(page, "close-submit").click();
+  await expect(byTestId(page, "close-result")).toHaveText(/Queued in the outbox/);
+  await expect(byTestId(page, "outbox-count")).toHaveText("1");
+
+  await byTestId(page, "offline-toggle").click();
+  await expect(byTestId(page, "status")).toHaveText("online", { timeout: 30_000 });
+  await expect(byTestId(page, "outbox-count")).toHaveText("0");
+  await expect(byTestId(page, "close-result")).toHaveText(/closed as #\d+/);
+  const dealId = ((await byTestId(page, "close-result").textContent()) ?? "").split(" ")[0] as string;
+  await expect(row(page, "invoices", dealId)).toHaveCount(1, { timeout: 30_000 });
+  expect(invoicesOf(await history(), dealId)).toHaveLength(1);
+  await context.close();
+});
+
 test("crashing the billing member that holds a lease: every invoice still exactly once", async ({
   browser,
 }, testInfo) => {
@@ -208,8 +230,10 @@ test("crashing the billing member that holds a lease: every invoice still exactl
     // The deals it held when it went down go to the other member.
     const held = holding.get(victim) ?? [];
     expect(held.length).toBeGreaterThan(0);
-    const screenshot = await page.screenshot({ fullPage: true });
-    await testInfo.attach("live team page under load", { body: screenshot, contentType: "image/png" });
+    // An artifact of every run (test-results/…); docs/demo-page.png in the README is one of them.
+    const path = testInfo.outputPath("live-team-under-load.png");
+    await page.screenshot({ fullPage: true, path });
+    await testInfo.attach("live team page under load", { path, contentType: "image/png" });
     for (const dealId of held)
       await expect(row(page, "invoices", dealId).locator('[data-field="issuedBy"]')).toHaveText(
         new RegExp(`^(?!${victim}$)billing-`),
