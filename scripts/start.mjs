@@ -48,7 +48,12 @@ const signalChild = (signal) => {
     // Already gone.
   }
 };
-for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) process.on(signal, () => signalChild(signal));
+let stopping = false;
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"])
+  process.on(signal, () => {
+    stopping = true;
+    signalChild(signal);
+  });
 
 let exited = false;
 child.on("exit", (code, signal) => {
@@ -94,7 +99,7 @@ function startTeam() {
     },
   );
   team.on("exit", (code) => {
-    if (exited) return;
+    if (exited || stopping) return;
     console.error(`the demo team exited (${code}); restarting it in 2 s`);
     setTimeout(startTeam, 2000);
   });

@@ -72,17 +72,24 @@ export class HostedAgent {
     }
     this.#team = team;
     this.#stopRole = runRole(team, role, agentOptions);
-    team.handle("demo.crash", () => {
+    team.handle("demo.crash", (input) => {
+      // `downMs` (1–60 s) keeps it down longer than usual, e.g. to let a human stand in.
+      const asked = Number((input as { downMs?: unknown } | null)?.downMs);
+      const downMs = Number.isFinite(asked) ? Math.min(Math.max(asked, 1000), 60_000) : this.#restartAfterMs;
       // Answer first, then die: the caller learns the crash was ordered.
-      setTimeout(() => this.crash(), 50);
-      return { crashing: agent, restartInMs: this.options.restartAfterMs ?? 4000 };
+      setTimeout(() => this.crash(downMs), 50);
+      return { crashing: agent, restartInMs: downMs };
     });
     this.options.onChange?.("up", team);
     return team;
   }
 
-  /** Drops the agent abruptly and brings it back after `restartAfterMs`. */
-  crash(): void {
+  get #restartAfterMs(): number {
+    return this.options.restartAfterMs ?? 4000;
+  }
+
+  /** Drops the agent abruptly and brings it back after `downMs` (default `restartAfterMs`). */
+  crash(downMs = this.#restartAfterMs): void {
     const team = this.#team;
     if (!team) return;
     this.#team = null;
@@ -112,7 +119,7 @@ export class HostedAgent {
       team.on("status", onStatus);
     }
     this.options.onChange?.("crashed", null);
-    this.#restart = setTimeout(() => void this.#restartLoop(), this.options.restartAfterMs ?? 4000);
+    this.#restart = setTimeout(() => void this.#restartLoop(), downMs);
   }
 
   async #restartLoop(): Promise<void> {

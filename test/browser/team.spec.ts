@@ -170,6 +170,33 @@ test("a billing tab cut off while two deals close: both complete once, both tabs
   await b.close();
 });
 
+test("with the worker's legal agent crashed, a tab joined as legal approves a contract by hand", async ({
+  browser,
+}) => {
+  const context = await browser.newContext();
+  const page = await open(context, "viewer-g");
+  const operator = await room.agent("operator-g", { team, role: "viewer" });
+  // Down for 30 s: long enough that the review can only go to the human.
+  await operator.call("legal-worker", "demo.crash", { downMs: 30_000 });
+  await expect(byTestId(page, "node", '[data-agent="legal-worker"]')).toHaveAttribute("data-state", "down");
+
+  await byTestId(page, "join-role").selectOption("legal");
+  await byTestId(page, "join-submit").click();
+  await expect(byTestId(page, "joined-agent")).toHaveText("This tab is legal-g (legal).");
+  const dealId = await closeDeal(page, "Tyrell by hand", 42_000);
+  const review = byTestId(page, "review", `[data-deal="${dealId}"]`);
+  await expect(review).toContainText("Tyrell by hand");
+  await review.getByRole("button", { name: "Approve" }).click();
+  await expect(row(page, "contracts", dealId).locator('[data-field="reviewedBy"]')).toHaveText("legal-g");
+  await expect(row(page, "invoices", dealId)).toHaveCount(1, { timeout: 30_000 });
+  await expect(byTestId(page, "node", '[data-agent="legal-worker"]')).toHaveAttribute("data-state", "up", {
+    timeout: 45_000,
+  });
+  await byTestId(page, "leave-submit").click();
+  await operator.close();
+  await context.close();
+});
+
 test("taking this tab offline: its deal waits in the outbox, then goes out and completes", async ({ browser }) => {
   const context = await browser.newContext();
   const page = await open(context, "viewer-f");
