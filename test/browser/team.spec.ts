@@ -25,7 +25,7 @@ test.beforeAll(async () => {
     token: (agent, role) => room.token(agent, role, { team }),
     restartAfterMs: 6000,
     // Long enough that a billing member visibly holds its leases when the crash comes.
-    invoiceMs: () => 1500 + Math.floor(Math.random() * 1000),
+    invoiceMs: () => 3000 + Math.floor(Math.random() * 1000),
   });
 });
 test.afterAll(async () => {
