@@ -72,7 +72,11 @@ export default class LegalParty implements Party.Server {
       role: ROLE,
       agentOptions: {
         runs: "worker",
-        onError: (e) => void this.#errors.splice(0, this.#errors.length - 9, String(e)),
+        // The last few, for `GET /parties/legal/<team>`.
+        onError: (e) => {
+          this.#errors.push(String(e));
+          if (this.#errors.length > 10) this.#errors.shift();
+        },
       },
     });
     await this.#agent.start();

@@ -22,11 +22,9 @@ import {
 import { HostedAgent } from "./team/host.ts";
 import {
   type Bucket,
-  type Contract,
   closeDeal,
   type Deal,
   dealOf,
-  type Invoice,
   type Role,
   type Runtime,
   stageOf,
@@ -705,5 +703,3 @@ export function startLive({ team, gate, base }: LiveOptions): void {
   // A customer name to start with.
   $<HTMLInputElement>("close-customer").value ||= `Visitor ${Math.random().toString(36).slice(2, 6)}`;
 }
-
-export type { Contract, Deal, Invoice };
