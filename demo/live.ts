@@ -353,7 +353,16 @@ function chart(testid: string, series: { label: string; stroke: string }[]): uPl
       legend: { show: true, live: false },
       cursor: { show: false },
       // The last five minutes, also while there is only one point.
-      scales: { x: { time: true, range: (_u, _min, max) => [max - 300, max + 5] } },
+      scales: {
+        x: {
+          time: true,
+          range: (u) => {
+            const xs = u.data[0] ?? [];
+            const last = Number(xs[xs.length - 1] ?? Date.now() / 1000);
+            return [last - 300, last + 5];
+          },
+        },
+      },
       axes: [{ stroke: "#7b8494" }, { stroke: "#7b8494", size: 44 }],
       series: [{}, ...series.map((s) => ({ ...s, width: 2, points: { show: false } }))],
     },
