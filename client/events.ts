@@ -60,6 +60,8 @@ export type PublishOptions = {
   key?: string;
   causationId?: string;
   correlationId?: string;
+  /** This event's W3C trace context (a tracer's span, `crosstalk/otel`); default: a fresh span in its correlation's trace. */
+  traceparent?: string;
   /**
    * End-to-end encryption of `data`: the id of the key to seal it with (see
    * `connect({ encryption })`), or false to publish in the clear. Default: the stream's key

@@ -125,6 +125,7 @@ export class Admission {
     const older = admitted.replaced;
     if (older) this.drop(older, older.instance === instance ? CLOSE_CODES.Replaced : CLOSE_CODES.TakenOver);
     this.#sessions.set(socket, session);
+    metrics.connects.inc({ agent: session.agent });
     session.sendFrame({
       type: "welcome",
       protocol: PROTOCOL_VERSION,

@@ -23,7 +23,8 @@ import { createHttp, type HttpHandler } from "./http.ts";
 import { Inbox, inboxModule } from "./inbox.ts";
 import { Leases, leaseModule } from "./leases.ts";
 import { Metrics } from "./metrics.ts";
-import { metricsModule } from "./metrics-text.ts";
+import { DEFAULT_MEMORY_LIMIT_BYTES, metricsModule } from "./metrics-text.ts";
+import { OtlpExport } from "./otlp.ts";
 import type { Principal } from "./policy.ts";
 import { type agentInfo, Presence, presenceModule } from "./presence.ts";
 import { Router, type RouterOptions, rpcModule } from "./rpc.ts";
@@ -46,6 +47,10 @@ export type RoomOptions = {
   now?: () => number;
   /** Per-connection limits (`DEFAULT_ROOM_LIMITS`); the room's variables set them (`guard.ts` `limitsFromEnv`). */
   limits?: Partial<RoomLimits>;
+  /** What the room may hold in memory, for `/metrics` and its alert (default 128 MB, a Durable Object's). */
+  memoryLimitBytes?: number;
+  /** Where to export the room's spans (OTLP/HTTP JSON; `CROSSTALK_OTLP_ENDPOINT`); none by default. */
+  otlpEndpoint?: string;
   /** Called when the room can no longer trust its memory (storage failed). */
   onFatal?: (error: unknown) => void;
 };
@@ -95,6 +100,9 @@ export class TeamRoom {
       presence: this.presence,
       hub: this.hub,
       traces: this.traces,
+      ...(options.otlpEndpoint
+        ? { spans: new OtlpExport(options.otlpEndpoint, { service: "crosstalk-room", team: this.team }) }
+        : {}),
     };
     this.streams = new Streams(ctx, {
       window: DEFAULT_LOG_WINDOW,
@@ -185,7 +193,11 @@ export class TeamRoom {
         consumers: this.consumers,
         hub: this.hub,
         router: this.router,
+        inbox: this.inbox,
         connections: () => this.admission.size,
+        sessions: () => this.admission.sessions(),
+        limits,
+        memoryLimitBytes: options.memoryLimitBytes ?? DEFAULT_MEMORY_LIMIT_BYTES,
       }),
       { frames: {}, routes: this.a2a.routes() },
       { frames: {}, routes: [{ path: "", handle: () => Response.json(this.info()) }] },

@@ -25,11 +25,16 @@ export default class TeamServer implements Party.Server {
 
   constructor(readonly room: Party.Room) {
     const window = Number(room.env.CROSSTALK_LOG_WINDOW);
+    const memory = Number(room.env.CROSSTALK_MEMORY_LIMIT_BYTES);
     this.team = new TeamRoom({
       team: room.id,
       storage: room.storage,
       streams: Number.isInteger(window) && window > 0 ? { window } : {},
       limits: limitsFromEnv(room.env),
+      ...(Number.isSafeInteger(memory) && memory > 0 ? { memoryLimitBytes: memory } : {}),
+      ...(typeof room.env.CROSSTALK_OTLP_ENDPOINT === "string" && room.env.CROSSTALK_OTLP_ENDPOINT
+        ? { otlpEndpoint: room.env.CROSSTALK_OTLP_ENDPOINT }
+        : {}),
     });
   }
 

@@ -36,6 +36,7 @@ import { httpError, type Outcome, type RoomModule } from "./handlers.ts";
 import { keys, pad } from "./keys.ts";
 import { appendEvents } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
+import type { OtlpExport } from "./otlp.ts";
 import { canReadEvent, canReadStream, type Principal } from "./policy.ts";
 import type { Session } from "./session.ts";
 import { type KvStorage, putAll } from "./storage.ts";
@@ -86,12 +87,13 @@ export class Streams {
   private readonly storage: KvStorage;
   private readonly now: () => number;
   private readonly metrics: Metrics;
+  private readonly spans: OtlpExport | undefined;
 
   constructor(
     ctx: RoomContext,
     private readonly options: StreamOptions,
   ) {
-    ({ hub: this.hub, storage: this.storage, now: this.now, metrics: this.metrics } = ctx);
+    ({ hub: this.hub, storage: this.storage, now: this.now, metrics: this.metrics, spans: this.spans } = ctx);
   }
 
   /** Every stream that has events. */
@@ -166,10 +168,27 @@ export class Streams {
         };
       }
     }
+    const startedAt = this.spans ? this.now() : 0;
     const stream = await this.open(frame.stream);
     const result = this.append(stream, frame.events, session.agent, frame.expectedLastSeq);
     if (!result.ok) return { error: result.error };
-    return { later: this.hub.stored(stream.doc).then(() => ({ reply: { results: result.results } })) };
+    return {
+      later: this.hub.stored(stream.doc).then(() => {
+        if (this.spans) this.#spans(stream.name, frame.events, result.results, startedAt);
+        return { reply: { results: result.results } };
+      }),
+    };
+  }
+
+  /** The room's hop of each event (received to stored), for OpenTelemetry (`otlp.ts`). */
+  #spans(stream: string, events: EventInput[], results: Ack[], startMs: number): void {
+    const endMs = this.now();
+    for (const [i, e] of events.entries()) {
+      const ack = results[i];
+      if (!e.traceparent || !ack || ack.duplicate) continue;
+      const attributes = { "crosstalk.stream": stream, "crosstalk.seq": ack.seq, "crosstalk.event.id": e.id };
+      this.spans?.add({ name: `append ${e.type}`, parent: e.traceparent, startMs, endMs, attributes });
+    }
   }
 
   /**
