@@ -1,11 +1,14 @@
 /**
  * The demo page: a live view of one team, as a "viewer" agent, through the isomorphic client.
+ * Two tabs: "Live team" (live.ts: the demo pipeline, joinable, breakable) and "Inspector"
+ * (this file: roster, raw feed, a state table and two raw forms).
  * Query parameters: `?team=acme&agent=viewer-xyz` (both optional), `&token=…` (a signed
  * token; without one the page asks the room's development endpoint, which exists only with
  * `CROSSTALK_DEV=1`, as `npm start` runs it). Plain DOM, no framework;
  * every value from the room is written with `textContent`, never as HTML.
  */
 import { type AgentInfo, connect, type Entity, type Json, type StoredEvent, type Team } from "../client/index.ts";
+import { Gate, startLive } from "./live.ts";
 
 declare global {
   interface Window {
@@ -26,9 +29,9 @@ const givenToken = params.get("token");
  * The page's token, asked for on every (re)connect: the one in the URL, else a fresh one
  * from the development endpoint. Without either the room refuses (UNAUTHORIZED, shown).
  */
-async function token(): Promise<string> {
-  if (givenToken) return givenToken;
-  const q = new URLSearchParams({ agent: agentId, role: "viewer" });
+async function token(agent = agentId, role = "viewer"): Promise<string> {
+  if (givenToken && agent === agentId) return givenToken;
+  const q = new URLSearchParams({ agent, role });
   const res = await fetch(`/parties/main/${encodeURIComponent(teamName)}/dev/token?${q}`).catch(() => null);
   if (!res?.ok) return "";
   const body = (await res.json()) as { token?: unknown };
@@ -154,7 +157,34 @@ function renderDeals(deals: [string, Entity][]): void {
 
 // --- wiring ---------------------------------------------------------------------------
 
+/** Every connection of this tab goes through it: "take this tab offline" switches it. */
+const gate = new Gate();
+
+/** The two views as tabs (WAI-ARIA tabs: arrow keys move between them); `#inspector` opens the second. */
+function tabs(): void {
+  const all = [...document.querySelectorAll<HTMLButtonElement>('[role="tab"]')];
+  const select = (tab: HTMLButtonElement, focus = false) => {
+    for (const t of all) {
+      const on = t === tab;
+      t.setAttribute("aria-selected", String(on));
+      t.tabIndex = on ? 0 : -1;
+      (document.getElementById(t.getAttribute("aria-controls") ?? "") as HTMLElement).hidden = !on;
+    }
+    if (focus) tab.focus();
+    history.replaceState(null, "", tab.id === "tab-inspector" ? "#inspector" : location.pathname + location.search);
+  };
+  for (const [i, tab] of all.entries()) {
+    tab.addEventListener("click", () => select(tab));
+    tab.addEventListener("keydown", (e) => {
+      const step = e.key === "ArrowRight" ? 1 : e.key === "ArrowLeft" ? -1 : 0;
+      if (step) select(all[(i + step + all.length) % all.length] as HTMLButtonElement, true);
+    });
+  }
+  if (location.hash === "#inspector") select(all.find((t) => t.id === "tab-inspector") as HTMLButtonElement);
+}
+
 function start(): void {
+  tabs();
   $("team-name").textContent = teamName;
   $("agent-name").textContent = agentId;
   document.title = `crosstalk · ${teamName}`;
@@ -167,7 +197,10 @@ function start(): void {
     team: teamName,
     agent: agentId,
     role: "viewer",
-    token,
+    token: () => token(),
+    WebSocket: gate.Socket,
+    // Back soon after "take this tab offline" is switched off.
+    maxReconnectDelayMs: 1500,
     waitForOnline: false,
   });
   pending.catch(showError);
@@ -189,6 +222,18 @@ function start(): void {
     const redraw = () => renderDeals(deals.entries());
     deals.observe(redraw);
     deals.ready.then(redraw, showError);
+
+    startLive({
+      team: t,
+      gate,
+      base: (agent, role) => ({
+        host: location.host,
+        protocol: location.protocol === "https:" ? "wss" : "ws",
+        team: teamName,
+        token: () => token(agent, role),
+        maxReconnectDelayMs: 1500,
+      }),
+    });
   });
 
   $<HTMLFormElement>("publish-form").addEventListener("submit", async (e) => {

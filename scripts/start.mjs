@@ -7,6 +7,9 @@
  * Development mode: a random HS256 key, generated once and kept in .data/dev-secret (tokens
  * survive restarts), and CROSSTALK_DEV=1, which opens the room's token endpoint the demo
  * page uses. Never run a room reachable by others like this.
+ *
+ * Once the room answers it starts the demo team of `acme` (demo/team/node.ts: the Node agents,
+ * and a wake-up for the legal agent in its worker), restarted if it ever exits.
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -45,7 +48,12 @@ const signalChild = (signal) => {
     // Already gone.
   }
 };
-for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) process.on(signal, () => signalChild(signal));
+let stopping = false;
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"])
+  process.on(signal, () => {
+    stopping = true;
+    signalChild(signal);
+  });
 
 let exited = false;
 child.on("exit", (code, signal) => {
@@ -78,11 +86,35 @@ while (!exited && !(await answers())) {
   }
   await new Promise((r) => setTimeout(r, 200));
 }
-if (!exited)
+/** The demo team's Node agents, in a process of their own (tsx runs the TypeScript). */
+let team = null;
+function startTeam() {
+  if (exited) return;
+  team = spawn(
+    process.execPath,
+    ["--import", "tsx", "demo/team/node.ts", "--host", `127.0.0.1:${port}`, "--team", "acme"],
+    {
+      cwd: ROOT,
+      stdio: ["ignore", "inherit", "inherit"],
+    },
+  );
+  team.on("exit", (code) => {
+    if (exited || stopping) return;
+    console.error(`the demo team exited (${code}); restarting it in 2 s`);
+    setTimeout(startTeam, 2000);
+  });
+}
+process.on("exit", () => team?.kill("SIGTERM"));
+
+if (!exited) {
+  startTeam();
   console.log(`
 crosstalk is running: ${origin}/?team=acme
 
 Development mode: agents need tokens signed with the key in .data/dev-secret. Mint one:
   CROSSTALK_HS256_SECRET=$(cat .data/dev-secret) node bin/crosstalk.js token --team acme --agent sales-1 --role sales
 or ask the room: curl '${origin}/parties/main/acme/dev/token?agent=sales-1&role=sales'
+
+The demo team of acme runs too: sales, contract, billing-1/-2, compliance, analytics (Node) and legal (a worker).
 `);
+}

@@ -26,7 +26,7 @@ test("the demo page is a live view of its team", async ({ page }, testInfo) => {
 
   const team = room.team("demo");
   const viewer = "viewer-e2e";
-  await page.goto(`http://${room.host}/?team=${team}&agent=${viewer}`);
+  await page.goto(`http://${room.host}/?team=${team}&agent=${viewer}#inspector`);
 
   await test.step("the page is online and in its own roster", async () => {
     await expect(byTestId(page, "status")).toHaveText("online");
