@@ -6,7 +6,12 @@
  * - `refuse`: new connections are reset at once; open ones are left alone.
  * - `cut("rst" | "fin")`: every open connection is reset (RST) or closed (FIN) on both sides.
  * - `blackhole`: open and new connections stay up but every byte is dropped (a half-open link,
- *   found only by a heartbeat).
+ *   found only by a heartbeat). A connection once blackholed stays so after the mode changes
+ *   back: its dropped bytes are gone, so passing later ones would hand the peers a corrupt
+ *   stream no real network produces (TCP retransmits or the link dies). Only new connections
+ *   pass again.
+ *
+ * Bytes keep their order through changes of `delayMs` (a chunk never overtakes an earlier one).
  */
 import { createServer, type Server, type Socket } from "node:net";
 
@@ -30,10 +35,16 @@ export async function startFaultProxy(target: { host?: string; port: number }): 
   const pairs = new Set<[Socket, Socket]>();
   let accepted = 0;
   const state = { mode: "pass" as FaultMode, delayMs: 0 };
+  const holed = new WeakSet<Socket>();
   const pipe = (from: Socket, to: Socket) => {
+    let lastAt = 0;
     from.on("data", (chunk) => {
-      if (state.mode === "blackhole") return;
-      if (state.delayMs > 0) setTimeout(() => to.destroyed || to.write(chunk), state.delayMs);
+      if (state.mode === "blackhole") holed.add(from).add(to);
+      if (holed.has(from)) return;
+      const now = performance.now();
+      const at = Math.max(now + state.delayMs, lastAt);
+      lastAt = at;
+      if (at > now) setTimeout(() => to.destroyed || to.write(chunk), at - now);
       else if (!to.destroyed) to.write(chunk);
     });
   };
