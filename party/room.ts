@@ -19,6 +19,7 @@ import { DocHub, docModule } from "./docs.ts";
 import { Feeds, feedModule } from "./feeds.ts";
 import { Guard } from "./guard.ts";
 import type { DispatchTable, Route } from "./handlers.ts";
+import { answerPing, heartbeatModule } from "./heartbeat.ts";
 import { createHttp, type HttpHandler } from "./http.ts";
 import { Inbox, inboxModule } from "./inbox.ts";
 import { Leases, leaseModule } from "./leases.ts";
@@ -177,6 +178,7 @@ export class TeamRoom {
       rpcModule(this.router, this.presence),
       inboxModule(this.inbox),
       presenceModule(this.presence),
+      heartbeatModule,
       traceModule({ traces: this.traces, streams: this.streams }),
       metricsModule({
         metrics: this.metrics,
@@ -217,7 +219,8 @@ export class TeamRoom {
   /** Routes one message; frames of a session are handled strictly in arrival order. */
   message(socket: Socket, data: string | ArrayBuffer | ArrayBufferView): void {
     const session = this.admission.get(socket);
-    if (session) this.#dispatch.message(session, data);
+    if (!session || answerPing(data, (text) => session.sendText(text))) return;
+    this.#dispatch.message(session, data);
   }
 
   close(socket: Socket): void {

@@ -64,6 +64,8 @@ export {
   clientFrameSchema,
   clientFrames,
   type Parsed,
+  PING_FRAME,
+  PONG_FRAME,
   parseClientFrame,
   parseRoomFrame,
   type ReplyOf,
