@@ -30,6 +30,13 @@ type OpenDoc = {
   waiters: { resolve: () => void; reject: (error: CrosstalkError) => void }[];
   /** A fresh copy's step 1 is on its way: a further refusal meanwhile does not ask again. */
   resyncing: boolean;
+  /**
+   * True once this connection answered the room's step 1 with everything the room lacked.
+   * Until then local updates are not sent one by one: an update lost with the previous socket
+   * would leave a gap under the next one, which the room refuses (and closes the socket for);
+   * the step 2 answer carries them all instead.
+   */
+  caughtUp: boolean;
 };
 
 export type DocSyncOptions = {
@@ -54,7 +61,15 @@ export class DocSync {
       return open.doc;
     }
     const doc = this.#create(name);
-    const entry: OpenDoc = { doc, refs: 1, synced: false, everSynced: false, waiters: [], resyncing: false };
+    const entry: OpenDoc = {
+      doc,
+      refs: 1,
+      synced: false,
+      everSynced: false,
+      waiters: [],
+      resyncing: false,
+      caughtUp: false,
+    };
     this.#docs.set(name, entry);
     this.#sendStep1(name, doc);
     return doc;
@@ -65,8 +80,8 @@ export class DocSync {
     if (isWritableByClients(name)) {
       doc.on("update", (update: Uint8Array, origin: unknown) => {
         // Offline edits stay in the doc; the step 1/2 exchange on reconnect carries them.
-        if (origin !== REMOTE)
-          this.transport.sendBinary(encodeDocFrame(name, (e) => syncProtocol.writeUpdate(e, update)));
+        if (origin === REMOTE || !this.#docs.get(name)?.caughtUp) return;
+        this.transport.sendBinary(encodeDocFrame(name, (e) => syncProtocol.writeUpdate(e, update)));
       });
     }
     return doc;
@@ -91,6 +106,7 @@ export class DocSync {
     open.doc = this.#create(name);
     open.synced = false;
     open.everSynced = false;
+    open.caughtUp = false;
     old.destroy();
     this.options.onReset(name, open.doc, error);
     if (!this.options.mayRead(name)) {
@@ -118,6 +134,7 @@ export class DocSync {
   resync(): void {
     for (const [name, open] of this.#docs) {
       open.synced = false;
+      open.caughtUp = false;
       if (this.options.mayRead(name)) this.#sendStep1(name, open.doc);
       else this.#refuseWaiters(open, new CrosstalkError("FORBIDDEN", `this agent may not read ${name}`));
     }
@@ -132,6 +149,7 @@ export class DocSync {
       const body = encoding.toUint8Array(reply);
       this.transport.sendBinary(encodeDocFrame(name, (e) => encoding.writeUint8Array(e, body)));
     }
+    if (type === syncProtocol.messageYjsSyncStep1) open.caughtUp = true;
     if (type === syncProtocol.messageYjsSyncStep2) {
       open.synced = true;
       open.resyncing = false;
