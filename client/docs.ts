@@ -44,6 +44,8 @@ export type DocSyncOptions = {
   mayRead: (name: DocName) => boolean;
   /** The room refused a write to `name`: the document was replaced by a fresh `doc`, syncing anew. */
   onReset: (name: DocName, doc: Y.Doc, error: CrosstalkError) => void;
+  /** Every local copy made (first open, or a fresh one after a refusal): durable storage hooks in here. */
+  onCreate?: (name: DocName, doc: Y.Doc) => void;
 };
 
 export class DocSync {
@@ -77,6 +79,8 @@ export class DocSync {
 
   #create(name: DocName): Y.Doc {
     const doc = new Y.Doc();
+    // Restored updates (from durable storage) apply before the sync hook: the step 1/2 exchange carries them.
+    this.options.onCreate?.(name, doc);
     if (isWritableByClients(name)) {
       doc.on("update", (update: Uint8Array, origin: unknown) => {
         // Offline edits stay in the doc; the step 1/2 exchange on reconnect carries them.
@@ -158,6 +162,12 @@ export class DocSync {
         for (const w of open.waiters.splice(0)) w.resolve();
       }
     }
+  }
+
+  /** Every open document this agent may read has synced on the current connection. */
+  allSynced(): boolean {
+    for (const [name, open] of this.#docs) if (!open.synced && this.options.mayRead(name)) return false;
+    return true;
   }
 
   destroy(): void {

@@ -47,6 +47,7 @@ import { type Decoded, decodeEvent, type EventCatalog } from "./catalog.ts";
 import { check } from "./check.ts";
 import type { DocSync } from "./docs.ts";
 import { type EncryptionOptions, isSealed, keyIdFor, open, seal } from "./payload-crypto.ts";
+import { type Persistence, type StoredEntry, storageFailure } from "./persist.ts";
 import type { Requests } from "./requests.ts";
 import type { Transport } from "./transport.ts";
 
@@ -68,7 +69,17 @@ export type PublishOptions = {
   encrypt?: string | false;
 };
 
-export type PublishResult = { id: string; seq: number; ts: number; duplicate: boolean };
+/** Where the room stored an event: its seq and time; `duplicate` when it had it already. */
+export type Ack = { id: string; seq: number; ts: number; duplicate: boolean };
+
+/**
+ * What `publish` resolves with. Online it is the room's `Ack`. An agent with durable storage
+ * (`connect({ persist })`) that is offline resolves as soon as the event is in its local
+ * outbox instead: `pending: true`, `seq` and `ts` 0, and `acked` resolving with the room's
+ * `Ack` once the room has it (rejected with the room's refusal, or CLOSED if the team is
+ * closed first — the entry then stays in the outbox for the next run).
+ */
+export type PublishResult = Ack & { pending?: boolean; acked?: Promise<Ack> };
 
 export type SubscribeOptions = {
   stream?: string;
@@ -117,8 +128,18 @@ export type Subscription = {
  */
 export type LiveSubscription = Subscription & PromiseLike<Subscription>;
 
-type Pending = { resolve: (r: PublishResult) => void; reject: (e: CrosstalkError) => void };
-type OutFrame = { frame: Extract<ClientFrame, { type: "publish" }>; waiters: Pending[] };
+type Pending = {
+  resolve: (r: PublishResult) => void;
+  reject: (e: CrosstalkError) => void;
+  /** Set once the caller was answered `pending`: the room's answer goes here instead. */
+  acked?: { resolve: (r: Ack) => void; reject: (e: CrosstalkError) => void };
+};
+type OutFrame = {
+  frame: Extract<ClientFrame, { type: "publish" }>;
+  waiters: Pending[];
+  /** In the local outbox's storage (or needs none): may be sent. */
+  durable: boolean;
+};
 
 /** Frames stay well under the 1 MB socket limit. */
 const MAX_BATCH_BYTES = 512 * 1024;
@@ -162,6 +183,8 @@ export class Events {
   #nextFeed = 0;
   /** Payload keys (`connect({ encryption })`) and the team they bind sealed payloads to; set by `team.ts`. */
   encryption: { team: string; options: EncryptionOptions } | null = null;
+  /** The durable outbox (`connect({ persist })`); set by `team.ts`. */
+  persist: Persistence | null = null;
 
   constructor(
     private readonly transport: Transport,
@@ -335,14 +358,62 @@ export class Events {
     const ref = `p${++this.#nextRef}`;
     const frame: OutFrame["frame"] = { type: "publish", ref, stream, events };
     if (expectedLastSeq !== undefined) frame.expectedLastSeq = expectedLastSeq;
-    const out: OutFrame = { frame, waiters };
+    // A conditional publish depends on the stream as it is now: it is never kept for later.
+    if (this.persist && expectedLastSeq === undefined) return this.#enqueueDurable(frame, waiters);
+    const out: OutFrame = { frame, waiters, durable: true };
     this.#outbox.set(ref, out);
     this.transport.send(out.frame);
   }
 
+  /** Written to the local outbox first, sent once durable; offline, its callers are answered `pending`. */
+  #enqueueDurable(frame: OutFrame["frame"], waiters: Pending[]): void {
+    const persist = this.persist as Persistence;
+    const out: OutFrame = { frame, waiters, durable: false };
+    const written = persist.add(frame);
+    this.#outbox.set(frame.ref, out);
+    written.then(
+      () => {
+        out.durable = true;
+        if (this.#outbox.get(frame.ref) !== out) return;
+        if (!this.transport.send(frame)) this.#answerPending(out);
+      },
+      (error: unknown) => {
+        if (this.#outbox.get(frame.ref) === out) this.#outbox.delete(frame.ref);
+        for (const w of out.waiters) w.reject(storageFailure(error));
+      },
+    );
+  }
+
+  /** Callers of a durable frame the room has not answered yet get `pending` and an `acked` promise. */
+  #answerPending(out: OutFrame): void {
+    out.waiters.forEach((w, i) => {
+      if (w.acked) return;
+      const acked = new Promise<Ack>((resolve, reject) => {
+        w.acked = { resolve, reject };
+      });
+      // Nobody need await it: a refusal is also reported through the team's `error` event.
+      acked.catch(() => {});
+      const id = out.frame.events[i]?.id ?? "";
+      w.resolve({ id, seq: 0, ts: 0, duplicate: false, pending: true, acked });
+    });
+  }
+
+  /** Frames a previous run left in the durable outbox: sent (again) on the next connect. */
+  restore(entries: StoredEntry[]): void {
+    for (const { frame } of entries) {
+      if (frame.type !== "publish") continue;
+      this.#outbox.set(frame.ref, { frame, waiters: [], durable: true });
+    }
+  }
+
+  /** The socket dropped: callers of durable frames stop waiting for the room. */
+  offline(): void {
+    for (const out of this.#outbox.values()) if (out.durable && out.frame.outbox) this.#answerPending(out);
+  }
+
   /** On (re)connect: send every unacknowledged frame again, oldest first. */
   resend(): void {
-    for (const out of this.#outbox.values()) this.transport.send(out.frame);
+    for (const out of this.#outbox.values()) if (out.durable) this.transport.send(out.frame);
   }
 
   /** Unacknowledged frames, for tests and `team.pending`. */
@@ -350,14 +421,15 @@ export class Events {
     return this.#outbox.size;
   }
 
-  ack(ref: string, results: PublishResult[]): void {
+  ack(ref: string, results: Ack[]): void {
     const out = this.#outbox.get(ref);
     if (!out) return;
     this.#outbox.delete(ref);
+    this.persist?.remove(ref);
     out.waiters.forEach((w, i) => {
       const r = results[i];
-      if (r) w.resolve(r);
-      else w.reject(new CrosstalkError("INTERNAL", "the room acknowledged fewer events than were sent"));
+      if (r) (w.acked ?? w).resolve(r);
+      else (w.acked ?? w).reject(new CrosstalkError("INTERNAL", "the room acknowledged fewer events than were sent"));
     });
   }
 
@@ -366,13 +438,15 @@ export class Events {
     const out = this.#outbox.get(ref);
     if (!out) return false;
     this.#outbox.delete(ref);
-    for (const w of out.waiters) w.reject(error);
+    this.persist?.remove(ref);
+    for (const w of out.waiters) (w.acked ?? w).reject(error);
     return true;
   }
 
+  /** The team closed: nobody waits any more. Durable frames stay in storage for the next run. */
   failAll(error: CrosstalkError): void {
     this.#flush();
-    for (const out of this.#outbox.values()) for (const w of out.waiters) w.reject(error);
+    for (const out of this.#outbox.values()) for (const w of out.waiters) (w.acked ?? w).reject(error);
     this.#outbox.clear();
   }
 

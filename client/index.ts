@@ -32,6 +32,7 @@ export {
   type MethodSpec,
 } from "./contract.ts";
 export type {
+  Ack,
   EventHandler,
   HistoryOptions,
   LiveSubscription,
@@ -49,8 +50,9 @@ export {
   SEALED,
   type Sealed,
 } from "./payload-crypto.ts";
+export type { PendingInfo } from "./persist.ts";
 export type { Projection, ProjectionOptions } from "./projection.ts";
-export type { CallContext, CallOptions, Handler, SendOptions, Trace } from "./rpc.ts";
+export type { CallContext, CallOptions, Handler, SendOptions, SendResult, Trace } from "./rpc.ts";
 export {
   type Entity,
   type EntityMeta,
@@ -60,6 +62,7 @@ export {
   type NamespaceOptions,
   type StateChange,
 } from "./state.ts";
+export { type AgentStorage, MemoryStorage, type StorageOp } from "./storage.ts";
 export {
   deleteIndexedDbStorage,
   IndexedDbStorage,

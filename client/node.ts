@@ -1,7 +1,7 @@
 /**
  * crosstalk for Node: the same client with the `ws` WebSocket (Node 20 has no global one).
- * Node-only extras (file persistence, the CLI, minting tokens) join this entry point, never
- * the core.
+ * Node-only extras (file persistence: `openFileStorage`, the CLI, minting tokens) join this
+ * entry point, never the core.
  */
 import { exportJWK, generateKeyPair as generateJoseKeyPair, importJWK, type JWK } from "jose";
 import WebSocket from "ws";
@@ -10,6 +10,7 @@ import { type SignOptions, signAgentToken, ttlSeconds } from "../protocol/token.
 import { type ConnectOptions, connect as connectCore, type Team } from "./team.ts";
 
 export type { JWK } from "jose";
+export { FileStorage, type FileStorageOptions, type FsyncPolicy, openFileStorage } from "./file-storage.ts";
 export * from "./index.ts";
 /** A token lifetime (`90s`, `15m`, `12h`, `7d`, or seconds) in seconds; INVALID_ARGUMENT otherwise. */
 export { ttlSeconds };

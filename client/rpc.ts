@@ -25,6 +25,7 @@ import { check } from "./check.ts";
 import type { PublishOptions, PublishResult } from "./events.ts";
 import { toJson } from "./json.ts";
 import { CALL_INPUT, type EncryptionOptions, isSealed, keyIdFor, MESSAGE_INPUT, open, seal } from "./payload-crypto.ts";
+import { type Persistence, type StoredEntry, storageFailure } from "./persist.ts";
 import type { Json } from "./state.ts";
 import type { Transport } from "./transport.ts";
 
@@ -57,12 +58,7 @@ export type CallContext = {
   /** `team.call` stamped with this call's trace. */
   call<T = Json>(to: Target, method: string, input?: unknown, options?: CallOptions): Promise<T>;
   /** `team.send` stamped with this call's trace. */
-  send(
-    to: Target,
-    method: string,
-    input?: unknown,
-    options?: SendOptions,
-  ): Promise<{ id: string; recipients: string[] }>;
+  send(to: Target, method: string, input?: unknown, options?: SendOptions): Promise<SendResult>;
 };
 
 type BareContext = Omit<CallContext, "publish" | "call" | "send">;
@@ -79,6 +75,11 @@ export type CallOptions = Trace & {
   retryOnTimeout?: boolean;
   /** Run at most once per key: a retry, or a resend after reconnecting, gets the original result. */
   idempotencyKey?: string;
+  /**
+   * Offline, wait for the link (bounded by `timeoutMs`) and go out on reconnect. Without it a
+   * call made while the agent is offline fails at once with OFFLINE.
+   */
+  queue?: boolean;
   /**
    * End-to-end encryption of `input`: the id of the key to seal it with (see
    * `connect({ encryption })`), or false to send it in the clear. Default: the method's key in
@@ -97,6 +98,19 @@ export type SendOptions = Trace & {
   encrypt?: string | false;
 };
 
+/**
+ * What `send` resolves with: the message id and the agents the room stored it for. An agent
+ * with durable storage (`connect({ persist })`) that is offline resolves once the message is
+ * in its local outbox: `pending: true`, no recipients yet, and `acked` resolving with the
+ * room's answer when it has the message.
+ */
+export type SendResult = {
+  id: string;
+  recipients: string[];
+  pending?: boolean;
+  acked?: Promise<{ id: string; recipients: string[] }>;
+};
+
 type CallFrame = Extract<ClientFrame, { type: "rpc.call" }>;
 type Attempt = {
   frame: CallFrame;
@@ -106,8 +120,12 @@ type Attempt = {
 };
 type OutgoingMessage = {
   frame: Extract<ClientFrame, { type: "rpc.send" }>;
-  resolve: (r: { id: string; recipients: string[] }) => void;
+  resolve: (r: SendResult) => void;
   reject: (e: CrosstalkError) => void;
+  /** In the local outbox's storage (or needs none): may be sent. */
+  durable: boolean;
+  /** Set once the caller was answered `pending`: the room's answer goes here instead. */
+  acked?: { resolve: (r: { id: string; recipients: string[] }) => void; reject: (e: CrosstalkError) => void };
 };
 type Incoming = Extract<RoomFrame, { type: "rpc.message" }>;
 type Request = Extract<RoomFrame, { type: "rpc.request" }>;
@@ -134,6 +152,8 @@ export class Rpc {
   readonly #handlers = new Map<string, Handler>();
   /** Payload keys (`connect({ encryption })`), the team and this agent, for sealed inputs; set by `team.ts`. */
   encryption: { team: string; agent: string; options: EncryptionOptions } | null = null;
+  /** The durable outbox (`connect({ persist })`); set by `team.ts`. */
+  persist: Persistence | null = null;
   /** What the served methods are (schemas, fire-and-forget), announced with them for A2A cards. */
   readonly #info = new Map<string, MethodInfo>();
   readonly #attempts = new Map<string, Attempt>();
@@ -211,6 +231,11 @@ export class Rpc {
     check(methodSchema, method, "method name");
     const json = toJson(input);
     if (json instanceof CrosstalkError) throw json;
+    if (this.transport.status === "offline" && !options.queue)
+      throw new CrosstalkError(
+        "OFFLINE",
+        `offline: ${JSON.stringify(to)}.${method} was not called (pass { queue: true } to wait for the link)`,
+      );
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > MAX_TIMEOUT_MS)
       throw new CrosstalkError("INVALID_ARGUMENT", `timeoutMs must be a whole number from 1 to ${MAX_TIMEOUT_MS}`);
@@ -317,12 +342,7 @@ export class Rpc {
   }
 
   /** Fire-and-forget: resolves once the room has stored the message for its recipients. */
-  send(
-    to: Target,
-    method: string,
-    input: unknown,
-    options: SendOptions = {},
-  ): Promise<{ id: string; recipients: string[] }> {
+  send(to: Target, method: string, input: unknown, options: SendOptions = {}): Promise<SendResult> {
     const kid = this.#keyFor(method, options.encrypt);
     if (kid) {
       // Sealed for this message id, then sent as is.
@@ -354,13 +374,50 @@ export class Rpc {
       };
       if (options.ttlMs !== undefined) frame.ttlMs = options.ttlMs;
       if (options.causationId) frame.causationId = options.causationId;
-      this.#outbox.set(frame.ref, {
-        frame,
-        resolve: (r) => resolve(r),
-        reject,
-      });
-      this.transport.send(frame);
+      const out: OutgoingMessage = { frame, resolve, reject, durable: !this.persist };
+      if (!this.persist) {
+        this.#outbox.set(frame.ref, out);
+        this.transport.send(frame);
+        return;
+      }
+      // Written to the local outbox first (which renames it `o<n>`), sent once durable.
+      const written = this.persist.add(frame);
+      this.#outbox.set(frame.ref, out);
+      written.then(
+        () => {
+          out.durable = true;
+          if (this.#outbox.get(frame.ref) !== out) return;
+          if (!this.transport.send(frame)) this.#answerPending(out);
+        },
+        (error: unknown) => {
+          if (this.#outbox.get(frame.ref) === out) this.#outbox.delete(frame.ref);
+          reject(storageFailure(error));
+        },
+      );
     });
+  }
+
+  /** The caller of a durable message the room has not answered yet gets `pending` and an `acked` promise. */
+  #answerPending(out: OutgoingMessage): void {
+    if (out.acked) return;
+    const acked = new Promise<{ id: string; recipients: string[] }>((resolve, reject) => {
+      out.acked = { resolve, reject };
+    });
+    acked.catch(() => {});
+    out.resolve({ id: out.frame.id, recipients: [], pending: true, acked });
+  }
+
+  /** Messages a previous run left in the durable outbox: sent (again) on the next connect. */
+  restore(entries: StoredEntry[]): void {
+    for (const { frame } of entries) {
+      if (frame.type !== "rpc.send") continue;
+      this.#outbox.set(frame.ref, { frame, resolve: () => {}, reject: () => {}, durable: true });
+    }
+  }
+
+  /** Messages not yet stored by the room, for `team.pending`. */
+  get pendingSends(): number {
+    return this.#outbox.size;
   }
 
   /**
@@ -371,7 +428,7 @@ export class Rpc {
     this.#announce();
     for (const [id, frame] of this.#replies) if (this.transport.send(frame)) this.#replies.delete(id);
     for (const a of this.#attempts.values()) if (!a.sent) a.sent = this.transport.send(a.frame);
-    for (const m of this.#outbox.values()) this.transport.send(m.frame);
+    for (const m of this.#outbox.values()) if (m.durable) this.transport.send(m.frame);
   }
 
   /**
@@ -381,6 +438,7 @@ export class Rpc {
    * ones run on, and their answers wait for the link.
    */
   offline(): void {
+    for (const m of this.#outbox.values()) if (m.durable && m.frame.outbox) this.#answerPending(m);
     for (const a of [...this.#attempts.values()]) {
       if (!a.sent) continue;
       if (a.frame.idempotencyKey) a.sent = false;
@@ -401,7 +459,7 @@ export class Rpc {
 
   failAll(error: CrosstalkError): void {
     for (const a of [...this.#attempts.values()]) a.settle(error);
-    for (const m of this.#outbox.values()) m.reject(error);
+    for (const m of this.#outbox.values()) (m.acked ?? m).reject(error);
     this.#outbox.clear();
     for (const running of this.#running.values()) running.controller.abort(error);
     this.#running.clear();
@@ -413,7 +471,8 @@ export class Rpc {
     const m = this.#outbox.get(ref);
     if (!m) return false;
     this.#outbox.delete(ref);
-    m.reject(error);
+    this.persist?.remove(ref);
+    (m.acked ?? m).reject(error);
     return true;
   }
 
@@ -445,7 +504,8 @@ export class Rpc {
         const m = this.#outbox.get(frame.ref);
         if (!m) return;
         this.#outbox.delete(frame.ref);
-        m.resolve({ id: m.frame.id, recipients: frame.recipients });
+        this.persist?.remove(frame.ref);
+        (m.acked ?? m).resolve({ id: m.frame.id, recipients: frame.recipients });
         return;
       }
     }

@@ -47,10 +47,12 @@ import {
 } from "./events.ts";
 import { Lease, type LeaseOptions } from "./lease.ts";
 import type { EncryptionOptions } from "./payload-crypto.ts";
+import { type PendingInfo, Persistence } from "./persist.ts";
 import { type Projection, type ProjectionOptions, startProjection } from "./projection.ts";
 import { Requests } from "./requests.ts";
-import { type CallContext, type CallOptions, type Handler, Rpc, type SendOptions } from "./rpc.ts";
+import { type CallContext, type CallOptions, type Handler, Rpc, type SendOptions, type SendResult } from "./rpc.ts";
 import { type Entity, type Json, Namespace, type NamespaceHost, type NamespaceOptions } from "./state.ts";
+import type { AgentStorage } from "./storage.ts";
 import { buildTraceTree, type TraceNode } from "./trace.ts";
 import { type Status, Transport, type TransportOptions } from "./transport.ts";
 
@@ -67,6 +69,15 @@ export type ConnectOptions = TransportOptions & {
    * the key each stream's events are sealed with. See README "Encrypted payloads".
    */
   encryption?: EncryptionOptions;
+  /**
+   * Durable local storage: the agent keeps working offline and survives a reload or a crash.
+   * Its outbox (publishes, sends), its open documents and its instance id live here; on
+   * reconnect the outbox goes out in order, exactly once. `openFileStorage(dir)` from
+   * `crosstalk/node`, IndexedDB in browsers, or any {@link AgentStorage} (a Durable Object's
+   * `ctx.storage` behind a small adapter). See README "Offline". The storage stays yours:
+   * close it after `team.close()`.
+   */
+  persist?: AgentStorage;
 };
 
 type TeamEvents = {
@@ -77,6 +88,8 @@ type TeamEvents = {
   error: (error: unknown, context: { event?: StoredEvent }) => void;
   /** The team's policy changed: what this agent may do from now on. */
   permissions: (permissions: Permissions) => void;
+  /** What waits in the outbox for the room changed (at most once per tick). */
+  pending: (pending: PendingInfo) => void;
 };
 
 export class Team extends ObservableV2<TeamEvents> {
@@ -94,8 +107,12 @@ export class Team extends ObservableV2<TeamEvents> {
   readonly #roster = new Map<string, AgentInfo>();
   /** Room clock minus local clock, from the last welcome. */
   #clockSkew = 0;
+  /** The durable outbox and documents (`connect({ persist })`), or null. */
+  readonly #persist: Persistence | null;
+  #pendingScheduled = false;
 
-  constructor(options: TransportOptions & { encryption?: EncryptionOptions }) {
+  /** Use {@link connect}; `persistence` is what it read from `options.persist`. */
+  constructor(options: TransportOptions & { encryption?: EncryptionOptions }, persistence?: Persistence) {
     super();
     for (const [field, value] of [
       ["team", options.team],
@@ -107,10 +124,12 @@ export class Team extends ObservableV2<TeamEvents> {
     this.team = options.team;
     this.agent = options.agent;
     this.role = options.role;
-    this.#transport = new Transport(options);
+    this.#persist = persistence ?? null;
+    this.#transport = new Transport(persistence ? { ...options, instance: persistence.instance } : options);
     this.#docs = new DocSync(this.#transport, {
       mayRead: (name) => this.#mayRead(name),
       onReset: (name, doc, error) => this.#docReset(name, doc, error),
+      ...(persistence ? { onCreate: (name: DocName, doc: Y.Doc) => persistence.attachDoc(name, doc) } : {}),
     });
     this.#requests = new Requests(this.#transport);
     this.#events = new Events(this.#transport, this.#docs, this.#requests, this.#access, this.agent, (error, event) =>
@@ -128,6 +147,20 @@ export class Team extends ObservableV2<TeamEvents> {
       (error) => this.emit("error", [error, {}]),
     );
     if (options.encryption) this.#rpc.encryption = { team: this.team, agent: this.agent, options: options.encryption };
+    if (persistence) {
+      this.#events.persist = persistence;
+      this.#rpc.persist = persistence;
+      this.#events.restore(persistence.restored("publish"));
+      this.#rpc.restore(persistence.restored("rpc.send"));
+      persistence.onChange = () => {
+        if (this.#pendingScheduled) return;
+        this.#pendingScheduled = true;
+        queueMicrotask(() => {
+          this.#pendingScheduled = false;
+          this.emit("pending", [this.pending()]);
+        });
+      };
+    }
     this.#transport.on("frame", (frame) => {
       switch (frame.type) {
         case "welcome":
@@ -201,6 +234,7 @@ export class Team extends ObservableV2<TeamEvents> {
     this.#transport.on("status", (status) => {
       if (status === "offline") {
         this.#rpc.offline();
+        this.#events.offline();
         this.#requests.offline();
       }
       this.emit("status", [status]);
@@ -377,6 +411,49 @@ export class Team extends ObservableV2<TeamEvents> {
     return this.#events.pending;
   }
 
+  // --- offline --------------------------------------------------------------------------
+
+  /** This client instance's id (kept in `persist` storage across runs). */
+  get instance(): string {
+    return this.#transport.instance;
+  }
+
+  /**
+   * What waits for the room: outbox entries (publish frames and messages), their size on the
+   * wire and when the oldest was written. Without `persist`, `bytes` is 0 and `oldestAt` null.
+   */
+  pending(): PendingInfo {
+    if (this.#persist) return this.#persist.pending();
+    return { count: this.#events.pending + this.#rpc.pendingSends, bytes: 0, oldestAt: null };
+  }
+
+  /**
+   * Resolves once every local write so far (state, publishes, sends) is durable in the
+   * agent's own storage — online or not. Rejects with the storage's error (STORAGE_FULL).
+   * Without `persist` there is nothing to wait for.
+   */
+  async flushed(): Promise<void> {
+    await this.#persist?.flushed();
+  }
+
+  /**
+   * Resolves once the room has everything written so far: the outbox is empty and every
+   * open document has synced on the current connection. Waits for the link while offline;
+   * with `timeoutMs`, fails with OFFLINE when it is not there by then.
+   */
+  async synced({ timeoutMs }: { timeoutMs?: number } = {}): Promise<void> {
+    const deadline = timeoutMs === undefined ? Number.POSITIVE_INFINITY : Date.now() + timeoutMs;
+    await this.flushed();
+    for (;;) {
+      const closed = this.#transport.closedError;
+      if (closed) throw closed;
+      if (this.status === "online" && this.pending().count === 0 && this.#docs.allSynced()) return;
+      if (Date.now() >= deadline)
+        throw new CrosstalkError("OFFLINE", `the room did not have everything within ${timeoutMs} ms`);
+      await sleep(20);
+    }
+  }
+
   // --- direct messages ------------------------------------------------------------------
 
   /**
@@ -407,12 +484,7 @@ export class Team extends ObservableV2<TeamEvents> {
    * Fire-and-forget: resolves once the room has stored the message. An offline agent gets it
    * when it reconnects (within the TTL); `{ role }` reaches every live agent of the role.
    */
-  send(
-    to: Target,
-    method: string,
-    input?: unknown,
-    options?: SendOptions,
-  ): Promise<{ id: string; recipients: string[] }> {
+  send(to: Target, method: string, input?: unknown, options?: SendOptions): Promise<SendResult> {
     try {
       this.#access.check("inbox.send", targetResource(to, method));
     } catch (error) {
@@ -539,6 +611,8 @@ export class Team extends ObservableV2<TeamEvents> {
 
   /** Releases held leases, closes the socket. Pending publishes and calls fail with CLOSED. */
   async close(): Promise<void> {
+    // Local writes finish first: what is in the outbox then is there for the next run.
+    await this.#persist?.flushed().catch(() => {});
     // Held leases are given back rather than left to expire (bounded: closing never hangs).
     if (this.status === "online" && this.#leases.size > 0) {
       const released = Promise.all([...this.#leases].map((lease) => lease.release()));
@@ -562,7 +636,8 @@ export class Team extends ObservableV2<TeamEvents> {
 
 /** Connects an agent to its team room. See {@link ConnectOptions}. */
 export async function connect(options: ConnectOptions): Promise<Team> {
-  const team = new Team(options);
+  const persistence = options.persist ? await Persistence.open(options.persist, options.instance) : undefined;
+  const team = new Team(options, persistence);
   if (options.waitForOnline === false) return team;
   try {
     await team.online(options.connectTimeoutMs, { failIfUnreachable: true });

@@ -48,6 +48,12 @@ export type TransportOptions = {
   /** Extra query parameters, re-evaluated on every (re)connect (a `token` here works too). */
   query?: () => Record<string, string> | Promise<Record<string, string>>;
   /**
+   * This client instance's id (the socket's `_pk`): the room lets the same instance replace
+   * its own older socket, and numbers a durable outbox per instance. Default: a fresh one
+   * (with `connect({ persist })`, the one kept in the storage).
+   */
+  instance?: string;
+  /**
    * Reconnect backoff in ms. After a socket the room admitted drops, the first attempt waits
    * a random delay below `minReconnectDelayMs` (default 100); each failed attempt doubles that
    * bound up to `maxReconnectDelayMs` (default 5000), always drawn at random below it (full
@@ -126,6 +132,10 @@ export class Transport extends ObservableV2<Events> {
       party: options.party ?? "main",
       protocol: options.protocol,
       WebSocket: options.WebSocket,
+      ...(options.instance ? { id: options.instance } : {}),
+      // Nothing is buffered while the socket is closed: `send` refuses offline, and what must
+      // go later sits in an outbox that resends it (a second buffer would send duplicates).
+      maxEnqueuedMessages: 0,
       // partysocket asks for the query before every attempt, after its own delay (zero here):
       // the place our backoff waits.
       query: async () => {

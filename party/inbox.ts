@@ -28,6 +28,11 @@ const RECENT_IDS = 10_000;
 
 export class Inbox {
   readonly #recent = new Map<string, string[]>();
+  /**
+   * The highest outbox entry applied per sender instance (`protocol/frames.ts` `outbox`),
+   * loaded on first use; `stored` settles once that entry's message is durable.
+   */
+  readonly #marks = new Map<string, Promise<{ n: number; stored: Promise<unknown> }>>();
 
   private readonly presence: Presence;
   private readonly storage: KvStorage;
@@ -50,6 +55,13 @@ export class Inbox {
 
   /** Stores the message for its recipients, delivers it to the live ones, and records it for `trace`. */
   async send(sender: Session, frame: SendFrame): Promise<Outcome<"rpc.send">> {
+    const markKey = frame.outbox ? keys.outboxMessages(sender.agent, frame.outbox.instance) : null;
+    const mark = markKey ? await this.#mark(markKey) : null;
+    if (frame.outbox && mark && frame.outbox.n <= mark.n) {
+      // Applied before, however long ago: answered once that message is durable.
+      await mark.stored.catch(() => {});
+      return this.#sent(sender, frame, this.#recent.get(`${sender.agent}:${frame.id}`) ?? []);
+    }
     const seen = this.#recent.get(`${sender.agent}:${frame.id}`);
     if (seen) return this.#sent(sender, frame, seen);
     let recipients: string[];
@@ -79,10 +91,33 @@ export class Inbox {
       ...(frame.correlationId ? { correlationId: frame.correlationId } : {}),
       ...(frame.causationId ? { causationId: frame.causationId } : {}),
     };
-    await putAll(this.storage, Object.fromEntries(recipients.map((r) => [prefix(r) + frame.id, message])));
+    const entries: Record<string, unknown> = Object.fromEntries(recipients.map((r) => [prefix(r) + frame.id, message]));
+    if (frame.outbox && mark && markKey) {
+      // The mark moves first (a resend arriving meanwhile waits for `stored`) and is stored with the message.
+      const previous = mark.n;
+      entries[markKey] = frame.outbox.n;
+      mark.n = frame.outbox.n;
+      mark.stored = putAll(this.storage, entries);
+      try {
+        await mark.stored;
+      } catch (error) {
+        if (mark.n === frame.outbox.n) mark.n = previous;
+        throw error;
+      }
+    } else await putAll(this.storage, entries);
     this.#remember(`${sender.agent}:${frame.id}`, recipients);
     for (const r of recipients) this.#deliver(this.presence.get(r), message);
     return this.#sent(sender, frame, recipients);
+  }
+
+  #mark(key: string): Promise<{ n: number; stored: Promise<unknown> }> {
+    let mark = this.#marks.get(key);
+    if (!mark) {
+      mark = this.storage.get<number>(key).then((n) => ({ n: n ?? 0, stored: Promise.resolve() }));
+      mark.catch(() => this.#marks.delete(key));
+      this.#marks.set(key, mark);
+    }
+    return mark;
   }
 
   #sent(sender: Session, frame: SendFrame, recipients: string[]): Outcome<"rpc.send"> {

@@ -29,6 +29,13 @@ export const keys = {
   /** Leases and the last fencing token of each name (`party/leases.ts`). */
   lease: (name: string) => `lease|${name}`,
   leaseToken: (name: string) => `leasetoken|${name}`,
+  /**
+   * The highest durable-outbox entry applied per agent instance (`protocol/frames.ts`
+   * `outbox`): per stream (`party/streams.ts`) and for direct messages (`party/inbox.ts`).
+   * The instance comes last: it is the client's and may hold anything.
+   */
+  outboxStream: (agent: string, stream: string, instance: string) => `outbox|s|${agent}|${stream}|${instance}`,
+  outboxMessages: (agent: string, instance: string) => `outbox|m|${agent}|${instance}`,
   /** Stored results of idempotent calls (`party/rpc.ts`), per caller agent. */
   idempotent: (agent: string, key: string) => `idem|${agent}|${key}`,
   /**

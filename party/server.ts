@@ -25,9 +25,12 @@ export default class TeamServer implements Party.Server {
 
   constructor(readonly room: Party.Room) {
     const window = Number(room.env.CROSSTALK_LOG_WINDOW);
+    // Test-only: runs the room's clock this many ms ahead (an agent "offline for days" in a test).
+    const skew = Number(room.env.CROSSTALK_TEST_CLOCK_SKEW_MS ?? 0);
     this.team = new TeamRoom({
       team: room.id,
       storage: room.storage,
+      ...(Number.isFinite(skew) && skew !== 0 ? { now: () => Date.now() + skew } : {}),
       streams: Number.isInteger(window) && window > 0 ? { window } : {},
       limits: limitsFromEnv(room.env),
     });

@@ -60,6 +60,11 @@ export type StreamState = {
   archiving: boolean;
   /** Called after every append, synchronously (consumer groups hook in here). */
   readonly listeners: Set<(stream: StreamState) => void>;
+  /**
+   * The highest outbox entry applied per sender instance (storage key → number), loaded on
+   * first use. Every frame with an `outbox` waits for its mark, so frames keep their order.
+   */
+  readonly marks: Map<string, Promise<{ n: number }>>;
 };
 
 type ArchiveIndex = { ids: string[]; seqs: [number, number]; lastTs: number };
@@ -128,6 +133,7 @@ export class Streams {
       ids: new Map(),
       archiving: false,
       listeners: new Set(),
+      marks: new Map(),
     };
     // Dedupe window: ids of recent archived segments, then the live ones, oldest first.
     const recent = await this.storage.list<ArchiveIndex>({
@@ -167,9 +173,39 @@ export class Streams {
       }
     }
     const stream = await this.open(frame.stream);
+    const mark = frame.outbox ? await this.#mark(stream, session.agent, frame.outbox.instance) : null;
+    if (frame.outbox && mark && frame.outbox.n <= mark.n) {
+      // Applied before (however long ago): the same answer, with the seqs the room still remembers.
+      const results = frame.events.map((e) => {
+        const known = stream.ids.get(e.id);
+        return known
+          ? { id: e.id, seq: known.seq, ts: known.ts, duplicate: true }
+          : { id: e.id, seq: 0, ts: 0, duplicate: true };
+      });
+      this.metrics.duplicates.inc({ stream: stream.name }, results.length);
+      return { later: this.hub.stored(stream.doc).then(() => ({ reply: { results } })) };
+    }
     const result = this.append(stream, frame.events, session.agent, frame.expectedLastSeq);
     if (!result.ok) return { error: result.error };
+    if (frame.outbox && mark) {
+      // Stored in the same commit as the events: both or neither survive a crash.
+      mark.n = frame.outbox.n;
+      this.hub.addToCommit(stream.doc, {
+        [keys.outboxStream(session.agent, stream.name, frame.outbox.instance)]: mark.n,
+      });
+    }
     return { later: this.hub.stored(stream.doc).then(() => ({ reply: { results: result.results } })) };
+  }
+
+  #mark(stream: StreamState, agent: string, instance: string): Promise<{ n: number }> {
+    const key = keys.outboxStream(agent, stream.name, instance);
+    let mark = stream.marks.get(key);
+    if (!mark) {
+      mark = this.storage.get<number>(key).then((n) => ({ n: n ?? 0 }));
+      mark.catch(() => stream.marks.delete(key));
+      stream.marks.set(key, mark);
+    }
+    return mark;
   }
 
   /**

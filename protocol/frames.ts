@@ -44,6 +44,20 @@ function unionOf<T extends Record<string, z.core.$ZodTypeDiscriminable>>(table: 
 // ---------------------------------------------------------------------------------------
 // Client -> room
 
+/**
+ * Where a frame sits in its sender's durable outbox: the agent instance that wrote it and
+ * the entry's number there (1, 2, 3… per instance, in the order written). The room keeps
+ * the highest number it has applied per agent, instance and channel (a stream, or direct
+ * messages), so a resend at or below it is a duplicate however long the agent was away
+ * (Replicache's `lastMutationID`). Frames without it are deduped by id within the room's
+ * window, as before.
+ */
+export const outboxEntrySchema = z.object({
+  instance: z.string().min(1).max(128),
+  n: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER),
+});
+export type OutboxEntry = z.infer<typeof outboxEntrySchema>;
+
 export const clientFrames = {
   /** Append events to a stream; answered by `publish.ack` or `error` with the same `ref`. */
   publish: z.object({
@@ -53,6 +67,8 @@ export const clientFrames = {
     events: z.array(eventInputSchema).min(1).max(1000),
     /** Optimistic concurrency: refused with CONFLICT unless the stream's last seq is this. */
     expectedLastSeq: z.number().int().min(0).optional(),
+    /** Sent from a durable outbox: deduped by entry number, with no time limit. */
+    outbox: outboxEntrySchema.optional(),
   }),
   /** Read a page of a stream's history, archive included; answered by `history.page`. */
   history: z.object({
@@ -196,6 +212,8 @@ export const clientFrames = {
       .max(30 * 24 * 3_600_000)
       .optional(),
     ...traceFields,
+    /** Sent from a durable outbox: deduped by entry number, with no time limit. */
+    outbox: outboxEntrySchema.optional(),
   }),
   /** The recipient has handled message `id`; the room drops it from the inbox. */
   "rpc.message.ack": z.object({ type: z.literal("rpc.message.ack"), id: z.string().min(1).max(128) }),

@@ -63,6 +63,8 @@ export {
   type ClientFrameType,
   clientFrameSchema,
   clientFrames,
+  type OutboxEntry,
+  outboxEntrySchema,
   type Parsed,
   PING_FRAME,
   PONG_FRAME,

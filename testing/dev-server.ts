@@ -51,8 +51,12 @@ export interface RoomServer extends TestHost {
   readonly persistDir: string;
   /** Kills the server's process group (SIGKILL by default: no chance to flush anything). */
   kill(signal?: NodeJS.Signals): Promise<void>;
-  /** Starts the server again on the same port and persist directory. */
-  restart(): Promise<void>;
+  /**
+   * Starts the server again on the same port and persist directory; `vars` given here are
+   * added to (or replace) the ones it started with, e.g. the test-only
+   * `CROSSTALK_TEST_CLOCK_SKEW_MS` that runs the room's clock ahead.
+   */
+  restart(options?: { vars?: Record<string, string> }): Promise<void>;
   /** The server's recent output, for failure messages. */
   output(): string;
   /**
@@ -125,7 +129,7 @@ export async function startRoom(options: StartRoomOptions = {}): Promise<RoomSer
   const config = resolve(cwd, options.config ?? packagedConfig());
   if (!existsSync(config)) throw new TestKitError("INVALID_ARGUMENT", `no partykit config at ${config}`);
   const secret = options.secret === undefined ? generateSecret() : options.secret;
-  const vars = Object.entries({ ...(secret ? { CROSSTALK_HS256_SECRET: secret } : {}), ...options.vars });
+  let vars = Object.entries({ ...(secret ? { CROSSTALK_HS256_SECRET: secret } : {}), ...options.vars });
   for (const [k, v] of vars) {
     if (!VAR_NAME.test(k) || typeof v !== "string") {
       throw new TestKitError(
@@ -233,8 +237,9 @@ export async function startRoom(options: StartRoomOptions = {}): Promise<RoomSer
     },
     cuttableSocket,
     kill,
-    async restart() {
+    async restart(restartOptions = {}) {
       await kill();
+      if (restartOptions.vars) vars = Object.entries({ ...Object.fromEntries(vars), ...restartOptions.vars });
       await launch(true);
     },
     output: () => log,
