@@ -184,6 +184,87 @@ test("an offline tab keeps its writes across a reload and lands them exactly onc
   expect(errors).toEqual([]);
 });
 
+test("a tab that finds a closed tab's outbox flushes it, once", async ({ context }) => {
+  const team = room.team("orphan");
+  const net = await cuttableNetwork(context);
+  await net.set(false);
+  await context.setOffline(false); // HTTP stays up: only the sockets are refused.
+  const writeOffline = async (page: Page) => {
+    await page.goto(`http://${room.host}/?team=${team}&agent=viewer-${Math.random().toString(36).slice(2, 8)}`);
+    await prepare(page);
+    return page.evaluate(async (team) => {
+      const ct = (globalThis as unknown as { crosstalk: typeof import("../../client/index.ts") }).crosstalk;
+      const tab = await ct.claimTabInstance({ team, agent: "writer" });
+      const storage = await ct.openIndexedDbStorage({ team, agent: "writer", instance: tab.id });
+      const t = await ct.connect({
+        host: location.host,
+        team,
+        agent: "writer",
+        role: "writer",
+        persist: storage,
+        waitForOnline: false,
+      });
+      for (let i = 0; i < 10; i++) await t.publish("note.written", { i }, { id: `orphan-${i}` });
+      return { id: tab.id, pending: t.pending().count };
+    }, team);
+  };
+  const closed = await context.newPage();
+  const dead = await writeOffline(closed);
+  expect(dead.pending).toBe(10);
+  await closed.close();
+
+  await net.set(true);
+  const adopter = await context.newPage();
+  await adopter.goto(`http://${room.host}/?team=${team}&agent=viewer-adopter`);
+  await prepare(adopter);
+  const adopted = await adopter.evaluate(async (team) => {
+    const ct = (globalThis as unknown as { crosstalk: typeof import("../../client/index.ts") }).crosstalk;
+    const q = new URLSearchParams({ agent: "writer", role: "writer" });
+    const token = async () =>
+      ((await (await fetch(`/parties/main/${team}/dev/token?${q}`)).json()) as { token: string }).token;
+    const tab = await ct.claimTabInstance({ team, agent: "writer" });
+    const orphans = await tab.orphans();
+    const flushed: string[] = [];
+    // Before this tab's own instance connects: two live connections of one agent take each other over.
+    for (const orphan of orphans) {
+      const storage = await ct.openIndexedDbStorage({ team, agent: "writer", instance: orphan.id });
+      const t = await ct.connect({
+        host: location.host,
+        team,
+        agent: "writer",
+        role: "writer",
+        token,
+        persist: storage,
+        instance: orphan.id,
+      });
+      await t.synced({ timeoutMs: 30_000 });
+      await t.close();
+      await ct.deleteIndexedDbStorage({ team, agent: "writer", instance: orphan.id });
+      tab.forget(orphan.id);
+      orphan.release();
+      flushed.push(orphan.id);
+    }
+    const reader = await ct.connect({
+      host: location.host,
+      team,
+      agent: "reader",
+      role: "reader",
+      token: async () =>
+        ((await (await fetch(`/parties/main/${team}/dev/token?agent=reader&role=reader`)).json()) as { token: string })
+          .token,
+    });
+    const ids: string[] = [];
+    for await (const e of reader.history()) ids.push(e.id);
+    await reader.close();
+    return { flushed, ids, left: (await tab.orphans()).map((o) => o.id) };
+  }, team);
+  expect(adopted).toEqual({
+    flushed: [dead.id],
+    ids: Array.from({ length: 10 }, (_, i) => `orphan-${i}`),
+    left: [],
+  });
+});
+
 test("IndexedDbStorage in Chromium: durable batches, prefix scans, STORAGE_FULL at the quota", async ({ page }) => {
   await page.goto(`http://${room.host}/?team=${room.team("idb")}`);
   await page.addScriptTag({ content: bundle });
