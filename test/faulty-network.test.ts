@@ -82,6 +82,7 @@ async function pipeline(faulty: boolean): Promise<Outcome> {
     links.push(link);
     const t = await room.agent(agent, { team, role, host: net.host, ...HEARTBEAT });
     t.on("status", (status) => link.statuses.push({ at: performance.now(), status }));
+    t.on("error", (error) => console.error(`${agent}: ${String((error as Error).message)}`));
     agents.push(t);
     return t;
   };
