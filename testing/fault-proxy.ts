@@ -37,15 +37,29 @@ export async function startFaultProxy(target: { host?: string; port: number }): 
   const state = { mode: "pass" as FaultMode, delayMs: 0 };
   const holed = new WeakSet<Socket>();
   const pipe = (from: Socket, to: Socket) => {
-    let lastAt = 0;
-    from.on("data", (chunk) => {
+    // Chunks wait in one queue per direction, so none overtakes an earlier one (separate
+    // timers could fire out of order when the delay changes).
+    const queue: { chunk: Buffer; at: number }[] = [];
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const flush = () => {
+      timer = undefined;
+      const now = performance.now();
+      while (queue.length > 0 && (queue[0] as { at: number }).at <= now) {
+        const { chunk } = queue.shift() as { chunk: Buffer };
+        if (!to.destroyed) to.write(chunk);
+      }
+      if (queue.length > 0) timer = setTimeout(flush, (queue[0] as { at: number }).at - now);
+    };
+    from.on("data", (chunk: Buffer) => {
       if (state.mode === "blackhole") holed.add(from).add(to);
       if (holed.has(from)) return;
       const now = performance.now();
-      const at = Math.max(now + state.delayMs, lastAt);
-      lastAt = at;
-      if (at > now) setTimeout(() => to.destroyed || to.write(chunk), at - now);
-      else if (!to.destroyed) to.write(chunk);
+      if (queue.length === 0 && state.delayMs <= 0) {
+        if (!to.destroyed) to.write(chunk);
+        return;
+      }
+      queue.push({ chunk, at: now + state.delayMs });
+      if (timer === undefined) timer = setTimeout(flush, Math.max(0, (queue[0] as { at: number }).at - now));
     });
   };
   const server: Server = createServer((client) => {
