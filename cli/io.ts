@@ -2,7 +2,7 @@
  * What every command writes to and reads from, passed in rather than taken from `process`
  * so tests run the CLI in-process with their own streams, environment and directory.
  */
-import type { Writable } from "node:stream";
+import type { Readable, Writable } from "node:stream";
 
 /** A writable with what a terminal stream adds (`process.stdout` has both). */
 export type Output = Writable & { isTTY?: boolean; columns?: number };
@@ -14,6 +14,8 @@ export type CliIO = {
   env: Record<string, string | undefined>;
   /** The user's project: where `dev` resolves `--persist` and `deploy` reads package.json. */
   cwd: string;
+  /** What `import` reads (default: `process.stdin`). */
+  stdin?: Readable;
   /** Aborting it stops a running `tail` or `dev` as SIGINT does. */
   signal?: AbortSignal;
 };

@@ -4,6 +4,7 @@
  * - talking to a running room as one more agent: `tail`, `state`, `agents`, `call`,
  *   `publish`, `send`, `replay`, `trace` (cli/team.ts);
  * - tokens: `token`, `keygen` (cli/auth.ts);
+ * - backup and restore of a team: `export`, `import` (cli/backup.ts);
  * - serving the team to an MCP host as one agent: `mcp` (cli/mcp.ts).
  *
  * `npm run build` compiles this folder to `dist/cli/`, which `bin/crosstalk.js` runs with
@@ -16,6 +17,7 @@
 import { Command, CommanderError, Option } from "commander";
 import { intArg, nameArg } from "./args.ts";
 import { addAuthCommands } from "./auth.ts";
+import { addBackupCommands } from "./backup.ts";
 import { describeError } from "./errors.ts";
 import { useColor } from "./format.ts";
 import type { CliIO } from "./io.ts";
@@ -40,6 +42,7 @@ export async function main(argv: string[], io: Partial<CliIO> = {}): Promise<num
     env: io.env ?? process.env,
     cwd: io.cwd ?? process.cwd(),
     signal: io.signal,
+    stdin: io.stdin ?? process.stdin,
   };
   const program = buildProgram(ctx);
   try {
@@ -98,5 +101,6 @@ function buildProgram(ctx: CliIO): Command {
   addTeamCommands(program, ctx);
   addAuthCommands(program, ctx);
   addMcpCommand(program, ctx);
+  addBackupCommands(program, ctx);
   return program;
 }

@@ -61,6 +61,8 @@ export type PublishOptions = {
   key?: string;
   causationId?: string;
   correlationId?: string;
+  /** This event's W3C trace context (a tracer's span, `crosstalk/otel`); default: a fresh span in its correlation's trace. */
+  traceparent?: string;
   /**
    * End-to-end encryption of `data`: the id of the key to seal it with (see
    * `connect({ encryption })`), or false to publish in the clear. Default: the stream's key
@@ -99,6 +101,12 @@ export type SubscribeOptions = {
   ackWaitMs?: number;
   /** Typed events: validate (and upcast) on delivery. Set by `team.events(catalog)`. */
   catalog?: EventCatalog;
+  /**
+   * When the stream's retention removed events this subscription has not read yet (an
+   * `EVENTS_REMOVED` error), go on from the stream's first kept event instead of stopping
+   * with the error (reported to `onError`). Default false: losing events is never silent.
+   */
+  skipRemoved?: boolean;
 };
 
 export type HistoryOptions = {
@@ -602,7 +610,14 @@ export class Events {
         from = option;
       }
     }
-    const started = await this.#openFeed(sub, from, fromTime);
+    let started: ReplyOf<"feed.open">;
+    try {
+      started = await this.#openFeed(sub, from, fromTime);
+    } catch (error) {
+      const firstSeq = removedUpTo(error);
+      if (firstSeq === null || !sub.options.skipRemoved) throw error;
+      started = await this.#openFeed(sub, firstSeq);
+    }
     if (sub.closed) return;
     sub.next = started.from;
     sub.acked = started.from - 1;
@@ -715,21 +730,36 @@ export class Events {
     if (!view) return undefined;
     const live = eventAt(view.segments, sub.next);
     if (live) return live;
+    // Pages are contiguous but for seqs retention compacted away: the next buffered event
+    // is the next event.
     const buffered = sub.buffer[0];
-    if (buffered && buffered.seq === sub.next) return sub.buffer.shift();
+    if (buffered && buffered.seq >= sub.next) return sub.buffer.shift();
     sub.buffer = [];
     const tail = logTail(view.segments);
     if (sub.next >= tail) return undefined;
-    const page = await this.requests.ask({
-      type: "history",
-      stream: sub.stream,
-      from: sub.next,
-      to: tail - 1,
-      limit: MAX_HISTORY_PAGE,
-    });
-    if (page.events.length === 0) return undefined;
+    let page: ReplyOf<"history">;
+    try {
+      page = await this.requests.ask({
+        type: "history",
+        stream: sub.stream,
+        from: sub.next,
+        to: tail - 1,
+        limit: MAX_HISTORY_PAGE,
+      });
+    } catch (error) {
+      // Retention removed where this subscription stands: resume at the stream's first event if asked to.
+      const firstSeq = removedUpTo(error);
+      if (firstSeq === null || !sub.options.skipRemoved || firstSeq <= sub.next) throw error;
+      sub.next = firstSeq;
+      return this.#nextEvent(sub);
+    }
+    if (page.events.length === 0) {
+      // Everything up to the live window was compacted away.
+      sub.next = tail;
+      return this.#nextEvent(sub);
+    }
     sub.buffer = page.events.filter((e) => e.seq >= sub.next);
-    return sub.buffer[0]?.seq === sub.next ? sub.buffer.shift() : undefined;
+    return sub.buffer.shift();
   }
 
   /** Delivers events to one subscription in seq order, one handler call at a time. */
@@ -805,6 +835,28 @@ export class Events {
     const { type, data, ...options } = input;
     return this.publish(type, data, { ...options, stream });
   }
+
+  /**
+   * Reports a position the room's retention must not pass (`party/retention.ts`) under a
+   * durable consumer name, without a subscription: projections keep their own position and
+   * report it here. Sent at most every 200 ms: a position reported late only makes
+   * retention wait longer, never remove more. Positions only move forward.
+   */
+  hold(stream: string, consumer: string, seq: number): void {
+    const key = `${stream}\u0000${consumer}`;
+    const pending = this.#holds.get(key);
+    this.#holds.set(key, { stream, consumer, seq: Math.max(seq, pending?.seq ?? 0) });
+    if (this.#holdScheduled) return;
+    this.#holdScheduled = true;
+    setTimeout(() => {
+      this.#holdScheduled = false;
+      for (const h of this.#holds.values())
+        this.transport.send({ type: "consumer.ack", stream: h.stream, consumer: h.consumer, seq: h.seq });
+      this.#holds.clear();
+    }, 200);
+  }
+  readonly #holds = new Map<string, { stream: string; consumer: string; seq: number }>();
+  #holdScheduled = false;
 
   /** Reports a durable consumer's position; coalesced per tick. */
   #ack(sub: Sub, now = false): void {
@@ -950,3 +1002,10 @@ export class Events {
 
 const groupKey = (stream: string, group: string) => `${stream}\u0000${group}`;
 const errorMessage = (error: unknown) => (error instanceof Error ? error.message : String(error)).slice(0, 2000);
+
+/** The first seq a stream still keeps, when `error` says retention removed what was asked for. */
+function removedUpTo(error: unknown): number | null {
+  if (!(error instanceof CrosstalkError) || error.code !== "EVENTS_REMOVED") return null;
+  const details = error.details as { firstSeq?: unknown } | undefined;
+  return typeof details?.firstSeq === "number" ? details.firstSeq : null;
+}

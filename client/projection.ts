@@ -45,6 +45,11 @@ export type ProjectionHost = {
     options: { stream: string; from: number },
   ): Subscription;
   acquire(name: string): Promise<{ lost: Promise<string>; release(): Promise<void> }>;
+  /**
+   * Tells the room how far the projection has read, under the durable consumer name
+   * `projection:<ns>:<name>`, so the stream's retention never removes what it has not applied.
+   */
+  hold?(stream: string, consumer: string, seq: number): void;
 };
 
 export function startProjection<T extends Entity>(host: ProjectionHost, options: ProjectionOptions<T>): Projection {
@@ -71,8 +76,10 @@ export function startProjection<T extends Entity>(host: ProjectionHost, options:
     });
   };
 
+  const holdName = `projection:${ns.name}:${name}`.slice(0, 128);
   const subscribe = () => {
     const from = (positions.get(name) ?? 0) + 1;
+    host.hold?.(stream, holdName, from - 1);
     // One subscription per pattern would interleave out of order; filter in one instead.
     subs = [
       host.subscribe(
@@ -81,6 +88,7 @@ export function startProjection<T extends Entity>(host: ProjectionHost, options:
         // (a frame and a stored record) per unrelated event; after a restart they are skipped again.
         (e) => {
           if (patterns.some((p) => matches(p, e.type))) apply(e);
+          host.hold?.(stream, holdName, e.seq);
         },
         { stream, from },
       ),

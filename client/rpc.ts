@@ -30,7 +30,15 @@ import type { Json } from "./state.ts";
 import type { Transport } from "./transport.ts";
 
 /** Trace ids that whatever a handler does inherits. */
-export type Trace = { correlationId?: string; causationId?: string };
+export type Trace = {
+  correlationId?: string;
+  causationId?: string;
+  /**
+   * This item's own W3C trace context: a tracer (`crosstalk/otel`) passes the span it reports
+   * for the item. Default: a fresh span in the correlation id's trace.
+   */
+  traceparent?: string;
+};
 
 export type CallContext = {
   /** The calling agent, as stamped by the room. */
@@ -51,6 +59,8 @@ export type CallContext = {
   correlationId?: string;
   /** Reports progress to the caller (`onProgress`). No-op for messages. */
   progress(data: unknown): void;
+  /** The call's or message's W3C trace context, as the caller sent it: the parent of a span for this handler. */
+  traceparent?: string;
   /** The trace to pass on: `{ correlationId, causationId: callId }`. `ctx.publish`/`call`/`send` use it. */
   trace: Trace;
   /** `team.publish` stamped with this call's trace. */
@@ -258,6 +268,7 @@ export class Rpc {
           callId,
           correlationId: options.correlationId ?? callId,
           causationId: options.causationId,
+          traceparent: options.traceparent,
           idempotencyKey: options.idempotencyKey,
           signal: options.signal,
           onProgress: options.onProgress,
@@ -283,6 +294,7 @@ export class Rpc {
     callId: string;
     correlationId: string;
     causationId?: string;
+    traceparent?: string | undefined;
     idempotencyKey?: string;
     signal?: AbortSignal;
     onProgress?: (data: Json) => void;
@@ -311,7 +323,7 @@ export class Rpc {
         timeoutMs: a.timeoutMs,
         callId: a.callId,
         correlationId: a.correlationId,
-        traceparent: traceparentFor(a.correlationId),
+        traceparent: a.traceparent ?? traceparentFor(a.correlationId),
       };
       if (a.causationId) frame.causationId = a.causationId;
       if (a.idempotencyKey) frame.idempotencyKey = a.idempotencyKey;
@@ -370,7 +382,7 @@ export class Rpc {
         input: json,
         callId: id,
         correlationId: options.correlationId ?? id,
-        traceparent: traceparentFor(options.correlationId ?? id),
+        traceparent: options.traceparent ?? traceparentFor(options.correlationId ?? id),
       };
       if (options.ttlMs !== undefined) frame.ttlMs = options.ttlMs;
       if (options.causationId) frame.causationId = options.causationId;
@@ -512,7 +524,7 @@ export class Rpc {
   }
 
   #context(
-    frame: { from: string; method: string; callId?: string; correlationId?: string },
+    frame: { from: string; method: string; callId?: string; correlationId?: string; traceparent?: string },
     deadline: number,
     signal: AbortSignal,
     progress: (data: unknown) => void,
@@ -528,6 +540,7 @@ export class Rpc {
       signal,
       callId: frame.callId,
       correlationId,
+      ...(frame.traceparent ? { traceparent: frame.traceparent } : {}),
       progress,
       trace,
     });

@@ -336,6 +336,7 @@ export class Team extends ObservableV2<TeamEvents> {
     return startProjection(
       {
         subscribe: (pattern, handler, opts) => this.subscribe(pattern, handler, opts),
+        hold: (stream, consumer, seq) => this.#events.hold(stream, consumer, seq),
         acquire: async (name) => {
           // Wait for the lease: another agent may run this projection now.
           for (;;) {

@@ -39,6 +39,10 @@ export type AdmissionOptions = {
   welcomed: (session: Session) => Promise<void>;
   /** A session ended: release what it held in the other modules (documents, calls, group leases). */
   gone: (session: Session) => void;
+  /** A socket was refused at admission (the room audits it). */
+  refused?: (refusal: { agent: string | null; code: number; reason: string }) => void;
+  /** A newer signed connection took `older`'s agent id over (the room audits it). */
+  takenOver?: (older: Session, newer: Session) => void;
 };
 
 /** setTimeout's longest delay (about 24.8 days); a later expiry re-arms the timer. */
@@ -73,15 +77,15 @@ export class Admission {
   connect(socket: Socket, url: URL, identity?: Identity): Session | null {
     const q = url.searchParams;
     if (identity && q.has("agent") && q.get("agent") !== identity.agent) {
-      socket.close(
+      return this.#refuse(
+        socket,
+        identity.agent,
         CLOSE_CODES.Forbidden.code,
         `${CLOSE_CODES.Forbidden.reason}: the agent in the URL is not the token's`,
       );
-      return null;
     }
     if (identity?.expiresAt !== undefined && identity.expiresAt <= this.options.now()) {
-      socket.close(CLOSE_CODES.TokenExpired.code, CLOSE_CODES.TokenExpired.reason);
-      return null;
+      return this.#refuse(socket, identity.agent, CLOSE_CODES.TokenExpired.code, CLOSE_CODES.TokenExpired.reason);
     }
     const session = q.has("doc") ? this.#connectRaw(socket, q, identity) : this.#connectAgent(socket, q, identity);
     if (session?.expiresAt !== undefined) this.#expireAt(session, session.expiresAt);
@@ -100,8 +104,13 @@ export class Admission {
     const version = Number(q.get("v") ?? PROTOCOL_VERSION);
     if (!agent.success || !role.success || version !== PROTOCOL_VERSION) {
       const why = !agent.success ? "agent" : !role.success ? "role" : `protocol version ${version}`;
-      socket.close(CLOSE_CODES.BadRequest.code, `${CLOSE_CODES.BadRequest.reason}: invalid ${why}`);
-      return null;
+      const named = identity?.agent ?? q.get("agent");
+      return this.#refuse(
+        socket,
+        named,
+        CLOSE_CODES.BadRequest.code,
+        `${CLOSE_CODES.BadRequest.reason}: invalid ${why}`,
+      );
     }
     const instance = q.get("_pk") ?? `anon-${this.#nextSession + 1}`;
     const session = new Session({
@@ -119,12 +128,14 @@ export class Admission {
     session.grants = this.options.grants(session);
     const admitted = presence.admit(session, { takeover: identity !== undefined });
     if (!admitted.ok) {
-      socket.close(CLOSE_CODES.AgentIdInUse.code, `${CLOSE_CODES.AgentIdInUse.reason}: ${agent.data}`);
-      return null;
+      const { code, reason } = CLOSE_CODES.AgentIdInUse;
+      return this.#refuse(socket, agent.data, code, `${reason}: ${agent.data}`);
     }
     const older = admitted.replaced;
     if (older) this.drop(older, older.instance === instance ? CLOSE_CODES.Replaced : CLOSE_CODES.TakenOver);
+    if (older && older.instance !== instance) this.options.takenOver?.(older, session);
     this.#sessions.set(socket, session);
+    metrics.connects.inc({ agent: session.agent });
     session.sendFrame({
       type: "welcome",
       protocol: PROTOCOL_VERSION,
@@ -150,16 +161,15 @@ export class Admission {
     const named = identity?.agent ?? q.get("agent");
     const agent = nameSchema.safeParse(named ?? `yjs-${this.#nextSession + 1}`);
     if (!doc.success || !agent.success) {
-      socket.close(CLOSE_CODES.BadRequest.code, `${CLOSE_CODES.BadRequest.reason}: invalid doc or agent`);
-      return null;
+      const { code, reason } = CLOSE_CODES.BadRequest;
+      return this.#refuse(socket, named, code, `${reason}: invalid doc or agent`);
     }
     // Stock Yjs providers add sockets without taking one over: an agent id holds a bounded number.
     let held = 0;
     for (const s of this.#sessions.values()) if (s.agent === agent.data && !s.closed) held++;
     if (held >= this.options.limits.maxConnectionsPerAgent) {
       const { code, reason } = CLOSE_CODES.TooManyConnections;
-      socket.close(code, `${reason}: ${agent.data} holds ${held} (maxConnectionsPerAgent)`);
-      return null;
+      return this.#refuse(socket, agent.data, code, `${reason}: ${agent.data} holds ${held} (maxConnectionsPerAgent)`);
     }
     const init = {
       maxFrameBytes: this.options.limits.maxUpdateBytes,
@@ -178,6 +188,13 @@ export class Admission {
     session.grants = this.options.grants(session);
     this.#sessions.set(socket, session);
     return session;
+  }
+
+  #refuse(socket: Socket, agent: string | null, code: number, reason: string): null {
+    socket.close(code, reason);
+    // The agent may be an unparsable URL parameter: what is recorded stays bounded.
+    this.options.refused?.({ agent: agent?.slice(0, 128) ?? null, code, reason: reason.slice(0, 300) });
+    return null;
   }
 
   /** The socket closed (or failed). */

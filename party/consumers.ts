@@ -19,6 +19,7 @@ import {
   backoff,
   type ClientFrame,
   type ConsumerInfo,
+  CrosstalkError,
   deadLetter,
   eventAt,
   matchesPattern,
@@ -335,8 +336,18 @@ export class Consumers {
   async #read(group: Group, seq: number): Promise<StoredEvent | undefined> {
     const live = eventAt(group.stream.segments, seq);
     if (live) return live;
-    const page = await this.streams.read(group.stream.name, seq, seq, 1);
-    return page.events[0];
+    try {
+      const page = await this.streams.read(group.stream.name, seq, seq, 1);
+      return page.events[0];
+    } catch (error) {
+      // Retention removed it (a group created after, or one retention was told not to wait
+      // for): the group goes on at the stream's first kept event.
+      const firstSeq = (error as CrosstalkError).details as { firstSeq?: number } | undefined;
+      if (!(error instanceof CrosstalkError) || error.code !== "EVENTS_REMOVED" || !firstSeq?.firstSeq) throw error;
+      for (let s = group.floor + 1; s < firstSeq.firstSeq; s++) this.#finish(group, s);
+      group.next = Math.max(group.next, firstSeq.firstSeq);
+      return undefined;
+    }
   }
 
   /** The next seq to lease, or null when nothing is ready. */

@@ -5,6 +5,7 @@
  */
 import type { DocHub } from "./docs.ts";
 import type { Metrics } from "./metrics.ts";
+import type { OtlpExport } from "./otlp.ts";
 import type { Presence } from "./presence.ts";
 import type { KvStorage } from "./storage.ts";
 import type { TraceLog } from "./trace.ts";
@@ -16,4 +17,6 @@ export type RoomContext = {
   readonly presence: Presence;
   readonly hub: DocHub;
   readonly traces: TraceLog;
+  /** The room's hops as OpenTelemetry spans, when `CROSSTALK_OTLP_ENDPOINT` is set (`otlp.ts`). */
+  readonly spans?: OtlpExport;
 };

@@ -42,6 +42,8 @@ export type DispatchOptions = {
   guard: Guard;
   /** Null once the team's policy is loaded; until then, the load every message waits for. */
   policyReady: () => Promise<void> | null;
+  /** Every refusal (the room audits the security-relevant ones). */
+  refused?: (session: Session, error: ErrorBody) => void;
 };
 
 export class Dispatch {
@@ -70,6 +72,7 @@ export class Dispatch {
   ): void {
     const { close, silent, ...where } = extra;
     this.options.metrics.refused.inc({ code: error.code });
+    this.options.refused?.(session, error);
     if (!silent) session.sendFrame({ type: "error", ...where, error });
     if (session.closed) return;
     if (close) this.options.admission.drop(session, CLOSE_CODES.BadUpdate);

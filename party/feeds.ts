@@ -59,6 +59,17 @@ export class Feeds {
         : frame.from === "end"
           ? stream.head + 1
           : frame.from;
+    // Retention removed where the feed would start: say so, typed, rather than stall.
+    const firstSeq = from <= stream.head ? await this.streams.firstKept(stream.name) : from;
+    if (from < firstSeq) {
+      return {
+        error: {
+          code: "EVENTS_REMOVED",
+          message: `stream ${stream.name}: events before seq ${firstSeq} were removed by its retention`,
+          details: { firstSeq },
+        },
+      };
+    }
     if (session.closed) return;
     const feed: Feed = {
       session,

@@ -14,6 +14,7 @@ import type { RoomContext } from "./context.ts";
 import type { Outcome, RoomModule } from "./handlers.ts";
 import { keys } from "./keys.ts";
 import type { Metrics } from "./metrics.ts";
+import type { OtlpExport } from "./otlp.ts";
 import type { Presence } from "./presence.ts";
 import type { Session } from "./session.ts";
 import { type KvStorage, putAll } from "./storage.ts";
@@ -39,6 +40,7 @@ export class Inbox {
   private readonly now: () => number;
   private readonly metrics: Metrics;
   private readonly traces: TraceLog;
+  private readonly spans: OtlpExport | undefined;
 
   constructor(
     ctx: RoomContext,
@@ -50,6 +52,7 @@ export class Inbox {
       now: this.now,
       metrics: this.metrics,
       traces: this.traces,
+      spans: this.spans,
     } = ctx);
   }
 
@@ -75,6 +78,7 @@ export class Inbox {
         .filter((s) => s.role === role && s.methods.includes(frame.method))
         .map((s) => s.agent);
       if (recipients.length === 0) {
+        this.metrics.noRoute.inc({ role });
         return { error: { code: "NO_ROUTE", message: `no live agent of role ${role} serves ${frame.method}` } };
       }
     }
@@ -90,6 +94,7 @@ export class Inbox {
       ...(frame.callId ? { callId: frame.callId } : {}),
       ...(frame.correlationId ? { correlationId: frame.correlationId } : {}),
       ...(frame.causationId ? { causationId: frame.causationId } : {}),
+      ...(frame.traceparent ? { traceparent: frame.traceparent } : {}),
     };
     const entries: Record<string, unknown> = Object.fromEntries(recipients.map((r) => [prefix(r) + frame.id, message]));
     if (frame.outbox && mark && markKey) {
@@ -107,6 +112,16 @@ export class Inbox {
     } else await putAll(this.storage, entries);
     this.#remember(`${sender.agent}:${frame.id}`, recipients);
     for (const r of recipients) this.#deliver(this.presence.get(r), message);
+    if (this.spans && frame.traceparent) {
+      const attributes = { "crosstalk.message.id": frame.id, "crosstalk.to": recipients.join(",") };
+      this.spans.add({
+        name: `store ${frame.method}`,
+        parent: frame.traceparent,
+        startMs: ts,
+        endMs: this.now(),
+        attributes,
+      });
+    }
     return this.#sent(sender, frame, recipients);
   }
 
@@ -142,6 +157,22 @@ export class Inbox {
       else this.#deliver(session, message);
     }
     if (expired.length > 0) await this.storage.delete(expired);
+  }
+
+  /**
+   * Messages waiting for each agent (stored, not yet acked), for `/metrics`. A list of the
+   * inboxes at scrape time: no count to keep right across restarts, and a growing inbox is
+   * exactly what the scrape is for.
+   */
+  async depths(): Promise<Map<string, number>> {
+    const base = prefix("");
+    const out = new Map<string, number>();
+    for (const key of (await this.storage.list({ prefix: base.slice(0, -1) })).keys()) {
+      // `inbox|<agent>|<id>`: agent names have no `|` (nameSchema).
+      const agent = key.slice(base.length - 1, key.indexOf("|", base.length - 1));
+      out.set(agent, (out.get(agent) ?? 0) + 1);
+    }
+    return out;
   }
 
   async ack(session: Session, id: string): Promise<void> {

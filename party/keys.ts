@@ -47,6 +47,9 @@ export const keys = {
   a2aEvents: (agent: string, task: string) => `a2a|e|${agent}|${task}|`,
   a2aEvent: (agent: string, task: string, seq: number) => `a2a|e|${agent}|${task}|${pad(seq)}|`,
   a2aMessage: (agent: string, messageId: string) => `a2a|m|${agent}|${messageId}`,
+  /** What retention removed from each stream, and where the stream now starts (`party/retention.ts`). */
+  retention: (stream: string) => `ret|${stream}`,
+  retentionPrefix: "ret|",
   /** The team's policy (`party/team-policy.ts`). */
   policy: "policy",
 } as const;

@@ -15,18 +15,33 @@ const renderLabels = (labels: Labels, extra: Labels = {}) => {
   return parts.length > 0 ? `{${parts.join(",")}}` : "";
 };
 
+/** The label value that stands for every value past a counter's `maxSeries`. */
+export const OTHER = "_other";
+
 class Counter {
   readonly #values = new Map<string, { labels: Labels; value: number }>();
   constructor(
     readonly name: string,
     readonly help: string,
+    /**
+     * The most series this counter keeps; past it, new label values count under
+     * {@link OTHER}. For labels a client chooses (a role it calls), so a caller cannot grow
+     * the scrape without bound.
+     */
+    readonly maxSeries = Number.POSITIVE_INFINITY,
   ) {}
 
   inc(labels: Labels = {}, by = 1): void {
     const k = key(labels);
     const entry = this.#values.get(k);
     if (entry) entry.value += by;
-    else this.#values.set(k, { labels, value: by });
+    else if (this.#values.size < this.maxSeries) this.#values.set(k, { labels, value: by });
+    else {
+      const other = Object.fromEntries(Object.keys(labels).map((name) => [name, OTHER]));
+      const rest = this.#values.get(key(other));
+      if (rest) rest.value += by;
+      else this.#values.set(key(other), { labels: other, value: by });
+    }
   }
 
   render(): string[] {
@@ -110,6 +125,24 @@ export class Metrics {
     "Call latency through the room, by method.",
   );
   readonly sends = new Counter("crosstalk_rpc_messages_total", "Fire-and-forget messages stored, by method.");
+  readonly retained = new Counter(
+    "crosstalk_retention_removed_events_total",
+    "Archived events removed by retention, by stream and reason (age, count, bytes, compacted).",
+  );
+  readonly retainedBytes = new Counter(
+    "crosstalk_retention_removed_bytes_total",
+    "Bytes of archived events removed by retention, by stream.",
+  );
+  readonly noRoute = new Counter(
+    "crosstalk_rpc_no_route_total",
+    "Calls and messages to a role refused with NO_ROUTE (no live member serves the method), by role.",
+    256,
+  );
+  readonly connects = new Counter(
+    "crosstalk_agent_connects_total",
+    "Agent sessions admitted, by agent: a flapping agent reconnects often.",
+    4096,
+  );
 
   render(gauges: Gauge[]): string {
     const counters = [
@@ -121,6 +154,10 @@ export class Metrics {
       this.delivered,
       this.calls,
       this.sends,
+      this.retained,
+      this.retainedBytes,
+      this.noRoute,
+      this.connects,
     ];
     return `${[...gauges.flatMap(renderGauge), ...counters.flatMap((c) => c.render()), ...this.callSeconds.render()].join("\n")}\n`;
   }

@@ -17,6 +17,7 @@
  */
 import {
   type Action,
+  AUDIT_STREAM,
   type ClientFrame,
   type ClientFrameOf,
   type ClientFrameType,
@@ -117,6 +118,14 @@ export function authorize(who: Principal, op: Op, resource: Resource): ErrorBody
   let target: string | null = null;
   if ("frame" in resource) {
     const frame = resource.frame;
+    // The audit stream is the room's record of what agents did: none may write it, admins included.
+    if (frame.type === "publish" && frame.stream === AUDIT_STREAM) {
+      return {
+        code: "FORBIDDEN",
+        message: `${AUDIT_STREAM} is the room's audit stream: only the room appends to it; nothing was applied`,
+        details: { action: "stream.publish", resource: AUDIT_STREAM },
+      };
+    }
     const of = frameChecks[frame.type] as (f: ClientFrame, agent: string) => Check[];
     checks = of(frame, who.agent);
   } else if ("doc" in resource) {
@@ -176,7 +185,9 @@ function httpChecks(pathname: string): Check[] {
   }
   const [view, name] = parts;
   if (view === undefined) return [{ action: "http.read", resource: "info" }];
-  if (view === "policy") return [{ action: "policy.admin", resource: "policy" }];
+  // The policy, backups (the whole team) and retention (what is deleted) are the admin's.
+  if (view === "policy" || view === "backup" || view === "retention")
+    return [{ action: "policy.admin", resource: "policy" }];
   // The A2A gateway: reaching it needs `http.read:a2a`; each call it makes is checked as the
   // caller's own `rpc.call` / `inbox.send` (party/a2a.ts).
   if (view === "a2a") return [{ action: "http.read", resource: "a2a" }];

@@ -9,9 +9,17 @@
  * `team-policy.ts` holds the team's policy; when it changes, {@link TeamRoom} applies it to
  * every live session here.
  */
-import { DEFAULT_LOG_WINDOW, DEFAULT_ROOM_LIMITS, type Identity, type RoomLimits } from "../protocol/index.ts";
+import {
+  DEFAULT_LOG_WINDOW,
+  DEFAULT_ROOM_LIMITS,
+  type ErrorCode,
+  type Identity,
+  type RoomLimits,
+} from "../protocol/index.ts";
 import { A2AGateway } from "./a2a.ts";
 import { Admission } from "./admission.ts";
+import { Audit, type AuditOptions } from "./audit.ts";
+import { Backup, backupModule } from "./backup.ts";
 import { Consumers, consumerModule } from "./consumers.ts";
 import type { RoomContext } from "./context.ts";
 import { Dispatch } from "./dispatch.ts";
@@ -24,9 +32,11 @@ import { createHttp, type HttpHandler } from "./http.ts";
 import { Inbox, inboxModule } from "./inbox.ts";
 import { Leases, leaseModule } from "./leases.ts";
 import { Metrics } from "./metrics.ts";
-import { metricsModule } from "./metrics-text.ts";
+import { DEFAULT_MEMORY_LIMIT_BYTES, metricsModule } from "./metrics-text.ts";
+import { OtlpExport } from "./otlp.ts";
 import type { Principal } from "./policy.ts";
 import { type agentInfo, Presence, presenceModule } from "./presence.ts";
+import { Retention, type RetentionOptions, retentionModule } from "./retention.ts";
 import { Router, type RouterOptions, rpcModule } from "./rpc.ts";
 import type { Session, Socket } from "./session.ts";
 import { SharedState, stateModule } from "./state.ts";
@@ -36,6 +46,16 @@ import { applyPolicy, policyModule, TeamPolicy } from "./team-policy.ts";
 import { TraceLog, traceModule } from "./trace.ts";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
+/** Refusals worth an audit record: someone tried what they may not, or pushed past a limit. */
+const AUDITED_CODES: ReadonlySet<ErrorCode> = new Set([
+  "FORBIDDEN",
+  "UNAUTHORIZED",
+  "BAD_FRAME",
+  "UNKNOWN_FRAME",
+  "TOO_LARGE",
+  "LIMIT_EXCEEDED",
+  "RATE_LIMITED",
+]);
 
 export type RoomOptions = {
   team: string;
@@ -47,8 +67,16 @@ export type RoomOptions = {
   now?: () => number;
   /** Per-connection limits (`DEFAULT_ROOM_LIMITS`); the room's variables set them (`guard.ts` `limitsFromEnv`). */
   limits?: Partial<RoomLimits>;
+  /** What the room may hold in memory, for `/metrics` and its alert (default 128 MB, a Durable Object's). */
+  memoryLimitBytes?: number;
+  /** Where to export the room's spans (OTLP/HTTP JSON; `CROSSTALK_OTLP_ENDPOINT`); none by default. */
+  otlpEndpoint?: string;
   /** Called when the room can no longer trust its memory (storage failed). */
   onFatal?: (error: unknown) => void;
+  /** How often retention passes run per stream (`retention.ts`). */
+  retention?: Partial<RetentionOptions>;
+  /** How the audit stream aggregates (`audit.ts`). */
+  audit?: Partial<AuditOptions>;
 };
 
 export class TeamRoom {
@@ -71,6 +99,12 @@ export class TeamRoom {
   readonly policy: TeamPolicy;
   /** Per-connection limits and error budgets. */
   readonly guard: Guard;
+  /** The audit stream: security-relevant acts, written by the room only. */
+  readonly audit: Audit;
+  /** Per-stream retention and compaction of the archive, set in the policy. */
+  readonly retention: Retention;
+  /** Export and restore of the whole team (`…/<team>/backup`). */
+  readonly backup: Backup;
   /** Every module's frame handlers, one per client frame type. */
   readonly handlers: DispatchTable;
   readonly #dispatch: Dispatch;
@@ -96,6 +130,9 @@ export class TeamRoom {
       presence: this.presence,
       hub: this.hub,
       traces: this.traces,
+      ...(options.otlpEndpoint
+        ? { spans: new OtlpExport(options.otlpEndpoint, { service: "crosstalk-room", team: this.team }) }
+        : {}),
     };
     this.streams = new Streams(ctx, {
       window: DEFAULT_LOG_WINDOW,
@@ -104,6 +141,7 @@ export class TeamRoom {
       ...options.streams,
     });
     this.consumers = new Consumers(ctx, this.streams);
+    this.audit = new Audit({ streams: this.streams, now, options: { flushMs: 1000, maxKeys: 64, ...options.audit } });
     this.router = new Router(
       ctx,
       {
@@ -132,7 +170,22 @@ export class TeamRoom {
           presence: this.presence,
           consumers: this.consumers,
         }),
+      replaced: (stored) => this.audit.record("policy.changed", { agent: stored.updatedBy ?? null, rev: stored.rev }),
     });
+    this.retention = new Retention(ctx, {
+      streams: this.streams,
+      consumers: this.consumers,
+      rules: () => this.policy.current().policy.retention,
+      removed: (r) =>
+        this.audit.record("retention.removed", {
+          stream: r.stream,
+          firstSeq: r.firstSeq,
+          removed: r.last,
+          at: r.lastRunAt,
+        }),
+      options: { intervalMs: 60_000, ...options.retention },
+    });
+    this.backup = new Backup(ctx, { streams: this.streams, policy: this.policy, team: this.team });
     void this.policy.load().catch((error: unknown) => {
       console.error(`[crosstalk ${this.team}] the policy could not be loaded`, error);
     });
@@ -164,6 +217,9 @@ export class TeamRoom {
         this.consumers.gone(session);
         this.feeds.gone(session);
       },
+      refused: ({ agent, code, reason }) => this.audit.record("connection.refused", { agent, code, reason }),
+      takenOver: (older, newer) =>
+        this.audit.record("token.takeover", { agent: newer.agent, role: newer.role, replacedRole: older.role }),
     });
 
     const modules = [
@@ -187,8 +243,14 @@ export class TeamRoom {
         consumers: this.consumers,
         hub: this.hub,
         router: this.router,
+        inbox: this.inbox,
         connections: () => this.admission.size,
+        sessions: () => this.admission.sessions(),
+        limits,
+        memoryLimitBytes: options.memoryLimitBytes ?? DEFAULT_MEMORY_LIMIT_BYTES,
       }),
+      retentionModule(this.retention),
+      backupModule(this.backup),
       { frames: {}, routes: this.a2a.routes() },
       { frames: {}, routes: [{ path: "", handle: () => Response.json(this.info()) }] },
     ] as const;
@@ -202,6 +264,10 @@ export class TeamRoom {
       admission: this.admission,
       guard: this.guard,
       policyReady: () => this.policy.ready(),
+      refused: (session, error) => {
+        if (AUDITED_CODES.has(error.code))
+          this.audit.record("frame.refused", { agent: session.agent, code: error.code });
+      },
     });
     this.#http = createHttp(modules.flatMap((m: Composable) => m.routes ?? []));
   }

@@ -28,6 +28,7 @@ import type { RoomContext } from "./context.ts";
 import type { RoomModule } from "./handlers.ts";
 import { keys } from "./keys.ts";
 import type { Metrics } from "./metrics.ts";
+import type { OtlpExport } from "./otlp.ts";
 import type { Presence } from "./presence.ts";
 import type { Session } from "./session.ts";
 import type { KvStorage } from "./storage.ts";
@@ -125,6 +126,7 @@ export class Router {
   private readonly storage: KvStorage;
   private readonly now: () => number;
   private readonly metrics: Metrics;
+  private readonly spans: OtlpExport | undefined;
 
   constructor(
     ctx: RoomContext,
@@ -132,7 +134,7 @@ export class Router {
     /** Where finished calls are recorded for `trace`. */
     private readonly traces: TraceLog,
   ) {
-    ({ presence: this.presence, storage: this.storage, now: this.now, metrics: this.metrics } = ctx);
+    ({ presence: this.presence, storage: this.storage, now: this.now, metrics: this.metrics, spans: this.spans } = ctx);
   }
 
   /** Calls `caller` awaits an answer to (the room's `maxCallsInFlight` limit). */
@@ -201,6 +203,8 @@ export class Router {
    */
   #noRoute(to: Target, method: string): ErrorBody {
     const now = this.now();
+    // By role: what the NoLiveMember alert watches (a call to one agent id is not a team's gap).
+    if (typeof to !== "string") this.metrics.noRoute.inc({ role: to.role });
     const what =
       typeof to === "string" ? `agent ${to} is not connected` : `no live agent of role ${to.role} serves ${method}`;
     let leftAt: number | null = null;
@@ -269,6 +273,8 @@ export class Router {
       ...(frame.causationId ? { causationId: frame.causationId } : {}),
       ...(frame.idempotencyKey ? { idempotencyKey: frame.idempotencyKey } : {}),
     };
+    // Forwarded so the callee's span is a child of the caller's (set, not spread: no temporary per call).
+    if (frame.traceparent) request.traceparent = frame.traceparent;
     const call: InFlight = {
       id,
       method: frame.method,
@@ -516,6 +522,16 @@ export class Router {
     const outcome = answer ? (answer.ok ? "ok" : answer.error.code) : (abort ?? "aborted");
     this.metrics.calls.inc({ method: call.method, outcome });
     this.metrics.callSeconds.observe({ method: call.method }, (this.now() - call.startedAt) / 1000);
+    if (this.spans && call.request.traceparent) {
+      this.spans.add({
+        name: `call ${call.method}`,
+        parent: call.request.traceparent,
+        startMs: call.startedAt,
+        endMs: this.now(),
+        attributes: { "crosstalk.call.id": call.id, "crosstalk.from": call.from, "crosstalk.to": call.calleeAgent },
+        ...(outcome === "ok" ? {} : { error: outcome }),
+      });
+    }
     const { callId, correlationId, causationId } = call.trace;
     if (callId && correlationId) {
       this.traces.add({

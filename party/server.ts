@@ -27,12 +27,19 @@ export default class TeamServer implements Party.Server {
     const window = Number(room.env.CROSSTALK_LOG_WINDOW);
     // Test-only: runs the room's clock this many ms ahead (an agent "offline for days" in a test).
     const skew = Number(room.env.CROSSTALK_TEST_CLOCK_SKEW_MS ?? 0);
+    const retentionMs = Number(room.env.CROSSTALK_RETENTION_INTERVAL_MS);
+    const memory = Number(room.env.CROSSTALK_MEMORY_LIMIT_BYTES);
     this.team = new TeamRoom({
       team: room.id,
       storage: room.storage,
       ...(Number.isFinite(skew) && skew !== 0 ? { now: () => Date.now() + skew } : {}),
       streams: Number.isInteger(window) && window > 0 ? { window } : {},
+      retention: Number.isInteger(retentionMs) && retentionMs > 0 ? { intervalMs: retentionMs } : {},
       limits: limitsFromEnv(room.env),
+      ...(Number.isSafeInteger(memory) && memory > 0 ? { memoryLimitBytes: memory } : {}),
+      ...(typeof room.env.CROSSTALK_OTLP_ENDPOINT === "string" && room.env.CROSSTALK_OTLP_ENDPOINT
+        ? { otlpEndpoint: room.env.CROSSTALK_OTLP_ENDPOINT }
+        : {}),
     });
   }
 
@@ -46,30 +53,56 @@ export default class TeamServer implements Party.Server {
    * refusal is a socket closed with a named code (4401, 4403, 4001), not an HTTP 401: a
    * browser sees a refused upgrade only as 1006 and would retry forever.
    */
-  static async onBeforeConnect(req: Party.Request, lobby: Party.Lobby): Promise<Request | Response> {
+  static async onBeforeConnect(
+    req: Party.Request,
+    lobby: Party.Lobby,
+    ctx: Party.ExecutionContext,
+  ): Promise<Request | Response> {
     const request = req as unknown as Request;
     const verdict = await authenticate(request, { team: lobby.id, env: lobby.env });
-    if (!verdict.ok) return refuseSocket(refusalClose(verdict.refusal));
+    if (!verdict.ok) {
+      const close = refusalClose(verdict.refusal);
+      ctx.waitUntil(reportRefusal(lobby, request, close));
+      return refuseSocket(close);
+    }
     // Returned, or PartyKit forwards the original request and the identity is lost.
     return withIdentity(request, verdict.identity);
   }
 
   /** HTTP: a bearer token (`Authorization` or `?token=`), or 401 with `WWW-Authenticate: Bearer`. */
-  static async onBeforeRequest(req: Party.Request, lobby: Party.Lobby): Promise<Request | Response> {
+  static async onBeforeRequest(
+    req: Party.Request,
+    lobby: Party.Lobby,
+    ctx: Party.ExecutionContext,
+  ): Promise<Request | Response> {
     const request = req as unknown as Request;
     if (request.method === "GET" && isDevTokenPath(new URL(request.url))) {
       const minted = await devTokenResponse(request, { team: lobby.id, env: lobby.env });
       if (minted) return minted;
     }
     const verdict = await authenticate(request, { team: lobby.id, env: lobby.env });
-    if (!verdict.ok) return refusalResponse(verdict.refusal);
-    return withIdentity(request, verdict.identity);
+    if (!verdict.ok) {
+      const response = refusalResponse(verdict.refusal);
+      ctx.waitUntil(reportRefusal(lobby, request, { code: response.status, reason: verdict.refusal.message }));
+      return response;
+    }
+    const forwarded = withIdentity(request, verdict.identity);
+    // Only the edge itself reports refusals to the room.
+    forwarded.headers.delete(EDGE_REFUSAL_HEADER);
+    return forwarded;
   }
 
   onConnect(connection: Party.Connection, ctx: Party.ConnectionContext): void {
     const identity = identityOf(ctx.request.headers as unknown as Headers);
     // The edge always sets it; without it this socket did not pass through the edge.
-    if (!identity) return connection.close(CLOSE_CODES.Unauthorized.code, "unauthorized: no verified identity");
+    if (!identity) {
+      this.team.audit.record("connection.refused", {
+        agent: null,
+        code: CLOSE_CODES.Unauthorized.code,
+        reason: "no verified identity",
+      });
+      return connection.close(CLOSE_CODES.Unauthorized.code, "unauthorized: no verified identity");
+    }
     this.team.connect(connection, new URL(ctx.request.url), identity);
   }
 
@@ -90,11 +123,48 @@ export default class TeamServer implements Party.Server {
 
   onRequest(req: Party.Request): Promise<Response> {
     const request = req as unknown as Request;
+    const refusal = request.headers.get(EDGE_REFUSAL_HEADER);
+    if (refusal !== null) {
+      // Sent by the edge (`reportRefusal`): external requests never carry this header.
+      try {
+        const { agent, code, reason } = JSON.parse(refusal) as { agent: string | null; code: number; reason: string };
+        this.team.audit.record("connection.refused", { agent: null, claimed: agent, code, reason, at: "edge" });
+      } catch {
+        // Not ours to answer.
+      }
+      return Promise.resolve(new Response(null, { status: 204 }));
+    }
     const identity = identityOf(request.headers);
     const principal = identity
       ? { agent: identity.agent, role: identity.role, ...(identity.scope ? { scope: identity.scope } : {}) }
       : null;
     return this.team.request(request, principal);
+  }
+}
+
+/** Carries a refusal from the edge to the team's room, for its audit stream. */
+const EDGE_REFUSAL_HEADER = "x-crosstalk-edge-refusal";
+
+/**
+ * The edge refused a socket or request: tell the room (in the background), so the audit
+ * stream has it. The agent named in the URL is unverified, and recorded as `claimed`.
+ */
+async function reportRefusal(
+  lobby: Party.Lobby,
+  request: Request,
+  close: { code: number; reason: string },
+): Promise<void> {
+  try {
+    const agent = new URL(request.url).searchParams.get("agent");
+    const stub = lobby.parties.main?.get(lobby.id);
+    const body = JSON.stringify({
+      agent: agent?.slice(0, 128) ?? null,
+      code: close.code,
+      reason: close.reason.slice(0, 200),
+    });
+    await stub?.fetch({ method: "POST", headers: { [EDGE_REFUSAL_HEADER]: body } });
+  } catch (error) {
+    console.error("[crosstalk] a refusal could not be audited", error);
   }
 }
 

@@ -16,6 +16,7 @@
  */
 import {
   type ClientFrame,
+  CrosstalkError,
   type ErrorBody,
   type EventInput,
   eventAt,
@@ -36,6 +37,7 @@ import { httpError, type Outcome, type RoomModule } from "./handlers.ts";
 import { keys, pad } from "./keys.ts";
 import { appendEvents } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
+import type { OtlpExport } from "./otlp.ts";
 import { canReadEvent, canReadStream, type Principal } from "./policy.ts";
 import type { Session } from "./session.ts";
 import { type KvStorage, putAll } from "./storage.ts";
@@ -67,14 +69,14 @@ export type StreamState = {
   readonly marks: Map<string, Promise<{ n: number }>>;
 };
 
-type ArchiveIndex = { ids: string[]; seqs: [number, number]; lastTs: number };
+export type ArchiveIndex = { ids: string[]; seqs: [number, number]; lastTs: number };
 type PublishFrame = Extract<ClientFrame, { type: "publish" }>;
 export type Ack = { id: string; seq: number; ts: number; duplicate: boolean };
 
 const arcPrefix = keys.archivePrefix;
 const idxPrefix = keys.archiveIndexPrefix;
 /** Archive parts are JSON text; 40k UTF-16 units stay under 128 KiB however they serialize. */
-const ARCHIVE_PART_CHARS = 40_000;
+export const ARCHIVE_PART_CHARS = 40_000;
 
 function eventBytes(event: EventInput): number {
   const json = JSON.stringify(event);
@@ -85,18 +87,21 @@ function eventBytes(event: EventInput): number {
 export class Streams {
   readonly #streams = new Map<string, Promise<StreamState>>();
   /** A few recently read archive segments: consumers catching up read them in sequence. */
-  readonly #archiveCache = new Map<string, StoredEvent[]>();
+  readonly #archiveCache = new Map<string, (StoredEvent | null)[]>();
+  /** Called after every append to any stream (retention schedules its passes here). */
+  readonly appended = new Set<(stream: StreamState) => void>();
 
   private readonly hub: DocHub;
   private readonly storage: KvStorage;
   private readonly now: () => number;
   private readonly metrics: Metrics;
+  private readonly spans: OtlpExport | undefined;
 
   constructor(
     ctx: RoomContext,
     private readonly options: StreamOptions,
   ) {
-    ({ hub: this.hub, storage: this.storage, now: this.now, metrics: this.metrics } = ctx);
+    ({ hub: this.hub, storage: this.storage, now: this.now, metrics: this.metrics, spans: this.spans } = ctx);
   }
 
   /** Every stream that has events. */
@@ -172,6 +177,7 @@ export class Streams {
         };
       }
     }
+    const startedAt = this.spans ? this.now() : 0;
     const stream = await this.open(frame.stream);
     const mark = frame.outbox ? await this.#mark(stream, session.agent, frame.outbox.instance) : null;
     if (frame.outbox && mark && frame.outbox.n <= mark.n) {
@@ -194,7 +200,23 @@ export class Streams {
         [keys.outboxStream(session.agent, stream.name, frame.outbox.instance)]: mark.n,
       });
     }
-    return { later: this.hub.stored(stream.doc).then(() => ({ reply: { results: result.results } })) };
+    return {
+      later: this.hub.stored(stream.doc).then(() => {
+        if (this.spans) this.#spans(stream.name, frame.events, result.results, startedAt);
+        return { reply: { results: result.results } };
+      }),
+    };
+  }
+
+  /** The room's hop of each event (received to stored), for OpenTelemetry (`otlp.ts`). */
+  #spans(stream: string, events: EventInput[], results: Ack[], startMs: number): void {
+    const endMs = this.now();
+    for (const [i, e] of events.entries()) {
+      const ack = results[i];
+      if (!e.traceparent || !ack || ack.duplicate) continue;
+      const attributes = { "crosstalk.stream": stream, "crosstalk.seq": ack.seq, "crosstalk.event.id": e.id };
+      this.spans?.add({ name: `append ${e.type}`, parent: e.traceparent, startMs, endMs, attributes });
+    }
   }
 
   #mark(stream: StreamState, agent: string, instance: string): Promise<{ n: number }> {
@@ -258,6 +280,7 @@ export class Streams {
       for (const [id, ack] of batchIds) stream.ids.set(id, { seq: ack.seq, ts: ack.ts });
       this.#trimIds(stream);
       for (const listener of stream.listeners) listener(stream);
+      for (const listener of this.appended) listener(stream);
       this.#maybeArchive(stream);
     }
     return { ok: true, results };
@@ -315,15 +338,32 @@ export class Streams {
     }
   }
 
-  async #archivedSegment(stream: string, segNo: number): Promise<StoredEvent[]> {
+  /**
+   * An archived segment; compaction (`retention.ts`) leaves `null` where it removed an
+   * event, so every other event keeps its place.
+   */
+  async #archivedSegment(stream: string, segNo: number): Promise<(StoredEvent | null)[]> {
     const key = `${stream}:${segNo}`;
     const cached = this.#archiveCache.get(key);
     if (cached) return cached;
     const parts = await this.storage.list<string>({ prefix: arcPrefix(stream, segNo) });
-    const events = parts.size > 0 ? (JSON.parse([...parts.values()].join("")) as StoredEvent[]) : [];
+    const events = parts.size > 0 ? (JSON.parse([...parts.values()].join("")) as (StoredEvent | null)[]) : [];
     this.#archiveCache.set(key, events);
     if (this.#archiveCache.size > 8) this.#archiveCache.delete(this.#archiveCache.keys().next().value as string);
     return events;
+  }
+
+  /** Retention rewrote or removed archived segments of `name`: read them from storage again. */
+  forget(name: string): void {
+    for (const key of [...this.#archiveCache.keys()]) if (key.startsWith(`${name}:`)) this.#archiveCache.delete(key);
+  }
+
+  /** The oldest seq `name` still keeps: its first archived segment, else its live window. */
+  async firstKept(name: string): Promise<number> {
+    const stream = await this.open(name);
+    const first = await this.storage.list<ArchiveIndex>({ prefix: idxPrefix(name), limit: 1 });
+    const idx = [...first.values()][0];
+    return idx ? Math.min(idx.seqs[0], logTail(stream.segments)) : logTail(stream.segments);
   }
 
   /** Every event `from`..`to` (inclusive), page by page, archive and live document alike. */
@@ -380,9 +420,20 @@ export class Streams {
       const segNo = Math.floor((seq - 1) / LOG_SEGMENT_SIZE);
       const archived = await this.#archivedSegment(name, segNo);
       const offset = (seq - 1) % LOG_SEGMENT_SIZE;
-      if (archived.length <= offset) throw new Error(`stream ${name}: seq ${seq} is neither live nor archived`);
+      if (archived.length <= offset) {
+        const firstSeq = await this.firstKept(name);
+        if (seq < firstSeq) {
+          throw new CrosstalkError(
+            "EVENTS_REMOVED",
+            `stream ${name}: events before seq ${firstSeq} were removed by its retention`,
+            { firstSeq },
+          );
+        }
+        throw new Error(`stream ${name}: seq ${seq} is neither live nor archived`);
+      }
       for (let i = offset; i < archived.length && seq <= last && events.length < limit; i++, seq++) {
-        events.push(archived[i] as StoredEvent);
+        const event = archived[i];
+        if (event) events.push(event);
       }
     }
     return { events, head: stream.head, next: seq <= last ? seq : null };
@@ -393,9 +444,14 @@ export class Streams {
 export const streamModule = (streams: Streams): RoomModule<"publish" | "history"> => ({
   frames: {
     publish: (session, frame, wire) => streams.publish(session, frame, wire.chars),
-    history: async (session, frame) => ({
-      reply: await streams.readAs(session, frame.stream, frame),
-    }),
+    history: async (session, frame) => {
+      try {
+        return { reply: await streams.readAs(session, frame.stream, frame) };
+      } catch (error) {
+        if (error instanceof CrosstalkError) return { error: error.toBody() };
+        throw error;
+      }
+    },
   },
   routes: [
     {
@@ -409,6 +465,14 @@ export const streamModule = (streams: Streams): RoomModule<"publish" | "history"
         const limit = num("limit") ?? 1000;
         if (!stream.success || ![from, to ?? 1, limit].every((n) => Number.isInteger(n) && n >= 1)) {
           return httpError(400, { code: "INVALID_ARGUMENT", message: "stream, from, to and limit must be valid" });
+        }
+        const firstSeq = await streams.firstKept(stream.data);
+        if (from < firstSeq && (await streams.open(stream.data)).head >= from) {
+          return httpError(410, {
+            code: "EVENTS_REMOVED",
+            message: `events before seq ${firstSeq} were removed by the stream's retention`,
+            details: { firstSeq },
+          });
         }
         // Streamed as it is read: a large `limit` costs time, never the room's memory.
         const events = streams.scan(stream.data, from, to);

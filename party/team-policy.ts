@@ -8,7 +8,15 @@
  * `policy.ts` decides from. A change takes effect for live sessions at once: the room
  * recomputes every session's grants and withdraws what they lost (`room.ts`).
  */
-import { type DocName, Grants, type Policy, parsePolicy, permissionsOf, type RoomFrameOf } from "../protocol/index.ts";
+import {
+  type DocName,
+  Grants,
+  type Policy,
+  PolicyError,
+  parsePolicy,
+  permissionsOf,
+  type RoomFrameOf,
+} from "../protocol/index.ts";
 import type { Consumers } from "./consumers.ts";
 import { defaultPolicy } from "./default-policy.ts";
 import type { DocHub } from "./docs.ts";
@@ -45,6 +53,8 @@ export class TeamPolicy {
       now: () => number;
       /** The policy changed (set, or loaded from storage): recompute live sessions' grants. */
       changed: () => void;
+      /** An admin replaced the policy (the room audits it). */
+      replaced?: (stored: StoredPolicy) => void;
     },
   ) {
     const parsed = parsePolicy(defaultPolicy);
@@ -125,7 +135,24 @@ export class TeamPolicy {
       await this.options.storage.put({ [keys.policy]: next });
       this.#stored = next;
       this.options.changed();
+      this.options.replaced?.(next);
       return { reply: next };
+    });
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  /** A backup's policy, stored exactly as it was (revision included): `backup.ts` restores with it. */
+  restore(stored: StoredPolicy): Promise<void> {
+    const run = this.#queue.then(async () => {
+      await this.load();
+      const parsed = parsePolicy(stored?.policy);
+      if (!parsed.ok || !Number.isInteger(stored.rev))
+        throw parsed.ok ? new PolicyError([{ path: "rev", message: "not an integer" }]) : parsed.error;
+      const next: StoredPolicy = { ...stored, policy: parsed.policy };
+      await this.options.storage.put({ [keys.policy]: next });
+      this.#stored = next;
+      this.options.changed();
     });
     this.#queue = run.catch(() => {});
     return run;

@@ -67,6 +67,10 @@ export const ERROR_CODES = {
     retryable: false,
     doc: "The agent's local storage refused a write (browser quota, full disk). Nothing was queued; free space or drain the outbox first.",
   },
+  EVENTS_REMOVED: {
+    retryable: false,
+    doc: "The events asked for were removed by the stream's retention (`policy.retention`); `details.firstSeq` is the oldest seq the stream still keeps. Resume from there: read history from `firstSeq`, or subscribe with `from: firstSeq` (a durable consumer: `skipRemoved: true`).",
+  },
   INTERNAL: { retryable: true, doc: "The room hit an unexpected error; nothing was applied." },
 } as const satisfies Record<string, { retryable: boolean; doc: string }>;
 

@@ -112,6 +112,7 @@ export {
   segmentOf,
 } from "./log.ts";
 export {
+  AUDIT_STREAM,
   type DocName,
   docNameSchema,
   eventTypeSchema,
@@ -139,6 +140,8 @@ export {
   permissionsOf,
   permissionsSchema,
   policySchema,
+  type RetentionRule,
+  retentionRuleSchema,
   ruleProblem,
   SUB,
   targetResource,

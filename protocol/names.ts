@@ -4,6 +4,12 @@
  */
 import { z } from "zod";
 
+/**
+ * The room's audit stream (`party/audit.ts`): security-relevant acts, written by the room
+ * only. Every agent's publish to it is refused, whatever the policy grants.
+ */
+export const AUDIT_STREAM = "_audit";
+
 /** Agent ids, roles, namespaces and stream names share one conservative alphabet. */
 const NAME = /^[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,127}$/;
 export const nameSchema = z.string().regex(NAME, "must match [A-Za-z0-9_][A-Za-z0-9_.:@-]{0,127}");

@@ -257,6 +257,32 @@ const roleRulesSchema = z
   })
   .strict();
 
+/**
+ * How much of a stream's archive (what lies below its live window) the room keeps. Only an
+ * admin sets it: it is part of the policy (`policy.set` needs `policy.admin`). A rule is
+ * chosen per stream by its key: the stream's name, else the first pattern (NATS style over
+ * the name's `.` tokens) that matches it. See `party/retention.ts` for what is removed when.
+ */
+export const retentionRuleSchema = z
+  .object({
+    /** Archived events older than this (ms) may go. */
+    maxAgeMs: z.number().int().positive().optional(),
+    /** Keep at least the newest this many events; older archived ones may go. */
+    maxEvents: z.number().int().positive().optional(),
+    /** Archived events may go while the archive stores more than this (bytes of JSON). */
+    maxBytes: z.number().int().positive().optional(),
+    /** Keyed streams: an archived event whose key has a newer event may go (Kafka's compaction). */
+    compact: z.boolean().optional(),
+    /**
+     * Default true: nothing a durable consumer, consumer group or projection has not yet
+     * acknowledged is removed (retention waits, and reports what it holds). False: the rules
+     * apply regardless, and a consumer left behind gets `EVENTS_REMOVED`.
+     */
+    holdForConsumers: z.boolean().optional(),
+  })
+  .strict();
+export type RetentionRule = z.infer<typeof retentionRuleSchema>;
+
 /** The role key that applies to every role (no role can be named `*`). */
 export const EVERY_ROLE = "*";
 
@@ -269,6 +295,11 @@ export const policySchema = z
     roles: z
       .record(z.string().regex(/^(\*|[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,127})$/, "a role name or *"), roleRulesSchema)
       .refine((roles) => Object.keys(roles).length <= 100, "at most 100 roles"),
+    /** Per-stream archive retention, by stream name or pattern (see {@link retentionRuleSchema}). */
+    retention: z
+      .record(z.string().min(1).max(200), retentionRuleSchema)
+      .refine((rules) => Object.keys(rules).length <= 100, "at most 100 retention rules")
+      .optional(),
   })
   .strict();
 export type Policy = z.infer<typeof policySchema>;

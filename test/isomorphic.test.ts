@@ -7,7 +7,7 @@
 import { expect, it } from "vitest";
 import { importsOf, sourcesOf } from "./sources.ts";
 
-const NODE_ONLY_FILES = new Set(["client/node.ts", "client/file-storage.ts"]);
+const NODE_ONLY_FILES = new Set(["client/node.ts", "client/file-storage.ts", "client/otel.ts"]);
 const NODE_ONLY_MODULES = /^(node:|fs$|path$|os$|child_process$|net$|http$|https$|crypto$|ws$|tsx|commander$)/;
 
 it.each(["protocol", "client"])("has no Node-only imports in %s/ (outside client/node.ts)", (folder) => {

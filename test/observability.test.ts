@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { type StoredEvent, type TraceNode, traceFrom, traceIdOf } from "../client/index.ts";
+import { Metrics } from "../party/metrics.ts";
 import { createTestRoom, eventually, type TestRoom } from "./harness.ts";
 
 let room: TestRoom;
@@ -129,4 +130,51 @@ it("stamps trace context everywhere and returns the causal tree of one piece of 
     ]);
     expect(tree[0]?.id).toBe(placed.id);
   });
+});
+
+it("exports what the shipped alerts watch: NO_ROUTE by role, connects, inboxes, sockets, limits, memory, positions", async () => {
+  const team = room.team("alerting");
+  const sales = await room.agent("sales-1", { team, role: "sales" });
+  await expect(sales.call({ role: "legal" }, "review", {}, { retries: 0 })).rejects.toMatchObject({ code: "NO_ROUTE" });
+  await expect(sales.send({ role: "legal" }, "notify", {})).rejects.toMatchObject({ code: "NO_ROUTE" });
+  // A call to one agent id is not a role's gap: not counted by role.
+  await expect(sales.call("nobody", "review", {}, { retries: 0 })).rejects.toMatchObject({ code: "NO_ROUTE" });
+  await sales.send("ghost", "notify", { n: 1 });
+  await sales.send("ghost", "notify", { n: 2 });
+  const flappy = await room.agent("flappy", { team });
+  await flappy.close();
+  await room.agent("flappy", { team });
+  await sales.publish("job.queued", {});
+  await sales.subscribe("job.*", () => new Promise<never>(() => {}), { consumer: "stuck", from: "start" }).ready;
+  await sales.publish("job.queued", {});
+
+  const text = await (await room.fetch(`/parties/main/${team}/metrics`)).text();
+  expect(metric(text, /^crosstalk_rpc_no_route_total\{role="legal"\} 2$/)).toBeDefined();
+  expect(text).not.toMatch(/crosstalk_rpc_no_route_total\{role="nobody"\}/);
+  expect(metric(text, /^crosstalk_agent_connects_total\{agent="flappy"\} 2$/)).toBeDefined();
+  expect(metric(text, /^crosstalk_inbox_depth\{agent="ghost"\} 2$/)).toBeDefined();
+  // A live agent with an empty inbox reads 0.
+  expect(metric(text, /^crosstalk_inbox_depth\{agent="sales-1"\} 0$/)).toBeDefined();
+  expect(metric(text, /^crosstalk_agent_sockets\{agent="sales-1"\} 1$/)).toBeDefined();
+  expect(metric(text, /^crosstalk_limit\{limit="maxConnectionsPerAgent"\} 16$/)).toBeDefined();
+  expect(metric(text, /^crosstalk_memory_limit_bytes 134217728$/)).toBeDefined();
+  expect(Number(metric(text, /^crosstalk_memory_bytes \d+$/)?.split(" ")[1])).toBeGreaterThan(0);
+  await eventually(async () => {
+    const again = await (await room.fetch(`/parties/main/${team}/metrics`)).text();
+    expect(metric(again, /^crosstalk_consumer_lag\{stream="main",consumer="stuck",kind="durable"\} 2$/)).toBeDefined();
+    expect(
+      metric(again, /^crosstalk_consumer_position\{stream="main",consumer="stuck",kind="durable"\} 0$/),
+    ).toBeDefined();
+  });
+});
+
+it("a counter whose labels a client chooses keeps a bounded number of series", () => {
+  const metrics = new Metrics();
+  for (let i = 0; i < 300; i++) metrics.noRoute.inc({ role: `r${i}` });
+  const lines = metrics
+    .render([])
+    .split("\n")
+    .filter((l) => l.startsWith("crosstalk_rpc_no_route_total{"));
+  expect(lines).toHaveLength(257);
+  expect(lines).toContain('crosstalk_rpc_no_route_total{role="_other"} 44');
 });

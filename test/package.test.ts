@@ -40,3 +40,13 @@ it("resolves crosstalk/protocol to the compiled protocol, sharing the error clas
   });
   expect(JSON.parse(String(out))).toEqual({ parse: "function", replies: "history.page", same: true });
 });
+
+it("resolves crosstalk/otel to the compiled OpenTelemetry instrumentation", () => {
+  const script = `
+    const otel = await import("crosstalk/otel");
+    console.log(JSON.stringify({ instrument: typeof otel.instrument }));`;
+  const out = execFileSync(process.execPath, ["--input-type=module", "-e", script], {
+    cwd: resolve(import.meta.dirname, ".."),
+  });
+  expect(JSON.parse(String(out))).toEqual({ instrument: "function" });
+});

@@ -34,6 +34,10 @@ export type TestRoomOptions = {
   now?: () => number;
   /** Per-connection limits, e.g. `{ maxOpenDocs: 4 }` (what `--var CROSSTALK_MAX_OPEN_DOCS` sets on the real one). */
   limits?: RoomOptions["limits"];
+  /** Retention pass interval (what `--var CROSSTALK_RETENTION_INTERVAL_MS` sets on the real one). */
+  retention?: RoomOptions["retention"];
+  /** How the audit stream aggregates. */
+  audit?: RoomOptions["audit"];
 };
 
 export interface TestRoom extends TestHost {
