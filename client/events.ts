@@ -170,6 +170,12 @@ type Sub = {
   acked: number;
   /** Groups: leased events waiting for the handler. */
   inbox: Extract<RoomFrame, { type: "group.deliver" }>[];
+  /**
+   * Groups: the seq the handler is running now, and the last seqs it finished. The room sends
+   * an agent's leases to it again after a restart, possibly crossing the ack on the wire.
+   */
+  handling?: number;
+  finished?: Set<number>;
   /** Reading through a room-pushed feed (this id) instead of the log document; `buffer` holds its events. */
   feed: string | null;
 };
@@ -912,7 +918,9 @@ export class Events {
   /** A leased event for a group member: handled in arrival order, one at a time. */
   groupDeliver(frame: Extract<RoomFrame, { type: "group.deliver" }>): void {
     const sub = this.#groupSubs.get(groupKey(frame.stream, frame.group));
-    if (!sub || sub.closed) return;
+    // A lease the room kept across its restart comes back: one handled or being handled is not run again.
+    const seq = frame.event.seq;
+    if (!sub || sub.closed || seq === sub.handling || sub.finished?.has(seq)) return;
     sub.inbox.push(frame);
     if (!sub.running) void this.#drainGroup(sub);
   }
@@ -928,11 +936,17 @@ export class Events {
           continue;
         }
         try {
+          sub.handling = base.seq;
           await sub.handler(decoded.event);
           this.transport.send({ type: "group.ack", ...base });
+          sub.finished ??= new Set();
+          sub.finished.add(base.seq);
+          if (sub.finished.size > FINISHED_SEQS) sub.finished.delete(sub.finished.values().next().value as number);
         } catch (error) {
           this.onHandlerError(error, frame.event);
           this.transport.send({ type: "group.nak", ...base, error: errorMessage(error) });
+        } finally {
+          sub.handling = undefined;
         }
       }
     } finally {
@@ -999,6 +1013,9 @@ export class Events {
     return { head: reply.head, consumers: reply.consumers };
   }
 }
+
+/** Finished group seqs a member remembers, to skip a lease the room sends again after its restart. */
+const FINISHED_SEQS = 1024;
 
 const groupKey = (stream: string, group: string) => `${stream}\u0000${group}`;
 const errorMessage = (error: unknown) => (error instanceof Error ? error.message : String(error)).slice(0, 2000);

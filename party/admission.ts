@@ -3,8 +3,10 @@
  * from the agent's signed token (`identity.ts`), else (in-process hosts only) the connect
  * URL's query (`agent`, `role`); with `_pk` = client instance and `v` = protocol version, it
  * is stamped on the session, never taken from frames (`policy.ts` decides what it may do).
- * A signed session lives until its token's `exp`: one timer per session closes it with
- * `TokenExpired` (4001), and the client comes back with a fresh token. Also the sessions'
+ * A signed session lives until its token's `exp`: one deadline per session on the room's alarm
+ * schedule (`alarms.ts`) closes it with `TokenExpired` (4001), and the client comes back with
+ * a fresh token. After a hibernation wake, {@link Admission.resume} rebuilds a session from
+ * what its socket carried (`resume.ts`), without a second welcome. Also the sessions'
  * registry, and the `leave` frame, which ends a session on purpose.
  */
 import {
@@ -16,6 +18,7 @@ import {
   PROTOCOL_VERSION,
   type RoomLimits,
 } from "../protocol/index.ts";
+import type { Alarms } from "./alarms.ts";
 import type { RoomModule } from "./handlers.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Presence } from "./presence.ts";
@@ -43,15 +46,25 @@ export type AdmissionOptions = {
   refused?: (refusal: { agent: string | null; code: number; reason: string }) => void;
   /** A newer signed connection took `older`'s agent id over (the room audits it). */
   takenOver?: (older: Session, newer: Session) => void;
+  /** The room's alarm schedule, which holds each session's token expiry. */
+  alarms: Alarms;
 };
 
-/** setTimeout's longest delay (about 24.8 days); a later expiry re-arms the timer. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
+/** What a session is, as its socket carries it across a hibernation (`resume.ts`). */
+export type SessionIdentity = {
+  agent: string;
+  role: string;
+  instance: string;
+  connectedAt: number;
+  scope?: readonly string[];
+  expiresAt?: number;
+  writer?: string;
+  /** A stock Yjs client's one document. */
+  doc?: string;
+};
 
 export class Admission {
   readonly #sessions = new Map<Socket, Session>();
-  /** The expiry timer of each session whose token has an `exp`; cleared when it ends. */
-  readonly #expiry = new Map<Session, ReturnType<typeof setTimeout>>();
   #nextSession = 0;
 
   constructor(private readonly options: AdmissionOptions) {}
@@ -206,8 +219,7 @@ export class Admission {
   /** Ends a session once: closes its socket (with `close`), releases what it held, takes it off the roster. */
   drop(session: Session, close: { code: number; reason: string } | null): void {
     if (session.closed) return;
-    clearTimeout(this.#expiry.get(session));
-    this.#expiry.delete(session);
+    if (session.expiresAt !== undefined) this.options.alarms.cancel(expiryKey(session));
     if (close) session.socket.close(close.code, close.reason);
     session.closed = true;
     this.#sessions.delete(session.socket);
@@ -217,10 +229,55 @@ export class Admission {
 
   /** Ends `session` with `TokenExpired` when its token's `exp` passes. */
   #expireAt(session: Session, expiresAt: number): void {
-    const left = expiresAt - this.options.now();
-    if (left <= 0) return this.drop(session, CLOSE_CODES.TokenExpired);
-    const timer = setTimeout(() => this.#expireAt(session, expiresAt), Math.min(left, MAX_TIMER_MS));
-    this.#expiry.set(session, timer);
+    if (expiresAt <= this.options.now()) return this.drop(session, CLOSE_CODES.TokenExpired);
+    this.options.alarms.at(expiryKey(session), expiresAt, () => this.#expireAt(session, expiresAt));
+  }
+
+  /**
+   * A socket the room accepted before it hibernated: its session again, as it was (no
+   * welcome, no roster announcement: the agent and its peers never saw it leave).
+   */
+  resume(socket: Socket, who: SessionIdentity): Session | null {
+    if (who.expiresAt !== undefined && who.expiresAt <= this.options.now()) {
+      socket.close(CLOSE_CODES.TokenExpired.code, CLOSE_CODES.TokenExpired.reason);
+      return null;
+    }
+    const init = {
+      maxFrameBytes: this.options.limits.maxUpdateBytes,
+      n: ++this.#nextSession,
+      socket,
+      agent: who.agent,
+      role: who.role,
+      connectedAt: who.connectedAt,
+      metrics: this.options.metrics,
+      ...(who.scope ? { scope: who.scope } : {}),
+      ...(who.expiresAt !== undefined ? { expiresAt: who.expiresAt } : {}),
+      ...(who.writer !== undefined ? { writer: who.writer } : {}),
+    };
+    const parsedDoc = who.doc === undefined ? null : docNameSchema.safeParse(who.doc);
+    if (parsedDoc && !parsedDoc.success) return null;
+    const session = parsedDoc
+      ? new RawDocSession(init, parsedDoc.data)
+      : new Session({ ...init, instance: who.instance });
+    session.grants = this.options.grants(session);
+    if (!parsedDoc) this.options.presence.restore(session);
+    this.#sessions.set(socket, session);
+    if (session.expiresAt !== undefined) this.#expireAt(session, session.expiresAt);
+    return session;
+  }
+
+  /** What `session` is, for its socket to carry across a hibernation. */
+  identityOf(session: Session): SessionIdentity {
+    return {
+      agent: session.agent,
+      role: session.role,
+      instance: session.instance,
+      connectedAt: session.connectedAt,
+      ...(session.scope ? { scope: session.scope } : {}),
+      ...(session.expiresAt !== undefined ? { expiresAt: session.expiresAt } : {}),
+      ...(session.writer !== session.agent ? { writer: session.writer } : {}),
+      ...(session instanceof RawDocSession ? { doc: session.doc } : {}),
+    };
   }
 
   /** Closes every socket: the room can no longer trust its memory. */
@@ -233,3 +290,5 @@ export class Admission {
     frames: { leave: (session) => ({ reply: {}, afterwards: () => this.drop(session, null) }) },
   };
 }
+
+const expiryKey = (session: Session): string => `exp|${session.n}`;

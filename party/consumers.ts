@@ -12,8 +12,11 @@
  * handed out one at a time per key, in seq order.
  *
  * Storage: `cons|<stream>|<name>` → {@link DurableRecord}; `grp|<stream>|<name>` →
- * {@link GroupRecord}. Leases are memory-only: after a restart every unfinished event is
- * delivered again (at least once).
+ * {@link GroupRecord}, leases included (seq, agent, ack deadline). After a restart or a
+ * hibernation wake a leased event stays with its agent until its ack deadline, as before:
+ * the agent's member session (re)joining takes its leases back, and only what was never
+ * delivered, or whose deadline passed, goes out again. Ack deadlines are on the room's alarm
+ * schedule (`alarms.ts`), so leases in flight do not keep the room awake.
  */
 import {
   backoff,
@@ -25,6 +28,7 @@ import {
   matchesPattern,
   type StoredEvent,
 } from "../protocol/index.ts";
+import type { Alarms } from "./alarms.ts";
 import type { RoomContext } from "./context.ts";
 import type { Outcome, RoomModule } from "./handlers.ts";
 import { keys } from "./keys.ts";
@@ -33,17 +37,20 @@ import { type KvStorage, putAll } from "./storage.ts";
 import type { StreamState, Streams } from "./streams.ts";
 
 type DurableRecord = { acked: number; updatedAt: number };
-type JoinFrame = Extract<ClientFrame, { type: "group.join" }>;
+export type JoinFrame = Extract<ClientFrame, { type: "group.join" }>;
 type GroupConfig = Pick<JoinFrame, "pattern" | "ackWaitMs" | "maxDeliver">;
 type GroupRecord = {
   config: GroupConfig;
   floor: number;
   done: number[];
   deliveries: [number, number][];
+  /** Events leased and not yet acked: seq, the agent holding it, its ack deadline (absent in older records). */
+  leases?: [number, string, number][];
   updatedAt: number;
 };
 
-type Lease = { member: Session; timer: ReturnType<typeof setTimeout> };
+/** A leased event; `member` is null while its agent has not (re)joined since a restart or wake. */
+type Lease = { member: Session | null; agent: string; deadline: number };
 
 type Group = {
   readonly stream: StreamState;
@@ -72,6 +79,7 @@ type Group = {
 };
 
 const consKey = keys.consumer;
+const leaseAlarm = (group: Group, seq: number): string => `grp|${group.stream.name}|${group.name}|${seq}`;
 const grpKey = keys.group;
 
 export class Consumers {
@@ -82,12 +90,13 @@ export class Consumers {
 
   private readonly storage: KvStorage;
   private readonly now: () => number;
+  private readonly alarms: Alarms;
 
   constructor(
     ctx: RoomContext,
     private readonly streams: Streams,
   ) {
-    ({ storage: this.storage, now: this.now } = ctx);
+    ({ storage: this.storage, now: this.now, alarms: this.alarms } = ctx);
   }
 
   // --- durable consumers ----------------------------------------------------------------
@@ -154,7 +163,7 @@ export class Consumers {
   // --- groups ---------------------------------------------------------------------------
 
   /** The groups each session is a member of (keys), for the room's `maxSubscriptions` limit. */
-  readonly #memberOf = new WeakMap<Session, Set<string>>();
+  readonly #memberOf = new WeakMap<Session, Map<string, JoinFrame>>();
 
   /** How many groups `session` is a member of, and whether one is `stream`'s `group`. */
   memberships(session: Session): number {
@@ -165,7 +174,16 @@ export class Consumers {
     return this.#memberOf.get(session)?.has(grpKey(stream, group)) ?? false;
   }
 
-  async join(session: Session, frame: JoinFrame): Promise<Outcome<"group.join">> {
+  /** The `group.join` of each group `session` is a member of: what it rejoins with after a wake. */
+  joined(session: Session): JoinFrame[] {
+    return [...(this.#memberOf.get(session)?.values() ?? [])];
+  }
+
+  /**
+   * `resumed`: the session comes back from a hibernation with its socket (and its client's
+   * queue of deliveries) intact, so its leases are only bound to it, not sent again.
+   */
+  async join(session: Session, frame: JoinFrame, { resumed = false } = {}): Promise<Outcome<"group.join">> {
     const stream = await this.streams.open(frame.stream);
     const key = grpKey(frame.stream, frame.group);
     let loading = this.#groups.get(key);
@@ -182,9 +200,24 @@ export class Consumers {
         },
       };
     }
-    group.members.set(session, { maxAckPending: frame.maxAckPending, inFlight: 0 });
-    const mine = this.#memberOf.get(session) ?? new Set<string>();
-    this.#memberOf.set(session, mine.add(key));
+    const member = { maxAckPending: frame.maxAckPending, inFlight: 0 };
+    group.members.set(session, member);
+    // Leases this agent held before a restart or wake are its again. A client that reconnected
+    // forgot what it had not handled yet: those go to it again (to it only), with a fresh deadline.
+    for (const [seq, lease] of group.leases) {
+      if (lease.member !== null || lease.agent !== session.agent) continue;
+      member.inFlight++;
+      const event = group.events.get(seq);
+      if (resumed || !event) {
+        lease.member = session;
+        continue;
+      }
+      this.#lease(group, seq, { member: session, agent: session.agent, deadline: this.now() + group.config.ackWaitMs });
+      const deliveries = group.deliveries.get(seq) ?? 1;
+      session.sendFrame({ type: "group.deliver", stream: group.stream.name, group: group.name, event, deliveries });
+    }
+    const mine = this.#memberOf.get(session) ?? new Map<string, JoinFrame>();
+    this.#memberOf.set(session, mine.set(key, frame));
     void this.#dispatch(group);
     return { reply: {} };
   }
@@ -218,9 +251,28 @@ export class Consumers {
       again: false,
       updatedAt: record?.updatedAt ?? this.now(),
     };
+    for (const [seq, agent, deadline] of record?.leases ?? []) {
+      // A lease restored after a restart is still out: its seq comes back only if it expires.
+      if (seq <= group.floor || group.done.has(seq) || group.leases.has(seq)) continue;
+      const event = await this.#read(group, seq);
+      if (!event) continue;
+      group.events.set(seq, event);
+      if (event.key !== undefined) group.keyOwner.set(event.key, seq);
+      this.#lease(group, seq, { member: null, agent, deadline });
+    }
     stream.listeners.add(() => void this.#dispatch(group));
     if (!record) this.#saveGroup(group);
     return group;
+  }
+
+  /** Records a lease and its ack deadline on the room's alarm schedule. */
+  #lease(group: Group, seq: number, lease: Lease): void {
+    group.leases.set(seq, lease);
+    this.alarms.at(leaseAlarm(group, seq), lease.deadline, () => {
+      if (group.leases.get(seq) !== lease) return;
+      this.#expire(group, seq);
+      void this.#dispatch(group);
+    });
   }
 
   async #group(stream: string, name: string): Promise<Group | undefined> {
@@ -262,7 +314,7 @@ export class Consumers {
 
   async groupNak(session: Session, frame: Extract<ClientFrame, { type: "group.nak" }>): Promise<void> {
     const group = await this.#group(frame.stream, frame.group);
-    if (!group?.members.has(session) || group.leases.get(frame.seq)?.member !== session) return;
+    if (!group?.members.has(session) || group.leases.get(frame.seq)?.agent !== session.agent) return;
     this.#unlease(group, frame.seq);
     const deliveries = group.deliveries.get(frame.seq) ?? 1;
     if (deliveries >= group.config.maxDeliver || frame.deadLetter) {
@@ -281,9 +333,9 @@ export class Consumers {
   #unlease(group: Group, seq: number): void {
     const lease = group.leases.get(seq);
     if (!lease) return;
-    clearTimeout(lease.timer);
+    this.alarms.cancel(leaseAlarm(group, seq));
     group.leases.delete(seq);
-    const member = group.members.get(lease.member);
+    const member = lease.member && group.members.get(lease.member);
     if (member) member.inFlight--;
   }
 
@@ -356,7 +408,8 @@ export class Consumers {
     if (ready !== undefined) return ready;
     while (group.next <= group.stream.head) {
       const seq = group.next++;
-      if (seq <= group.floor || group.done.has(seq)) continue;
+      // A lease restored after a restart is still out: its seq comes back only if it expires.
+      if (seq <= group.floor || group.done.has(seq) || group.leases.has(seq)) continue;
       const event = await this.#read(group, seq);
       if (!event || !matchesPattern(group.config.pattern, event.type)) {
         this.#finish(group, seq);
@@ -415,12 +468,12 @@ export class Consumers {
           }
           group.deliveries.set(seq, deliveries);
           member.inFlight++;
-          const timer = setTimeout(() => {
-            if (group.leases.get(seq)?.member !== session) return;
-            this.#expire(group, seq);
-            void this.#dispatch(group);
-          }, group.config.ackWaitMs);
-          group.leases.set(seq, { member: session, timer });
+          this.#lease(group, seq, {
+            member: session,
+            agent: session.agent,
+            deadline: this.now() + group.config.ackWaitMs,
+          });
+          this.#saveGroup(group);
           session.sendFrame({ type: "group.deliver", stream: group.stream.name, group: group.name, event, deliveries });
         }
       } while (group.again);
@@ -435,6 +488,7 @@ export class Consumers {
       floor: group.floor,
       done: [...group.done],
       deliveries: [...group.deliveries],
+      leases: [...group.leases].map(([seq, lease]) => [seq, lease.agent, lease.deadline]),
       updatedAt: group.updatedAt,
     };
     this.#persist(grpKey(group.stream.name, group.name), record);

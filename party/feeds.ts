@@ -49,6 +49,15 @@ export class Feeds {
     return this.#bySession.get(session)?.has(id) ?? false;
   }
 
+  /** The feeds `session` has open (id, stream, pattern): what it reopens after a wake. */
+  opened(session: Session): { feed: string; stream: string; pattern: string }[] {
+    return [...(this.#bySession.get(session)?.values() ?? [])].map((f) => ({
+      feed: f.id,
+      stream: f.stream.name,
+      pattern: f.pattern,
+    }));
+  }
+
   /** Opens (or reopens) a feed; its events follow the `feed.started` answer. */
   async open(session: Session, frame: ClientFrameOf<"feed.open">): Promise<Outcome<"feed.open">> {
     this.close(session, frame.feed);

@@ -50,6 +50,12 @@ export const keys = {
   /** What retention removed from each stream, and where the stream now starts (`party/retention.ts`). */
   retention: (stream: string) => `ret|${stream}`,
   retentionPrefix: "ret|",
+  /** What each open socket registered (docs, methods, feeds, groups), for a hibernation wake (`party/resume.ts`). */
+  socket: (key: string) => `sock|${key}`,
+  socketPrefix: "sock|",
+  /** How many times the room's object started (`party/room.ts`); the team it serves, for a start by alarm. */
+  roomStarts: "room|starts",
+  roomTeam: "room|team",
   /** The team's policy (`party/team-policy.ts`). */
   policy: "policy",
 } as const;

@@ -4,8 +4,11 @@
  * brief network cut does not hand the work to someone else. Every grant gets a larger
  * `token` (a fencing token). Stored as `lease|<name>`, so a restarted room still refuses
  * others until expiry; expiry notifies the former holder with `lease.lost` when it is online.
+ * Expiry is a deadline on the room's alarm schedule, re-armed from storage after a wake
+ * ({@link Leases.resume}), so a held lease does not keep the room awake.
  */
 import type { ClientFrame } from "../protocol/index.ts";
+import type { Alarms } from "./alarms.ts";
 import type { RoomContext } from "./context.ts";
 import type { Outcome, RoomModule } from "./handlers.ts";
 import { keys } from "./keys.ts";
@@ -17,16 +20,29 @@ type LeaseRecord = { holder: string; token: number; expiresAt: number };
 
 export class Leases {
   readonly #cache = new Map<string, LeaseRecord | null>();
-  readonly #timers = new Map<string, ReturnType<typeof setTimeout>>();
   /** Per lease name, so concurrent requests are decided one at a time. */
   readonly #queue = new Map<string, Promise<unknown>>();
 
   private readonly storage: KvStorage;
   private readonly presence: Presence;
   private readonly now: () => number;
+  private readonly alarms: Alarms;
 
   constructor(ctx: RoomContext) {
-    ({ storage: this.storage, presence: this.presence, now: this.now } = ctx);
+    ({ storage: this.storage, presence: this.presence, now: this.now, alarms: this.alarms } = ctx);
+  }
+
+  /** After a wake or restart: every stored lease's expiry back on the alarm schedule. */
+  async resume(): Promise<void> {
+    for (const [key, record] of await this.storage.list<LeaseRecord>({ prefix: keys.lease("") })) {
+      const name = key.slice(keys.lease("").length);
+      if (!this.#cache.has(name)) this.#cache.set(name, record);
+      this.#arm(name, record);
+    }
+  }
+
+  #arm(name: string, record: LeaseRecord): void {
+    this.alarms.at(`lease|${name}`, record.expiresAt, () => void this.#expire(name, record.token));
   }
 
   #serial<T>(name: string, fn: () => Promise<T>): Promise<T> {
@@ -54,13 +70,8 @@ export class Leases {
     if (record) await this.storage.put({ [keys.lease(name)]: record });
     else await this.storage.delete([keys.lease(name)]);
     this.#cache.set(name, record);
-    clearTimeout(this.#timers.get(name));
-    this.#timers.delete(name);
-    if (record)
-      this.#timers.set(
-        name,
-        setTimeout(() => void this.#expire(name, record.token), Math.max(0, record.expiresAt - this.now())),
-      );
+    if (record) this.#arm(name, record);
+    else this.alarms.cancel(`lease|${name}`);
   }
 
   #expire(name: string, token: number): Promise<void> {

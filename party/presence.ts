@@ -49,6 +49,14 @@ export class Presence {
     return { ok: true, replaced: current };
   }
 
+  /**
+   * Puts a session back on the roster after a hibernation wake, without announcing it: its
+   * peers' rosters still list it (they never saw it leave).
+   */
+  restore(session: Session): void {
+    this.#byAgent.set(session.agent, session);
+  }
+
   /** Removes `session` if it is still the agent's live session; false for a replaced one. */
   remove(session: Session): boolean {
     if (this.#byAgent.get(session.agent) !== session) return false;

@@ -8,6 +8,10 @@
  * (through `policy.ts`) and answers for every module, `http.ts` serves the routes.
  * `team-policy.ts` holds the team's policy; when it changes, {@link TeamRoom} applies it to
  * every live session here.
+ *
+ * Hibernation: a host that drops the room's object while its sockets stay open calls
+ * {@link TeamRoom.resume} with them on the next start (`resume.ts`), and {@link TeamRoom.alarm}
+ * when the storage alarm of the room's deadlines goes off (`alarms.ts`).
  */
 import {
   DEFAULT_LOG_WINDOW,
@@ -18,6 +22,7 @@ import {
 } from "../protocol/index.ts";
 import { A2AGateway } from "./a2a.ts";
 import { Admission } from "./admission.ts";
+import { type AlarmHost, Alarms } from "./alarms.ts";
 import { Audit, type AuditOptions } from "./audit.ts";
 import { Backup, backupModule } from "./backup.ts";
 import { Consumers, consumerModule } from "./consumers.ts";
@@ -30,12 +35,14 @@ import type { DispatchTable, Route } from "./handlers.ts";
 import { answerPing, heartbeatModule } from "./heartbeat.ts";
 import { createHttp, type HttpHandler } from "./http.ts";
 import { Inbox, inboxModule } from "./inbox.ts";
+import { keys } from "./keys.ts";
 import { Leases, leaseModule } from "./leases.ts";
 import { Metrics } from "./metrics.ts";
 import { DEFAULT_MEMORY_LIMIT_BYTES, metricsModule } from "./metrics-text.ts";
 import { OtlpExport } from "./otlp.ts";
 import type { Principal } from "./policy.ts";
 import { type agentInfo, Presence, presenceModule } from "./presence.ts";
+import { Resumes } from "./resume.ts";
 import { Retention, type RetentionOptions, retentionModule } from "./retention.ts";
 import { Router, type RouterOptions, rpcModule } from "./rpc.ts";
 import type { Session, Socket } from "./session.ts";
@@ -59,7 +66,8 @@ const AUDITED_CODES: ReadonlySet<ErrorCode> = new Set([
 
 export type RoomOptions = {
   team: string;
-  storage: KvStorage;
+  /** With `setAlarm` (a Durable Object's storage), the room's deadlines wake it instead of timers keeping it awake. */
+  storage: KvStorage & AlarmHost;
   /** Stream tuning; defaults suit most teams. */
   streams?: Partial<StreamOptions>;
   /** Call and message tuning. */
@@ -107,6 +115,13 @@ export class TeamRoom {
   readonly backup: Backup;
   /** Every module's frame handlers, one per client frame type. */
   readonly handlers: DispatchTable;
+  /** Token expiry, lease expiry and group ack deadlines: one schedule, one host alarm. */
+  readonly alarms: Alarms;
+  /** What each socket carries across a hibernation. */
+  readonly resumes: Resumes;
+  /** How many times this room's object has started (stored): a wake from hibernation counts. */
+  starts = 0;
+  readonly #storage: KvStorage;
   readonly #dispatch: Dispatch;
   readonly #http: HttpHandler;
 
@@ -114,6 +129,8 @@ export class TeamRoom {
     this.team = options.team;
     const now = options.now ?? Date.now;
     const limits: RoomLimits = { ...DEFAULT_ROOM_LIMITS, ...options.limits };
+    this.#storage = options.storage;
+    this.alarms = new Alarms(options.storage, now);
     this.hub = new DocHub(
       options.storage,
       (error) => {
@@ -130,6 +147,7 @@ export class TeamRoom {
       presence: this.presence,
       hub: this.hub,
       traces: this.traces,
+      alarms: this.alarms,
       ...(options.otlpEndpoint
         ? { spans: new OtlpExport(options.otlpEndpoint, { service: "crosstalk-room", team: this.team }) }
         : {}),
@@ -207,6 +225,7 @@ export class TeamRoom {
       limits,
       metrics: this.metrics,
       presence: this.presence,
+      alarms: this.alarms,
       grants: (session) => this.policy.bind(session),
       // In-doubt calls go back to the agent that may hold their answer, right after its welcome.
       admitted: (session) => this.router.returned(session),
@@ -216,10 +235,20 @@ export class TeamRoom {
         this.router.gone(session);
         this.consumers.gone(session);
         this.feeds.gone(session);
+        this.resumes.forget(session);
       },
       refused: ({ agent, code, reason }) => this.audit.record("connection.refused", { agent, code, reason }),
       takenOver: (older, newer) =>
         this.audit.record("token.takeover", { agent: newer.agent, role: newer.role, replacedRole: older.role }),
+    });
+    this.resumes = new Resumes({
+      team: this.team,
+      storage: options.storage,
+      admission: this.admission,
+      hub: this.hub,
+      feeds: this.feeds,
+      consumers: this.consumers,
+      router: this.router,
     });
 
     const modules = [
@@ -272,14 +301,37 @@ export class TeamRoom {
     this.#http = createHttp(modules.flatMap((m: Composable) => m.routes ?? []));
   }
 
-  /** Resolves once the room can admit agents with the team's stored policy (PartyKit's `onStart`). */
-  start(): Promise<void> {
-    return this.policy.load();
+  /**
+   * Resolves once the room can admit agents with the team's stored policy (PartyKit's
+   * `onStart`); counts the start (`starts`, in the room's summary and log).
+   */
+  async start(): Promise<void> {
+    await this.policy.load();
+    this.starts = ((await this.#storage.get<number>(keys.roomStarts)) ?? 0) + 1;
+    await this.#storage.put({ [keys.roomStarts]: this.starts, [keys.roomTeam]: this.team });
+  }
+
+  /**
+   * After `start`, on a host whose sockets outlive the room's object (hibernation): rebuilds
+   * the sessions of the sockets still open and re-arms the stored deadlines. Messages must
+   * wait for it (PartyKit delivers none before `onStart` resolves).
+   */
+  async resume(sockets: Iterable<Socket>): Promise<void> {
+    const resumed = await this.resumes.resume(sockets);
+    await this.leases.resume();
+    console.log(`[crosstalk ${this.team}] room started (start ${this.starts}, ${resumed} sockets resumed)`);
+  }
+
+  /** The host's storage alarm went off: run the deadlines that are due. */
+  alarm(): void {
+    this.alarms.fire();
   }
 
   /** Admits a socket; `identity` is what the host verified from the agent's token (see `admission.ts`). */
   connect(socket: Socket, url: URL, identity?: Identity): Session | null {
-    return this.admission.connect(socket, url, identity);
+    const session = this.admission.connect(socket, url, identity);
+    if (session) this.resumes.attach(session);
+    return session;
   }
 
   /** Routes one message; frames of a session are handled strictly in arrival order. */
@@ -287,6 +339,8 @@ export class TeamRoom {
     const session = this.admission.get(socket);
     if (!session || answerPing(data, (text) => session.sendText(text))) return;
     this.#dispatch.message(session, data);
+    // After the frame: what it set up (documents, methods, feeds, groups) is kept for a wake.
+    if (session.socket.setState) session.queue = session.queue.then(() => this.resumes.changed(session));
   }
 
   close(socket: Socket): void {
@@ -300,8 +354,13 @@ export class TeamRoom {
   }
 
   /** A summary for `GET /parties/main/<team>`. */
-  info(): { team: string; agents: ReturnType<typeof agentInfo>[]; inFlightCalls: number } {
-    return { team: this.team, agents: this.presence.roster(), inFlightCalls: this.router.inFlight };
+  info(): { team: string; agents: ReturnType<typeof agentInfo>[]; inFlightCalls: number; starts: number } {
+    return {
+      team: this.team,
+      agents: this.presence.roster(),
+      inFlightCalls: this.router.inFlight,
+      starts: this.starts,
+    };
   }
 }
 

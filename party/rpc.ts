@@ -157,6 +157,10 @@ export class Router {
     else this.#maxInFlight.set(session, max);
   }
 
+  maxInFlightOf(session: Session): number | undefined {
+    return this.#maxInFlight.get(session);
+  }
+
   /** Records what `session`'s methods are (`rpc.handle` `info`); the roster shows it too. */
   describe(session: Session, info: Readonly<Record<string, MethodInfo>> | undefined): void {
     session.methodInfo = info;

@@ -2,6 +2,10 @@
  * The PartyKit main party: one instance per team. Deliberately thin — it adapts PartyKit's
  * callbacks to {@link TeamRoom}, which holds all the logic, and verifies agents' tokens at
  * the edge (`identity.ts`) before the room's object is touched.
+ *
+ * Hibernating (`hibernate: true`): an idle room's object is dropped while its sockets stay
+ * open, and built again by the next message or alarm. `onStart` then hands the open sockets
+ * to the room, which rebuilds their sessions from what each socket carries (`resume.ts`).
  */
 import type * as Party from "partykit/server";
 import { CLOSE_CODES } from "../protocol/index.ts";
@@ -15,37 +19,65 @@ import {
   refusalResponse,
   withIdentity,
 } from "./identity.ts";
+import { keys } from "./keys.ts";
 import { TeamRoom } from "./room.ts";
 
 /** workerd's socket pair (a Cloudflare global, not in the DOM typings). */
 declare const WebSocketPair: new () => { 0: WebSocket; 1: WebSocket & { accept(): void } };
 
 export default class TeamServer implements Party.Server {
-  readonly team: TeamRoom;
+  readonly options: Party.ServerOptions = { hibernate: true };
+  #team: TeamRoom | undefined;
 
   constructor(readonly room: Party.Room) {
-    const window = Number(room.env.CROSSTALK_LOG_WINDOW);
+    let id: string | undefined;
+    try {
+      id = room.id;
+    } catch {
+      // Started by an alarm: PartyKit does not know the id then; `onStart` reads it from storage.
+    }
+    if (id !== undefined) this.#team = this.#build(id);
+  }
+
+  get team(): TeamRoom {
+    if (!this.#team) throw new Error("the room has not started");
+    return this.#team;
+  }
+
+  #build(team: string): TeamRoom {
+    const env = this.room.env;
+    const window = Number(env.CROSSTALK_LOG_WINDOW);
+    const retentionMs = Number(env.CROSSTALK_RETENTION_INTERVAL_MS);
+    const memory = Number(env.CROSSTALK_MEMORY_LIMIT_BYTES);
     // Test-only: runs the room's clock this many ms ahead (an agent "offline for days" in a test).
-    const skew = Number(room.env.CROSSTALK_TEST_CLOCK_SKEW_MS ?? 0);
-    const retentionMs = Number(room.env.CROSSTALK_RETENTION_INTERVAL_MS);
-    const memory = Number(room.env.CROSSTALK_MEMORY_LIMIT_BYTES);
-    this.team = new TeamRoom({
-      team: room.id,
-      storage: room.storage,
+    const skew = Number(env.CROSSTALK_TEST_CLOCK_SKEW_MS ?? 0);
+    return new TeamRoom({
+      team,
+      storage: this.room.storage,
       ...(Number.isFinite(skew) && skew !== 0 ? { now: () => Date.now() + skew } : {}),
       streams: Number.isInteger(window) && window > 0 ? { window } : {},
       retention: Number.isInteger(retentionMs) && retentionMs > 0 ? { intervalMs: retentionMs } : {},
-      limits: limitsFromEnv(room.env),
+      limits: limitsFromEnv(this.room.env),
       ...(Number.isSafeInteger(memory) && memory > 0 ? { memoryLimitBytes: memory } : {}),
-      ...(typeof room.env.CROSSTALK_OTLP_ENDPOINT === "string" && room.env.CROSSTALK_OTLP_ENDPOINT
-        ? { otlpEndpoint: room.env.CROSSTALK_OTLP_ENDPOINT }
+      ...(typeof env.CROSSTALK_OTLP_ENDPOINT === "string" && env.CROSSTALK_OTLP_ENDPOINT
+        ? { otlpEndpoint: env.CROSSTALK_OTLP_ENDPOINT }
         : {}),
     });
   }
 
-  /** PartyKit admits no connection before this resolves: the team's stored policy is loaded first. */
-  onStart(): Promise<void> {
-    return this.team.start();
+  /**
+   * PartyKit admits no connection and delivers no message before this resolves: the team's
+   * stored policy is loaded, and after a hibernation the open sockets' sessions are back.
+   */
+  async onStart(): Promise<void> {
+    this.#team ??= this.#build((await this.room.storage.get<string>(keys.roomTeam)) ?? "unknown");
+    await this.#team.start();
+    await this.#team.resume(this.room.getConnections());
+  }
+
+  /** The room's deadlines (token and lease expiry, group ack deadlines) share this one alarm. */
+  onAlarm(): void {
+    this.#team?.alarm();
   }
 
   /**
@@ -62,6 +94,15 @@ export default class TeamServer implements Party.Server {
     const verdict = await authenticate(request, { team: lobby.id, env: lobby.env });
     if (!verdict.ok) {
       const close = refusalClose(verdict.refusal);
+      ctx.waitUntil(reportRefusal(lobby, request, close));
+      return refuseSocket(close);
+    }
+    // Refused here rather than in the room: a hibernatable socket the room closes while it is
+    // being accepted keeps its close frame for seconds (partykit dev 0.0.115).
+    const named = new URL(request.url).searchParams.get("agent");
+    if (named !== null && named !== verdict.identity.agent) {
+      const { code, reason } = CLOSE_CODES.Forbidden;
+      const close = { code, reason: `${reason}: the agent in the URL is not the token's` };
       ctx.waitUntil(reportRefusal(lobby, request, close));
       return refuseSocket(close);
     }

@@ -22,6 +22,13 @@ export const ANONYMOUS_WRITER = "#anonymous";
 export interface Socket {
   send(data: string | ArrayBuffer | ArrayBufferView): void;
   close(code?: number, reason?: string): void;
+  /**
+   * What the host keeps with the socket across a hibernation (a Durable Object WebSocket
+   * attachment: PartyKit's `connection.setState`, at most 2,048 bytes). Absent on hosts that
+   * never hibernate; the room then keeps nothing for a wake (`resume.ts`).
+   */
+  setState?(state: unknown): unknown;
+  readonly state?: unknown;
 }
 
 export type SessionInit = {

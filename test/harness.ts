@@ -23,7 +23,8 @@ export const TEST_CONFIG = join(ROOT, "test/fixtures/partykit.json");
 
 /** `startRoom` of the kit, on the test project (from the repository root) unless told otherwise. */
 export function startRoom(options: StartRoomOptions = {}): Promise<RoomServer> {
-  return startKitRoom({ config: TEST_CONFIG, cwd: ROOT, ...options });
+  // The wrangler host runs the kit's own config (`testing/wrangler.jsonc`: the room alone).
+  return startKitRoom({ ...(options.host === "wrangler" ? {} : { config: TEST_CONFIG }), cwd: ROOT, ...options });
 }
 
 /**

@@ -1,6 +1,8 @@
 /**
  * A real `partykit dev` (workerd) for tests: on a free port, with a fresh persist directory,
- * started from the user's own `partykit` install and polled until it answers. Everything
+ * started from the user's own `partykit` install and polled until it answers. With
+ * `host: "wrangler"`, the same room on the maintained stack instead: `wrangler dev --local`
+ * over the partyserver adapter (`party/partyserver.ts`), offline, telemetry off. Everything
  * about the real server (SIGKILL restarts, HTTP through PartyKit, workerd agents, stock
  * y-websocket clients) is tested here; nothing that crosses the wire is mocked.
  *
@@ -22,9 +24,12 @@ import { agentPool, checkPath, type TestHost, uniqueTeam } from "./host.ts";
 import { sleep } from "./wait.ts";
 
 export type StartRoomOptions = {
+  /** Which dev server runs the room (default `partykit`); both serve `/parties/main/<team>`. */
+  host?: "partykit" | "wrangler";
   /**
    * The partykit config to run. Default: the room crosstalk ships (`testing/partykit.json`:
    * `party/server.ts` and nothing else). A project with parties of its own passes its config.
+   * With `host: "wrangler"`, a wrangler config (default `testing/wrangler.jsonc`).
    */
   config?: string;
   /** `--var K=V` for the room, e.g. `{ CROSSTALK_LOG_WINDOW: "1024" }`. */
@@ -89,8 +94,8 @@ const HERE = dirname(fileURLToPath(import.meta.url));
  * The config of the packaged room. Found next to this module in the sources and two levels
  * up from `dist/testing/` once compiled (tsc does not copy JSON; `testing/` ships as source).
  */
-export function packagedConfig(): string {
-  const candidates = [join(HERE, "partykit.json"), resolve(HERE, "../../testing/partykit.json")];
+export function packagedConfig(file = "partykit.json"): string {
+  const candidates = [join(HERE, file), resolve(HERE, `../../testing/${file}`)];
   const found = candidates.find((c) => existsSync(c));
   if (!found)
     throw new TestKitError(
@@ -105,18 +110,18 @@ export function packagedConfig(): string {
  * there (`partykit/package.json` is not in partykit's exports map, so its folder is found
  * directly), then its `bin`.
  */
-export function findPartykit(cwd: string = process.cwd()): string {
-  const dirs = createRequire(join(resolve(cwd), "package.json")).resolve.paths("partykit") ?? [];
+export function findPartykit(cwd: string = process.cwd(), cli: "partykit" | "wrangler" = "partykit"): string {
+  const dirs = createRequire(join(resolve(cwd), "package.json")).resolve.paths(cli) ?? [];
   for (const dir of dirs) {
-    const manifest = join(dir, "partykit", "package.json");
+    const manifest = join(dir, cli, "package.json");
     if (!existsSync(manifest)) continue;
     const { bin } = JSON.parse(readFileSync(manifest, "utf8")) as { bin?: string | Record<string, string> };
-    const path = typeof bin === "string" ? bin : bin?.partykit;
-    if (path) return join(dir, "partykit", path);
+    const path = typeof bin === "string" ? bin : bin?.[cli];
+    if (path) return join(dir, cli, path);
   }
   throw new TestKitError(
     "PARTYKIT_NOT_FOUND",
-    `partykit is not installed in ${resolve(cwd)} (nor above it): run \`npm install -D partykit\`, or pass startRoom({ cwd }) for another project`,
+    `${cli} is not installed in ${resolve(cwd)} (nor above it): run \`npm install -D ${cli}${cli === "wrangler" ? " partyserver" : ""}\`, or pass startRoom({ cwd }) for another project`,
   );
 }
 
@@ -125,9 +130,13 @@ const VAR_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** Starts a real `partykit dev` on a free port and waits until it answers. */
 export async function startRoom(options: StartRoomOptions = {}): Promise<RoomServer> {
   const cwd = resolve(options.cwd ?? process.cwd());
-  const bin = findPartykit(cwd);
-  const config = resolve(cwd, options.config ?? packagedConfig());
-  if (!existsSync(config)) throw new TestKitError("INVALID_ARGUMENT", `no partykit config at ${config}`);
+  const cli = options.host ?? "partykit";
+  const bin = findPartykit(cwd, cli);
+  const config = resolve(
+    cwd,
+    options.config ?? packagedConfig(cli === "wrangler" ? "wrangler.jsonc" : "partykit.json"),
+  );
+  if (!existsSync(config)) throw new TestKitError("INVALID_ARGUMENT", `no ${cli} config at ${config}`);
   const secret = options.secret === undefined ? generateSecret() : options.secret;
   let vars = Object.entries({ ...(secret ? { CROSSTALK_HS256_SECRET: secret } : {}), ...options.vars });
   for (const [k, v] of vars) {
@@ -166,10 +175,18 @@ export async function startRoom(options: StartRoomOptions = {}): Promise<RoomSer
 
   /** One attempt: spawn and wait until the room answers; on failure the process group is killed. */
   const launchOnce = async () => {
-    const args = [bin, "dev", "-c", config, "--port", String(port), "--persist", persistDir];
-    args.push("--disable-request-cf-fetch", "--no-hotkeys");
-    for (const [k, v] of vars) args.push("--var", `${k}=${v}`);
-    const proc = spawn(process.execPath, args, { cwd, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+    const args = [bin, "dev", "-c", config, "--port", String(port)];
+    if (cli === "wrangler") {
+      // Offline: local bindings only, its own inspector port (the default 9229 is shared).
+      args.push("--local", "--ip", "127.0.0.1", "--persist-to", persistDir);
+      args.push("--inspector-port", String(await freePort()), "--show-interactive-dev-session=false");
+      for (const [k, v] of vars) args.push("--var", `${k}:${v}`);
+    } else {
+      args.push("--persist", persistDir, "--disable-request-cf-fetch", "--no-hotkeys");
+      for (const [k, v] of vars) args.push("--var", `${k}=${v}`);
+    }
+    const env = { ...process.env, WRANGLER_SEND_METRICS: "false" };
+    const proc = spawn(process.execPath, args, { cwd, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
     const keep = (d: Buffer) => {
       log = (log + d.toString()).slice(-200_000);
     };
@@ -190,7 +207,7 @@ export async function startRoom(options: StartRoomOptions = {}): Promise<RoomSer
     await kill();
     throw new TestKitError(
       "ROOM_DID_NOT_START",
-      `partykit dev did not answer within ${startTimeoutMs / 1000} s (exit ${proc.exitCode}):\n${log}`,
+      `${cli} dev did not answer within ${startTimeoutMs / 1000} s (exit ${proc.exitCode}):\n${log}`,
     );
   };
 
