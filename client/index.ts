@@ -63,6 +63,14 @@ export {
   type StateChange,
 } from "./state.ts";
 export { type AgentStorage, MemoryStorage, type StorageOp } from "./storage.ts";
+export {
+  deleteIndexedDbStorage,
+  IndexedDbStorage,
+  type IndexedDbStorageOptions,
+  indexedDbName,
+  openIndexedDbStorage,
+} from "./storage-idb.ts";
+export { claimTabInstance, type TabInstance, type TabInstanceOptions } from "./tab.ts";
 export { type ConnectOptions, connect, Team, type TypedEvent, type TypedEvents } from "./team.ts";
 export { buildTraceTree, type TraceNode, traceFrom } from "./trace.ts";
 export type { Status } from "./transport.ts";

@@ -1,13 +1,14 @@
 /**
- * The agent's one socket to its team room: partysocket underneath (reconnect with backoff,
- * query provider re-evaluated on each attempt), frame parsing and chunk reassembly on top.
- * Not re-exported from the package entry point; `team.ts` owns it.
+ * The agent's one socket to its team room: partysocket underneath (reconnects, query provider
+ * re-evaluated on each attempt), our own reconnect backoff and heartbeat, frame parsing and
+ * chunk reassembly on top. Not re-exported from the package entry point; `team.ts` owns it.
  */
 
 import type * as decoding from "lib0/decoding";
 import { ObservableV2 } from "lib0/observable";
 import { PartySocket } from "partysocket";
 import {
+  backoff,
   CLOSE_CODES,
   type ClientFrame,
   CrosstalkError,
@@ -17,6 +18,8 @@ import {
   decodeDocFrame,
   FATAL_CLOSE_CODES,
   MAX_FRAME_BYTES,
+  PING_FRAME,
+  PONG_FRAME,
   PROTOCOL_VERSION,
   parseRoomFrame,
   type RoomFrame,
@@ -50,9 +53,22 @@ export type TransportOptions = {
    * (with `connect({ persist })`, the one kept in the storage).
    */
   instance?: string;
-  /** Reconnect backoff bounds in ms. */
+  /**
+   * Reconnect backoff in ms. After a socket the room admitted drops, the first attempt waits
+   * a random delay below `minReconnectDelayMs` (default 100); each failed attempt doubles that
+   * bound up to `maxReconnectDelayMs` (default 5000), always drawn at random below it (full
+   * jitter), so a crowd of agents that lost their room does not retry in step.
+   */
   minReconnectDelayMs?: number;
   maxReconnectDelayMs?: number;
+  /**
+   * Heartbeat: after this long with nothing received (default 10 000 ms) the client sends a
+   * `ping`; if nothing at all arrives within `heartbeatTimeoutMs` (default 10 000) it takes
+   * the link for dead (bytes silently dropped, TCP still up) and reconnects. A blackholed
+   * link is thus found within interval + timeout. 0 turns the heartbeat off.
+   */
+  heartbeatIntervalMs?: number;
+  heartbeatTimeoutMs?: number;
 };
 
 type Events = {
@@ -90,11 +106,26 @@ export class Transport extends ObservableV2<Events> {
   refusal: CrosstalkError | null = null;
   readonly #socket: PartySocket;
   #reassembler = createReassembler();
+  /** Connection attempts since the room last admitted us; sets the next attempt's delay. */
+  #attempts = 0;
+  readonly #backoff: { baseMs: number; capMs: number };
+  /** The wait before the next attempt, cut short by `close()`. */
+  #waiting: { timer: ReturnType<typeof setTimeout>; done: () => void } | null = null;
+  readonly #heartbeat: { intervalMs: number; timeoutMs: number };
+  #heartbeatTimer: ReturnType<typeof setTimeout> | undefined;
+  /** When the last message of any kind arrived (ms), and when an unanswered ping left (null: none). */
+  #heardAt = 0;
+  #pingAt: number | null = null;
 
   constructor(options: TransportOptions) {
     super();
     const identity = { agent: options.agent, role: options.role, v: String(PROTOCOL_VERSION) };
     const { token, query } = options;
+    this.#backoff = { baseMs: options.minReconnectDelayMs ?? 100, capMs: options.maxReconnectDelayMs ?? 5000 };
+    this.#heartbeat = {
+      intervalMs: options.heartbeatIntervalMs ?? 10_000,
+      timeoutMs: options.heartbeatTimeoutMs ?? 10_000,
+    };
     this.#socket = new PartySocket({
       host: options.host,
       room: options.team,
@@ -105,17 +136,21 @@ export class Transport extends ObservableV2<Events> {
       // Nothing is buffered while the socket is closed: `send` refuses offline, and what must
       // go later sits in an outbox that resends it (a second buffer would send duplicates).
       maxEnqueuedMessages: 0,
-      query:
-        query || token
-          ? async () => ({
-              ...(await query?.()),
-              ...(token !== undefined ? { token: typeof token === "string" ? token : await token() } : {}),
-              ...identity,
-            })
-          : identity,
-      minReconnectionDelay: options.minReconnectDelayMs ?? 100,
-      maxReconnectionDelay: options.maxReconnectDelayMs ?? 5000,
-      reconnectionDelayGrowFactor: 1.6,
+      // partysocket asks for the query before every attempt, after its own delay (zero here):
+      // the place our backoff waits.
+      query: async () => {
+        await this.#beforeAttempt();
+        return {
+          ...(await query?.()),
+          ...(token !== undefined ? { token: typeof token === "string" ? token : await token() } : {}),
+          ...identity,
+        };
+      },
+      // partysocket's own backoff is off: it has no jitter, and it resets only after 5 s of
+      // uptime, so an agent whose link drops every few seconds waited ever longer although
+      // every reconnect succeeded at once. Ours (`#beforeAttempt`) resets on `welcome`.
+      minReconnectionDelay: 0,
+      maxReconnectionDelay: 0,
       connectionTimeout: 5000,
       // A refusal for good (4401, 4403, 4409, taken over) ends the socket: no new attempt, so
       // the token provider is not asked again either. 4001 (expired) reconnects with backoff.
@@ -139,6 +174,20 @@ export class Transport extends ObservableV2<Events> {
         return;
       }
       if (this.status === "online") this.#setStatus("offline");
+    });
+  }
+
+  /** Waits before a connection attempt: none for the first, then jittered and growing. */
+  async #beforeAttempt(): Promise<void> {
+    const attempt = this.#attempts++;
+    if (attempt === 0 || this.status === "closed") return;
+    const ms = backoff(attempt - 1, this.#backoff);
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        this.#waiting = null;
+        resolve();
+      };
+      this.#waiting = { timer: setTimeout(done, ms), done };
     });
   }
 
@@ -177,19 +226,54 @@ export class Transport extends ObservableV2<Events> {
   }
 
   /**
-   * The room admitted us: the next drop reconnects after the shortest delay. partysocket
-   * itself resets its backoff only after `minUptime` (5 s) of uptime, so an agent whose link
-   * drops every few seconds waited ever longer (up to the maximum) although every reconnect
-   * succeeded at once. Failed attempts still escalate. partysocket has no public reset: its
-   * retry counter is the one private field we touch (pinned version; absent field → no-op).
+   * The room admitted us: the next drop reconnects after the shortest delay (a random one
+   * below `minReconnectDelayMs`, so agents dropped together do not all return in the same
+   * millisecond). Failed attempts escalate from there.
    */
   #resetBackoff(): void {
-    const socket = this.#socket as unknown as { _retryCount?: number };
-    if (typeof socket._retryCount === "number") socket._retryCount = 0;
+    this.#attempts = 1;
+  }
+
+  /**
+   * One timer per connection. A ping leaves only after `intervalMs` of silence (a busy link
+   * proves itself with its own traffic); the link is dead when nothing at all, pong or
+   * otherwise, arrived within `timeoutMs` of it. Comparing arrival times rather than counting
+   * ticks keeps a throttled timer (a background tab) from calling a live link dead.
+   */
+  #heartbeatTick = (): void => {
+    const { intervalMs, timeoutMs } = this.#heartbeat;
+    if (this.status !== "online" || intervalMs <= 0) return;
+    const now = Date.now();
+    if (this.#pingAt !== null && this.#heardAt < this.#pingAt) {
+      const left = this.#pingAt + timeoutMs - now;
+      if (left > 0) return this.#armHeartbeat(left);
+      this.#pingAt = null;
+      // Not a close the room will ever see: this socket's bytes go nowhere. partysocket drops
+      // it, reports the close (status → offline) and connects again through our backoff.
+      const { code, reason } = CLOSE_CODES.NoHeartbeat;
+      this.#socket.reconnect(code, reason);
+      return;
+    }
+    this.#pingAt = null;
+    const quiet = now - this.#heardAt;
+    if (quiet < intervalMs) return this.#armHeartbeat(intervalMs - quiet);
+    this.#pingAt = now;
+    this.#socket.send(PING_FRAME);
+    this.#armHeartbeat(timeoutMs);
+  };
+
+  #armHeartbeat(ms: number): void {
+    clearTimeout(this.#heartbeatTimer);
+    this.#heartbeatTimer = setTimeout(this.#heartbeatTick, ms);
   }
 
   close(): void {
     this.#setStatus("closed");
+    clearTimeout(this.#heartbeatTimer);
+    if (this.#waiting) {
+      clearTimeout(this.#waiting.timer);
+      this.#waiting.done();
+    }
     this.#socket.close(1000, "client closed");
   }
 
@@ -201,12 +285,16 @@ export class Transport extends ObservableV2<Events> {
 
   #receive(data: unknown): void {
     if (this.status === "closed") return;
+    this.#heardAt = Date.now();
     if (typeof data === "string") {
+      if (data === PONG_FRAME) return;
       const parsed = parseRoomFrame(data);
       if (!parsed.ok) return this.emit("protocolError", [CrosstalkError.from(parsed.error)]);
       // `welcome` is what makes a socket usable: the room has admitted this agent.
       if (parsed.frame.type === "welcome") {
         this.#resetBackoff();
+        this.#pingAt = null;
+        if (this.#heartbeat.intervalMs > 0) this.#armHeartbeat(this.#heartbeat.intervalMs);
         this.status = "online";
         this.emit("frame", [parsed.frame]);
         this.emit("status", ["online"]);

@@ -274,3 +274,6 @@ function start(): void {
 }
 
 start();
+
+// The app shell stays in a service worker's cache (demo/sw.js), so the page reloads offline.
+void navigator.serviceWorker?.register("/sw.js").catch(() => {});

@@ -106,6 +106,7 @@ const frameChecks: { readonly [K in ClientFrameType]: (frame: ClientFrameOf<K>, 
     { action: "stream.subscribe", resource: typeResource(f.stream, f.pattern), how: "reach" },
   ],
   "feed.close": () => [],
+  ping: () => [],
 };
 
 /** Null to allow; otherwise the refusal (FORBIDDEN or UNAUTHORIZED) the caller gets. */

@@ -32,6 +32,7 @@ import { DocHub, docModule } from "./docs.ts";
 import { Feeds, feedModule } from "./feeds.ts";
 import { Guard } from "./guard.ts";
 import type { DispatchTable, Route } from "./handlers.ts";
+import { answerPing, heartbeatModule } from "./heartbeat.ts";
 import { createHttp, type HttpHandler } from "./http.ts";
 import { Inbox, inboxModule } from "./inbox.ts";
 import { keys } from "./keys.ts";
@@ -263,6 +264,7 @@ export class TeamRoom {
       rpcModule(this.router, this.presence),
       inboxModule(this.inbox),
       presenceModule(this.presence),
+      heartbeatModule,
       traceModule({ traces: this.traces, streams: this.streams }),
       metricsModule({
         metrics: this.metrics,
@@ -336,7 +338,7 @@ export class TeamRoom {
   /** Routes one message; frames of a session are handled strictly in arrival order. */
   message(socket: Socket, data: string | ArrayBuffer | ArrayBufferView): void {
     const session = this.admission.get(socket);
-    if (!session) return;
+    if (!session || answerPing(data, (text) => session.sendText(text))) return;
     this.#dispatch.message(session, data);
     // After the frame: what it set up (documents, methods, feeds, groups) is kept for a wake.
     if (session.socket.setState) session.queue = session.queue.then(() => this.resumes.changed(session));

@@ -128,6 +128,11 @@ export const CLOSE_CODES = {
   TooManyErrors: { code: 4429, reason: "too many refused frames" },
   /** The agent already holds `maxConnectionsPerAgent` sockets; this one is refused. */
   TooManyConnections: { code: 4408, reason: "too many connections for this agent" },
+  /**
+   * Sent by the client, not the room: nothing arrived in time after a `ping`, so the link is
+   * taken for dead (half-open: bytes silently dropped) and the client reconnects. Not fatal.
+   */
+  NoHeartbeat: { code: 4004, reason: "no answer to ping" },
 } as const;
 
 /** Close codes after which the client must not reconnect by itself. */

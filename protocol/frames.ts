@@ -274,6 +274,14 @@ export const clientFrames = {
   }),
   /** Stop feed `feed`. */
   "feed.close": z.object({ type: z.literal("feed.close"), feed: z.string().min(1).max(64) }),
+  /**
+   * Heartbeat: "are you there?", answered by `pong` out of band (before any frame still
+   * queued). A client sends it after a quiet spell and reconnects when nothing at all arrives
+   * in time: a socket whose bytes are silently dropped (half-open TCP) is found only this way.
+   * Send exactly {@link PING_FRAME}: the room matches that text without decoding JSON, as a
+   * hibernating Durable Object's `setWebSocketAutoResponse` pair does.
+   */
+  ping: z.object({ type: z.literal("ping") }),
 } as const;
 
 export type ClientFrameType = keyof typeof clientFrames;
@@ -432,6 +440,8 @@ export const roomFrames = {
   }),
   /** The message of `rpc.send` `ref` is stored for these agents. */
   "rpc.sent": z.object({ type: z.literal("rpc.sent"), ref: refSchema, recipients: z.array(nameSchema) }),
+  /** The answer to `ping`, always exactly {@link PONG_FRAME}. */
+  pong: z.object({ type: z.literal("pong") }),
   /** A roster change: an agent joined, left or changed its status or methods. */
   presence: z.object({
     type: z.literal("presence"),
@@ -455,6 +465,15 @@ export type RoomFrameOf<K extends RoomFrameType> = z.infer<(typeof roomFrames)[K
 /** Every room frame, one schema per type, told apart by `type`. */
 export const roomFrameSchema = unionOf(roomFrames);
 export type RoomFrame = z.infer<typeof roomFrameSchema>;
+
+/**
+ * The heartbeat's two frames as fixed text. A request/response pair of constant strings is
+ * what a hibernating Durable Object answers without waking (`ctx.setWebSocketAutoResponse(new
+ * WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME))`), and what the awake room answers
+ * with one string comparison; neither side parses JSON for it.
+ */
+export const PING_FRAME = '{"type":"ping"}';
+export const PONG_FRAME = '{"type":"pong"}';
 
 // ---------------------------------------------------------------------------------------
 // Requests and their answers

@@ -66,6 +66,8 @@ export {
   type OutboxEntry,
   outboxEntrySchema,
   type Parsed,
+  PING_FRAME,
+  PONG_FRAME,
   parseClientFrame,
   parseRoomFrame,
   type ReplyOf,

@@ -69,7 +69,7 @@ describe("fault proxy", () => {
     expect(proxy.accepted).toBe(2);
   });
 
-  it("blackholes: the link stays open and silent, then carries bytes again", async () => {
+  it("blackholes: the link stays open and silent for good; new links pass again", async () => {
     const proxy = await setup();
     const a = client(proxy);
     a.socket.write("1");
@@ -80,8 +80,13 @@ describe("fault proxy", () => {
     expect(a.received).toBe("1");
     expect(a.events).toEqual([]);
     proxy.mode = "pass";
+    // "2" is gone: passing "3" would hand the peer a stream with a hole in it.
     a.socket.write("3");
-    await eventually(() => expect(a.received).toBe("13"));
+    const b = client(proxy);
+    b.socket.write("new");
+    await eventually(() => expect(b.received).toBe("new"));
+    expect(a.received).toBe("1");
+    expect(a.events).toEqual([]);
   });
 
   it("delays bytes by delayMs", async () => {
@@ -93,5 +98,16 @@ describe("fault proxy", () => {
     await eventually(() => expect(a.received).toBe("x"));
     // Two hops of 150 ms each; a lower bound only (a busy machine is slower, never faster).
     expect(performance.now() - start).toBeGreaterThanOrEqual(290);
+  });
+
+  it("keeps bytes in order when the delay drops mid-stream", async () => {
+    const proxy = await setup();
+    proxy.delayMs = 200;
+    const a = client(proxy);
+    a.socket.write("a");
+    await new Promise((r) => setTimeout(r, 20));
+    proxy.delayMs = 0;
+    a.socket.write("b");
+    await eventually(() => expect(a.received).toBe("ab"));
   });
 });

@@ -6,7 +6,12 @@
  * - `refuse`: new connections are reset at once; open ones are left alone.
  * - `cut("rst" | "fin")`: every open connection is reset (RST) or closed (FIN) on both sides.
  * - `blackhole`: open and new connections stay up but every byte is dropped (a half-open link,
- *   found only by a heartbeat).
+ *   found only by a heartbeat). A connection once blackholed stays so after the mode changes
+ *   back: its dropped bytes are gone, so passing later ones would hand the peers a corrupt
+ *   stream no real network produces (TCP retransmits or the link dies). Only new connections
+ *   pass again.
+ *
+ * Bytes keep their order through changes of `delayMs` (a chunk never overtakes an earlier one).
  */
 import { createServer, type Server, type Socket } from "node:net";
 
@@ -30,11 +35,31 @@ export async function startFaultProxy(target: { host?: string; port: number }): 
   const pairs = new Set<[Socket, Socket]>();
   let accepted = 0;
   const state = { mode: "pass" as FaultMode, delayMs: 0 };
+  const holed = new WeakSet<Socket>();
   const pipe = (from: Socket, to: Socket) => {
-    from.on("data", (chunk) => {
-      if (state.mode === "blackhole") return;
-      if (state.delayMs > 0) setTimeout(() => to.destroyed || to.write(chunk), state.delayMs);
-      else if (!to.destroyed) to.write(chunk);
+    // Chunks wait in one queue per direction, so none overtakes an earlier one (separate
+    // timers could fire out of order when the delay changes).
+    const queue: { chunk: Buffer; at: number }[] = [];
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const flush = () => {
+      timer = undefined;
+      const now = performance.now();
+      while (queue.length > 0 && (queue[0] as { at: number }).at <= now) {
+        const { chunk } = queue.shift() as { chunk: Buffer };
+        if (!to.destroyed) to.write(chunk);
+      }
+      if (queue.length > 0) timer = setTimeout(flush, (queue[0] as { at: number }).at - now);
+    };
+    from.on("data", (chunk: Buffer) => {
+      if (state.mode === "blackhole") holed.add(from).add(to);
+      if (holed.has(from)) return;
+      const now = performance.now();
+      if (queue.length === 0 && state.delayMs <= 0) {
+        if (!to.destroyed) to.write(chunk);
+        return;
+      }
+      queue.push({ chunk, at: now + state.delayMs });
+      if (timer === undefined) timer = setTimeout(flush, Math.max(0, (queue[0] as { at: number }).at - now));
     });
   };
   const server: Server = createServer((client) => {
