@@ -32,6 +32,8 @@ type OpenDoc = {
   resyncing: boolean;
   /** Writes to carry over onto a rebased document once its fresh copy has synced. */
   carry?: CarriedWrite[];
+  /** Keys written on the fresh copy since the rebase (`root\u0000key`): newer than their carried write. */
+  carryTouched?: Set<string>;
   /**
    * A rebase notice was handled and the fresh copy has not synced yet: a further notice
    * meanwhile answers a message the old copy sent before it, and changes nothing.
@@ -150,7 +152,23 @@ export class DocSync {
     const now = this.#docs.get(name);
     if (!now) return true;
     now.rebasing = true;
-    if (carry.length > 0) now.carry = carry;
+    if (carry.length > 0) {
+      now.carry = carry;
+      // Writes made on the fresh copy before it syncs are newer than the carried ones: those
+      // keys are not carried over (they would overwrite the newer value).
+      const fresh = now.doc;
+      const touched = new Set<string>();
+      const roots = new Map<unknown, string>();
+      fresh.on("afterTransaction", (tr: Y.Transaction) => {
+        if (!tr.local || !now.rebasing) return;
+        for (const [name, type] of fresh.share) roots.set(type, name);
+        for (const [type, subs] of tr.changed) {
+          const root = roots.get(type);
+          if (root !== undefined) for (const key of subs) if (key !== null) touched.add(`${root}\u0000${key}`);
+        }
+      });
+      now.carryTouched = touched;
+    }
     return true;
   }
 
@@ -190,11 +208,14 @@ export class DocSync {
       open.synced = true;
       open.resyncing = false;
       const carry = open.carry;
+      const touched = open.carryTouched;
       open.carry = undefined;
+      open.carryTouched = undefined;
       open.rebasing = false;
       if (carry)
         open.doc.transact(() => {
-          for (const w of carry) open.doc.getMap(w.root).set(w.key, w.value);
+          for (const w of carry)
+            if (!touched?.has(`${w.root}\u0000${w.key}`)) open.doc.getMap(w.root).set(w.key, w.value);
         });
       if (!open.everSynced) {
         open.everSynced = true;

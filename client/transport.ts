@@ -62,10 +62,13 @@ export type TransportOptions = {
   minReconnectDelayMs?: number;
   maxReconnectDelayMs?: number;
   /**
-   * Heartbeat: after this long with nothing received (default 10 000 ms) the client sends a
+   * Heartbeat: after this long with nothing received (default 25 000 ms) the client sends a
    * `ping`; if nothing at all arrives within `heartbeatTimeoutMs` (default 10 000) it takes
    * the link for dead (bytes silently dropped, TCP still up) and reconnects. A blackholed
-   * link is thus found within interval + timeout. 0 turns the heartbeat off.
+   * link is thus found within interval + timeout. 0 turns the heartbeat off. The default stays
+   * above a hibernating room's ~10 s idle point: under `partykit dev`/PartyKit each ping wakes
+   * the room (PartyKit exposes no WebSocket auto-response); the partyserver host answers pings
+   * without waking it.
    */
   heartbeatIntervalMs?: number;
   heartbeatTimeoutMs?: number;
@@ -123,7 +126,7 @@ export class Transport extends ObservableV2<Events> {
     const { token, query } = options;
     this.#backoff = { baseMs: options.minReconnectDelayMs ?? 100, capMs: options.maxReconnectDelayMs ?? 5000 };
     this.#heartbeat = {
-      intervalMs: options.heartbeatIntervalMs ?? 10_000,
+      intervalMs: options.heartbeatIntervalMs ?? 25_000,
       timeoutMs: options.heartbeatTimeoutMs ?? 10_000,
     };
     this.#socket = new PartySocket({

@@ -89,6 +89,8 @@ export class DocHub {
     private readonly limits: HubLimits = DEFAULT_ROOM_LIMITS,
     /** Counts rebases (`#rebase`). */
     private readonly metrics?: Metrics,
+    /** Whether state documents are rebased at all (`RoomOptions.rebase`). */
+    private readonly rebase = false,
   ) {}
 
   /** Every document loaded in memory. */
@@ -187,7 +189,7 @@ export class DocHub {
           await this.storage.put(batch.extra);
         }
         for (const fn of batch.after) fn();
-        if (!doc.pending && rebaseable(doc)) {
+        if (this.rebase && !doc.pending && rebaseable(doc)) {
           doc.inflight = null;
           return this.#rebase(doc);
         }
@@ -377,14 +379,16 @@ export class DocHub {
     } catch {
       return bad("malformed");
     }
+    // Written on a base the room has rebased away: the client resyncs and carries it over.
+    // Checked before the update's dependencies: an item whose origin is a struct the rebase
+    // folded away would otherwise look incomplete and close the socket as a bad update.
+    const stale = this.#retired(doc, referencedClients(decoded));
+    if (stale) return { error: rebasedError(name, stale) };
     const problem = checkUpdate(decoded, doc.ydoc, {
       maxDepth: this.limits.maxDocDepth,
       maxJsonDepth: MAX_JSON_DEPTH,
     });
     if (problem) return bad(problem);
-    // Written on a base the room has rebased away: the client resyncs and carries it over.
-    const stale = this.#retired(doc, [...decoded.structs.map((s) => s.id.client), ...decoded.ds.clients.keys()]);
-    if (stale) return { error: rebasedError(name, stale) };
     const seen = authorship(decoded, doc.ydoc);
     const clients = [...seen.clients];
     const forged = clients.find((c) => (doc.writers.get(c) ?? session.writer) !== session.writer);
@@ -611,3 +615,16 @@ export function isEmptyUpdate(update: Uint8Array): boolean {
 export const docModule = (hub: DocHub): RoomModule<"doc.close"> => ({
   frames: { "doc.close": (session, frame) => hub.close(session, frame.doc) },
 });
+
+/** Every Yjs client id an update writes under, deletes from, or builds on (origins, parents). */
+function referencedClients(decoded: ReturnType<typeof Y.decodeUpdate>): Set<number> {
+  const clients = new Set<number>(decoded.ds.clients.keys());
+  for (const struct of decoded.structs) {
+    clients.add(struct.id.client);
+    if (!(struct instanceof Y.Item)) continue;
+    if (struct.origin) clients.add(struct.origin.client);
+    if (struct.rightOrigin) clients.add(struct.rightOrigin.client);
+    if (struct.parent instanceof Y.ID) clients.add(struct.parent.client);
+  }
+  return clients;
+}

@@ -9,13 +9,16 @@
  * first; the room's name is `this.name`; env holds bindings besides the variables.
  */
 import { type Connection, type ConnectionContext, routePartykitRequest, Server } from "partyserver";
-import { CLOSE_CODES } from "../protocol/index.ts";
+import { CLOSE_CODES, PING_FRAME, PONG_FRAME } from "../protocol/index.ts";
 import { limitsFromEnv } from "./guard.ts";
 import { identityOf } from "./identity.ts";
 import { type RoomOptions, TeamRoom } from "./room.ts";
 import TeamServer from "./server.ts";
 
 type Env = Record<string, unknown>;
+
+/** workerd's auto-response pair (a Cloudflare global, absent from the DOM typings). */
+declare const WebSocketRequestResponsePair: (new (request: string, response: string) => unknown) | undefined;
 
 /** The Durable Object class: bind it as `Main` (the `/parties/main/<team>` path PartyKit uses too). */
 export class TeamParty extends Server<Env> {
@@ -30,11 +33,16 @@ export class TeamParty extends Server<Env> {
       storage: ctx.storage,
       ...logWindow(env),
       limits: limitsFromEnv(env),
+      rebase: env.CROSSTALK_REBASE === "1",
     });
     return this.#team;
   }
 
   override async onStart(): Promise<void> {
+    // The runtime answers the heartbeat's fixed ping itself, so pings never wake the object.
+    const { ctx } = this as unknown as { ctx: { setWebSocketAutoResponse?: (pair: unknown) => void } };
+    if (typeof WebSocketRequestResponsePair === "function" && ctx.setWebSocketAutoResponse)
+      ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
     await this.team.start();
     await this.team.resume(this.getConnections());
   }

@@ -79,6 +79,12 @@ export type RoomOptions = {
   memoryLimitBytes?: number;
   /** Where to export the room's spans (OTLP/HTTP JSON; `CROSSTALK_OTLP_ENDPOINT`); none by default. */
   otlpEndpoint?: string;
+  /**
+   * Rebase state documents whose history outweighs their content (`docs.ts`). Off by default
+   * until its known gaps are closed (an entity deleted offline across a rebase comes back;
+   * see issue 18); `--var CROSSTALK_REBASE=1` turns it on.
+   */
+  rebase?: boolean;
   /** Called when the room can no longer trust its memory (storage failed). */
   onFatal?: (error: unknown) => void;
   /** How often retention passes run per stream (`retention.ts`). */
@@ -140,6 +146,7 @@ export class TeamRoom {
       },
       limits,
       this.metrics,
+      options.rebase ?? false,
     );
     const ctx: RoomContext = {
       storage: options.storage,

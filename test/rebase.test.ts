@@ -11,7 +11,7 @@ import { eventually, type RoomServer, startRoom } from "./harness.ts";
 
 let room: RoomServer;
 beforeAll(async () => {
-  room = await startRoom();
+  room = await startRoom({ vars: { CROSSTALK_REBASE: "1" } });
 });
 afterAll(async () => {
   await room?.[Symbol.asyncDispose]();
