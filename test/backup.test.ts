@@ -230,3 +230,39 @@ it("refuses a backup line that is not what the room stores, with a typed error a
   // Only an admin may restore (or export).
   expect((await post([header], await room.token("worker", "agent", { team }))).status).toBe(403);
 });
+
+it("refuses an archived segment whose index is not what the room stores, so a crafted line cannot brick a stream", async () => {
+  const team = room.team("bk-index");
+  const token = await room.token("ops", "admin", { team });
+  const header = {
+    kind: "header",
+    format: "crosstalk-backup",
+    version: 1,
+    team,
+    backupId: "b-index",
+    exportedAt: 0,
+    totals: { lines: 2 },
+  };
+  const event = { id: "e1", type: "x.y", data: {}, stream: "main", seq: 1, ts: Date.now(), source: "a" };
+  const post = (lines: unknown[]) =>
+    fetch(`http://${room.host}/parties/main/${team}/backup`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}` },
+      body: lines.map((l) => JSON.stringify(l)).join("\n"),
+    });
+  for (const index of [
+    { ids: 5, seqs: [1, 1], lastTs: Date.now() },
+    { ids: ["e1"], seqs: "1", lastTs: Date.now() },
+    { ids: ["other"], seqs: [1, 1], lastTs: Date.now() },
+    null,
+  ]) {
+    const res = await post([header, { kind: "segment", stream: "main", segment: 0, index, events: [event] }]);
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({ error: { code: "INVALID_ARGUMENT" } });
+  }
+  // Nothing was stored: the stream still works, and the team still exports.
+  const pub = await room.agent("pub", { team });
+  const [ack] = await pub.publishBatch([{ type: "x.y", data: { n: 1 } }], { stream: "main" });
+  expect(ack?.seq).toBe(1);
+  expect(body(await http(team, "backup")).some((l) => l.includes('"kind":"events"'))).toBe(true);
+});
