@@ -299,6 +299,10 @@ export class Backup {
       case "consumer": {
         if (!/^(cons|grp)\|[^|]+\|[^|]+$/.test(line.key))
           throw new CrosstalkError("INVALID_ARGUMENT", `not a consumer key: ${line.key}`);
+        // Read back by consumers and by retention's hold: a record the room could not have
+        // written (a position not a number) would make the hold NaN, which holds nothing.
+        if (!(line.key.startsWith("cons|") ? validDurable(line.record) : validGroup(line.record)))
+          throw new CrosstalkError("INVALID_ARGUMENT", `consumer ${line.key}: not a stored consumer record`);
         if ((await this.storage.get(line.key)) !== undefined) return "skipped";
         await this.storage.put({ [line.key]: line.record });
         return "applied";
@@ -367,6 +371,28 @@ export const backupModule = (backup: Backup): RoomModule => ({
     },
   ],
 });
+
+const isPosition = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** A durable consumer's record as `consumers.ts` stores it. */
+function validDurable(record: unknown): boolean {
+  return isRecord(record) && isPosition(record.acked) && Number.isFinite(record.updatedAt);
+}
+
+/** A consumer group's record as `consumers.ts` stores it (leases are not in a backup). */
+function validGroup(record: unknown): boolean {
+  if (!isRecord(record) || !isRecord(record.config) || typeof record.config.pattern !== "string") return false;
+  const { floor, done, deliveries, updatedAt } = record;
+  return (
+    isPosition(floor) &&
+    Array.isArray(done) &&
+    done.every(isPosition) &&
+    Array.isArray(deliveries) &&
+    deliveries.every((d) => Array.isArray(d) && d.length === 2 && isPosition(d[0]) && isPosition(d[1])) &&
+    Number.isFinite(updatedAt)
+  );
+}
 
 /** An archive index as `streams.ts` writes it for a segment of `events` starting at `first`. */
 function validIndex(index: unknown, first: number, events: (StoredEvent | null)[]): index is ArchiveIndex {

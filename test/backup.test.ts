@@ -266,3 +266,38 @@ it("refuses an archived segment whose index is not what the room stores, so a cr
   expect(ack?.seq).toBe(1);
   expect(body(await http(team, "backup")).some((l) => l.includes('"kind":"events"'))).toBe(true);
 });
+
+it("refuses a consumer line whose record the room could not have written (a hold retention would misread)", async () => {
+  const team = room.team("bk-consumer");
+  const token = await room.token("ops", "admin", { team });
+  const header = {
+    kind: "header",
+    format: "crosstalk-backup",
+    version: 1,
+    team,
+    backupId: "b-consumer",
+    exportedAt: 0,
+    totals: { lines: 2 },
+  };
+  const post = (lines: unknown[]) =>
+    fetch(`http://${room.host}/parties/main/${team}/backup`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}` },
+      body: lines.map((l) => JSON.stringify(l)).join("\n"),
+    });
+  for (const line of [
+    { kind: "consumer", key: "cons|main|billing", record: { acked: "none", updatedAt: 0 } },
+    { kind: "consumer", key: "cons|main|billing", record: null },
+    { kind: "consumer", key: "grp|main|workers", record: { floor: null, done: [], deliveries: [], updatedAt: 0 } },
+    { kind: "consumer", key: "grp|main|workers", record: "x" },
+  ]) {
+    const res = await post([header, line]);
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({ error: { code: "INVALID_ARGUMENT" } });
+  }
+  // A record as the room writes it is restored.
+  const ok = await post([header, { kind: "consumer", key: "cons|main|billing", record: { acked: 0, updatedAt: 1 } }]);
+  expect(ok.status).toBe(200);
+  const reader = await room.agent("reader", { team });
+  expect((await reader.consumers("main")).consumers).toMatchObject([{ name: "billing", acked: 0 }]);
+});
