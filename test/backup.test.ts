@@ -301,3 +301,21 @@ it("refuses a consumer line whose record the room could not have written (a hold
   const reader = await room.agent("reader", { team });
   expect((await reader.consumers("main")).consumers).toMatchObject([{ name: "billing", acked: 0 }]);
 });
+
+it("refuses to call a backup without its end line complete, on import", async () => {
+  const source = room.team("bk-trunc-src");
+  const pub = await room.agent("pub", { team: source });
+  await pub.publishBatch([{ type: "x.y", data: { n: 1 } }], { stream: "main" });
+  const exported = await cli(["--token", await room.token("ops", "admin", { team: source }), "export", source]);
+  expect(exported.code).toBe(0);
+  const lines = exported.stdout.trim().split("\n");
+  expect(JSON.parse(lines.at(-1) as string)).toMatchObject({ kind: "end" });
+  const target = room.team("bk-trunc-dst");
+  const truncated = `${lines.slice(0, -1).join("\n")}\n`;
+  const imported = await cli(
+    ["--token", await room.token("ops", "admin", { team: target }), "import", target],
+    truncated,
+  );
+  expect(imported.code).not.toBe(0);
+  expect(imported.stderr).toMatch(/incomplete/);
+});
