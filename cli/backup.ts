@@ -32,17 +32,23 @@ export function addBackupCommands(program: Command, ctx: CliIO): void {
       if (!res.ok || !res.body) throw await refusal(res, "export");
       const progress = new Progress(ctx.stderr, "export");
       let rest = "";
+      let first: string | null = null;
+      let last = "";
       const decoder = new TextDecoder();
       for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
         rest += decoder.decode(chunk, { stream: true });
         const lines = rest.split("\n");
         rest = lines.pop() ?? "";
         for (const line of lines) {
+          first ??= line;
+          last = line;
           if (!ctx.stdout.write(`${line}\n`)) await new Promise((r) => ctx.stdout.once("drain", r));
           progress.line(line);
         }
       }
       if (rest !== "") throw new CliFailure("export: the room's answer ended mid-line; the backup is incomplete");
+      if (!isEnd(last, first))
+        throw new CliFailure("export: the room's answer ended before its end line; the backup is incomplete");
       progress.done();
     });
 
@@ -60,6 +66,7 @@ export function addBackupCommands(program: Command, ctx: CliIO): void {
       const url = await backupUrl(ctx, cmd, team);
       const progress = new Progress(ctx.stderr, "import");
       let header: string | null = null;
+      let last = "";
       let batch: string[] = [];
       let bytes = 0;
       const send = async () => {
@@ -77,13 +84,28 @@ export function addBackupCommands(program: Command, ctx: CliIO): void {
           continue;
         }
         batch.push(line);
+        last = line;
         bytes += line.length;
         if (bytes >= opts.batchBytes || batch.length >= BATCH_LINES) await send();
       }
       if (header === null) throw new CliFailure("import: stdin is empty; expected a crosstalk export");
       await send();
+      // The export's last line: without it the file was cut short, and the room is missing the rest.
+      if (!isEnd(last, header))
+        throw new CliFailure("import: the backup has no end line, so it is incomplete; what it held was restored");
       progress.done();
     });
+}
+
+/** Whether `line` is the `end` line of the backup `header` starts. */
+function isEnd(line: string, header: string | null): boolean {
+  try {
+    const end = JSON.parse(line) as { kind?: unknown; backupId?: unknown };
+    const head = JSON.parse(header ?? "null") as { backupId?: unknown } | null;
+    return end.kind === "end" && end.backupId === head?.backupId;
+  } catch {
+    return false;
+  }
 }
 
 type Target = { href: string; headers: Record<string, string> };

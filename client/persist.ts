@@ -78,7 +78,11 @@ export class Persistence {
       throw new CrosstalkError("INVALID_ARGUMENT", "instance must be 1 to 128 characters");
     if (!stored || untext.decode(stored) !== id)
       await storage.batch([{ type: "put", key: "meta/instance", value: text.encode(id) }]);
-    const n = readNumber(await storage.get(`meta/n/${id}`));
+    // A counter this storage never held starts from the clock, not 1: the room keeps the highest
+    // number it applied per instance, so an instance id given again with fresh storage (a
+    // redeployed worker named after its host) would otherwise see its new entries dropped as
+    // resends. 1,000 numbers per ms of the previous run's life stay below it.
+    const n = readNumber(await storage.get(`meta/n/${id}`)) || Date.now() * 1000;
     const order = readNumber(await storage.get("meta/order"));
     const entries: StoredEntry[] = [];
     for (const [key, value] of await storage.scan(OUT)) {

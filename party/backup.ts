@@ -226,11 +226,21 @@ export class Backup {
       case "segment": {
         const name = this.#name(line.stream);
         const first = line.segment * LOG_SEGMENT_SIZE + 1;
-        if (!Number.isInteger(line.segment) || line.segment < 0 || !Array.isArray(line.events))
+        if (
+          !Number.isInteger(line.segment) ||
+          line.segment < 0 ||
+          !Array.isArray(line.events) ||
+          line.events.length < 1 ||
+          line.events.length > LOG_SEGMENT_SIZE
+        )
           throw new CrosstalkError("INVALID_ARGUMENT", `stream ${name}: not a valid archived segment`);
         line.events.forEach((e, i) => {
           if (e !== null) this.#event(name, e, first + i);
         });
+        // The index is read whenever the stream opens: one the room could not have written
+        // would break the stream (and every later export) for good.
+        if (!validIndex(line.index, first, line.events))
+          throw new CrosstalkError("INVALID_ARGUMENT", `stream ${name}: segment ${line.segment} has an invalid index`);
         const text = JSON.stringify(line.events);
         const entries: Record<string, unknown> = {};
         for (let i = 0, part = 0; i < text.length; i += ARCHIVE_PART_CHARS, part++)
@@ -289,6 +299,10 @@ export class Backup {
       case "consumer": {
         if (!/^(cons|grp)\|[^|]+\|[^|]+$/.test(line.key))
           throw new CrosstalkError("INVALID_ARGUMENT", `not a consumer key: ${line.key}`);
+        // Read back by consumers and by retention's hold: a record the room could not have
+        // written (a position not a number) would make the hold NaN, which holds nothing.
+        if (!(line.key.startsWith("cons|") ? validDurable(line.record) : validGroup(line.record)))
+          throw new CrosstalkError("INVALID_ARGUMENT", `consumer ${line.key}: not a stored consumer record`);
         if ((await this.storage.get(line.key)) !== undefined) return "skipped";
         await this.storage.put({ [line.key]: line.record });
         return "applied";
@@ -357,6 +371,45 @@ export const backupModule = (backup: Backup): RoomModule => ({
     },
   ],
 });
+
+const isPosition = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** A durable consumer's record as `consumers.ts` stores it. */
+function validDurable(record: unknown): boolean {
+  return isRecord(record) && isPosition(record.acked) && Number.isFinite(record.updatedAt);
+}
+
+/** A consumer group's record as `consumers.ts` stores it (leases are not in a backup). */
+function validGroup(record: unknown): boolean {
+  if (!isRecord(record) || !isRecord(record.config) || typeof record.config.pattern !== "string") return false;
+  const { floor, done, deliveries, updatedAt } = record;
+  return (
+    isPosition(floor) &&
+    Array.isArray(done) &&
+    done.every(isPosition) &&
+    Array.isArray(deliveries) &&
+    deliveries.every((d) => Array.isArray(d) && d.length === 2 && isPosition(d[0]) && isPosition(d[1])) &&
+    Number.isFinite(updatedAt)
+  );
+}
+
+/** An archive index as `streams.ts` writes it for a segment of `events` starting at `first`. */
+function validIndex(index: unknown, first: number, events: (StoredEvent | null)[]): index is ArchiveIndex {
+  if (typeof index !== "object" || index === null) return false;
+  const { ids, seqs, lastTs } = index as Partial<ArchiveIndex>;
+  return (
+    Array.isArray(ids) &&
+    ids.length === events.length &&
+    ids.every((id, i) => typeof id === "string" && (events[i] === null || events[i]?.id === id)) &&
+    Array.isArray(seqs) &&
+    seqs.length === 2 &&
+    seqs[0] === first &&
+    seqs[1] === first + events.length - 1 &&
+    typeof lastTs === "number" &&
+    Number.isFinite(lastTs)
+  );
+}
 
 /**
  * A group's leases name agents of the source room holding events right now; a backup carries

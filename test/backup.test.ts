@@ -230,3 +230,92 @@ it("refuses a backup line that is not what the room stores, with a typed error a
   // Only an admin may restore (or export).
   expect((await post([header], await room.token("worker", "agent", { team }))).status).toBe(403);
 });
+
+it("refuses an archived segment whose index is not what the room stores, so a crafted line cannot brick a stream", async () => {
+  const team = room.team("bk-index");
+  const token = await room.token("ops", "admin", { team });
+  const header = {
+    kind: "header",
+    format: "crosstalk-backup",
+    version: 1,
+    team,
+    backupId: "b-index",
+    exportedAt: 0,
+    totals: { lines: 2 },
+  };
+  const event = { id: "e1", type: "x.y", data: {}, stream: "main", seq: 1, ts: Date.now(), source: "a" };
+  const post = (lines: unknown[]) =>
+    fetch(`http://${room.host}/parties/main/${team}/backup`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}` },
+      body: lines.map((l) => JSON.stringify(l)).join("\n"),
+    });
+  for (const index of [
+    { ids: 5, seqs: [1, 1], lastTs: Date.now() },
+    { ids: ["e1"], seqs: "1", lastTs: Date.now() },
+    { ids: ["other"], seqs: [1, 1], lastTs: Date.now() },
+    null,
+  ]) {
+    const res = await post([header, { kind: "segment", stream: "main", segment: 0, index, events: [event] }]);
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({ error: { code: "INVALID_ARGUMENT" } });
+  }
+  // Nothing was stored: the stream still works, and the team still exports.
+  const pub = await room.agent("pub", { team });
+  const [ack] = await pub.publishBatch([{ type: "x.y", data: { n: 1 } }], { stream: "main" });
+  expect(ack?.seq).toBe(1);
+  expect(body(await http(team, "backup")).some((l) => l.includes('"kind":"events"'))).toBe(true);
+});
+
+it("refuses a consumer line whose record the room could not have written (a hold retention would misread)", async () => {
+  const team = room.team("bk-consumer");
+  const token = await room.token("ops", "admin", { team });
+  const header = {
+    kind: "header",
+    format: "crosstalk-backup",
+    version: 1,
+    team,
+    backupId: "b-consumer",
+    exportedAt: 0,
+    totals: { lines: 2 },
+  };
+  const post = (lines: unknown[]) =>
+    fetch(`http://${room.host}/parties/main/${team}/backup`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}` },
+      body: lines.map((l) => JSON.stringify(l)).join("\n"),
+    });
+  for (const line of [
+    { kind: "consumer", key: "cons|main|billing", record: { acked: "none", updatedAt: 0 } },
+    { kind: "consumer", key: "cons|main|billing", record: null },
+    { kind: "consumer", key: "grp|main|workers", record: { floor: null, done: [], deliveries: [], updatedAt: 0 } },
+    { kind: "consumer", key: "grp|main|workers", record: "x" },
+  ]) {
+    const res = await post([header, line]);
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({ error: { code: "INVALID_ARGUMENT" } });
+  }
+  // A record as the room writes it is restored.
+  const ok = await post([header, { kind: "consumer", key: "cons|main|billing", record: { acked: 0, updatedAt: 1 } }]);
+  expect(ok.status).toBe(200);
+  const reader = await room.agent("reader", { team });
+  expect((await reader.consumers("main")).consumers).toMatchObject([{ name: "billing", acked: 0 }]);
+});
+
+it("refuses to call a backup without its end line complete, on import", async () => {
+  const source = room.team("bk-trunc-src");
+  const pub = await room.agent("pub", { team: source });
+  await pub.publishBatch([{ type: "x.y", data: { n: 1 } }], { stream: "main" });
+  const exported = await cli(["--token", await room.token("ops", "admin", { team: source }), "export", source]);
+  expect(exported.code).toBe(0);
+  const lines = exported.stdout.trim().split("\n");
+  expect(JSON.parse(lines.at(-1) as string)).toMatchObject({ kind: "end" });
+  const target = room.team("bk-trunc-dst");
+  const truncated = `${lines.slice(0, -1).join("\n")}\n`;
+  const imported = await cli(
+    ["--token", await room.token("ops", "admin", { team: target }), "import", target],
+    truncated,
+  );
+  expect(imported.code).not.toBe(0);
+  expect(imported.stderr).toMatch(/incomplete/);
+});

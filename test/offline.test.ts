@@ -399,3 +399,35 @@ class QuotaStorage extends MemoryStorage {
     return super.batch(ops);
   }
 }
+
+describe("an instance id given again with fresh storage (a redeployed worker named by its host)", () => {
+  it("lands its new publishes and sends instead of the room dropping them as duplicates", async () => {
+    const team = room.team("reinstance");
+    const sink = await room.agent("sink", { team });
+    const got: number[] = [];
+    sink.handle("note", (input) => void got.push((input as { k: number }).k));
+    const open = async () =>
+      connect({
+        host: room.host,
+        team,
+        agent: "worker",
+        role: "agent",
+        token: await room.token("worker", "agent", { team }),
+        persist: new MemoryStorage(),
+        instance: "worker-host-1",
+      });
+    const first = await open();
+    for (let i = 0; i < 3; i++) await first.publish("work", { run: 1, i });
+    await first.send("sink", "note", { k: 1 });
+    await first.close();
+
+    const second = await open();
+    const ack = await second.publish("work", { run: 2 });
+    expect(ack.duplicate).toBe(false);
+    expect(ack.seq).toBe(4);
+    await second.send("sink", "note", { k: 2 });
+    await eventually(() => expect(got).toEqual([1, 2]));
+    await second.close();
+    await sink.close();
+  });
+});
