@@ -15,7 +15,6 @@ import { eventually, type FaultProxy, type RoomServer, sleep, startFaultProxy, s
 const DEALS = 300;
 const FAULTY_MS = 60_000;
 const HEARTBEAT = { heartbeatIntervalMs: 500, heartbeatTimeoutMs: 1000 };
-/** Interval + timeout, plus a generous second for a busy machine. */
 // interval + timeout is 1.5 s; the rest is slack for timers on a loaded 2-core machine (a full
 // `npm test` runs this beside ~60 other files). Without the heartbeat a half-open link is never found.
 const FOUND_WITHIN_MS = 5000;
