@@ -169,11 +169,12 @@ export default class TeamServer implements Party.Server {
     if (refusal !== null) {
       // Sent by the edge (`reportRefusal`): external requests never carry this header.
       try {
-        const { agent, verified, code, reason } = JSON.parse(refusal) as {
+        const { agent, verified, code, reason, unreported } = JSON.parse(refusal) as {
           agent: string | null;
           verified?: string;
           code: number;
           reason: string;
+          unreported?: number;
         };
         this.team.audit.record("connection.refused", {
           agent: verified ?? null,
@@ -181,6 +182,8 @@ export default class TeamServer implements Party.Server {
           code,
           reason,
           at: "edge",
+          // Refusals the edge only counted since its last report (it reports a few per second).
+          ...(typeof unreported === "number" && unreported > 0 ? { unreported } : {}),
         });
       } catch {
         // Not ours to answer.
@@ -203,12 +206,30 @@ const EDGE_REFUSAL_HEADER = "x-crosstalk-edge-refusal";
  * stream has it. The agent named in the URL is unverified, and recorded as `claimed`; `verified`
  * is the token's agent when the token was good but did not admit this socket.
  */
+/** Refusal reports one edge isolate sends the room per second, at most (`reportRefusal`). */
+const EDGE_REPORTS_PER_SECOND = 10;
+const reports = { windowStart: 0, sent: 0, unreported: 0 };
+
 async function reportRefusal(
   lobby: Party.Lobby,
   request: Request,
   close: { code: number; reason: string },
   verified?: string,
 ): Promise<void> {
+  // Unauthenticated traffic must not be able to keep the team's room awake: past a few reports
+  // a second from this edge isolate, refusals are only counted, and the next report says how many.
+  const now = Date.now();
+  if (now - reports.windowStart >= 1000) {
+    reports.windowStart = now;
+    reports.sent = 0;
+  }
+  if (reports.sent >= EDGE_REPORTS_PER_SECOND) {
+    reports.unreported++;
+    return;
+  }
+  reports.sent++;
+  const unreported = reports.unreported;
+  reports.unreported = 0;
   try {
     const agent = new URL(request.url).searchParams.get("agent");
     const stub = lobby.parties.main?.get(lobby.id);
@@ -217,6 +238,7 @@ async function reportRefusal(
       ...(verified !== undefined ? { verified } : {}),
       code: close.code,
       reason: close.reason.slice(0, 200),
+      ...(unreported > 0 ? { unreported } : {}),
     });
     await stub?.fetch({ method: "POST", headers: { [EDGE_REFUSAL_HEADER]: body } });
   } catch (error) {

@@ -114,3 +114,23 @@ it("aggregates a flood of refused frames into a few events", async () => {
   expect(floods.length).toBeLessThan(N / 20);
   expect(floods[0]?.data).toMatchObject({ code: "FORBIDDEN", firstAt: expect.any(Number), lastAt: expect.any(Number) });
 });
+
+it("reports a flood of refusals at the edge a few a second, counting the rest", async () => {
+  const team = room.team("audit-edge-flood");
+  const ops = await room.agent("ops", { team, role: "admin" });
+  const url = `http://${room.host}/parties/main/${team}/metrics`;
+  const flood = await Promise.all(Array.from({ length: 60 }, () => fetch(url)));
+  expect(flood.every((r) => r.status === 401)).toBe(true);
+  // The next window's first refusal carries the count of those only counted.
+  await new Promise((resolve) => setTimeout(resolve, 1100));
+  expect((await fetch(url)).status).toBe(401);
+  await eventually(async () => {
+    const refused = (await auditOf(ops))
+      .filter((e) => e.type === "audit.connection.refused")
+      .map((e) => e.data as { code: number; count: number; unreported?: number });
+    const reports = refused.filter((d) => d.code === 401);
+    // Every refusal accounted for, but far fewer reached the room than were refused.
+    expect(reports.reduce((n, d) => n + d.count + (d.unreported ?? 0), 0)).toBe(61);
+    expect(reports.reduce((n, d) => n + d.count, 0)).toBeLessThan(61);
+  });
+});
