@@ -8,6 +8,7 @@
  * every value from the room is written with `textContent`, never as HTML.
  */
 import { type AgentInfo, connect, type Entity, type Json, type StoredEvent, type Team } from "../client/index.ts";
+import { $, el } from "./dom.ts";
 import { Gate, startLive } from "./live.ts";
 
 declare global {
@@ -37,23 +38,6 @@ async function token(agent = agentId, role = "viewer"): Promise<string> {
   const body = (await res.json()) as { token?: unknown };
   return typeof body.token === "string" ? body.token : "";
 }
-
-const $ = <T extends HTMLElement = HTMLElement>(testid: string): T => {
-  const el = document.querySelector<T>(`[data-testid="${testid}"]`);
-  if (!el) throw new Error(`missing element ${testid}`);
-  return el;
-};
-
-const el = <K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  text?: string,
-  attrs: Record<string, string> = {},
-): HTMLElementTagNameMap[K] => {
-  const node = document.createElement(tag);
-  if (text !== undefined) node.textContent = text;
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  return node;
-};
 
 const json = (value: unknown): string => JSON.stringify(value) ?? "undefined";
 

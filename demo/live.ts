@@ -19,6 +19,7 @@ import {
   type Team,
   type TraceNode,
 } from "../client/index.ts";
+import { $, el } from "./dom.ts";
 import { HostedAgent } from "./team/host.ts";
 import {
   type Bucket,
@@ -94,23 +95,6 @@ export class Gate {
 }
 
 // --- small DOM helpers -----------------------------------------------------------------
-
-const $ = <T extends HTMLElement = HTMLElement>(testid: string, root: ParentNode = document): T => {
-  const node = root.querySelector<T>(`[data-testid="${testid}"]`);
-  if (!node) throw new Error(`missing element ${testid}`);
-  return node;
-};
-
-const el = <K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  text?: string,
-  attrs: Record<string, string> = {},
-): HTMLElementTagNameMap[K] => {
-  const node = document.createElement(tag);
-  if (text !== undefined) node.textContent = text;
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  return node;
-};
 
 const SVG = "http://www.w3.org/2000/svg";
 const svg = (tag: string, attrs: Record<string, string | number>, text?: string): SVGElement => {
