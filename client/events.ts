@@ -430,9 +430,23 @@ export class Events {
     for (const out of this.#outbox.values()) if (out.durable) this.transport.send(out.frame);
   }
 
-  /** Unacknowledged frames, for tests and `team.pending`. */
+  /** Unacknowledged frames, for tests. */
   get pending(): number {
     return this.#outbox.size;
+  }
+
+  /** Events published this tick, not yet in a frame (nor in the durable outbox). */
+  get queuedEvents(): number {
+    let n = 0;
+    for (const queue of this.#queued.values()) n += queue.length;
+    return n;
+  }
+
+  /** Events in unacknowledged frames (a frame carries the publishes of one tick). */
+  get pendingEvents(): number {
+    let n = 0;
+    for (const out of this.#outbox.values()) n += out.frame.events.length;
+    return n;
   }
 
   ack(ref: string, results: Ack[]): void {

@@ -18,7 +18,10 @@ import type { AgentStorage, StorageOp } from "./storage.ts";
 
 export type OutboxFrame = Extract<ClientFrame, { type: "publish" | "rpc.send" }>;
 export type StoredEntry = { order: number; frame: OutboxFrame; at: number; bytes: number };
-/** What waits to reach the room: entries, their size on the wire, and when the oldest was written. */
+/**
+ * What waits to reach the room: events, messages and queued calls (each counted once, however
+ * they are framed), their outbox entries' size on the wire, and when the oldest was written.
+ */
 export type PendingInfo = { count: number; bytes: number; oldestAt: number | null };
 
 const text = new TextEncoder();
@@ -42,6 +45,8 @@ export class Persistence {
   /** Outbox entries by local order (insertion order = outbox order), their bytes, and deletions not yet written. */
   readonly #outbox = new Map<number, StoredEntry>();
   #bytes = 0;
+  /** Events and messages in the outbox (a publish entry holds the events of one tick). */
+  #items = 0;
   readonly #removed: StorageOp[] = [];
   /** Each document's stored updates (key → bytes, in key order), kept to restore it on every open. */
   readonly #docs = new Map<string, DocEntry>();
@@ -65,6 +70,7 @@ export class Persistence {
     for (const e of entries.sort((a, b) => a.order - b.order)) {
       this.#outbox.set(e.order, e);
       this.#bytes += e.bytes;
+      this.#items += items(e.frame);
     }
     for (const [name, stored] of docs)
       this.#docs.set(name, { stored, queued: [], next: nextIndex([...stored.keys()]) });
@@ -121,6 +127,7 @@ export class Persistence {
     const entry: StoredEntry = { order, frame, at: Date.now(), bytes: json.length };
     this.#outbox.set(order, entry);
     this.#bytes += entry.bytes;
+    this.#items += items(frame);
     this.onChange();
     const written = this.#storage
       .batch([
@@ -131,7 +138,10 @@ export class Persistence {
       .then(
         () => entry,
         (error: unknown) => {
-          if (this.#outbox.delete(order)) this.#bytes -= entry.bytes;
+          if (this.#outbox.delete(order)) {
+            this.#bytes -= entry.bytes;
+            this.#items -= items(frame);
+          }
           this.onChange();
           throw storageFailure(error);
         },
@@ -146,6 +156,7 @@ export class Persistence {
     if (!ref.startsWith("o") || !entry) return;
     this.#outbox.delete(order);
     this.#bytes -= entry.bytes;
+    this.#items -= items(entry.frame);
     this.onChange();
     // The acks of one tick leave the outbox in one batch.
     this.#removed.push({ type: "del", key: OUT + pad(order) });
@@ -158,10 +169,11 @@ export class Persistence {
     });
   }
 
+  /** The outbox's events and messages, bytes and oldest write (`team.pending()` adds what is not stored). */
   pending(): PendingInfo {
     // Entries are added in order and `at` never decreases: the first one is the oldest.
     const first = this.#outbox.values().next();
-    return { count: this.#outbox.size, bytes: this.#bytes, oldestAt: first.done ? null : first.value.at };
+    return { count: this.#items, bytes: this.#bytes, oldestAt: first.done ? null : first.value.at };
   }
 
   /**
@@ -239,6 +251,11 @@ export function storageFailure(error: unknown): CrosstalkError {
     "INTERNAL",
     `the agent's storage failed: ${error instanceof Error ? error.message : String(error)}`,
   );
+}
+
+/** What one outbox entry counts for in `pending().count`: its events, or one message. */
+function items(frame: OutboxFrame): number {
+  return frame.type === "publish" ? frame.events.length : 1;
 }
 
 function readNumber(bytes: Uint8Array | undefined): number {

@@ -432,6 +432,13 @@ export class Rpc {
     return this.#outbox.size;
   }
 
+  /** Calls waiting for the link (`{ queue: true }` offline, or idempotent ones to resend), for `team.pending`. */
+  get queuedCalls(): number {
+    let n = 0;
+    for (const a of this.#attempts.values()) if (!a.sent) n++;
+    return n;
+  }
+
   /**
    * After (re)connecting: announce methods, send answers that waited, resend idempotent calls
    * and unconfirmed sends.

@@ -361,6 +361,42 @@ describe("offline semantics of one agent (real room, link cut by the proxy)", ()
     proxy.mode = "pass";
   }, 120_000);
 
+  it("counts every pending event, message and queued call, not outbox entries, and drains to 0 online", async () => {
+    const team = room.team("count");
+    proxy.mode = "refuse";
+    const agent = await connect({
+      host: proxy.host,
+      team,
+      agent: "counter",
+      role: "agent",
+      token: await room.token("counter", "agent", { team }),
+      persist: new MemoryStorage(),
+      waitForOnline: false,
+      maxReconnectDelayMs: 300,
+    });
+    // Fired together, the 1,000 publishes share one outbox entry: each still counts.
+    const published = Array.from({ length: 1_000 }, (_, i) => agent.publish("tick", { i }));
+    expect(agent.pending().count).toBe(1_000);
+    const sent = [agent.send("someone", "note", { a: 1 }), agent.send("someone", "note", { a: 2 })];
+    const callee = await room.agent("callee", { team });
+    callee.handle("work", (input) => input);
+    const call = agent.call("callee", "work", { n: 1 }, { queue: true, timeoutMs: 60_000 });
+    await Promise.all([...published, ...sent]);
+    await agent.flushed();
+    expect(agent.pending().count).toBe(1_003);
+    expect(agent.pending().bytes).toBeGreaterThan(0);
+
+    proxy.mode = "pass";
+    await expect(call).resolves.toEqual({ n: 1 });
+    await agent.synced({ timeoutMs: 60_000 });
+    expect(agent.pending()).toEqual({ count: 0, bytes: 0, oldestAt: null });
+    const reader = await room.agent("reader", { team });
+    let n = 0;
+    for await (const _ of reader.history()) n++;
+    expect(n).toBe(1_000);
+    await agent.close();
+  }, 60_000);
+
   it("fails a write its storage cannot take with STORAGE_FULL instead of hanging", async () => {
     const team = room.team("full");
     proxy.mode = "refuse";
