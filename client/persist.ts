@@ -7,7 +7,9 @@
  * - `meta/order`: the last local outbox position;
  * - `out/<order>`: the outbox, oldest first — each entry a publish or send frame exactly as it
  *   goes on the wire, numbered `{ instance, n }` so the room dedupes a resend however old;
- * - `doc/<name>/<k>`: each open document's updates, merged per tick, compacted into one.
+ * - `doc/<name>/<k>`: each open document's updates, merged per tick, compacted into one;
+ * - `idem/<caller>/<key>`: outcomes of idempotent calls this agent answered (the callee's
+ *   memory in `rpc.ts`), so a restarted callee answers a repeated key without running again.
  *
  * Isomorphic (the storage does the I/O). Not re-exported from the package entry point;
  * `team.ts` owns it.
@@ -23,12 +25,16 @@ export type StoredEntry = { order: number; frame: OutboxFrame; at: number; bytes
  * they are framed), their outbox entries' size on the wire, and when the oldest was written.
  */
 export type PendingInfo = { count: number; bytes: number; oldestAt: number | null };
+/** A completed idempotent call as stored: the caller and its key, the answer, when it was answered. */
+export type StoredOutcome = { from: string; key: string; outcome: unknown; at: number };
 
 const text = new TextEncoder();
 const untext = new TextDecoder();
 const pad = (n: number) => n.toString().padStart(16, "0");
 const OUT = "out/";
 const DOC = "doc/";
+const IDEM = "idem/";
+const idemKey = (from: string, key: string) => `${IDEM}${encodeURIComponent(from)}/${encodeURIComponent(key)}`;
 /** Stored updates of one document before they are merged into one. */
 const COMPACT_AFTER = 64;
 
@@ -51,6 +57,8 @@ export class Persistence {
   /** Each document's stored updates (key → bytes, in key order), kept to restore it on every open. */
   readonly #docs = new Map<string, DocEntry>();
   readonly #inflight = new Set<Promise<unknown>>();
+  /** Stored idempotent outcomes, read at open; handed to `rpc.ts` once. */
+  #outcomes: StoredOutcome[];
   /** The first storage failure nobody awaited (a document write): reported by `flushed()`. */
   #failure: CrosstalkError | null = null;
   onChange: () => void = () => {};
@@ -62,8 +70,10 @@ export class Persistence {
     order: number,
     entries: StoredEntry[],
     docs: Map<string, Map<string, Uint8Array>>,
+    outcomes: StoredOutcome[],
   ) {
     this.#storage = storage;
+    this.#outcomes = outcomes;
     this.instance = instance;
     this.#n = n;
     this.#order = order;
@@ -105,7 +115,15 @@ export class Persistence {
       }
       stored.set(key, value);
     }
-    return new Persistence(storage, id, n, order, entries, docs);
+    const outcomes: StoredOutcome[] = [];
+    for (const [, value] of await storage.scan(IDEM)) {
+      try {
+        outcomes.push(JSON.parse(untext.decode(value)) as StoredOutcome);
+      } catch {
+        // Written whole by an atomic batch: unreadable means foreign, and forgetting is safe.
+      }
+    }
+    return new Persistence(storage, id, n, order, entries, docs, outcomes);
   }
 
   /** Outbox entries a previous run left, oldest first. */
@@ -147,6 +165,28 @@ export class Persistence {
         },
       );
     return this.#track(written);
+  }
+
+  /** The idempotent outcomes a previous run stored (oldest first); empty after the first call. */
+  takeOutcomes(): StoredOutcome[] {
+    const outcomes = this.#outcomes.sort((a, b) => a.at - b.at);
+    this.#outcomes = [];
+    return outcomes;
+  }
+
+  /** Stores a completed idempotent call's outcome; resolves when durable. */
+  storeOutcome(stored: StoredOutcome): Promise<void> {
+    const value = text.encode(JSON.stringify(stored));
+    return this.#track(this.#storage.batch([{ type: "put", key: idemKey(stored.from, stored.key), value }]));
+  }
+
+  /** Forgets outcomes past the callee's window or cap. */
+  forgetOutcomes(calls: { from: string; key: string }[]): void {
+    if (calls.length === 0) return;
+    const ops: StorageOp[] = calls.map((c) => ({ type: "del", key: idemKey(c.from, c.key) }));
+    this.#track(this.#storage.batch(ops)).catch((error: unknown) => {
+      this.#failure ??= storageFailure(error);
+    });
   }
 
   /** The room has applied (or refused) the entry with ref `ref`: it leaves the outbox. */

@@ -154,6 +154,7 @@ export class Team extends ObservableV2<TeamEvents> {
       this.#rpc.persist = persistence;
       this.#events.restore(persistence.restored("publish"));
       this.#rpc.restore(persistence.restored("rpc.send"));
+      this.#rpc.restoreOutcomes(persistence.takeOutcomes());
       persistence.onChange = () => {
         if (this.#pendingScheduled) return;
         this.#pendingScheduled = true;

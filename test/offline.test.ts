@@ -8,7 +8,7 @@
  * clock still lands exactly once.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { cpSync, mkdtempSync, rmSync, statSync, truncateSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as encoding from "lib0/encoding";
@@ -21,6 +21,7 @@ import { eventually, type FaultProxy, type RoomServer, startFaultProxy, startRoo
 import { rawSocket } from "./raw-socket.ts";
 
 const AGENT = new URL("./fixtures/offline-agent.ts", import.meta.url).pathname;
+const CALLEE = new URL("./fixtures/idempotent-callee.ts", import.meta.url).pathname;
 const dirs: string[] = [];
 const freshDir = () => {
   const dir = mkdtempSync(join(tmpdir(), "crosstalk-offline-"));
@@ -33,8 +34,8 @@ afterAll(() => {
 
 type Run = { child: ChildProcess; lines: string[]; exited: Promise<number | null> };
 
-function runAgent(options: Record<string, unknown>): Run {
-  const child = spawn(process.execPath, ["--import", "tsx", AGENT, JSON.stringify(options)], {
+function runAgent(options: Record<string, unknown>, script = AGENT): Run {
+  const child = spawn(process.execPath, ["--import", "tsx", script, JSON.stringify(options)], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   const lines: string[] = [];
@@ -464,3 +465,51 @@ class QuotaStorage extends MemoryStorage {
     return super.batch(ops);
   }
 }
+
+describe("a callee restarted on its storage remembers the idempotent calls it answered", () => {
+  it("answers a repeated key with the stored result after SIGKILL, without running the handler again", async () => {
+    const team = room.team("idem-restart");
+    const dir = freshDir();
+    const runs = join(dir, "runs");
+    const go = join(dir, "go");
+    writeFileSync(runs, "");
+    const calleeProxy = await startFaultProxy({ port: room.port });
+    const caller = await room.agent("caller", { team });
+    const base = { host: calleeProxy.host, team, token: await room.token("callee", "agent", { team }), runs, go };
+    try {
+      const first = runAgent({ ...base, dir: join(dir, "store"), hold: true }, CALLEE);
+      await eventually(() => expect(first.lines).toContain("STATUS online"), { timeoutMs: 60_000 });
+      const call = caller.call("callee", "work", { n: 7 }, { idempotencyKey: "job-7", timeoutMs: 60_000 });
+      await eventually(() => expect(first.lines).toContain("RAN"), { timeoutMs: 30_000 });
+      // Its answer cannot reach the room: the call is in doubt there, the outcome only on the callee's disk.
+      calleeProxy.mode = "refuse";
+      calleeProxy.cut("rst");
+      await eventually(() =>
+        expect(first.lines.some((l) => l.startsWith("STATUS") && l !== "STATUS online")).toBe(true),
+      );
+      writeFileSync(go, "");
+      await eventually(() => expect(first.lines).toContain("STORED"), { timeoutMs: 30_000 });
+      await kill(first);
+      expect(readFileSync(runs, "utf8")).toBe("run\n");
+
+      // Restarted on the same directory: the room sends the call again, and it is answered from storage.
+      calleeProxy.mode = "pass";
+      const second = runAgent({ ...base, dir: join(dir, "store"), hold: false }, CALLEE);
+      const answer = (await call) as { input: unknown; answer: string };
+      expect(answer.input).toEqual({ n: 7 });
+      // The caller repeats the key: the same result.
+      await expect(
+        caller.call("callee", "work", { n: 7 }, { idempotencyKey: "job-7", timeoutMs: 30_000 }),
+      ).resolves.toEqual(answer);
+      expect(readFileSync(runs, "utf8")).toBe("run\n");
+      // A new key runs the handler: the restarted callee serves.
+      await expect(caller.call("callee", "work", { n: 8 }, { idempotencyKey: "job-8" })).resolves.toMatchObject({
+        input: { n: 8 },
+      });
+      expect(readFileSync(runs, "utf8")).toBe("run\nrun\n");
+      await kill(second);
+    } finally {
+      await calleeProxy.close();
+    }
+  }, 120_000);
+});
