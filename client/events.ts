@@ -147,7 +147,29 @@ type OutFrame = {
   waiters: Pending[];
   /** In the local outbox's storage (or needs none): may be sent. */
   durable: boolean;
+  /**
+   * Handed to a socket at least once (or restored from a previous run, which may have): the
+   * room may have applied it, so it is resent as it was, never merged with its neighbours.
+   */
+  sent?: boolean;
+  /** A frame merged from consecutive outbox entries on a flush: the entries, in order. */
+  parts?: OutFrame[];
 };
+
+/** One frame in place of consecutive never-sent entries of one stream (see `Events.resend`). */
+function merge(parts: OutFrame[]): OutFrame {
+  const first = parts[0] as OutFrame;
+  const last = parts.at(-1) as OutFrame;
+  const frame: OutFrame["frame"] = {
+    type: "publish",
+    ref: `m${first.frame.ref}`,
+    stream: first.frame.stream,
+    events: parts.flatMap((p) => p.frame.events),
+    outbox: last.frame.outbox,
+  };
+  for (const part of parts) part.sent = true;
+  return { frame, waiters: [], durable: true, sent: true, parts };
+}
 
 /** Frames stay well under the 1 MB socket limit. */
 const MAX_BATCH_BYTES = 512 * 1024;
@@ -389,7 +411,8 @@ export class Events {
       () => {
         out.durable = true;
         if (this.#outbox.get(frame.ref) !== out) return;
-        if (!this.transport.send(frame)) this.#answerPending(out);
+        if (this.transport.send(frame)) out.sent = true;
+        else this.#answerPending(out);
       },
       (error: unknown) => {
         if (this.#outbox.get(frame.ref) === out) this.#outbox.delete(frame.ref);
@@ -400,6 +423,7 @@ export class Events {
 
   /** Callers of a durable frame the room has not answered yet get `pending` and an `acked` promise. */
   #answerPending(out: OutFrame): void {
+    if (out.parts) for (const part of out.parts) this.#answerPending(part);
     out.waiters.forEach((w, i) => {
       if (w.acked) return;
       const acked = new Promise<Ack>((resolve, reject) => {
@@ -416,7 +440,7 @@ export class Events {
   restore(entries: StoredEntry[]): void {
     for (const { frame } of entries) {
       if (frame.type !== "publish") continue;
-      this.#outbox.set(frame.ref, { frame, waiters: [], durable: true });
+      this.#outbox.set(frame.ref, { frame, waiters: [], durable: true, sent: true });
     }
   }
 
@@ -425,21 +449,91 @@ export class Events {
     for (const out of this.#outbox.values()) if (out.durable && out.frame.outbox) this.#answerPending(out);
   }
 
-  /** On (re)connect: send every unacknowledged frame again, oldest first. */
+  /**
+   * On (re)connect: send every unacknowledged frame again, oldest first. Consecutive durable
+   * entries of one stream that were never sent (queued offline) go as one frame: the room
+   * spends its time per frame, and a flush of one-at-a-time publishes is mostly frames. The
+   * merged frame carries the last entry's outbox number. It is applied whole or not at all,
+   * and since no entry in it was ever sent, the room's mark for the stream is below all of
+   * them: applied once, a resend of it (or of its entries after a restart) is at or below
+   * the mark, a duplicate.
+   */
   resend(): void {
-    for (const out of this.#outbox.values()) if (out.durable) this.transport.send(out.frame);
+    const order: OutFrame[] = [];
+    let run: OutFrame[] = [];
+    let runBytes = 0;
+    let runEvents = 0;
+    const endRun = () => {
+      if (run.length === 1) order.push(run[0] as OutFrame);
+      else if (run.length > 1) order.push(merge(run));
+      run = [];
+      runBytes = 0;
+      runEvents = 0;
+    };
+    for (const out of this.#outbox.values()) {
+      const mergeable = out.durable && !out.sent && !out.parts && out.frame.outbox !== undefined;
+      if (!mergeable) {
+        endRun();
+        order.push(out);
+        continue;
+      }
+      const bytes = JSON.stringify(out.frame.events).length;
+      const first = run[0];
+      if (
+        first &&
+        (first.frame.stream !== out.frame.stream ||
+          runEvents + out.frame.events.length > MAX_BATCH_EVENTS ||
+          runBytes + bytes > MAX_BATCH_BYTES)
+      )
+        endRun();
+      run.push(out);
+      runBytes += bytes;
+      runEvents += out.frame.events.length;
+    }
+    endRun();
+    this.#outbox.clear();
+    for (const out of order) {
+      this.#outbox.set(out.frame.ref, out);
+      if (out.durable && this.transport.send(out.frame)) out.sent = true;
+    }
   }
 
-  /** Unacknowledged frames, for tests and `team.pending`. */
+  /** Unacknowledged frames, for tests. */
   get pending(): number {
     return this.#outbox.size;
+  }
+
+  /** Events published this tick, not yet in a frame (nor in the durable outbox). */
+  get queuedEvents(): number {
+    let n = 0;
+    for (const queue of this.#queued.values()) n += queue.length;
+    return n;
+  }
+
+  /** Events in unacknowledged frames (a frame carries the publishes of one tick). */
+  get pendingEvents(): number {
+    let n = 0;
+    for (const out of this.#outbox.values()) n += out.frame.events.length;
+    return n;
   }
 
   ack(ref: string, results: Ack[]): void {
     const out = this.#outbox.get(ref);
     if (!out) return;
     this.#outbox.delete(ref);
-    this.persist?.remove(ref);
+    this.#acked(out, results);
+  }
+
+  #acked(out: OutFrame, results: Ack[]): void {
+    if (out.parts) {
+      let at = 0;
+      for (const part of out.parts) {
+        this.#acked(part, results.slice(at, at + part.frame.events.length));
+        at += part.frame.events.length;
+      }
+      return;
+    }
+    this.persist?.remove(out.frame.ref);
     out.waiters.forEach((w, i) => {
       const r = results[i];
       if (r) (w.acked ?? w).resolve(r);
@@ -452,15 +546,20 @@ export class Events {
     const out = this.#outbox.get(ref);
     if (!out) return false;
     this.#outbox.delete(ref);
-    this.persist?.remove(ref);
-    for (const w of out.waiters) (w.acked ?? w).reject(error);
+    // A merged frame is refused whole, like an atomic batch: its entries cannot go again one
+    // by one, since later entries of the stream (higher numbers) may already be applied.
+    for (const part of out.parts ?? [out]) {
+      this.persist?.remove(part.frame.ref);
+      for (const w of part.waiters) (w.acked ?? w).reject(error);
+    }
     return true;
   }
 
   /** The team closed: nobody waits any more. Durable frames stay in storage for the next run. */
   failAll(error: CrosstalkError): void {
     this.#flush();
-    for (const out of this.#outbox.values()) for (const w of out.waiters) (w.acked ?? w).reject(error);
+    for (const out of this.#outbox.values())
+      for (const part of out.parts ?? [out]) for (const w of part.waiters) (w.acked ?? w).reject(error);
     this.#outbox.clear();
   }
 

@@ -7,7 +7,9 @@
  * - `meta/order`: the last local outbox position;
  * - `out/<order>`: the outbox, oldest first — each entry a publish or send frame exactly as it
  *   goes on the wire, numbered `{ instance, n }` so the room dedupes a resend however old;
- * - `doc/<name>/<k>`: each open document's updates, merged per tick, compacted into one.
+ * - `doc/<name>/<k>`: each open document's updates, merged per tick, compacted into one;
+ * - `idem/<caller>/<key>`: outcomes of idempotent calls this agent answered (the callee's
+ *   memory in `rpc.ts`), so a restarted callee answers a repeated key without running again.
  *
  * Isomorphic (the storage does the I/O). Not re-exported from the package entry point;
  * `team.ts` owns it.
@@ -18,14 +20,21 @@ import type { AgentStorage, StorageOp } from "./storage.ts";
 
 export type OutboxFrame = Extract<ClientFrame, { type: "publish" | "rpc.send" }>;
 export type StoredEntry = { order: number; frame: OutboxFrame; at: number; bytes: number };
-/** What waits to reach the room: entries, their size on the wire, and when the oldest was written. */
+/**
+ * What waits to reach the room: events, messages and queued calls (each counted once, however
+ * they are framed), their outbox entries' size on the wire, and when the oldest was written.
+ */
 export type PendingInfo = { count: number; bytes: number; oldestAt: number | null };
+/** A completed idempotent call as stored: the caller and its key, the answer, when it was answered. */
+export type StoredOutcome = { from: string; key: string; outcome: unknown; at: number };
 
 const text = new TextEncoder();
 const untext = new TextDecoder();
 const pad = (n: number) => n.toString().padStart(16, "0");
 const OUT = "out/";
 const DOC = "doc/";
+const IDEM = "idem/";
+const idemKey = (from: string, key: string) => `${IDEM}${encodeURIComponent(from)}/${encodeURIComponent(key)}`;
 /** Stored updates of one document before they are merged into one. */
 const COMPACT_AFTER = 64;
 
@@ -42,10 +51,14 @@ export class Persistence {
   /** Outbox entries by local order (insertion order = outbox order), their bytes, and deletions not yet written. */
   readonly #outbox = new Map<number, StoredEntry>();
   #bytes = 0;
+  /** Events and messages in the outbox (a publish entry holds the events of one tick). */
+  #items = 0;
   readonly #removed: StorageOp[] = [];
   /** Each document's stored updates (key → bytes, in key order), kept to restore it on every open. */
   readonly #docs = new Map<string, DocEntry>();
   readonly #inflight = new Set<Promise<unknown>>();
+  /** Stored idempotent outcomes, read at open; handed to `rpc.ts` once. */
+  #outcomes: StoredOutcome[];
   /** The first storage failure nobody awaited (a document write): reported by `flushed()`. */
   #failure: CrosstalkError | null = null;
   onChange: () => void = () => {};
@@ -57,14 +70,17 @@ export class Persistence {
     order: number,
     entries: StoredEntry[],
     docs: Map<string, Map<string, Uint8Array>>,
+    outcomes: StoredOutcome[],
   ) {
     this.#storage = storage;
+    this.#outcomes = outcomes;
     this.instance = instance;
     this.#n = n;
     this.#order = order;
     for (const e of entries.sort((a, b) => a.order - b.order)) {
       this.#outbox.set(e.order, e);
       this.#bytes += e.bytes;
+      this.#items += items(e.frame);
     }
     for (const [name, stored] of docs)
       this.#docs.set(name, { stored, queued: [], next: nextIndex([...stored.keys()]) });
@@ -103,7 +119,15 @@ export class Persistence {
       }
       stored.set(key, value);
     }
-    return new Persistence(storage, id, n, order, entries, docs);
+    const outcomes: StoredOutcome[] = [];
+    for (const [, value] of await storage.scan(IDEM)) {
+      try {
+        outcomes.push(JSON.parse(untext.decode(value)) as StoredOutcome);
+      } catch {
+        // Written whole by an atomic batch: unreadable means foreign, and forgetting is safe.
+      }
+    }
+    return new Persistence(storage, id, n, order, entries, docs, outcomes);
   }
 
   /** Outbox entries a previous run left, oldest first. */
@@ -125,6 +149,7 @@ export class Persistence {
     const entry: StoredEntry = { order, frame, at: Date.now(), bytes: json.length };
     this.#outbox.set(order, entry);
     this.#bytes += entry.bytes;
+    this.#items += items(frame);
     this.onChange();
     const written = this.#storage
       .batch([
@@ -135,12 +160,37 @@ export class Persistence {
       .then(
         () => entry,
         (error: unknown) => {
-          if (this.#outbox.delete(order)) this.#bytes -= entry.bytes;
+          if (this.#outbox.delete(order)) {
+            this.#bytes -= entry.bytes;
+            this.#items -= items(frame);
+          }
           this.onChange();
           throw storageFailure(error);
         },
       );
     return this.#track(written);
+  }
+
+  /** The idempotent outcomes a previous run stored (oldest first); empty after the first call. */
+  takeOutcomes(): StoredOutcome[] {
+    const outcomes = this.#outcomes.sort((a, b) => a.at - b.at);
+    this.#outcomes = [];
+    return outcomes;
+  }
+
+  /** Stores a completed idempotent call's outcome; resolves when durable. */
+  storeOutcome(stored: StoredOutcome): Promise<void> {
+    const value = text.encode(JSON.stringify(stored));
+    return this.#track(this.#storage.batch([{ type: "put", key: idemKey(stored.from, stored.key), value }]));
+  }
+
+  /** Forgets outcomes past the callee's window or cap. */
+  forgetOutcomes(calls: { from: string; key: string }[]): void {
+    if (calls.length === 0) return;
+    const ops: StorageOp[] = calls.map((c) => ({ type: "del", key: idemKey(c.from, c.key) }));
+    this.#track(this.#storage.batch(ops)).catch((error: unknown) => {
+      this.#failure ??= storageFailure(error);
+    });
   }
 
   /** The room has applied (or refused) the entry with ref `ref`: it leaves the outbox. */
@@ -150,6 +200,7 @@ export class Persistence {
     if (!ref.startsWith("o") || !entry) return;
     this.#outbox.delete(order);
     this.#bytes -= entry.bytes;
+    this.#items -= items(entry.frame);
     this.onChange();
     // The acks of one tick leave the outbox in one batch.
     this.#removed.push({ type: "del", key: OUT + pad(order) });
@@ -162,10 +213,11 @@ export class Persistence {
     });
   }
 
+  /** The outbox's events and messages, bytes and oldest write (`team.pending()` adds what is not stored). */
   pending(): PendingInfo {
     // Entries are added in order and `at` never decreases: the first one is the oldest.
     const first = this.#outbox.values().next();
-    return { count: this.#outbox.size, bytes: this.#bytes, oldestAt: first.done ? null : first.value.at };
+    return { count: this.#items, bytes: this.#bytes, oldestAt: first.done ? null : first.value.at };
   }
 
   /**
@@ -243,6 +295,11 @@ export function storageFailure(error: unknown): CrosstalkError {
     "INTERNAL",
     `the agent's storage failed: ${error instanceof Error ? error.message : String(error)}`,
   );
+}
+
+/** What one outbox entry counts for in `pending().count`: its events, or one message. */
+function items(frame: OutboxFrame): number {
+  return frame.type === "publish" ? frame.events.length : 1;
 }
 
 function readNumber(bytes: Uint8Array | undefined): number {

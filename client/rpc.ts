@@ -25,7 +25,7 @@ import { check } from "./check.ts";
 import type { PublishOptions, PublishResult } from "./events.ts";
 import { toJson } from "./json.ts";
 import { CALL_INPUT, type EncryptionOptions, isSealed, keyIdFor, MESSAGE_INPUT, open, seal } from "./payload-crypto.ts";
-import { type Persistence, type StoredEntry, storageFailure } from "./persist.ts";
+import { type Persistence, type StoredEntry, type StoredOutcome, storageFailure } from "./persist.ts";
 import type { Json } from "./state.ts";
 import type { Transport } from "./transport.ts";
 
@@ -52,8 +52,9 @@ export type CallContext = {
   callId?: string;
   /**
    * The caller's idempotency key, if it gave one. This client runs such a call once per
-   * caller and key while it lives; a handler with side effects outside crosstalk can use the
-   * key to make them idempotent too (a crash of this process can run it again).
+   * caller and key while it lives, and with `connect({ persist })` across restarts once the
+   * outcome is stored; a handler with side effects outside crosstalk can use the key to make
+   * them idempotent too (a crash while it runs can run it again).
    */
   idempotencyKey?: string;
   correlationId?: string;
@@ -419,6 +420,20 @@ export class Rpc {
     out.resolve({ id: out.frame.id, recipients: [], pending: true, acked });
   }
 
+  /**
+   * Outcomes of idempotent calls a previous run answered (`connect({ persist })`): a request
+   * with one of those keys is answered from here, not run again. Past the window: forgotten.
+   */
+  restoreOutcomes(outcomes: StoredOutcome[]): void {
+    const now = Date.now();
+    const expired: { from: string; key: string }[] = [];
+    for (const o of outcomes) {
+      if (now - o.at >= IDEMPOTENCY_WINDOW_MS) expired.push(o);
+      else this.#remembered.set(`${o.from}\n${o.key}`, { outcome: o.outcome as Outcome, ids: new Set(), at: o.at });
+    }
+    this.persist?.forgetOutcomes(expired);
+  }
+
   /** Messages a previous run left in the durable outbox: sent (again) on the next connect. */
   restore(entries: StoredEntry[]): void {
     for (const { frame } of entries) {
@@ -430,6 +445,13 @@ export class Rpc {
   /** Messages not yet stored by the room, for `team.pending`. */
   get pendingSends(): number {
     return this.#outbox.size;
+  }
+
+  /** Calls waiting for the link (`{ queue: true }` offline, or idempotent ones to resend), for `team.pending`. */
+  get queuedCalls(): number {
+    let n = 0;
+    for (const a of this.#attempts.values()) if (!a.sent) n++;
+    return n;
   }
 
   /**
@@ -615,6 +637,15 @@ export class Rpc {
     }
     remembered.outcome = outcome;
     remembered.at = Date.now();
+    if (this.persist && key !== null) {
+      // Durable before anyone hears it: a callee restarted on its storage answers the key
+      // again rather than running the handler twice. A failed write costs only that memory.
+      const from = frame.from;
+      const idempotencyKey = frame.idempotencyKey as string;
+      await this.persist
+        .storeOutcome({ from, key: idempotencyKey, outcome, at: remembered.at })
+        .catch((error: unknown) => this.onError(error));
+    }
     for (const id of remembered.ids) this.#reply(id, outcome, true);
     remembered.ids.clear();
   }
@@ -631,10 +662,16 @@ export class Rpc {
   /** Starts remembering idempotent call `key`, forgetting outcomes past the window or the cap. */
   #remember(key: string, id: string): Remembered {
     const now = Date.now();
+    const forgotten: { from: string; key: string }[] = [];
     for (const [k, r] of this.#remembered) {
       if (this.#remembered.size < REMEMBERED_CALLS && now - r.at < IDEMPOTENCY_WINDOW_MS) break;
-      if (r.outcome) this.#remembered.delete(k);
+      if (r.outcome) {
+        this.#remembered.delete(k);
+        const cut = k.indexOf("\n");
+        forgotten.push({ from: k.slice(0, cut), key: k.slice(cut + 1) });
+      }
     }
+    this.persist?.forgetOutcomes(forgotten);
     const remembered: Remembered = { outcome: null, ids: new Set([id]), at: now };
     this.#remembered.set(key, remembered);
     return remembered;

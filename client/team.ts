@@ -154,6 +154,7 @@ export class Team extends ObservableV2<TeamEvents> {
       this.#rpc.persist = persistence;
       this.#events.restore(persistence.restored("publish"));
       this.#rpc.restore(persistence.restored("rpc.send"));
+      this.#rpc.restoreOutcomes(persistence.takeOutcomes());
       persistence.onChange = () => {
         if (this.#pendingScheduled) return;
         this.#pendingScheduled = true;
@@ -437,12 +438,21 @@ export class Team extends ObservableV2<TeamEvents> {
   }
 
   /**
-   * What waits for the room: outbox entries (publish frames and messages), their size on the
-   * wire and when the oldest was written. Without `persist`, `bytes` is 0 and `oldestAt` null.
+   * What waits for the room: `count` is every event, message and queued call not yet there
+   * (each counted once, however many share a frame); `bytes` and `oldestAt` are the durable
+   * outbox's size on the wire and oldest write. Without `persist`, `bytes` is 0 and `oldestAt` null.
    */
   pending(): PendingInfo {
-    if (this.#persist) return this.#persist.pending();
-    return { count: this.#events.pending + this.#rpc.pendingSends, bytes: 0, oldestAt: null };
+    const unstored = this.#events.queuedEvents + this.#rpc.queuedCalls;
+    if (this.#persist) {
+      const stored = this.#persist.pending();
+      return { ...stored, count: stored.count + unstored };
+    }
+    return {
+      count: this.#events.pendingEvents + this.#rpc.pendingSends + unstored,
+      bytes: 0,
+      oldestAt: null,
+    };
   }
 
   /**

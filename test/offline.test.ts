@@ -8,7 +8,7 @@
  * clock still lands exactly once.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { cpSync, mkdtempSync, rmSync, statSync, truncateSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as encoding from "lib0/encoding";
@@ -21,6 +21,7 @@ import { eventually, type FaultProxy, type RoomServer, startFaultProxy, startRoo
 import { rawSocket } from "./raw-socket.ts";
 
 const AGENT = new URL("./fixtures/offline-agent.ts", import.meta.url).pathname;
+const CALLEE = new URL("./fixtures/idempotent-callee.ts", import.meta.url).pathname;
 const dirs: string[] = [];
 const freshDir = () => {
   const dir = mkdtempSync(join(tmpdir(), "crosstalk-offline-"));
@@ -33,8 +34,8 @@ afterAll(() => {
 
 type Run = { child: ChildProcess; lines: string[]; exited: Promise<number | null> };
 
-function runAgent(options: Record<string, unknown>): Run {
-  const child = spawn(process.execPath, ["--import", "tsx", AGENT, JSON.stringify(options)], {
+function runAgent(options: Record<string, unknown>, script = AGENT): Run {
+  const child = spawn(process.execPath, ["--import", "tsx", script, JSON.stringify(options)], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   const lines: string[] = [];
@@ -361,6 +362,71 @@ describe("offline semantics of one agent (real room, link cut by the proxy)", ()
     proxy.mode = "pass";
   }, 120_000);
 
+  it("counts every pending event, message and queued call, not outbox entries, and drains to 0 online", async () => {
+    const team = room.team("count");
+    proxy.mode = "refuse";
+    const agent = await connect({
+      host: proxy.host,
+      team,
+      agent: "counter",
+      role: "agent",
+      token: await room.token("counter", "agent", { team }),
+      persist: new MemoryStorage(),
+      waitForOnline: false,
+      maxReconnectDelayMs: 300,
+    });
+    // Fired together, the 1,000 publishes share one outbox entry: each still counts.
+    const published = Array.from({ length: 1_000 }, (_, i) => agent.publish("tick", { i }));
+    expect(agent.pending().count).toBe(1_000);
+    const sent = [agent.send("someone", "note", { a: 1 }), agent.send("someone", "note", { a: 2 })];
+    const callee = await room.agent("callee", { team });
+    callee.handle("work", (input) => input);
+    const call = agent.call("callee", "work", { n: 1 }, { queue: true, timeoutMs: 60_000 });
+    await Promise.all([...published, ...sent]);
+    await agent.flushed();
+    expect(agent.pending().count).toBe(1_003);
+    expect(agent.pending().bytes).toBeGreaterThan(0);
+
+    proxy.mode = "pass";
+    await expect(call).resolves.toEqual({ n: 1 });
+    await agent.synced({ timeoutMs: 60_000 });
+    expect(agent.pending()).toEqual({ count: 0, bytes: 0, oldestAt: null });
+    const reader = await room.agent("reader", { team });
+    let n = 0;
+    for await (const _ of reader.history()) n++;
+    expect(n).toBe(1_000);
+    await agent.close();
+  }, 60_000);
+
+  it("flushes one-at-a-time publishes as merged frames, exactly once across a cut mid-flush", async () => {
+    const team = room.team("merged");
+    proxy.mode = "refuse";
+    const agent = await connect({
+      host: proxy.host,
+      team,
+      agent: "merger",
+      role: "agent",
+      token: await room.token("merger", "agent", { team }),
+      persist: openFileStorage(freshDir()),
+      waitForOnline: false,
+      maxReconnectDelayMs: 300,
+    });
+    const ids: string[] = [];
+    // One at a time: 3,000 outbox entries, flushed as frames of up to 1,000 events.
+    for (let i = 0; i < 3_000; i++) ids.push((await agent.publish("tick", { i }, { id: `m-${i}` })).id);
+    await agent.flushed();
+    const reader = await room.agent("reader", { team });
+    proxy.mode = "pass";
+    // Cut once part of the flush has landed (rarely all of it): merged frames whose ack was
+    // lost go again as they were, and the room's outbox numbers make them duplicates.
+    await eventually(async () => expect((await roomIds(reader)).length).toBeGreaterThan(0), { intervalMs: 5 });
+    proxy.cut("rst");
+    await agent.synced({ timeoutMs: 60_000 });
+    expect(agent.pending().count).toBe(0);
+    expect(await roomIds(reader)).toEqual(ids);
+    await agent.close();
+  }, 120_000);
+
   it("fails a write its storage cannot take with STORAGE_FULL instead of hanging", async () => {
     const team = room.team("full");
     proxy.mode = "refuse";
@@ -430,4 +496,52 @@ describe("an instance id given again with fresh storage (a redeployed worker nam
     await second.close();
     await sink.close();
   });
+});
+
+describe("a callee restarted on its storage remembers the idempotent calls it answered", () => {
+  it("answers a repeated key with the stored result after SIGKILL, without running the handler again", async () => {
+    const team = room.team("idem-restart");
+    const dir = freshDir();
+    const runs = join(dir, "runs");
+    const go = join(dir, "go");
+    writeFileSync(runs, "");
+    const calleeProxy = await startFaultProxy({ port: room.port });
+    const caller = await room.agent("caller", { team });
+    const base = { host: calleeProxy.host, team, token: await room.token("callee", "agent", { team }), runs, go };
+    try {
+      const first = runAgent({ ...base, dir: join(dir, "store"), hold: true }, CALLEE);
+      await eventually(() => expect(first.lines).toContain("STATUS online"), { timeoutMs: 60_000 });
+      const call = caller.call("callee", "work", { n: 7 }, { idempotencyKey: "job-7", timeoutMs: 60_000 });
+      await eventually(() => expect(first.lines).toContain("RAN"), { timeoutMs: 30_000 });
+      // Its answer cannot reach the room: the call is in doubt there, the outcome only on the callee's disk.
+      calleeProxy.mode = "refuse";
+      calleeProxy.cut("rst");
+      await eventually(() =>
+        expect(first.lines.some((l) => l.startsWith("STATUS") && l !== "STATUS online")).toBe(true),
+      );
+      writeFileSync(go, "");
+      await eventually(() => expect(first.lines).toContain("STORED"), { timeoutMs: 30_000 });
+      await kill(first);
+      expect(readFileSync(runs, "utf8")).toBe("run\n");
+
+      // Restarted on the same directory: the room sends the call again, and it is answered from storage.
+      calleeProxy.mode = "pass";
+      const second = runAgent({ ...base, dir: join(dir, "store"), hold: false }, CALLEE);
+      const answer = (await call) as { input: unknown; answer: string };
+      expect(answer.input).toEqual({ n: 7 });
+      // The caller repeats the key: the same result.
+      await expect(
+        caller.call("callee", "work", { n: 7 }, { idempotencyKey: "job-7", timeoutMs: 30_000 }),
+      ).resolves.toEqual(answer);
+      expect(readFileSync(runs, "utf8")).toBe("run\n");
+      // A new key runs the handler: the restarted callee serves.
+      await expect(caller.call("callee", "work", { n: 8 }, { idempotencyKey: "job-8" })).resolves.toMatchObject({
+        input: { n: 8 },
+      });
+      expect(readFileSync(runs, "utf8")).toBe("run\nrun\n");
+      await kill(second);
+    } finally {
+      await calleeProxy.close();
+    }
+  }, 120_000);
 });
