@@ -165,9 +165,10 @@ async function pipeline(faulty: boolean): Promise<Outcome> {
     ids[e.source] ??= [];
     ids[e.source]?.push(e.id);
   }
+  const closingAt = performance.now();
   await Promise.all([...agents, reader].map((a) => a.close()));
   await Promise.all(links.map((l) => l.net.close()));
-  return { approvals, ids, doc, docs, links };
+  return { approvals, ids, doc, docs, links, closingAt };
 }
 
 it(`5 agents, a fault every 50–500 ms for ${FAULTY_MS / 1000} s: after healing, the same outcome as a fault-free run`, async () => {
@@ -196,6 +197,9 @@ it(`5 agents, a fault every 50–500 ms for ${FAULTY_MS / 1000} s: after healing
       const before = link.statuses.filter((s) => s.at <= at).at(-1)?.status;
       if (before !== "online") continue;
       const down = link.statuses.find((s) => s.at > at && s.status === "offline");
+      // A hole made just before the run closed its agents (an idle member can be done by then)
+      // had no time to be found: closing is not a finding either way.
+      if (!down && faulty.closingAt - at < FOUND_WITHIN_MS) continue;
       expect({ link: link.name, foundAfter: down ? down.at - at < FOUND_WITHIN_MS : "never" }).toEqual({
         link: link.name,
         foundAfter: true,
