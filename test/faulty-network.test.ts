@@ -70,6 +70,8 @@ type Outcome = {
   doc: Record<string, unknown>;
   docs: Record<string, unknown>[];
   links: Link[];
+  /** When the run began closing its agents (`performance.now()`). */
+  closingAt: number;
 };
 
 async function pipeline(faulty: boolean): Promise<Outcome> {
