@@ -511,6 +511,13 @@ describe("a callee restarted on its storage remembers the idempotent calls it an
     try {
       const first = runAgent({ ...base, dir: join(dir, "store"), hold: true }, CALLEE);
       await eventually(() => expect(first.lines).toContain("STATUS online"), { timeoutMs: 60_000 });
+      // Online is not serving yet: its method list reaches the room in the next frame.
+      const serving = () =>
+        caller
+          .agents()
+          .find((a) => a.agent === "callee")
+          ?.methods.includes("work");
+      await eventually(() => expect(serving()).toBe(true), { timeoutMs: 30_000 });
       const call = caller.call("callee", "work", { n: 7 }, { idempotencyKey: "job-7", timeoutMs: 60_000 });
       await eventually(() => expect(first.lines).toContain("RAN"), { timeoutMs: 30_000 });
       // Its answer cannot reach the room: the call is in doubt there, the outcome only on the callee's disk.
@@ -534,7 +541,9 @@ describe("a callee restarted on its storage remembers the idempotent calls it an
         caller.call("callee", "work", { n: 7 }, { idempotencyKey: "job-7", timeoutMs: 30_000 }),
       ).resolves.toEqual(answer);
       expect(readFileSync(runs, "utf8")).toBe("run\n");
-      // A new key runs the handler: the restarted callee serves.
+      // A new key runs the handler once the restarted callee serves again (its in-doubt call came
+      // back on admission, before its method list did).
+      await eventually(() => expect(serving()).toBe(true), { timeoutMs: 30_000 });
       await expect(caller.call("callee", "work", { n: 8 }, { idempotencyKey: "job-8" })).resolves.toMatchObject({
         input: { n: 8 },
       });

@@ -26,6 +26,11 @@ export type FaultProxy = {
   delayMs: number;
   /** Connections accepted so far (refused ones included). */
   readonly accepted: number;
+  /**
+   * When (`performance.now()`) each connection was holed: a blackhole breaks a link only once
+   * bytes cross it while the mode is on; an idle link outlives a short blackhole unharmed.
+   */
+  readonly holed: readonly number[];
   /** Breaks every open connection: `rst` resets both sides, `fin` ends them cleanly. */
   cut(how?: "rst" | "fin"): void;
   close(): Promise<void>;
@@ -36,6 +41,7 @@ export async function startFaultProxy(target: { host?: string; port: number }): 
   let accepted = 0;
   const state = { mode: "pass" as FaultMode, delayMs: 0 };
   const holed = new WeakSet<Socket>();
+  const holedAt: number[] = [];
   const pipe = (from: Socket, to: Socket) => {
     // Chunks wait in one queue per direction, so none overtakes an earlier one (separate
     // timers could fire out of order when the delay changes).
@@ -51,7 +57,10 @@ export async function startFaultProxy(target: { host?: string; port: number }): 
       if (queue.length > 0) timer = setTimeout(flush, (queue[0] as { at: number }).at - now);
     };
     from.on("data", (chunk: Buffer) => {
-      if (state.mode === "blackhole") holed.add(from).add(to);
+      if (state.mode === "blackhole" && !holed.has(from)) {
+        holed.add(from).add(to);
+        holedAt.push(performance.now());
+      }
       if (holed.has(from)) return;
       const now = performance.now();
       if (queue.length === 0 && state.delayMs <= 0) {
@@ -109,6 +118,7 @@ export async function startFaultProxy(target: { host?: string; port: number }): 
     get accepted() {
       return accepted;
     },
+    holed: holedAt,
     cut(how = "rst") {
       for (const pair of [...pairs]) {
         pairs.delete(pair);
