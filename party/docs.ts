@@ -236,11 +236,12 @@ export class DocHub {
       await compact(this.storage, old.stored, fresh);
       const doc = this.#install({ name: old.name, ydoc: fresh, stored: old.stored, writers });
       this.metrics?.rebases.inc({ doc: old.name });
-      for (const s of old.subscribers) {
-        const known: Record<string, number> = {};
-        for (const [client, owner] of old.writers) if (owner === s.writer) known[client] = clocks.get(client) ?? 0;
+      // Every retired id's clock, not only the subscriber's own: a client carries over exactly
+      // what lies past them (its own unsynced writes, also those of earlier client ids restored
+      // from its storage); everything else it holds came through the room.
+      const known: Record<string, number> = Object.fromEntries(clocks);
+      for (const s of old.subscribers)
         s.sendFrame({ type: "error", doc: old.name, error: rebasedError(old.name, known) });
-      }
       old.ydoc.destroy();
       return doc;
     })().finally(() => this.#loading.delete(old.name));
@@ -251,15 +252,19 @@ export class DocHub {
     );
   }
 
-  /** The clock the room had of each of `clients` that a rebase retired (and the document bears out). */
+  /**
+   * Null unless one of `clients` was retired by a rebase (and the document bears it out); then
+   * the clock the room had of every retired id, which the client carries its writes over by.
+   */
   #retired(doc: HubDoc, clients: Iterable<number>): Record<string, number> | null {
-    let known: Record<string, number> | null = null;
-    for (const client of clients) {
-      const owner = doc.writers.get(client);
-      if (!owner?.startsWith(RETIRED) || doc.ydoc.store.clients.has(client)) continue;
-      known ??= {};
-      known[client] = Number(owner.slice(RETIRED.length));
-    }
+    const isRetired = (client: number): boolean =>
+      !!doc.writers.get(client)?.startsWith(RETIRED) && !doc.ydoc.store.clients.has(client);
+    let any = false;
+    for (const client of clients) if (isRetired(client)) any = true;
+    if (!any) return null;
+    const known: Record<string, number> = {};
+    for (const [client, owner] of doc.writers)
+      if (isRetired(client)) known[client] = Number((owner as string).slice(RETIRED.length));
     return known;
   }
 
