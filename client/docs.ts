@@ -34,6 +34,8 @@ type OpenDoc = {
   carry?: CarriedWrite[];
   /** Keys written on the fresh copy since the rebase (`root\u0000key`): newer than their carried write. */
   carryTouched?: Set<string>;
+  /** Stops collecting `carryTouched` (called once the fresh copy has synced). */
+  stopTracking?: () => void;
   /**
    * A rebase notice was handled and the fresh copy has not synced yet: a further notice
    * meanwhile answers a message the old copy sent before it, and changes nothing.
@@ -159,14 +161,17 @@ export class DocSync {
       const fresh = now.doc;
       const touched = new Set<string>();
       const roots = new Map<unknown, string>();
-      fresh.on("afterTransaction", (tr: Y.Transaction) => {
-        if (!tr.local || !now.rebasing) return;
+      const track = (tr: Y.Transaction) => {
+        if (!tr.local) return;
         for (const [name, type] of fresh.share) roots.set(type, name);
         for (const [type, subs] of tr.changed) {
           const root = roots.get(type);
           if (root !== undefined) for (const key of subs) if (key !== null) touched.add(`${root}\u0000${key}`);
         }
-      });
+      };
+      fresh.on("afterTransaction", track);
+      // Only until the fresh copy syncs: after that, local transactions pay nothing for it.
+      now.stopTracking = () => fresh.off("afterTransaction", track);
       now.carryTouched = touched;
     }
     return true;
@@ -209,6 +214,8 @@ export class DocSync {
       open.resyncing = false;
       const carry = open.carry;
       const touched = open.carryTouched;
+      open.stopTracking?.();
+      open.stopTracking = undefined;
       open.carry = undefined;
       open.carryTouched = undefined;
       open.rebasing = false;
