@@ -55,16 +55,23 @@ export type DispatchOptions = {
 };
 
 export class Dispatch {
+  /** The session whose frame is being handled now: a host delivering re-entrantly queues the next one behind it. */
+  #inside: Session | null = null;
+
   constructor(private readonly options: DispatchOptions) {}
 
   /** Handles or queues one message of `session`; failures become INTERNAL errors, never a thrown callback. */
   message(session: Session, data: Data): void {
-    if (session.idle && typeof data === "string" && this.options.policyReady() === null) {
+    if (session.idle && this.#inside !== session && typeof data === "string" && this.options.policyReady() === null) {
+      const outer = this.#inside;
+      this.#inside = session;
       let waiting: Promise<void> | void;
       try {
         waiting = this.#textNow(session, data);
       } catch (error) {
         return this.#failed(session, error, undefined);
+      } finally {
+        this.#inside = outer;
       }
       if (waiting) session.hold(waiting.catch((error: unknown) => this.#failed(session, error, undefined)));
       return;
