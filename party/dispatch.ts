@@ -112,8 +112,8 @@ export class Dispatch {
     if (session.closed) return;
     const tooLarge = this.options.guard.size(data.byteLength);
     if (tooLarge) return this.#refuse(session, tooLarge);
-    if (session instanceof RawDocSession) return this.#raw(session, data);
-    await this.#binary(session, data);
+    if (session instanceof RawDocSession) await this.#raw(session, data);
+    else await this.#binary(session, data);
     this.options.handled?.(session, "doc");
   }
 
