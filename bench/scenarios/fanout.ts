@@ -5,7 +5,8 @@
  *
  * - crosstalk: `team.publish` (concurrent calls travel as one frame per tick), subscribers
  *   on `team.subscribe(">")`.
- * - relay: one JSON frame per event, broadcast by the relay party.
+ * - relay: one JSON frame per event, broadcast by the relay party; the baseline. The same
+ *   relay hibernating (as the room must) is a second reference, `_vs_hibernating_relay` keys.
  * - y-partykit: one `push` (one transaction, one update) per event into a flat Y.Array
  *   `events`; subscribers observe it and read the new tail.
  *
@@ -85,14 +86,14 @@ async function crosstalkSystem(server: BenchServer, team: string): Promise<Syste
   return system;
 }
 
-async function relaySystem(server: BenchServer, room: string): Promise<System> {
-  const path = (id: string) => `/parties/relay/${room}?_pk=${id}`;
+async function relaySystem(server: BenchServer, room: string, party = "relay"): Promise<System> {
+  const path = (id: string) => `/parties/${party}/${room}?_pk=${id}`;
   const publisher = await rawSocket(server, path("publisher"));
   const subscribers: RawSocket[] = await Promise.all(
     range(SUBSCRIBERS).map((i) => rawSocket(server, path(`sub-${i}`))),
   );
   const system: System = {
-    name: "relay",
+    name: party === "relay" ? "relay" : "hibernating relay",
     counts: subscribers.map(() => 0),
     latencies: [],
     timing: false,
@@ -190,7 +191,11 @@ async function paced(system: System, n: number): Promise<number[]> {
   return system.latencies;
 }
 
-const MAKERS = [crosstalkSystem, relaySystem, ypartySystem];
+const hibernatingRelaySystem = (server: BenchServer, room: string) => relaySystem(server, room, "relayhib");
+
+const MAKERS = [crosstalkSystem, relaySystem, ypartySystem, hibernatingRelaySystem];
+const BASELINES = ["", "relay", "y-partykit", "hibernating relay"];
+const SUFFIXES = ["", "", "_vs_ypartykit", "_vs_hibernating_relay"];
 
 /** Runs `measure` on a freshly connected system of each kind, then closes it. */
 async function onFresh<T>(
@@ -212,7 +217,7 @@ async function onFresh<T>(
 
 export const fanout: Scenario = {
   name: "fanout",
-  steps: (o) => o.runs * 6 + 1,
+  steps: (o) => o.runs * 8 + 1,
   async run(ctx) {
     const { quick, runs } = ctx.options;
     const N = quick ? 2000 : 10_000;
@@ -245,12 +250,12 @@ export const fanout: Scenario = {
       });
     }
     const pair = (name: string, unit: string, values: number[][], note?: string): Metric[] =>
-      [1, 2].map((b) => ({
-        name: `${name}${b === 1 ? "" : "_vs_ypartykit"}`,
+      [1, 2, 3].map((b) => ({
+        name: `${name}${SUFFIXES[b]}`,
         unit,
         runs: values[0] ?? [],
         baselineRuns: values[b] ?? [],
-        baselineName: b === 1 ? "relay" : "y-partykit",
+        baselineName: BASELINES[b] ?? "",
         ...(note && b === 1 ? { note } : {}),
       }));
     return [

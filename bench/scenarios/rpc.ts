@@ -1,7 +1,8 @@
 /**
  * rpc: request/response between two agents through the room (`team.call` → the room →
  * the callee's `team.handle` → the room → the caller), sequential and pipelined, beside the
- * same exchange through the bare relay party.
+ * same exchange through the bare relay party and through the same relay hibernating (as the
+ * room must), a second reference reported under `_vs_hibernating_relay` keys.
  *
  * Pipelined calls keep 1,000 in flight; the callee raises the room's per-callee cap (256 by
  * default) with `team.setMaxInFlight`.
@@ -9,6 +10,7 @@
 import { type Metric, percentile, range, rawSocket, type Scenario, waitFor, withCpu, within } from "../lib.ts";
 
 const WINDOW = 1000;
+const WARMUP = 2000;
 
 type Call = (input: unknown) => Promise<unknown>;
 
@@ -37,7 +39,7 @@ async function pipelined(call: Call, n: number, window: number): Promise<number>
 
 export const rpc: Scenario = {
   name: "rpc",
-  steps: (o) => o.runs * 4 + 1,
+  steps: (o) => o.runs * 6 + 1,
   async run(ctx) {
     const { quick, runs } = ctx.options;
     const SEQUENTIAL = quick ? 300 : 2000;
@@ -60,77 +62,82 @@ export const rpc: Scenario = {
       );
       const crosstalk: Call = (input) => caller.call("callee", "echo", input, { timeoutMs: 30_000 });
 
-      // Relay: the same exchange as raw frames, routed by connection id.
-      const a = await rawSocket(server, `/parties/relay/rpc-${ctx.tag}?_pk=a`);
-      const b = await rawSocket(server, `/parties/relay/rpc-${ctx.tag}?_pk=b`);
-      closers.push(a.close, b.close);
-      b.onMessage((text) => {
-        const frame = JSON.parse(text) as { from: string; id: number; input: unknown };
-        b.send({ to: frame.from, id: frame.id, ok: true, output: frame.input });
-      });
-      const waiting = new Map<number, () => void>();
-      let nextId = 0;
-      a.onMessage((text) => {
-        const { id } = JSON.parse(text) as { id: number };
-        waiting.get(id)?.();
-        waiting.delete(id);
-      });
-      const relay: Call = (input) =>
-        new Promise<void>((res) => {
-          const id = ++nextId;
-          waiting.set(id, res);
-          a.send({ to: "b", from: "a", id, method: "echo", input });
+      // Relay: the same exchange as raw frames, routed by connection id; once through the
+      // stock relay (the baseline) and once through the same code hibernating, as the room does.
+      const relayCall = async (party: string): Promise<Call> => {
+        const a = await rawSocket(server, `/parties/${party}/rpc-${ctx.tag}?_pk=a`);
+        const b = await rawSocket(server, `/parties/${party}/rpc-${ctx.tag}?_pk=b`);
+        closers.push(a.close, b.close);
+        b.onMessage((text) => {
+          const frame = JSON.parse(text) as { from: string; id: number; input: unknown };
+          b.send({ to: frame.from, id: frame.id, ok: true, output: frame.input });
         });
+        const waiting = new Map<number, () => void>();
+        let nextId = 0;
+        a.onMessage((text) => {
+          const { id } = JSON.parse(text) as { id: number };
+          waiting.get(id)?.();
+          waiting.delete(id);
+        });
+        return (input) =>
+          new Promise<void>((res) => {
+            const id = ++nextId;
+            waiting.set(id, res);
+            a.send({ to: "b", from: "a", id, method: "echo", input });
+          });
+      };
+      const relay = await relayCall("relay");
+      const hibernating = await relayCall("relayhib");
+      const systems = [
+        ["x", "crosstalk", crosstalk],
+        ["r", "relay", relay],
+        ["h", "hibernating relay", hibernating],
+      ] as const;
 
-      // Warm up both paths (JIT, connections, the room's first frames).
-      await within("rpc warm-up", Promise.all([sequential(crosstalk, 200), sequential(relay, 200)]), 60_000);
+      // Warm up every path equally (JIT, connections, the room's first frames): the first
+      // ~2,000 calls after start are measurably slower, so fewer would leave the first
+      // measured run cold.
+      for (const [, , call] of systems) await within("rpc warm-up", sequential(call, WARMUP), 60_000);
       ctx.step("warmed up");
 
       const m = {
-        p50: { x: [] as number[], r: [] as number[] },
-        p99: { x: [] as number[], r: [] as number[] },
-        seq: { x: [] as number[], r: [] as number[] },
-        pipe: { x: [] as number[], r: [] as number[] },
-        roomUs: { x: [] as number[], r: [] as number[] },
-        clientUs: { x: [] as number[], r: [] as number[] },
+        p50: { x: [] as number[], r: [] as number[], h: [] as number[] },
+        p99: { x: [] as number[], r: [] as number[], h: [] as number[] },
+        seq: { x: [] as number[], r: [] as number[], h: [] as number[] },
+        pipe: { x: [] as number[], r: [] as number[], h: [] as number[] },
+        roomUs: { x: [] as number[], r: [] as number[], h: [] as number[] },
+        clientUs: { x: [] as number[], r: [] as number[], h: [] as number[] },
       };
       for (let run = 0; run < runs; run++) {
-        for (const [key, call] of [
-          ["x", crosstalk],
-          ["r", relay],
-        ] as const) {
+        for (const [key, name, call] of systems) {
           const s = await within("sequential calls", sequential(call, SEQUENTIAL), 120_000);
           m.p50[key].push(percentile(s.latencies, 50));
           m.p99[key].push(percentile(s.latencies, 99));
           m.seq[key].push(SEQUENTIAL / (s.totalMs / 1000));
-          ctx.step(`sequential ${key === "x" ? "crosstalk" : "relay"} ${run + 1}/${runs}`);
+          ctx.step(`sequential ${name} ${run + 1}/${runs}`);
         }
-        for (const [key, call] of [
-          ["x", crosstalk],
-          ["r", relay],
-        ] as const) {
+        for (const [key, name, call] of systems) {
           const p = await withCpu(server, () => within("pipelined calls", pipelined(call, PIPELINED, WINDOW), 120_000));
           m.pipe[key].push(p.result);
           m.roomUs[key].push((p.roomCpuS / PIPELINED) * 1e6);
           m.clientUs[key].push((p.benchCpuS / PIPELINED) * 1e6);
-          ctx.step(`pipelined ${key === "x" ? "crosstalk" : "relay"} ${run + 1}/${runs}`);
+          ctx.step(`pipelined ${name} ${run + 1}/${runs}`);
         }
       }
-      const metric = (name: string, unit: string, v: { x: number[]; r: number[] }, note?: string): Metric => ({
-        name,
-        unit,
-        runs: v.x,
-        baselineRuns: v.r,
-        baselineName: "relay",
-        ...(note ? { note } : {}),
-      });
+      // Judged against the stock relay; the hibernating relay is a second reference from the
+      // same run (extra `_vs_hibernating_relay` keys), the runtime's floor for a hibernating room.
+      type Values = { x: number[]; r: number[]; h: number[] };
+      const metric = (name: string, unit: string, v: Values, note?: string): Metric[] => [
+        { name, unit, runs: v.x, baselineRuns: v.r, baselineName: "relay", ...(note ? { note } : {}) },
+        { name: `${name}_vs_hibernating_relay`, unit, runs: v.x, baselineRuns: v.h, baselineName: "hibernating relay" },
+      ];
       return [
-        metric("latency_p50", "ms", m.p50, `${SEQUENTIAL} sequential calls`),
-        metric("latency_p99", "ms", m.p99),
-        metric("calls_per_s", "calls/s", m.seq, "sequential"),
-        metric("pipelined_calls_per_s", "calls/s", m.pipe, `${PIPELINED} calls, ${WINDOW} in flight`),
-        metric("room_cpu_per_call", "µs", m.roomUs, "workerd CPU, pipelined"),
-        metric("client_cpu_per_call", "µs", m.clientUs, "bench process CPU (both agents), pipelined"),
+        ...metric("latency_p50", "ms", m.p50, `${SEQUENTIAL} sequential calls`),
+        ...metric("latency_p99", "ms", m.p99),
+        ...metric("calls_per_s", "calls/s", m.seq, "sequential"),
+        ...metric("pipelined_calls_per_s", "calls/s", m.pipe, `${PIPELINED} calls, ${WINDOW} in flight`),
+        ...metric("room_cpu_per_call", "µs", m.roomUs, "workerd CPU, pipelined"),
+        ...metric("client_cpu_per_call", "µs", m.clientUs, "bench process CPU (both agents), pipelined"),
       ];
     } finally {
       for (const close of closers) await close();
