@@ -28,6 +28,8 @@ import { RawDocSession, type Session } from "./session.ts";
 import { appendUpdate, compact, type KvStorage, loadDoc, needsCompaction, putAll, type StoredDoc } from "./storage.ts";
 import { checkUpdate } from "./update-check.ts";
 
+/** A document with no commit for longer than this (ms) is quiet: its next batch commits without a timer tick. */
+const QUIET_MS = 1;
 /** Origin of updates applied while loading from storage: not re-persisted. */
 const LOADING = Symbol("loading");
 /** The root map of entity meta in a state document (`protocol/entities.ts`). */
@@ -66,6 +68,8 @@ export type HubDoc = {
   readonly writers: Map<number, string>;
   pending: Batch | null;
   inflight: Batch | null;
+  /** When (ms) the commit loop last took a batch: how busy the document is. */
+  lastCommit: number;
 };
 
 /**
@@ -134,6 +138,7 @@ export class DocHub {
       clientWritable: isWritableByClients(init.name),
       pending: null,
       inflight: null,
+      lastCommit: 0,
     };
     doc.ydoc.on("update", (update: Uint8Array, origin: unknown) => {
       if (origin === LOADING) return;
@@ -147,9 +152,15 @@ export class DocHub {
   #batch(doc: HubDoc): Batch {
     if (!doc.pending) {
       doc.pending = { updates: [], after: [], extra: {} };
-      // A macrotask, not a microtask: everything delivered in this turn joins the batch. (On
-      // workerd `storage.put` resolves at once, so a microtask made one record per update.)
-      if (!doc.inflight) setTimeout(() => void this.#commitLoop(doc), 0);
+      // Under load a macrotask, not a microtask: everything delivered in this turn joins the
+      // batch. (On workerd `storage.put` resolves at once, so a microtask made one record per
+      // update.) A quiet document (no commit in the last QUIET_MS) commits in a microtask: a
+      // lone update does not wait a timer tick (clamped, a millisecond or more) before it is
+      // stored and broadcast. Updates that far apart made one batch each with the timer too.
+      if (!doc.inflight) {
+        if (Date.now() - doc.lastCommit > QUIET_MS) queueMicrotask(() => void this.#commitLoop(doc));
+        else setTimeout(() => void this.#commitLoop(doc), 0);
+      }
     }
     return doc.pending;
   }
@@ -177,6 +188,7 @@ export class DocHub {
       const batch = doc.pending;
       doc.pending = null;
       doc.inflight = batch;
+      doc.lastCommit = Date.now();
       try {
         if (batch.updates.length > 0) {
           const merged =
