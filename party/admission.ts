@@ -22,7 +22,7 @@ import type { Alarms } from "./alarms.ts";
 import type { RoomModule } from "./handlers.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Presence } from "./presence.ts";
-import { ANONYMOUS_WRITER, RawDocSession, Session, type Socket } from "./session.ts";
+import { ANONYMOUS_WRITER, RawDocSession, Session, type SessionInit, type Socket } from "./session.ts";
 
 export type AdmissionOptions = {
   team: string;
@@ -30,7 +30,7 @@ export type AdmissionOptions = {
   metrics: Metrics;
   presence: Presence;
   /** How many sockets an agent id may hold; how large a reassembled frame may get. */
-  limits: Pick<RoomLimits, "maxConnectionsPerAgent" | "maxUpdateBytes">;
+  limits: Pick<RoomLimits, "maxConnectionsPerAgent" | "maxUpdateBytes" | "maxUnreadBytes">;
   /** The effective permissions of an admitted session under the team's policy (`team-policy.ts`). */
   grants: (who: Session) => Grants;
   /**
@@ -61,6 +61,8 @@ export type SessionIdentity = {
   writer?: string;
   /** A stock Yjs client's one document. */
   doc?: string;
+  /** The client reports what it reads (`flow=1`): the session is held to the unread budget. */
+  flow?: true;
 };
 
 export class Admission {
@@ -126,6 +128,7 @@ export class Admission {
       );
     }
     const instance = q.get("_pk") ?? `anon-${this.#nextSession + 1}`;
+    const flow = q.get("flow") === "1";
     const session = new Session({
       maxFrameBytes: this.options.limits.maxUpdateBytes,
       n: ++this.#nextSession,
@@ -137,6 +140,7 @@ export class Admission {
       metrics,
       ...(identity?.scope ? { scope: identity.scope } : {}),
       ...(identity?.expiresAt !== undefined ? { expiresAt: identity.expiresAt } : {}),
+      ...(flow ? this.#budget() : {}),
     });
     session.grants = this.options.grants(session);
     const admitted = presence.admit(session, { takeover: identity !== undefined });
@@ -157,6 +161,7 @@ export class Admission {
       serverTime: now(),
       roster: presence.roster(),
       permissions: session.grants.permissions,
+      ...(flow ? { unreadBudget: session.unreadBudget } : {}),
     });
     this.options.admitted(session);
     // Messages that waited in the inbox follow the welcome, in the session's frame order.
@@ -201,6 +206,17 @@ export class Admission {
     session.grants = this.options.grants(session);
     this.#sessions.set(socket, session);
     return session;
+  }
+
+  /** What holds a session that reports its reads to the unread budget (`flow.ts`). */
+  #budget(): Pick<SessionInit, "unreadBudget" | "tooSlow"> {
+    return {
+      unreadBudget: this.options.limits.maxUnreadBytes,
+      tooSlow: (session) => {
+        this.options.metrics.slowReaders.inc({ agent: session.agent });
+        this.drop(session, CLOSE_CODES.SlowReader);
+      },
+    };
   }
 
   #refuse(socket: Socket, agent: string | null, code: number, reason: string): null {
@@ -258,7 +274,7 @@ export class Admission {
     if (parsedDoc && !parsedDoc.success) return null;
     const session = parsedDoc
       ? new RawDocSession(init, parsedDoc.data)
-      : new Session({ ...init, instance: who.instance });
+      : new Session({ ...init, instance: who.instance, ...(who.flow ? this.#budget() : {}) });
     session.grants = this.options.grants(session);
     if (!parsedDoc) this.options.presence.restore(session);
     this.#sessions.set(socket, session);
@@ -277,6 +293,7 @@ export class Admission {
       ...(session.expiresAt !== undefined ? { expiresAt: session.expiresAt } : {}),
       ...(session.writer !== session.agent ? { writer: session.writer } : {}),
       ...(session instanceof RawDocSession ? { doc: session.doc } : {}),
+      ...(session.unreadBudget !== Number.POSITIVE_INFINITY ? { flow: true as const } : {}),
     };
   }
 
