@@ -65,6 +65,20 @@ export type SessionIdentity = {
   flow?: true;
 };
 
+/**
+ * What the connect URL alone refuses (a protocol version this room does not speak, a stock
+ * Yjs client's document name that is not one): the room checks it at admission, and a host
+ * that can refuse at its edge does it there first, before the room is touched (`server.ts`).
+ */
+export function connectUrlRefusal(q: URLSearchParams): { code: number; reason: string } | null {
+  const { code, reason } = CLOSE_CODES.BadRequest;
+  const version = Number(q.get("v") ?? PROTOCOL_VERSION);
+  if (version !== PROTOCOL_VERSION) return { code, reason: `${reason}: invalid protocol version ${version}` };
+  if (q.has("doc") && !docNameSchema.safeParse(q.get("doc")).success)
+    return { code, reason: `${reason}: invalid doc or agent` };
+  return null;
+}
+
 export class Admission {
   readonly #sessions = new Map<Socket, Session>();
   #nextSession = 0;
