@@ -73,7 +73,8 @@ export type SessionIdentity = {
 export function connectUrlRefusal(q: URLSearchParams): { code: number; reason: string } | null {
   const { code, reason } = CLOSE_CODES.BadRequest;
   const version = Number(q.get("v") ?? PROTOCOL_VERSION);
-  if (version !== PROTOCOL_VERSION) return { code, reason: `${reason}: invalid protocol version ${version}` };
+  if (version !== PROTOCOL_VERSION)
+    return { code, reason: `${reason}: invalid protocol version ${version} (this room speaks ${PROTOCOL_VERSION})` };
   if (q.has("doc") && !docNameSchema.safeParse(q.get("doc")).success)
     return { code, reason: `${reason}: invalid doc or agent` };
   return null;

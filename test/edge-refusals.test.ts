@@ -7,7 +7,7 @@
  * decided there, `test/limits.test.ts`.)
  */
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { CLOSE_CODES } from "../protocol/index.ts";
+import { CLOSE_CODES, PROTOCOL_VERSION } from "../protocol/index.ts";
 import { eventually, type RoomServer, startRoom } from "./harness.ts";
 import { rawSocket } from "./raw-socket.ts";
 
@@ -35,15 +35,15 @@ it("refuses an unsupported protocol version and a bad document name at the edge,
   const version = await refused(await url(team, "a", "v=999"));
   expect(version).toMatchObject({
     code: CLOSE_CODES.BadRequest.code,
-    reason: "bad request: invalid protocol version 999",
+    reason: `bad request: invalid protocol version 999 (this room speaks ${PROTOCOL_VERSION})`,
   });
-  const doc = await refused(await url(team, "a", "v=1&doc=not%20a%20doc"));
+  const doc = await refused(await url(team, "a", `v=${PROTOCOL_VERSION}&doc=not%20a%20doc`));
   expect(doc).toMatchObject({ code: CLOSE_CODES.BadRequest.code, reason: "bad request: invalid doc or agent" });
   // Generous (edge refusals take ~0.1 s here); refused in the room, the code surfaced only at
   // the hibernation point, ~11 s.
   expect(Math.max(version.ms, doc.ms)).toBeLessThan(8000);
   // Only the URL was refused: the same agent with a good one is admitted.
-  const ok = await rawSocket(room, await url(team, "a", "v=1"));
+  const ok = await rawSocket(room, await url(team, "a", `v=${PROTOCOL_VERSION}`));
   await eventually(() => expect(ok.frames[0]?.type).toBe("welcome"));
   ok.close();
 });

@@ -21,6 +21,8 @@ import { type FaultProxy, startFaultProxy } from "../../testing/index.ts";
 import { type BenchServer, eventData, type Metric, percentile, range, rssMb, type Scenario, waitFor } from "../lib.ts";
 
 const SUBSCRIBERS = 10;
+/** A pair of 100k-event runs takes ~3 min here: at most three pairs, whatever `--runs` says. */
+const pairsOf = (runs: number) => Math.min(runs, 3);
 const BATCH = 500;
 /** Batches the publisher has unanswered at once: full speed without an unbounded client queue. */
 const IN_FLIGHT = 8;
@@ -111,9 +113,10 @@ async function once(server: BenchServer, proxy: FaultProxy, team: string, n: num
 
 export const slow: Scenario = {
   name: "slow",
-  steps: (options) => options.runs * 2,
+  steps: (options) => pairsOf(options.runs) * 2,
   async run(ctx) {
-    const { quick, runs } = ctx.options;
+    const { quick } = ctx.options;
+    const runs = pairsOf(ctx.options.runs);
     const n = quick ? 10_000 : 100_000;
     const server = await ctx.server();
     const proxy = await startFaultProxy({ port: server.port });
