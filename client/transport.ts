@@ -154,12 +154,14 @@ export class Transport extends ObservableV2<Events> {
       // the place our backoff waits.
       query: async () => {
         const failedInARow = await this.#beforeAttempt();
-        this.#armHandshake(failedInARow);
-        return {
+        const params = {
           ...(await query?.()),
           ...(token !== undefined ? { token: typeof token === "string" ? token : await token() } : {}),
           ...identity,
         };
+        // From here the socket opens: a slow token provider does not count against it.
+        this.#armHandshake(failedInARow);
+        return params;
       },
       // partysocket's own backoff is off: it has no jitter, and it resets only after 5 s of
       // uptime, so an agent whose link drops every few seconds waited ever longer although
