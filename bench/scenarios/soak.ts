@@ -4,7 +4,7 @@
  *
  * on the real `partykit dev`, sampling at the start, middle and end the room's JS heap after a
  * full GC (`room.heap()`, through the dev server's inspector: a heap snapshot, which pauses the
- * room for a second or two) and the room process's RSS.
+ * room for a second or two) and the room process's RSS, on a server of its own.
  *
  * `room_heap_growth_mb` is end minus middle: after the warm-up, memory should follow the
  * activity, not the history. No baseline: the figure is an absolute budget (a Durable Object
@@ -12,7 +12,7 @@
  */
 import type { Team } from "../../client/node.ts";
 import { connect } from "../../client/node.ts";
-import { type Metric, range, rssMb, type Scenario, sleep } from "../lib.ts";
+import { type Metric, range, rssMb, type Scenario, sleep, startServer, stopServer } from "../lib.ts";
 
 const AGENTS = 10;
 const KEYS = 500;
@@ -62,27 +62,33 @@ export const soak: Scenario = {
   steps: () => 1,
   async run(ctx) {
     const ms = ctx.options.quick ? 20_000 : 180_000;
-    const server = await ctx.server();
+    // A server of its own: the heap is the worker isolate's, which holds every room the
+    // server has loaded; here that is this room alone, and the snapshots stay small.
+    const server = await startServer();
     const team = `soak-${ctx.tag}`;
-    const real = await Promise.all(
-      range(AGENTS).map((i) =>
-        connect({
-          host: server.host,
-          team,
-          agent: `soak-${i}`,
-          role: "bench",
-          token: () => server.token(`soak-${i}`, "bench", { team }),
-        }),
-      ),
-    );
+    const real: Team[] = [];
     let soaked: Awaited<ReturnType<typeof underLoad>>;
     try {
+      real.push(
+        ...(await Promise.all(
+          range(AGENTS).map((i) =>
+            connect({
+              host: server.host,
+              team,
+              agent: `soak-${i}`,
+              role: "bench",
+              token: () => server.token(`soak-${i}`, "bench", { team }),
+            }),
+          ),
+        )),
+      );
       soaked = await underLoad(real, ms, async () => ({
         heap: await server.heap(),
         rss: rssMb(server.workerd()),
       }));
     } finally {
       await Promise.all(real.map((a) => a.close()));
+      await stopServer(server);
     }
     const { start, middle, end } = soaked;
     ctx.step(
