@@ -23,9 +23,19 @@ import {
   PROTOCOL_VERSION,
   parseRoomFrame,
   type RoomFrame,
+  readFrame,
 } from "../protocol/index.ts";
 
 export type Status = "connecting" | "online" | "offline" | "closed";
+
+/**
+ * How long a connection attempt may wait for its socket to open: 5 s, doubled for each
+ * attempt that failed in a row, up to 20 s. A fixed 5 s turned a join storm into a stall:
+ * a room admitting a thousand agents at once (or the dev server's one process) takes longer
+ * than that to answer the last of them, so they gave up, came back, and the room spent its
+ * time on handshakes nobody waited for. A dead link is still found in 5 s on the first try.
+ */
+export const handshakeTimeoutMs = (failedInARow: number): number => Math.min(20_000, 5000 * 2 ** failedInARow);
 
 export type TransportOptions = {
   /** `host[:port]` of the PartyKit server, e.g. `127.0.0.1:1999` or `acme.user.partykit.dev`. */
@@ -119,10 +129,20 @@ export class Transport extends ObservableV2<Events> {
   /** When the last message of any kind arrived (ms), and when an unanswered ping left (null: none). */
   #heardAt = 0;
   #pingAt: number | null = null;
+  /**
+   * Flow control (`read` frames): what this socket received since it last told the room, and
+   * how much to let pass between two reports (an eighth of the `unreadBudget` the welcome
+   * gave; 0: the room keeps no budget, so nothing is reported).
+   */
+  #unreported = 0;
+  #reportEvery = 0;
+  /** Abandons a connection attempt whose socket did not open in time ({@link handshakeTimeoutMs}). */
+  #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(options: TransportOptions) {
     super();
-    const identity = { agent: options.agent, role: options.role, v: String(PROTOCOL_VERSION) };
+    // `flow=1`: this client reports what it reads, so the room may hold it to an unread budget.
+    const identity = { agent: options.agent, role: options.role, v: String(PROTOCOL_VERSION), flow: "1" };
     const { token, query } = options;
     this.#backoff = { baseMs: options.minReconnectDelayMs ?? 100, capMs: options.maxReconnectDelayMs ?? 5000 };
     this.#heartbeat = {
@@ -142,19 +162,24 @@ export class Transport extends ObservableV2<Events> {
       // partysocket asks for the query before every attempt, after its own delay (zero here):
       // the place our backoff waits.
       query: async () => {
-        await this.#beforeAttempt();
-        return {
+        const failedInARow = await this.#beforeAttempt();
+        const params = {
           ...(await query?.()),
           ...(token !== undefined ? { token: typeof token === "string" ? token : await token() } : {}),
           ...identity,
         };
+        // From here the socket opens: a slow token provider does not count against it.
+        this.#armHandshake(failedInARow);
+        return params;
       },
       // partysocket's own backoff is off: it has no jitter, and it resets only after 5 s of
       // uptime, so an agent whose link drops every few seconds waited ever longer although
       // every reconnect succeeded at once. Ours (`#beforeAttempt`) resets on `welcome`.
       minReconnectionDelay: 0,
       maxReconnectionDelay: 0,
-      connectionTimeout: 5000,
+      // Ours (`#armHandshake`) grows with failed attempts; partysocket's reads a fixed
+      // option before our backoff runs, so it only stands behind ours.
+      connectionTimeout: 60_000,
       // A refusal for good (4401, 4403, 4409, taken over) ends the socket: no new attempt, so
       // the token provider is not asked again either. 4001 (expired) reconnects with backoff.
       shouldReconnectOnClose: (e: CloseEvent) => !FATAL_CLOSE_CODES.has(e.code),
@@ -165,8 +190,10 @@ export class Transport extends ObservableV2<Events> {
       if (this.status !== "connecting" || typeof code !== "string" || !UNREACHABLE.has(code)) return;
       this.emit("unreachable", [new CrosstalkError("OFFLINE", `cannot reach ${options.host}: ${code}`)]);
     });
+    this.#socket.addEventListener("open", () => clearTimeout(this.#handshakeTimer));
     this.#socket.addEventListener("message", (e: MessageEvent) => this.#receive(e.data));
     this.#socket.addEventListener("close", (e: CloseEvent) => {
+      clearTimeout(this.#handshakeTimer);
       this.#reassembler = createReassembler();
       if (this.status === "closed") return;
       if (FATAL_CLOSE_CODES.has(e.code)) {
@@ -180,10 +207,13 @@ export class Transport extends ObservableV2<Events> {
     });
   }
 
-  /** Waits before a connection attempt: none for the first, then jittered and growing. */
-  async #beforeAttempt(): Promise<void> {
+  /**
+   * Waits before a connection attempt: none for the first, then jittered and growing.
+   * Resolves with how many attempts failed in a row before this one.
+   */
+  async #beforeAttempt(): Promise<number> {
     const attempt = this.#attempts++;
-    if (attempt === 0 || this.status === "closed") return;
+    if (attempt === 0 || this.status === "closed") return 0;
     const ms = backoff(attempt - 1, this.#backoff);
     await new Promise<void>((resolve) => {
       const done = () => {
@@ -192,6 +222,16 @@ export class Transport extends ObservableV2<Events> {
       };
       this.#waiting = { timer: setTimeout(done, ms), done };
     });
+    return attempt - 1;
+  }
+
+  /** Starts the clock on the attempt about to open a socket; on expiry it is dropped for the next. */
+  #armHandshake(failedInARow: number): void {
+    clearTimeout(this.#handshakeTimer);
+    this.#handshakeTimer = setTimeout(() => {
+      if (this.status === "closed" || this.#socket.readyState !== PartySocket.CONNECTING) return;
+      this.#socket.reconnect(1000, "handshake timeout");
+    }, handshakeTimeoutMs(failedInARow));
   }
 
   /** The client instance id; the room lets the same instance replace its own older socket. */
@@ -273,6 +313,7 @@ export class Transport extends ObservableV2<Events> {
   close(): void {
     this.#setStatus("closed");
     clearTimeout(this.#heartbeatTimer);
+    clearTimeout(this.#handshakeTimer);
     if (this.#waiting) {
       clearTimeout(this.#waiting.timer);
       this.#waiting.done();
@@ -286,15 +327,32 @@ export class Transport extends ObservableV2<Events> {
     this.emit("status", [status]);
   }
 
+  /**
+   * Counts what arrived, in the units the room counts (`Session.unread`), and reports it once
+   * enough has: before the frame is handled, so the time spent handling it is not taken for
+   * a slow read.
+   */
+  #count(units: number): void {
+    this.#unreported += units;
+    if (this.#reportEvery === 0 || this.#unreported < this.#reportEvery) return;
+    this.#socket.send(readFrame(this.#unreported));
+    this.#unreported = 0;
+  }
+
   #receive(data: unknown): void {
     if (this.status === "closed") return;
     this.#heardAt = Date.now();
     if (typeof data === "string") {
+      this.#count(data.length);
       if (data === PONG_FRAME) return;
       const parsed = parseRoomFrame(data);
       if (!parsed.ok) return this.emit("protocolError", [CrosstalkError.from(parsed.error)]);
       // `welcome` is what makes a socket usable: the room has admitted this agent.
       if (parsed.frame.type === "welcome") {
+        // The first frame of the socket: the room's count starts here too.
+        const budget = parsed.frame.unreadBudget;
+        this.#reportEvery = budget === undefined ? 0 : Math.max(1, Math.floor(budget / 8));
+        this.#unreported = data.length;
         this.#resetBackoff();
         this.#pingAt = null;
         if (this.#heartbeat.intervalMs > 0) this.#armHeartbeat(this.#heartbeat.intervalMs);
@@ -307,6 +365,7 @@ export class Transport extends ObservableV2<Events> {
       return;
     }
     const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : (data as Uint8Array);
+    this.#count(bytes.byteLength);
     const whole = this.#reassembler.push(bytes);
     if (!whole.ok) return this.emit("protocolError", [CrosstalkError.from(whole.error)]);
     if (!whole.frame) return;

@@ -30,6 +30,7 @@ import type { RoomContext } from "./context.ts";
 import { Dispatch } from "./dispatch.ts";
 import { DocHub, docModule } from "./docs.ts";
 import { Feeds, feedModule } from "./feeds.ts";
+import { flowModule, takeRead } from "./flow.ts";
 import { Guard } from "./guard.ts";
 import type { DispatchTable, Route } from "./handlers.ts";
 import { answerPing, heartbeatModule } from "./heartbeat.ts";
@@ -272,6 +273,7 @@ export class TeamRoom {
       inboxModule(this.inbox),
       presenceModule(this.presence),
       heartbeatModule,
+      flowModule,
       traceModule({ traces: this.traces, streams: this.streams }),
       metricsModule({
         metrics: this.metrics,
@@ -349,7 +351,7 @@ export class TeamRoom {
   /** Routes one message; frames of a session are handled strictly in arrival order. */
   message(socket: Socket, data: string | ArrayBuffer | ArrayBufferView): void {
     const session = this.admission.get(socket);
-    if (!session || answerPing(data, (text) => session.sendText(text))) return;
+    if (!session || answerPing(data, (text) => session.sendText(text)) || takeRead(data, session)) return;
     this.#dispatch.message(session, data);
   }
 

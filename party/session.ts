@@ -49,6 +49,13 @@ export type SessionInit = {
   expiresAt?: number;
   /** Who owns the Yjs client ids this session writes under (default: the agent); see `writer`. */
   writer?: string;
+  /**
+   * The bytes this session may have sent but not reported read (`flow.ts`), for a client that
+   * reports what it reads; absent: not held to a budget (an older client, a stock Yjs client).
+   */
+  unreadBudget?: number;
+  /** Past `unreadBudget`: the room ends the session with `SlowReader` (`Admission`). */
+  tooSlow?: (session: Session) => void;
 };
 
 export class Session {
@@ -91,6 +98,16 @@ export class Session {
   readonly instance: string;
   readonly connectedAt: number;
   readonly metrics: Metrics;
+  /**
+   * Sent and not yet reported read: text frames in UTF-16 units, binary frames in bytes, the
+   * units a client counts on its side too (`read` frames take them off). An approximation of
+   * the socket's backlog, kept for every session, since the host shows none (workerd's server
+   * WebSocket has no usable `bufferedAmount`).
+   */
+  unread = 0;
+  /** How far `unread` may go before traffic the client did not ask for stops; Infinity: no budget. */
+  readonly unreadBudget: number;
+  readonly #tooSlow: ((session: Session) => void) | undefined;
 
   constructor(init: SessionInit) {
     this.n = init.n;
@@ -101,6 +118,8 @@ export class Session {
     this.connectedAt = init.connectedAt;
     this.metrics = init.metrics;
     this.writer = init.writer ?? init.agent;
+    this.unreadBudget = init.unreadBudget ?? Number.POSITIVE_INFINITY;
+    this.#tooSlow = init.tooSlow;
     // Room for the envelope (document name, message type) around the largest update.
     this.reassembler = createReassembler({ maxBytes: (init.maxFrameBytes ?? MAX_REASSEMBLED_BYTES) + 1024 });
     if (init.scope) this.scope = init.scope;
@@ -140,6 +159,7 @@ export class Session {
 
   sendText(text: string): void {
     if (this.closed) return;
+    this.unread += text.length;
     try {
       this.socket.send(text);
     } catch {
@@ -152,11 +172,48 @@ export class Session {
     if (this.closed) return;
     this.metrics.framesOut.inc({ type: "doc" });
     try {
-      if (bytes.byteLength <= MAX_FRAME_BYTES) this.socket.send(bytes);
-      else for (const part of chunkBinary(bytes)) this.socket.send(part);
+      if (bytes.byteLength <= MAX_FRAME_BYTES) {
+        this.unread += bytes.byteLength;
+        this.socket.send(bytes);
+      } else {
+        for (const part of chunkBinary(bytes)) {
+          this.unread += part.byteLength;
+          this.socket.send(part);
+        }
+      }
     } catch {
       // As above.
     }
+  }
+
+  /**
+   * Fan-out: traffic the client did not ask for (document updates, feed events, roster
+   * changes) goes through these. Past the unread budget nothing more is sent and the session
+   * is ended as too slow. Replies to its own requests never stop here: a large catch-up it
+   * asked for is read before the next fan-out finds it behind, unless it stopped reading.
+   */
+  pushBinary(bytes: Uint8Array): void {
+    if (this.unread > this.unreadBudget) return this.#slow();
+    this.sendBinary(bytes);
+  }
+
+  pushText(text: string): void {
+    if (this.unread > this.unreadBudget) return this.#slow();
+    this.sendText(text);
+  }
+
+  pushFrame(frame: RoomFrame): void {
+    if (this.unread > this.unreadBudget) return this.#slow();
+    this.sendFrame(frame);
+  }
+
+  /** The client read `bytes` more (a `read` frame). Never below zero: after a wake the count restarts. */
+  read(bytes: number): void {
+    this.unread = bytes >= this.unread ? 0 : this.unread - bytes;
+  }
+
+  #slow(): void {
+    if (!this.closed) this.#tooSlow?.(this);
   }
 }
 
