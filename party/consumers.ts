@@ -126,7 +126,7 @@ export class Consumers {
 
   /** Durable consumers and groups of `stream`, with their lag (names only: no event content). */
   async list(streamName: string): Promise<{ head: number; consumers: ConsumerInfo[] }> {
-    const stream = await this.streams.open(streamName);
+    const stream = await this.streams.peek(streamName);
     const out: ConsumerInfo[] = [];
     const stored = await this.storage.list<DurableRecord>({ prefix: consKey(streamName, "") });
     for (const [key, record] of stored) this.#durable.set(key, this.#durable.get(key) ?? record);

@@ -78,6 +78,10 @@ const arcPrefix = keys.archivePrefix;
 const idxPrefix = keys.archiveIndexPrefix;
 /** Archive parts are JSON text; 40k UTF-16 units stay under 128 KiB however they serialize. */
 export const ARCHIVE_PART_CHARS = 40_000;
+/** Archive segments kept in memory after a read, at most… */
+export const ARCHIVE_CACHE_SEGMENTS = 8;
+/** …and at most this much of their JSON text together (the segment just read always stays). */
+export const ARCHIVE_CACHE_CHARS = 4 * 1024 * 1024;
 
 function eventBytes(event: EventInput): number {
   const json = JSON.stringify(event);
@@ -87,8 +91,15 @@ function eventBytes(event: EventInput): number {
 
 export class Streams {
   readonly #streams = new Map<string, Promise<StreamState>>();
-  /** A few recently read archive segments: consumers catching up read them in sequence. */
-  readonly #archiveCache = new Map<string, (StoredEvent | null)[]>();
+  /** The loaded ones, by their log document: what goes when the hub unloads it (`doc-cache.ts`). */
+  readonly #byDoc = new Map<HubDoc, StreamState>();
+  /**
+   * A few recently read archive segments: consumers catching up read them in sequence. At
+   * most {@link ARCHIVE_CACHE_SEGMENTS} and {@link ARCHIVE_CACHE_CHARS} of their JSON text
+   * (large events make few segments fit); the oldest read goes first.
+   */
+  readonly #archiveCache = new Map<string, { events: (StoredEvent | null)[]; chars: number }>();
+  #archiveCacheChars = 0;
   /** Called after every append to any stream (retention schedules its passes here). */
   readonly appended = new Set<(stream: StreamState) => void>();
 
@@ -103,6 +114,18 @@ export class Streams {
     private readonly options: StreamOptions,
   ) {
     ({ hub: this.hub, storage: this.storage, now: this.now, metrics: this.metrics, spans: this.spans } = ctx);
+    // A stream stays in memory while feeds or groups follow it or its archiving runs; else its
+    // state (window, dedupe ids, outbox marks) goes with its document and is rebuilt on the next use.
+    this.hub.idle?.holds.add((doc) => {
+      const stream = this.#byDoc.get(doc);
+      return !!stream && (stream.listeners.size > 0 || stream.archiving);
+    });
+    this.hub.idle?.unloaded.add((doc) => {
+      const stream = this.#byDoc.get(doc);
+      if (!stream) return;
+      this.#byDoc.delete(doc);
+      this.#streams.delete(stream.name);
+    });
   }
 
   /** Every stream that has events. */
@@ -118,13 +141,26 @@ export class Streams {
   }
 
   open(name: string): Promise<StreamState> {
-    let stream = this.#streams.get(name);
+    const stream = this.#streams.get(name);
     if (!stream) {
-      stream = this.#load(name);
-      stream.catch(() => this.#streams.delete(name));
-      this.#streams.set(name, stream);
+      const loading = this.#load(name);
+      loading.then(
+        (state) => this.#byDoc.set(state.doc, state),
+        () => this.#streams.delete(name),
+      );
+      this.#streams.set(name, loading);
+      return loading;
     }
-    return stream;
+    return stream.then((state) => {
+      // In use: its document stays loaded a while longer.
+      this.hub.idle?.touch(state.doc);
+      return state;
+    });
+  }
+
+  /** Stream `name` if it is loaded, without counting as a use (metrics, listings). */
+  peek(name: string): Promise<StreamState> {
+    return this.#streams.get(name) ?? this.open(name);
   }
 
   async #load(name: string): Promise<StreamState> {
@@ -346,17 +382,34 @@ export class Streams {
   async #archivedSegment(stream: string, segNo: number): Promise<(StoredEvent | null)[]> {
     const key = `${stream}:${segNo}`;
     const cached = this.#archiveCache.get(key);
-    if (cached) return cached;
+    if (cached) {
+      // Read again: it becomes the newest.
+      this.#archiveCache.delete(key);
+      this.#archiveCache.set(key, cached);
+      return cached.events;
+    }
     const parts = await this.storage.list<string>({ prefix: arcPrefix(stream, segNo) });
-    const events = parts.size > 0 ? (JSON.parse([...parts.values()].join("")) as (StoredEvent | null)[]) : [];
-    this.#archiveCache.set(key, events);
-    if (this.#archiveCache.size > 8) this.#archiveCache.delete(this.#archiveCache.keys().next().value as string);
+    const text = [...parts.values()].join("");
+    const events = parts.size > 0 ? (JSON.parse(text) as (StoredEvent | null)[]) : [];
+    if (this.#archiveCache.has(key)) return events;
+    this.#archiveCache.set(key, { events, chars: text.length });
+    this.#archiveCacheChars += text.length;
+    for (const [old, entry] of this.#archiveCache) {
+      if (this.#archiveCache.size <= ARCHIVE_CACHE_SEGMENTS && this.#archiveCacheChars <= ARCHIVE_CACHE_CHARS) break;
+      if (old === key) continue;
+      this.#uncache(old, entry.chars);
+    }
     return events;
+  }
+
+  #uncache(key: string, chars: number): void {
+    this.#archiveCache.delete(key);
+    this.#archiveCacheChars -= chars;
   }
 
   /** Retention rewrote or removed archived segments of `name`: read them from storage again. */
   forget(name: string): void {
-    for (const key of [...this.#archiveCache.keys()]) if (key.startsWith(`${name}:`)) this.#archiveCache.delete(key);
+    for (const [key, entry] of [...this.#archiveCache]) if (key.startsWith(`${name}:`)) this.#uncache(key, entry.chars);
   }
 
   /** The oldest seq `name` still keeps: its first archived segment, else its live window. */
