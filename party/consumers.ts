@@ -380,7 +380,10 @@ export class Consumers {
     const event = group.events.get(seq) ?? (await this.#read(group, seq));
     if (event) {
       const letter = deadLetter(event, { consumer: group.name, error, deliveries: group.deliveries.get(seq) ?? 0 });
-      this.streams.append(await this.streams.open(letter.stream), [letter.input], "room");
+      const dlq = await this.streams.open(letter.stream);
+      // Dead-lettered before, maybe long ago (its id archived): not again.
+      await this.streams.recall(dlq, [letter.input]);
+      this.streams.append(dlq, [letter.input], "room");
     }
     this.#finish(group, seq);
   }

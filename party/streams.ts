@@ -33,6 +33,7 @@ import {
   storedEvent,
 } from "../protocol/index.ts";
 import type { RoomContext } from "./context.ts";
+import { ArchivedIds } from "./dedupe.ts";
 import { type DocHub, type HubDoc, ROOM } from "./docs.ts";
 import { httpError, type Outcome, type RoomModule } from "./handlers.ts";
 import { keys, pad } from "./keys.ts";
@@ -58,8 +59,13 @@ export type StreamState = {
   readonly segments: LogSegments;
   head: number;
   lastTs: number;
-  /** Event id → where it was stored, for idempotent re-publish (bounded, newest kept). */
+  /**
+   * Event id → where it was stored, for idempotent re-publish: the ids of the live window and
+   * of recent appends, and archived ones a publish recalled (`recall`).
+   */
   readonly ids: Map<string, { seq: number; ts: number }>;
+  /** The other ids remembered for dedupe, of archived events: hashes only (`dedupe.ts`). */
+  readonly archived: ArchivedIds;
   archiving: boolean;
   /** Called after every append, synchronously (consumer groups hook in here). */
   readonly listeners: Set<(stream: StreamState) => void>;
@@ -173,6 +179,7 @@ export class Streams {
       head: logHead(segments),
       lastTs: 0,
       ids: new Map(),
+      archived: new ArchivedIds(),
       archiving: false,
       listeners: new Set(),
       marks: new Map(),
@@ -186,7 +193,8 @@ export class Streams {
     const horizon = this.now() - this.options.dedupeWindowMs;
     for (const idx of [...recent.values()].reverse()) {
       if (idx.lastTs < horizon) continue;
-      for (const [i, id] of idx.ids.entries()) state.ids.set(id, { seq: idx.seqs[0] + i, ts: idx.lastTs });
+      const segNo = Math.floor((idx.seqs[0] - 1) / LOG_SEGMENT_SIZE);
+      for (const id of idx.ids) state.archived.add(id, segNo);
       state.lastTs = Math.max(state.lastTs, idx.lastTs);
     }
     for (let seq = logTail(segments); seq <= state.head; seq++) {
@@ -217,6 +225,7 @@ export class Streams {
     const startedAt = this.spans ? this.now() : 0;
     const stream = await this.open(frame.stream);
     const mark = frame.outbox ? await this.#mark(stream, session.agent, frame.outbox.instance) : null;
+    await this.recall(stream, frame.events);
     if (frame.outbox && mark && frame.outbox.n <= mark.n) {
       // Applied before (however long ago): the same answer, with the seqs the room still remembers.
       const results = frame.events.map((e) => {
@@ -323,9 +332,40 @@ export class Streams {
     return { ok: true, results };
   }
 
+  /**
+   * Makes the archived ids among `events` known in `ids`, with their seqs, by reading the index
+   * of each archived segment that may hold one (`dedupe.ts`): `append` is synchronous and
+   * checks `ids` only.
+   */
+  async recall(stream: StreamState, events: readonly { id: string }[]): Promise<void> {
+    if (stream.archived.size === 0) return;
+    const wanted = new Map<number, string[]>();
+    for (const { id } of events) {
+      if (stream.ids.has(id)) continue;
+      for (const segNo of stream.archived.candidates(id)) {
+        const ids = wanted.get(segNo) ?? [];
+        wanted.set(segNo, ids);
+        ids.push(id);
+      }
+    }
+    for (const [segNo, ids] of wanted) {
+      const idx = await this.storage.get<ArchiveIndex>(idxPrefix(stream.name) + pad(segNo));
+      if (!idx) continue;
+      for (const id of ids) {
+        const i = idx.ids.indexOf(id);
+        if (i >= 0 && !stream.ids.has(id)) stream.ids.set(id, { seq: idx.seqs[0] + i, ts: idx.lastTs });
+      }
+    }
+  }
+
   #trimIds(stream: StreamState): void {
-    // Map iteration is insertion order: the oldest ids go first.
-    const excess = stream.ids.size - this.options.dedupeMaxIds;
+    // Oldest first: archived hashes (older than any id in `ids` but recalled ones), then `ids`
+    // in insertion order.
+    let excess = stream.ids.size + stream.archived.size - this.options.dedupeMaxIds;
+    if (excess <= 0) return;
+    const hashed = Math.min(excess, stream.archived.size);
+    stream.archived.dropOldest(hashed);
+    excess -= hashed;
     if (excess <= 0) return;
     let n = 0;
     for (const id of stream.ids.keys()) {
@@ -370,6 +410,8 @@ export class Streams {
       entries[idxPrefix(stream.name) + pad(segNo)] = index;
       // Archive first, durably; only then drop the segment from the live document.
       await putAll(this.storage, entries);
+      // Their ids stay remembered, as hashes: the index just stored holds them.
+      for (const e of events) if (stream.ids.delete(e.id)) stream.archived.add(e.id, segNo);
       stream.doc.ydoc.transact(() => stream.segments.delete(String(segNo)), ROOM);
       await this.hub.stored(stream.doc);
     }

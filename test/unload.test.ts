@@ -82,6 +82,8 @@ function scenarios(host: () => Host): void {
       await pub.publishBatch(
         range(n, Math.min(N, n + 199)).map((i) => ({ type: "tick", data: { i }, options: { id: `e-${i}` } })),
       );
+    // Archived while the stream was loaded: remembered as a hash, recalled from its segment's index.
+    expect(await pub.publish("tick", { i: 1 }, { id: "e-1" })).toMatchObject({ seq: 1, duplicate: true });
     await pub.close();
     await unloadedEventually(room, team, "log/main");
 
