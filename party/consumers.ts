@@ -82,8 +82,14 @@ const consKey = keys.consumer;
 const leaseAlarm = (group: Group, seq: number): string => `grp|${group.stream.name}|${group.name}|${seq}`;
 const grpKey = keys.group;
 
+/** Durable consumers' positions kept in memory at most (the least recently used go; storage has them all). */
+export const MAX_CACHED_POSITIONS = 10_000;
+
 export class Consumers {
+  /** Recently used durable positions, oldest use first; at most `maxCachedPositions`. */
   readonly #durable = new Map<string, DurableRecord>();
+  /** Position writes handed to storage and not yet resolved: none is evicted meanwhile. */
+  #writing = 0;
   readonly #groups = new Map<string, Promise<Group>>();
   readonly #dirty = new Map<string, unknown>();
   #flushScheduled = false;
@@ -95,8 +101,25 @@ export class Consumers {
   constructor(
     ctx: RoomContext,
     private readonly streams: Streams,
+    private readonly maxCachedPositions = MAX_CACHED_POSITIONS,
   ) {
     ({ storage: this.storage, now: this.now, alarms: this.alarms } = ctx);
+  }
+
+  /** Caches `record` as the newest used; past the budget, forgets the least recently used stored ones. */
+  #remember(key: string, record: DurableRecord): void {
+    this.#durable.delete(key);
+    this.#durable.set(key, record);
+    this.#trimPositions();
+  }
+
+  /** Forgets the least recently used positions past the budget, once storage holds every one. */
+  #trimPositions(): void {
+    if (this.#durable.size <= this.maxCachedPositions || this.#dirty.size > 0 || this.#writing > 0) return;
+    for (const old of this.#durable.keys()) {
+      if (this.#durable.size <= this.maxCachedPositions) break;
+      this.#durable.delete(old);
+    }
   }
 
   // --- durable consumers ----------------------------------------------------------------
@@ -109,8 +132,8 @@ export class Consumers {
       if (!record) return null;
       // A concurrent ack may have landed while we read.
       record = this.#durable.get(key) ?? record;
-      this.#durable.set(key, record);
     }
+    this.#remember(key, record);
     return record.acked;
   }
 
@@ -120,8 +143,8 @@ export class Consumers {
     // Positions only move forward; a stale ack from a slow socket cannot rewind them.
     if (current && current.acked >= seq) return;
     const record = { acked: seq, updatedAt: this.now() };
-    this.#durable.set(key, record);
     this.#persist(key, record);
+    this.#remember(key, record);
   }
 
   /** Durable consumers and groups of `stream`, with their lag (names only: no event content). */
@@ -129,9 +152,10 @@ export class Consumers {
     const stream = await this.streams.peek(streamName);
     const out: ConsumerInfo[] = [];
     const stored = await this.storage.list<DurableRecord>({ prefix: consKey(streamName, "") });
-    for (const [key, record] of stored) this.#durable.set(key, this.#durable.get(key) ?? record);
-    for (const [key, record] of this.#durable) {
-      if (!key.startsWith(consKey(streamName, ""))) continue;
+    // Stored positions, newer ones from memory (not cached: a listing is not a use).
+    const all = new Map(stored);
+    for (const [key, record] of this.#durable) if (key.startsWith(consKey(streamName, ""))) all.set(key, record);
+    for (const [key, record] of all) {
       const name = key.slice(consKey(streamName, "").length);
       out.push({
         name,
@@ -506,9 +530,13 @@ export class Consumers {
       this.#flushScheduled = false;
       const entries = Object.fromEntries(this.#dirty);
       this.#dirty.clear();
-      void putAll(this.storage, entries).catch((error: unknown) =>
-        console.error("[crosstalk] consumer positions not stored", error),
-      );
+      this.#writing++;
+      void putAll(this.storage, entries)
+        .catch((error: unknown) => console.error("[crosstalk] consumer positions not stored", error))
+        .finally(() => {
+          this.#writing--;
+          this.#trimPositions();
+        });
     });
   }
 }
