@@ -9,7 +9,6 @@
  * everything it contains is stored.
  */
 import * as decoding from "lib0/decoding";
-import * as encoding from "lib0/encoding";
 import * as syncProtocol from "y-protocols/sync";
 import * as Y from "yjs";
 import {
@@ -27,6 +26,7 @@ import { keys } from "./keys.ts";
 import type { Metrics } from "./metrics.ts";
 import { RawDocSession, type Session } from "./session.ts";
 import { appendUpdate, compact, type KvStorage, loadDoc, needsCompaction, putAll, type StoredDoc } from "./storage.ts";
+import { step2Frame } from "./sync-share.ts";
 import { checkUpdate } from "./update-check.ts";
 
 /** Origin of updates applied while loading from storage: not re-persisted. */
@@ -354,19 +354,14 @@ export class DocHub {
         try {
           const stale = doc.clientWritable && this.#retired(doc, Y.decodeStateVector(payload).keys());
           if (stale) return { error: rebasedError(name, stale) };
-          step2 = Y.encodeStateAsUpdate(doc.ydoc, payload);
+          step2 = step2Frame(name, doc.ydoc, payload);
         } catch {
           return { error: { code: "BAD_FRAME", message: "invalid state vector" } };
         }
         doc.subscribers.add(session);
         session.docs.add(name);
         this.afterCommit(doc, () => {
-          session.sendBinary(
-            encodeDocFrame(name, (e) => {
-              encoding.writeVarUint(e, syncProtocol.messageYjsSyncStep2);
-              encoding.writeVarUint8Array(e, step2);
-            }),
-          );
+          session.sendBinary(step2);
           // Ask for what the client has and we lack; only where the client may write.
           if (doc.clientWritable)
             session.sendBinary(encodeDocFrame(name, (e) => syncProtocol.writeSyncStep1(e, doc.ydoc)));
