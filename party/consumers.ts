@@ -149,7 +149,12 @@ export class Consumers {
 
   /** Durable consumers and groups of `stream`, with their lag (names only: no event content). */
   async list(streamName: string): Promise<{ head: number; consumers: ConsumerInfo[] }> {
-    const stream = await this.streams.peek(streamName);
+    const groups = await this.storage.list<GroupRecord>({ prefix: grpKey(streamName, "") });
+    // Groups not loaded yet need the stream; otherwise its head is enough (no reload: `doc-cache.ts`).
+    const stream = [...groups.keys()].some((key) => !this.#groups.has(key))
+      ? await this.streams.open(streamName)
+      : null;
+    const head = stream ? stream.head : await this.streams.head(streamName);
     const out: ConsumerInfo[] = [];
     const stored = await this.storage.list<DurableRecord>({ prefix: consKey(streamName, "") });
     // Stored positions, newer ones from memory (not cached: a listing is not a use).
@@ -161,13 +166,12 @@ export class Consumers {
         name,
         kind: "durable",
         acked: record.acked,
-        lag: stream.head - record.acked,
+        lag: head - record.acked,
         updatedAt: record.updatedAt,
       });
     }
-    const groups = await this.storage.list<GroupRecord>({ prefix: grpKey(streamName, "") });
     for (const key of groups.keys())
-      if (!this.#groups.has(key)) this.#groups.set(key, this.#loadGroup(key, stream, null));
+      if (stream && !this.#groups.has(key)) this.#groups.set(key, this.#loadGroup(key, stream, null));
     for (const [key, loading] of this.#groups) {
       if (!key.startsWith(grpKey(streamName, ""))) continue;
       const g = await loading;
@@ -175,13 +179,13 @@ export class Consumers {
         name: g.name,
         kind: "group",
         acked: g.floor,
-        lag: stream.head - g.floor,
+        lag: head - g.floor,
         updatedAt: g.updatedAt,
         members: g.members.size,
         inFlight: g.leases.size,
       });
     }
-    return { head: stream.head, consumers: out.sort((a, b) => a.name.localeCompare(b.name)) };
+    return { head, consumers: out.sort((a, b) => a.name.localeCompare(b.name)) };
   }
 
   // --- groups ---------------------------------------------------------------------------

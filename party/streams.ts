@@ -99,6 +99,8 @@ export class Streams {
   readonly #streams = new Map<string, Promise<StreamState>>();
   /** The loaded ones, by their log document: what goes when the hub unloads it (`doc-cache.ts`). */
   readonly #byDoc = new Map<HubDoc, StreamState>();
+  /** The head of each stream unloaded since its last use: metrics and listings read it without a reload. */
+  readonly #unloadedHeads = new Map<string, number>();
   /**
    * A few recently read archive segments: consumers catching up read them in sequence. At
    * most {@link ARCHIVE_CACHE_SEGMENTS} and {@link ARCHIVE_CACHE_CHARS} of their JSON text
@@ -131,6 +133,7 @@ export class Streams {
       if (!stream) return;
       this.#byDoc.delete(doc);
       this.#streams.delete(stream.name);
+      this.#unloadedHeads.set(stream.name, stream.head);
     });
   }
 
@@ -140,10 +143,22 @@ export class Streams {
     return [...listed.keys()].map((k) => k.slice(keys.streamPrefix.length));
   }
 
-  /** Streams loaded in memory (those used since the room started). */
-  async loaded(): Promise<StreamState[]> {
+  /** Every stream used since the room started, with its head, whether it is in memory now or not. */
+  async summaries(): Promise<{ name: string; head: number }[]> {
     const settled = await Promise.allSettled(this.#streams.values());
-    return settled.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
+    const loaded = settled.flatMap((s) =>
+      s.status === "fulfilled" ? [{ name: s.value.name, head: s.value.head }] : [],
+    );
+    const names = new Set(loaded.map((s) => s.name));
+    const unloaded = [...this.#unloadedHeads].filter(([name]) => !names.has(name));
+    return [...loaded, ...unloaded.map(([name, head]) => ({ name, head }))];
+  }
+
+  /** The head of `name`, without counting as a use (and without a reload, if it was unloaded). */
+  async head(name: string): Promise<number> {
+    const loaded = this.#streams.get(name);
+    if (loaded) return (await loaded).head;
+    return this.#unloadedHeads.get(name) ?? (await this.open(name)).head;
   }
 
   open(name: string): Promise<StreamState> {
@@ -151,7 +166,10 @@ export class Streams {
     if (!stream) {
       const loading = this.#load(name);
       loading.then(
-        (state) => this.#byDoc.set(state.doc, state),
+        (state) => {
+          this.#byDoc.set(state.doc, state);
+          this.#unloadedHeads.delete(name);
+        },
         () => this.#streams.delete(name),
       );
       this.#streams.set(name, loading);
@@ -162,11 +180,6 @@ export class Streams {
       this.hub.idle?.touch(state.doc);
       return state;
     });
-  }
-
-  /** Stream `name` if it is loaded, without counting as a use (metrics, listings). */
-  peek(name: string): Promise<StreamState> {
-    return this.#streams.get(name) ?? this.open(name);
   }
 
   async #load(name: string): Promise<StreamState> {

@@ -23,6 +23,12 @@ async function loaded(room: Host, team: string, doc: string): Promise<boolean> {
   return text.split("\n").some((line) => line.startsWith(`crosstalk_doc_size_bytes{doc="${doc}"}`));
 }
 
+/** The `/metrics` lines of `team`'s room that start with `prefix`. */
+async function metricLines(room: Host, team: string, prefix: string): Promise<string[]> {
+  const text = await (await room.fetch(`/parties/main/${team}/metrics`)).text();
+  return text.split("\n").filter((line) => line.startsWith(prefix));
+}
+
 async function unloadedEventually(room: Host, team: string, doc: string): Promise<void> {
   await eventually(async () => expect(await loaded(room, team, doc)).toBe(false), { timeoutMs: 20_000 });
 }
@@ -130,6 +136,14 @@ function scenarios(host: () => Host): void {
     for (const i of range(11, 15)) await later.publish("order.placed", { i }, { stream: "orders" });
     await later.close();
     await unloadedEventually(room, team, "log/orders");
+    // Its head and the consumer's lag are still reported, and reporting them loads nothing.
+    expect(await metricLines(room, team, 'crosstalk_stream_head_seq{stream="orders"}')).toEqual([
+      'crosstalk_stream_head_seq{stream="orders"} 15',
+    ]);
+    expect(await metricLines(room, team, 'crosstalk_consumer_lag{stream="orders",consumer="proj"')).toEqual([
+      'crosstalk_consumer_lag{stream="orders",consumer="proj",kind="durable"} 5',
+    ]);
+    expect(await loaded(room, team, "log/orders")).toBe(false);
 
     const second = await room.agent("projector", { team });
     const resumed: number[] = [];
