@@ -14,30 +14,19 @@
 import * as Y from "yjs";
 import { keys, pad } from "./keys.ts";
 
-/**
- * The subset of Durable Object storage this module needs; PartyKit's `room.storage` fits.
- * `noCache` (honoured by Durable Object storage, ignored elsewhere) keeps bulk values the room
- * holds in its own form anyway — document records and snapshots, archive segments — out of the
- * storage's in-memory cache, which would otherwise grow with what was written, not what is used.
- */
+/** The subset of Durable Object storage this module needs; PartyKit's `room.storage` fits. */
 export interface KvStorage {
-  get<T = unknown>(key: string, options?: NoCache): Promise<T | undefined>;
-  list<T = unknown>(
-    options: {
-      prefix?: string;
-      start?: string;
-      end?: string;
-      limit?: number;
-      reverse?: boolean;
-    } & NoCache,
-  ): Promise<Map<string, T>>;
-  put<T>(entries: Record<string, T>, options?: NoCache): Promise<void>;
+  get<T = unknown>(key: string): Promise<T | undefined>;
+  list<T = unknown>(options: {
+    prefix?: string;
+    start?: string;
+    end?: string;
+    limit?: number;
+    reverse?: boolean;
+  }): Promise<Map<string, T>>;
+  put<T>(entries: Record<string, T>): Promise<void>;
   delete(keys: string[]): Promise<number>;
 }
-
-export type NoCache = { noCache?: boolean };
-/** For bulk values read or written once (`KvStorage`). */
-export const BULK: NoCache = { noCache: true };
 
 export type DocMeta = {
   /** Snapshot generation in use (0 = no snapshot yet). */
@@ -86,12 +75,12 @@ function join(parts: Uint8Array[]): Uint8Array {
 }
 
 /** Writes many entries in as few puts as the 128-keys limit allows. */
-export async function putAll(storage: KvStorage, entries: Record<string, unknown>, options?: NoCache): Promise<void> {
+export async function putAll(storage: KvStorage, entries: Record<string, unknown>): Promise<void> {
   const keys = Object.keys(entries);
   for (let i = 0; i < keys.length; i += MAX_KEYS_PER_PUT) {
     const batch: Record<string, unknown> = {};
     for (const k of keys.slice(i, i + MAX_KEYS_PER_PUT)) batch[k] = entries[k];
-    await (options ? storage.put(batch, options) : storage.put(batch));
+    await storage.put(batch);
   }
 }
 
@@ -116,7 +105,7 @@ export async function loadDoc(storage: KvStorage, name: string, doc: Y.Doc, orig
   const meta = (await storage.get<DocMeta>(metaKey(name))) ?? { gen: 0, snapParts: 0, first: 0, next: 0, tailBytes: 0 };
   const updates: Uint8Array[] = [];
   if (meta.gen > 0) {
-    const parts = await storage.list({ prefix: snapPrefix(name, meta.gen), ...BULK });
+    const parts = await storage.list({ prefix: snapPrefix(name, meta.gen) });
     if (parts.size !== meta.snapParts) throw new Error(`document ${name}: snapshot ${meta.gen} is incomplete`);
     updates.push(join([...parts.values()].map(toBytes)));
   }
@@ -124,7 +113,6 @@ export async function loadDoc(storage: KvStorage, name: string, doc: Y.Doc, orig
     const records = await storage.list({
       start: updateKey(name, meta.first, 0),
       end: updateKey(name, meta.next, 0),
-      ...BULK,
     });
     // Keys sort as record then part, so consecutive parts of one record are adjacent.
     let current = -1;
@@ -162,7 +150,7 @@ export async function appendUpdate(
   });
   const nextMeta: DocMeta = { ...meta, next: n + 1, tailBytes: meta.tailBytes + update.byteLength };
   entries[metaKey(name)] = nextMeta;
-  await putAll(storage, entries, BULK);
+  await putAll(storage, entries);
   stored.meta = nextMeta;
 }
 
@@ -189,7 +177,7 @@ export async function compact(storage: KvStorage, stored: StoredDoc, doc: Y.Doc)
   parts.forEach((part, i) => {
     entries[snapPrefix(name, gen) + pad(i)] = part;
   });
-  await putAll(storage, entries, BULK);
+  await putAll(storage, entries);
   const nextMeta: DocMeta = {
     gen,
     snapParts: parts.length,
@@ -203,8 +191,8 @@ export async function compact(storage: KvStorage, stored: StoredDoc, doc: Y.Doc)
   // Garbage: the old snapshot and the folded records. Losing these deletes to a crash only
   // leaves unreachable keys behind.
   const stale = [
-    ...(await storage.list({ prefix: snapPrefix(name, meta.gen), ...BULK })).keys(),
-    ...(await storage.list({ start: updateKey(name, 0, 0), end: updateKey(name, meta.next, 0), ...BULK })).keys(),
+    ...(await storage.list({ prefix: snapPrefix(name, meta.gen) })).keys(),
+    ...(await storage.list({ start: updateKey(name, 0, 0), end: updateKey(name, meta.next, 0) })).keys(),
   ];
   await deleteAll(storage, stale);
 }

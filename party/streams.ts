@@ -42,7 +42,7 @@ import type { Metrics } from "./metrics.ts";
 import type { OtlpExport } from "./otlp.ts";
 import { canReadEvent, canReadStream, type Principal } from "./policy.ts";
 import type { Session } from "./session.ts";
-import { BULK, type KvStorage, putAll } from "./storage.ts";
+import { type KvStorage, putAll } from "./storage.ts";
 
 export type StreamOptions = {
   /** Events the live document keeps (rounded up to whole segments). */
@@ -202,7 +202,6 @@ export class Streams {
       prefix: idxPrefix(name),
       reverse: true,
       limit: Math.ceil(this.options.dedupeMaxIds / LOG_SEGMENT_SIZE),
-      ...BULK,
     });
     const horizon = this.now() - this.options.dedupeWindowMs;
     for (const idx of [...recent.values()].reverse()) {
@@ -363,7 +362,7 @@ export class Streams {
       }
     }
     for (const [segNo, ids] of wanted) {
-      const idx = await this.storage.get<ArchiveIndex>(idxPrefix(stream.name) + pad(segNo), BULK);
+      const idx = await this.storage.get<ArchiveIndex>(idxPrefix(stream.name) + pad(segNo));
       if (!idx) continue;
       for (const id of ids) {
         const i = idx.ids.indexOf(id);
@@ -423,7 +422,7 @@ export class Streams {
       };
       entries[idxPrefix(stream.name) + pad(segNo)] = index;
       // Archive first, durably; only then drop the segment from the live document.
-      await putAll(this.storage, entries, BULK);
+      await putAll(this.storage, entries);
       // Their ids stay remembered, as hashes: the index just stored holds them.
       for (const e of events) if (stream.ids.delete(e.id)) stream.archived.add(e.id, segNo);
       stream.doc.ydoc.transact(() => stream.segments.delete(String(segNo)), ROOM);
@@ -444,7 +443,7 @@ export class Streams {
       this.#archiveCache.set(key, cached);
       return cached.events;
     }
-    const parts = await this.storage.list<string>({ prefix: arcPrefix(stream, segNo), ...BULK });
+    const parts = await this.storage.list<string>({ prefix: arcPrefix(stream, segNo) });
     const text = [...parts.values()].join("");
     const events = parts.size > 0 ? (JSON.parse(text) as (StoredEvent | null)[]) : [];
     if (this.#archiveCache.has(key)) return events;
