@@ -9,7 +9,6 @@
  * everything it contains is stored.
  */
 import * as decoding from "lib0/decoding";
-import * as encoding from "lib0/encoding";
 import * as syncProtocol from "y-protocols/sync";
 import * as Y from "yjs";
 import {
@@ -21,11 +20,13 @@ import {
   MAX_JSON_DEPTH,
   type RoomLimits,
 } from "../protocol/index.ts";
+import type { IdleDocs } from "./doc-cache.ts";
 import type { RoomModule } from "./handlers.ts";
 import { keys } from "./keys.ts";
 import type { Metrics } from "./metrics.ts";
 import { RawDocSession, type Session } from "./session.ts";
 import { appendUpdate, compact, type KvStorage, loadDoc, needsCompaction, putAll, type StoredDoc } from "./storage.ts";
+import { step2Frame } from "./sync-share.ts";
 import { checkUpdate } from "./update-check.ts";
 
 /** Origin of updates applied while loading from storage: not re-persisted. */
@@ -66,6 +67,10 @@ export type HubDoc = {
   readonly writers: Map<number, string>;
   pending: Batch | null;
   inflight: Batch | null;
+  /** Room time of its last use (`doc-cache.ts`). */
+  usedAt: number;
+  /** Set once the hub has let it go (`unload`): a write to it after that revives it or is fatal. */
+  unloaded: boolean;
 };
 
 /**
@@ -81,6 +86,8 @@ export type HubLimits = Pick<RoomLimits, "maxUpdateBytes" | "maxDocDepth" | "max
 export class DocHub {
   readonly #docs = new Map<DocName, HubDoc>();
   readonly #loading = new Map<DocName, Promise<HubDoc>>();
+  /** Unloads documents nobody uses (`doc-cache.ts`); none are without it. */
+  idle: IdleDocs | null = null;
 
   constructor(
     private readonly storage: KvStorage,
@@ -104,7 +111,10 @@ export class DocHub {
 
   open(name: DocName): Promise<HubDoc> {
     const doc = this.#docs.get(name);
-    if (doc) return Promise.resolve(doc);
+    if (doc) {
+      this.idle?.touch(doc);
+      return Promise.resolve(doc);
+    }
     let loading = this.#loading.get(name);
     if (!loading) {
       loading = this.#load(name).finally(() => this.#loading.delete(name));
@@ -134,7 +144,10 @@ export class DocHub {
       clientWritable: isWritableByClients(init.name),
       pending: null,
       inflight: null,
+      usedAt: 0,
+      unloaded: false,
     };
+    this.idle?.touch(doc);
     doc.ydoc.on("update", (update: Uint8Array, origin: unknown) => {
       if (origin === LOADING) return;
       this.#batch(doc).updates.push({ update, origin: origin as Session | typeof ROOM });
@@ -145,13 +158,41 @@ export class DocHub {
 
   /** The batch that will hold the next update, starting the commit loop if idle. */
   #batch(doc: HubDoc): Batch {
+    if (doc.unloaded) this.#revive(doc);
     if (!doc.pending) {
+      this.idle?.touch(doc);
       doc.pending = { updates: [], after: [], extra: {} };
       // A macrotask, not a microtask: everything delivered in this turn joins the batch. (On
       // workerd `storage.put` resolves at once, so a microtask made one record per update.)
       if (!doc.inflight) setTimeout(() => void this.#commitLoop(doc), 0);
     }
     return doc.pending;
+  }
+
+  /**
+   * Forgets `doc` if nothing needs it in memory: no subscriber, nothing pending or in flight
+   * (so its encoded state is all in storage). The next `open` loads it again. True if it went.
+   */
+  unload(doc: HubDoc): boolean {
+    if (this.#docs.get(doc.name) !== doc || this.#loading.has(doc.name)) return false;
+    if (doc.subscribers.size > 0 || doc.pending || doc.inflight) return false;
+    this.#docs.delete(doc.name);
+    doc.unloaded = true;
+    return true;
+  }
+
+  /**
+   * A module wrote to a document it opened before the hub unloaded it: if no other copy was
+   * loaded since, the old one is simply the live copy again (nothing was written meanwhile);
+   * otherwise two copies would write the same records, and the room stops instead.
+   */
+  #revive(doc: HubDoc): void {
+    doc.unloaded = false;
+    if (!this.#docs.has(doc.name) && !this.#loading.has(doc.name)) {
+      this.#docs.set(doc.name, doc);
+      return;
+    }
+    this.fatal(new Error(`document ${doc.name} was written through a copy unloaded since`));
   }
 
   /** Stores `entries` atomically with the document's next committed batch. */
@@ -313,19 +354,14 @@ export class DocHub {
         try {
           const stale = doc.clientWritable && this.#retired(doc, Y.decodeStateVector(payload).keys());
           if (stale) return { error: rebasedError(name, stale) };
-          step2 = Y.encodeStateAsUpdate(doc.ydoc, payload);
+          step2 = step2Frame(name, doc.ydoc, payload);
         } catch {
           return { error: { code: "BAD_FRAME", message: "invalid state vector" } };
         }
         doc.subscribers.add(session);
         session.docs.add(name);
         this.afterCommit(doc, () => {
-          session.sendBinary(
-            encodeDocFrame(name, (e) => {
-              encoding.writeVarUint(e, syncProtocol.messageYjsSyncStep2);
-              encoding.writeVarUint8Array(e, step2);
-            }),
-          );
+          session.sendBinary(step2);
           // Ask for what the client has and we lack; only where the client may write.
           if (doc.clientWritable)
             session.sendBinary(encodeDocFrame(name, (e) => syncProtocol.writeSyncStep1(e, doc.ydoc)));
@@ -335,6 +371,7 @@ export class DocHub {
       case syncProtocol.messageYjsSyncStep2:
       case syncProtocol.messageYjsUpdate: {
         const doc = this.#docs.get(name) ?? (await this.#loading.get(name));
+        if (doc) this.idle?.touch(doc);
         if (!doc?.subscribers.has(session)) {
           return {
             error: {
@@ -464,13 +501,18 @@ export class DocHub {
   }
 
   close(session: Session, name: DocName): void {
-    this.#docs.get(name)?.subscribers.delete(session);
+    this.#leave(session, this.#docs.get(name));
     session.docs.delete(name);
   }
 
   closeAll(session: Session): void {
-    for (const name of session.docs) this.#docs.get(name as DocName)?.subscribers.delete(session);
+    for (const name of session.docs) this.#leave(session, this.#docs.get(name as DocName));
     session.docs.clear();
+  }
+
+  /** The idle time of a document starts when its last subscriber leaves. */
+  #leave(session: Session, doc: HubDoc | undefined): void {
+    if (doc?.subscribers.delete(session)) this.idle?.touch(doc);
   }
 }
 

@@ -28,6 +28,7 @@ import { Backup, backupModule } from "./backup.ts";
 import { Consumers, consumerModule } from "./consumers.ts";
 import type { RoomContext } from "./context.ts";
 import { Dispatch } from "./dispatch.ts";
+import { DEFAULT_DOC_IDLE_MS, IdleDocs } from "./doc-cache.ts";
 import { DocHub, docModule } from "./docs.ts";
 import { Feeds, feedModule } from "./feeds.ts";
 import { flowModule, takeRead } from "./flow.ts";
@@ -86,6 +87,11 @@ export type RoomOptions = {
    * see issue 18); `--var CROSSTALK_REBASE=1` turns it on.
    */
   rebase?: boolean;
+  /**
+   * How long a document nobody syncs stays in memory after its last use (`doc-cache.ts`;
+   * default 30 s; `CROSSTALK_DOC_IDLE_MS`). Its state is in storage and loads again on demand.
+   */
+  docIdleMs?: number;
   /** Called when the room can no longer trust its memory (storage failed). */
   onFatal?: (error: unknown) => void;
   /** How often retention passes run per stream (`retention.ts`). */
@@ -149,6 +155,8 @@ export class TeamRoom {
       this.metrics,
       options.rebase ?? false,
     );
+    this.hub.idle = new IdleDocs(this.hub, { idleMs: options.docIdleMs ?? DEFAULT_DOC_IDLE_MS, now });
+    this.hub.idle.unloaded.add((doc) => this.metrics.unloads.inc({ kind: doc.name.slice(0, doc.name.indexOf("/")) }));
     const ctx: RoomContext = {
       storage: options.storage,
       now,
@@ -352,6 +360,7 @@ export class TeamRoom {
   message(socket: Socket, data: string | ArrayBuffer | ArrayBufferView): void {
     const session = this.admission.get(socket);
     if (!session || answerPing(data, (text) => session.sendText(text)) || takeRead(data, session)) return;
+    this.hub.idle?.tick();
     this.#dispatch.message(session, data);
   }
 
@@ -362,6 +371,7 @@ export class TeamRoom {
   /** HTTP, for tools: see the modules' routes (`GET …/<team>`, `/metrics`, `/agents`, `/state/<ns>`, `/streams/<stream>`) and the A2A gateway (`…/a2a/…`). */
   async request(req: Request, principal: Principal = null): Promise<Response> {
     await this.policy.load();
+    this.hub.idle?.tick();
     return this.#http(req, principal && { ...principal, grants: this.policy.bind(principal) });
   }
 

@@ -10,6 +10,7 @@
 import type * as Party from "partykit/server";
 import { CLOSE_CODES } from "../protocol/index.ts";
 import { connectUrlRefusal } from "./admission.ts";
+import { docIdleFromEnv } from "./doc-cache.ts";
 import { limitsFromEnv } from "./guard.ts";
 import {
   authenticate,
@@ -59,6 +60,7 @@ export default class TeamServer implements Party.Server {
       streams: Number.isInteger(window) && window > 0 ? { window } : {},
       retention: Number.isInteger(retentionMs) && retentionMs > 0 ? { intervalMs: retentionMs } : {},
       rebase: env.CROSSTALK_REBASE === "1",
+      ...docIdleFromEnv(env),
       limits: limitsFromEnv(this.room.env),
       ...(Number.isSafeInteger(memory) && memory > 0 ? { memoryLimitBytes: memory } : {}),
       ...(typeof env.CROSSTALK_OTLP_ENDPOINT === "string" && env.CROSSTALK_OTLP_ENDPOINT

@@ -38,6 +38,8 @@ export type TestRoomOptions = {
   retention?: RoomOptions["retention"];
   /** How the audit stream aggregates. */
   audit?: RoomOptions["audit"];
+  /** How long a document nobody syncs stays loaded (what `--var CROSSTALK_DOC_IDLE_MS` sets on the real one). */
+  docIdleMs?: RoomOptions["docIdleMs"];
 };
 
 export interface TestRoom extends TestHost {

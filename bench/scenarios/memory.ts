@@ -55,6 +55,9 @@ export const memory: Scenario = {
         agents.push(...group);
         ctx.status(`${agents.length}/${AGENTS} agents connected`);
       }
+      await sleep(1000);
+      // Presence alone (sessions, roster), before any document or stream is loaded.
+      const present = await sample();
       // Some agents follow the stream (the room loads its log and dedupe window), and one
       // publishes; the rest are merely present.
       await within(
@@ -71,6 +74,14 @@ export const memory: Scenario = {
       const metrics: Metric[] = [
         { name: "room_rss", unit: "MB", runs: loaded, baselineRuns: idle, baselineName: "idle room", note },
         { name: "room_rss_idle", unit: "MB", runs: idle, note: "after restart, nobody connected" },
+        {
+          name: "room_rss_present",
+          unit: "MB",
+          runs: present,
+          baselineRuns: idle,
+          baselineName: "idle room",
+          note: `${AGENTS} agents connected, before anyone subscribes or publishes`,
+        },
       ];
       return metrics;
     } finally {
