@@ -213,15 +213,23 @@ export class Transport extends ObservableV2<Events> {
     return this.refusal ?? new CrosstalkError("CLOSED", "the team connection is closed");
   }
 
+  /**
+   * Runs before every frame goes out (set by the owner of coalesced writes, `docs.ts`): what it
+   * holds back goes first, so frames still leave in the order they were made.
+   */
+  beforeSend: (() => void) | null = null;
+
   /** Sends a control frame if online; returns false (and sends nothing) otherwise. */
   send(frame: ClientFrame): boolean {
     if (!this.online) return false;
+    this.beforeSend?.();
     this.#socket.send(JSON.stringify(frame));
     return true;
   }
 
   sendBinary(bytes: Uint8Array): boolean {
     if (!this.online) return false;
+    this.beforeSend?.();
     // lib0 encoders always produce plain ArrayBuffer-backed arrays.
     if (bytes.byteLength <= MAX_FRAME_BYTES) this.#socket.send(bytes as Uint8Array<ArrayBuffer>);
     else for (const part of chunkBinary(bytes)) this.#socket.send(part as Uint8Array<ArrayBuffer>);
