@@ -24,6 +24,7 @@ import {
   parseRoomFrame,
   type RoomFrame,
 } from "../protocol/index.ts";
+import { inflateFrame } from "./inflate.ts";
 
 export type Status = "connecting" | "online" | "offline" | "closed";
 
@@ -318,7 +319,9 @@ export class Transport extends ObservableV2<Events> {
     const whole = this.#reassembler.push(bytes);
     if (!whole.ok) return this.emit("protocolError", [CrosstalkError.from(whole.error)]);
     if (!whole.frame) return;
-    const decoded = decodeDocFrame(whole.frame);
+    const inflated = inflateFrame(whole.frame);
+    if (!inflated.ok) return this.emit("protocolError", [CrosstalkError.from(inflated.error)]);
+    const decoded = decodeDocFrame(inflated.frame);
     if (!decoded.ok) return this.emit("protocolError", [CrosstalkError.from(decoded.error)]);
     this.emit("doc", [decoded.frame.doc, decoded.frame.decoder]);
   }

@@ -14,7 +14,9 @@ import * as syncProtocol from "y-protocols/sync";
 import * as Y from "yjs";
 import {
   DEFAULT_ROOM_LIMITS,
+  DEFLATE_MIN_BYTES,
   type DocName,
+  deflateFrame,
   type ErrorBody,
   encodeDocFrame,
   isWritableByClients,
@@ -320,12 +322,15 @@ export class DocHub {
         doc.subscribers.add(session);
         session.docs.add(name);
         this.afterCommit(doc, () => {
-          session.sendBinary(
-            encodeDocFrame(name, (e) => {
-              encoding.writeVarUint(e, syncProtocol.messageYjsSyncStep2);
-              encoding.writeVarUint8Array(e, step2);
-            }),
-          );
+          const reply = encodeDocFrame(name, (e) => {
+            encoding.writeVarUint(e, syncProtocol.messageYjsSyncStep2);
+            encoding.writeVarUint8Array(e, step2);
+          });
+          // A large snapshot goes deflated to an agent (a stock Yjs client would not read it);
+          // should compressing fail, as it is.
+          if (reply.byteLength >= DEFLATE_MIN_BYTES && !(session instanceof RawDocSession))
+            session.sendLater(deflateFrame(reply).catch(() => reply));
+          else session.sendBinary(reply);
           // Ask for what the client has and we lack; only where the client may write.
           if (doc.clientWritable)
             session.sendBinary(encodeDocFrame(name, (e) => syncProtocol.writeSyncStep1(e, doc.ydoc)));
