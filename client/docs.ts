@@ -117,7 +117,10 @@ export class DocSync {
   }
 
   #hold(name: DocName, doc: Y.Doc, update: Uint8Array): void {
-    if (this.#outbox && this.#outbox.doc !== doc) this.#flush();
+    // A merged update is never larger than the largest of its parts or OUTBOX_BYTES (the room's
+    // `maxUpdateBytes` holds for what one transaction makes, as before).
+    if (this.#outbox && (this.#outbox.doc !== doc || this.#outbox.bytes + update.byteLength > OUTBOX_BYTES))
+      this.#flush();
     if (!this.#outbox) {
       this.#outbox = { name, doc, updates: [], bytes: 0 };
       queueMicrotask(() => this.#flush());
