@@ -326,9 +326,11 @@ export class DocHub {
             encoding.writeVarUint(e, syncProtocol.messageYjsSyncStep2);
             encoding.writeVarUint8Array(e, step2);
           });
-          // A large snapshot goes deflated to an agent (a stock Yjs client would not read it);
-          // should compressing fail, as it is.
-          if (reply.byteLength >= DEFLATE_MIN_BYTES && !(session instanceof RawDocSession))
+          // A large state snapshot goes deflated to an agent (a stock Yjs client would not read
+          // it); should compressing fail, as it is. Only state: its flat layout repeats keys in
+          // every item (~10x smaller deflated); a log snapshot is a reconnect's catch-up, where
+          // the wait for compression showed in catch-up time.
+          if (reply.byteLength >= DEFLATE_MIN_BYTES && isWritableByClients(name) && !(session instanceof RawDocSession))
             session.sendLater(deflateFrame(reply).catch(() => reply));
           else session.sendBinary(reply);
           // Ask for what the client has and we lack; only where the client may write.
