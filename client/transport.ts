@@ -23,6 +23,7 @@ import {
   PROTOCOL_VERSION,
   parseRoomFrame,
   type RoomFrame,
+  readFrame,
 } from "../protocol/index.ts";
 import { inflateFrame } from "./inflate.ts";
 
@@ -120,10 +121,18 @@ export class Transport extends ObservableV2<Events> {
   /** When the last message of any kind arrived (ms), and when an unanswered ping left (null: none). */
   #heardAt = 0;
   #pingAt: number | null = null;
+  /**
+   * Flow control (`read` frames): what this socket received since it last told the room, and
+   * how much to let pass between two reports (an eighth of the `unreadBudget` the welcome
+   * gave; 0: the room keeps no budget, so nothing is reported).
+   */
+  #unreported = 0;
+  #reportEvery = 0;
 
   constructor(options: TransportOptions) {
     super();
-    const identity = { agent: options.agent, role: options.role, v: String(PROTOCOL_VERSION) };
+    // `flow=1`: this client reports what it reads, so the room may hold it to an unread budget.
+    const identity = { agent: options.agent, role: options.role, v: String(PROTOCOL_VERSION), flow: "1" };
     const { token, query } = options;
     this.#backoff = { baseMs: options.minReconnectDelayMs ?? 100, capMs: options.maxReconnectDelayMs ?? 5000 };
     this.#heartbeat = {
@@ -295,15 +304,32 @@ export class Transport extends ObservableV2<Events> {
     this.emit("status", [status]);
   }
 
+  /**
+   * Counts what arrived, in the units the room counts (`Session.unread`), and reports it once
+   * enough has: before the frame is handled, so the time spent handling it is not taken for
+   * a slow read.
+   */
+  #count(units: number): void {
+    this.#unreported += units;
+    if (this.#reportEvery === 0 || this.#unreported < this.#reportEvery) return;
+    this.#socket.send(readFrame(this.#unreported));
+    this.#unreported = 0;
+  }
+
   #receive(data: unknown): void {
     if (this.status === "closed") return;
     this.#heardAt = Date.now();
     if (typeof data === "string") {
+      this.#count(data.length);
       if (data === PONG_FRAME) return;
       const parsed = parseRoomFrame(data);
       if (!parsed.ok) return this.emit("protocolError", [CrosstalkError.from(parsed.error)]);
       // `welcome` is what makes a socket usable: the room has admitted this agent.
       if (parsed.frame.type === "welcome") {
+        // The first frame of the socket: the room's count starts here too.
+        const budget = parsed.frame.unreadBudget;
+        this.#reportEvery = budget === undefined ? 0 : Math.max(1, Math.floor(budget / 8));
+        this.#unreported = data.length;
         this.#resetBackoff();
         this.#pingAt = null;
         if (this.#heartbeat.intervalMs > 0) this.#armHeartbeat(this.#heartbeat.intervalMs);
@@ -316,6 +342,7 @@ export class Transport extends ObservableV2<Events> {
       return;
     }
     const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : (data as Uint8Array);
+    this.#count(bytes.byteLength);
     const whole = this.#reassembler.push(bytes);
     if (!whole.ok) return this.emit("protocolError", [CrosstalkError.from(whole.error)]);
     if (!whole.frame) return;

@@ -22,7 +22,7 @@ import type { Alarms } from "./alarms.ts";
 import type { RoomModule } from "./handlers.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Presence } from "./presence.ts";
-import { ANONYMOUS_WRITER, RawDocSession, Session, type Socket } from "./session.ts";
+import { ANONYMOUS_WRITER, RawDocSession, Session, type SessionInit, type Socket } from "./session.ts";
 
 export type AdmissionOptions = {
   team: string;
@@ -30,7 +30,7 @@ export type AdmissionOptions = {
   metrics: Metrics;
   presence: Presence;
   /** How many sockets an agent id may hold; how large a reassembled frame may get. */
-  limits: Pick<RoomLimits, "maxConnectionsPerAgent" | "maxUpdateBytes">;
+  limits: Pick<RoomLimits, "maxConnectionsPerAgent" | "maxUpdateBytes" | "maxUnreadBytes">;
   /** The effective permissions of an admitted session under the team's policy (`team-policy.ts`). */
   grants: (who: Session) => Grants;
   /**
@@ -61,7 +61,24 @@ export type SessionIdentity = {
   writer?: string;
   /** A stock Yjs client's one document. */
   doc?: string;
+  /** The client reports what it reads (`flow=1`): the session is held to the unread budget. */
+  flow?: true;
 };
+
+/**
+ * What the connect URL alone refuses (a protocol version this room does not speak, a stock
+ * Yjs client's document name that is not one): the room checks it at admission, and a host
+ * that can refuse at its edge does it there first, before the room is touched (`server.ts`).
+ */
+export function connectUrlRefusal(q: URLSearchParams): { code: number; reason: string } | null {
+  const { code, reason } = CLOSE_CODES.BadRequest;
+  const version = Number(q.get("v") ?? PROTOCOL_VERSION);
+  if (version !== PROTOCOL_VERSION)
+    return { code, reason: `${reason}: invalid protocol version ${version} (this room speaks ${PROTOCOL_VERSION})` };
+  if (q.has("doc") && !docNameSchema.safeParse(q.get("doc")).success)
+    return { code, reason: `${reason}: invalid doc or agent` };
+  return null;
+}
 
 export class Admission {
   readonly #sessions = new Map<Socket, Session>();
@@ -130,6 +147,7 @@ export class Admission {
       );
     }
     const instance = q.get("_pk") ?? `anon-${this.#nextSession + 1}`;
+    const flow = q.get("flow") === "1";
     const session = new Session({
       maxFrameBytes: this.options.limits.maxUpdateBytes,
       n: ++this.#nextSession,
@@ -141,6 +159,7 @@ export class Admission {
       metrics,
       ...(identity?.scope ? { scope: identity.scope } : {}),
       ...(identity?.expiresAt !== undefined ? { expiresAt: identity.expiresAt } : {}),
+      ...(flow ? this.#budget() : {}),
     });
     session.grants = this.options.grants(session);
     const admitted = presence.admit(session, { takeover: identity !== undefined });
@@ -161,14 +180,15 @@ export class Admission {
       serverTime: now(),
       roster: presence.roster(),
       permissions: session.grants.permissions,
+      ...(flow ? { unreadBudget: session.unreadBudget } : {}),
     });
     this.options.admitted(session);
     // Messages that waited in the inbox follow the welcome, in the session's frame order.
-    session.queue = session.queue
-      .then(() => this.options.welcomed(session))
-      .catch((error: unknown) => {
+    session.enqueue(() =>
+      this.options.welcomed(session).catch((error: unknown) => {
         console.error(`[crosstalk ${this.options.team}] inbox of ${session.agent} not delivered`, error);
-      });
+      }),
+    );
     return session;
   }
 
@@ -205,6 +225,17 @@ export class Admission {
     session.grants = this.options.grants(session);
     this.#sessions.set(socket, session);
     return session;
+  }
+
+  /** What holds a session that reports its reads to the unread budget (`flow.ts`). */
+  #budget(): Pick<SessionInit, "unreadBudget" | "tooSlow"> {
+    return {
+      unreadBudget: this.options.limits.maxUnreadBytes,
+      tooSlow: (session) => {
+        this.options.metrics.slowReaders.inc({ agent: session.agent });
+        this.drop(session, CLOSE_CODES.SlowReader);
+      },
+    };
   }
 
   #refuse(socket: Socket, agent: string | null, code: number, reason: string): null {
@@ -262,7 +293,7 @@ export class Admission {
     if (parsedDoc && !parsedDoc.success) return null;
     const session = parsedDoc
       ? new RawDocSession(init, parsedDoc.data)
-      : new Session({ ...init, instance: who.instance });
+      : new Session({ ...init, instance: who.instance, ...(who.flow ? this.#budget() : {}) });
     session.grants = this.options.grants(session);
     if (!parsedDoc) this.options.presence.restore(session);
     this.#sessions.set(socket, session);
@@ -281,6 +312,7 @@ export class Admission {
       ...(session.expiresAt !== undefined ? { expiresAt: session.expiresAt } : {}),
       ...(session.writer !== session.agent ? { writer: session.writer } : {}),
       ...(session instanceof RawDocSession ? { doc: session.doc } : {}),
+      ...(session.unreadBudget !== Number.POSITIVE_INFINITY ? { flow: true as const } : {}),
     };
   }
 

@@ -280,7 +280,7 @@ export class DocHub {
     const first = batch.updates[0]?.origin;
     const soleWriter = first !== ROOM && batch.updates.every((u) => u.origin === first) ? first : null;
     const frame = encodeDocFrame(doc.name, (e) => syncProtocol.writeUpdate(e, merged));
-    for (const s of doc.subscribers) if (s !== soleWriter) s.sendBinary(frame);
+    for (const s of doc.subscribers) if (s !== soleWriter) s.pushBinary(frame);
   }
 
   /**

@@ -148,7 +148,7 @@ export class Feeds {
     let batch: StoredEvent[] = [];
     let chars = 0;
     const flush = () => {
-      if (batch.length > 0) feed.session.sendFrame({ type: "feed.events", feed: feed.id, events: batch });
+      if (batch.length > 0) feed.session.pushFrame({ type: "feed.events", feed: feed.id, events: batch });
       batch = [];
       chars = 0;
     };

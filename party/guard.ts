@@ -28,6 +28,7 @@ export const LIMIT_VARS: { readonly [K in keyof RoomLimits]: string } = {
   maxConnectionsPerAgent: "CROSSTALK_MAX_CONNECTIONS_PER_AGENT",
   maxSubscriptions: "CROSSTALK_MAX_SUBSCRIPTIONS",
   errorBudget: "CROSSTALK_ERROR_BUDGET",
+  maxUnreadBytes: "CROSSTALK_MAX_UNREAD_BYTES",
 };
 
 /**

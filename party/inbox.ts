@@ -13,6 +13,7 @@ import type { ClientFrame, RoomFrame } from "../protocol/index.ts";
 import type { RoomContext } from "./context.ts";
 import type { Outcome, RoomModule } from "./handlers.ts";
 import { keys } from "./keys.ts";
+import { OutboxMarks } from "./marks.ts";
 import type { Metrics } from "./metrics.ts";
 import type { OtlpExport } from "./otlp.ts";
 import type { Presence } from "./presence.ts";
@@ -31,9 +32,10 @@ export class Inbox {
   readonly #recent = new Map<string, string[]>();
   /**
    * The highest outbox entry applied per sender instance (`protocol/frames.ts` `outbox`),
-   * loaded on first use; `stored` settles once that entry's message is durable.
+   * loaded on first use, the most recent instances of each agent only (`marks.ts`); `stored`
+   * settles once that entry's message is durable.
    */
-  readonly #marks = new Map<string, Promise<{ n: number; stored: Promise<unknown> }>>();
+  readonly #marks: OutboxMarks<{ n: number; stored: Promise<unknown> }>;
 
   private readonly presence: Presence;
   private readonly storage: KvStorage;
@@ -54,12 +56,17 @@ export class Inbox {
       traces: this.traces,
       spans: this.spans,
     } = ctx);
+    this.#marks = new OutboxMarks({
+      storage: this.storage,
+      prefix: (agent) => keys.outboxMessages(agent, ""),
+      make: (n) => ({ n, stored: Promise.resolve() }),
+    });
   }
 
   /** Stores the message for its recipients, delivers it to the live ones, and records it for `trace`. */
   async send(sender: Session, frame: SendFrame): Promise<Outcome<"rpc.send">> {
     const markKey = frame.outbox ? keys.outboxMessages(sender.agent, frame.outbox.instance) : null;
-    const mark = markKey ? await this.#mark(markKey) : null;
+    const mark = frame.outbox ? await this.#marks.get(sender.agent, frame.outbox.instance) : null;
     if (frame.outbox && mark && frame.outbox.n <= mark.n) {
       // Applied before, however long ago: answered once that message is durable.
       await mark.stored.catch(() => {});
@@ -123,16 +130,6 @@ export class Inbox {
       });
     }
     return this.#sent(sender, frame, recipients);
-  }
-
-  #mark(key: string): Promise<{ n: number; stored: Promise<unknown> }> {
-    let mark = this.#marks.get(key);
-    if (!mark) {
-      mark = this.storage.get<number>(key).then((n) => ({ n: n ?? 0, stored: Promise.resolve() }));
-      mark.catch(() => this.#marks.delete(key));
-      this.#marks.set(key, mark);
-    }
-    return mark;
   }
 
   #sent(sender: Session, frame: SendFrame, recipients: string[]): Outcome<"rpc.send"> {

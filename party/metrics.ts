@@ -153,6 +153,11 @@ export class Metrics {
     "Agent sessions admitted, by agent: a flapping agent reconnects often.",
     4096,
   );
+  readonly slowReaders = new Counter(
+    "crosstalk_slow_reader_closes_total",
+    "Sockets closed with SlowReader (4005): the agent stopped reading and passed its unread budget, by agent.",
+    4096,
+  );
 
   render(gauges: Gauge[]): string {
     const counters = [
@@ -168,6 +173,7 @@ export class Metrics {
       this.retainedBytes,
       this.noRoute,
       this.connects,
+      this.slowReaders,
       this.rebases,
     ];
     return `${[...gauges.flatMap(renderGauge), ...counters.flatMap((c) => c.render()), ...this.callSeconds.render()].join("\n")}\n`;

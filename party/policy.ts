@@ -107,6 +107,7 @@ const frameChecks: { readonly [K in ClientFrameType]: (frame: ClientFrameOf<K>, 
   ],
   "feed.close": () => [],
   ping: () => [],
+  read: () => [],
 };
 
 /** Null to allow; otherwise the refusal (FORBIDDEN or UNAUTHORIZED) the caller gets. */

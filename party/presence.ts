@@ -121,7 +121,7 @@ export class Presence {
       // own join there too; its later status changes it gets, as before.
       const text =
         at === undefined ? shared : frameOf(changes.slice(at + 1).filter((c) => c.session !== s || c.op === "update"));
-      if (text) s.sendText(text);
+      if (text) s.pushText(text);
     }
   }
 }

@@ -30,6 +30,7 @@ import type { RoomContext } from "./context.ts";
 import { Dispatch } from "./dispatch.ts";
 import { DocHub, docModule } from "./docs.ts";
 import { Feeds, feedModule } from "./feeds.ts";
+import { flowModule, takeRead } from "./flow.ts";
 import { Guard } from "./guard.ts";
 import type { DispatchTable, Route } from "./handlers.ts";
 import { answerPing, heartbeatModule } from "./heartbeat.ts";
@@ -42,7 +43,7 @@ import { DEFAULT_MEMORY_LIMIT_BYTES, metricsModule } from "./metrics-text.ts";
 import { OtlpExport } from "./otlp.ts";
 import type { Principal } from "./policy.ts";
 import { type agentInfo, Presence, presenceModule } from "./presence.ts";
-import { Resumes } from "./resume.ts";
+import { Resumes, SETS_UP_NOTHING } from "./resume.ts";
 import { Retention, type RetentionOptions, retentionModule } from "./retention.ts";
 import { Router, type RouterOptions, rpcModule } from "./rpc.ts";
 import type { Session, Socket } from "./session.ts";
@@ -272,6 +273,7 @@ export class TeamRoom {
       inboxModule(this.inbox),
       presenceModule(this.presence),
       heartbeatModule,
+      flowModule,
       traceModule({ traces: this.traces, streams: this.streams }),
       metricsModule({
         metrics: this.metrics,
@@ -304,6 +306,10 @@ export class TeamRoom {
       refused: (session, error) => {
         if (AUDITED_CODES.has(error.code))
           this.audit.record("frame.refused", { agent: session.agent, code: error.code });
+      },
+      // After the frame: what it set up (documents, methods, feeds, groups) is kept for a wake.
+      handled: (session, type) => {
+        if (session.socket.setState && type !== null && !SETS_UP_NOTHING.has(type)) this.resumes.changed(session);
       },
     });
     this.#http = createHttp(modules.flatMap((m: Composable) => m.routes ?? []));
@@ -345,10 +351,8 @@ export class TeamRoom {
   /** Routes one message; frames of a session are handled strictly in arrival order. */
   message(socket: Socket, data: string | ArrayBuffer | ArrayBufferView): void {
     const session = this.admission.get(socket);
-    if (!session || answerPing(data, (text) => session.sendText(text))) return;
+    if (!session || answerPing(data, (text) => session.sendText(text)) || takeRead(data, session)) return;
     this.#dispatch.message(session, data);
-    // After the frame: what it set up (documents, methods, feeds, groups) is kept for a wake.
-    if (session.socket.setState) session.queue = session.queue.then(() => this.resumes.changed(session));
   }
 
   close(socket: Socket): void {

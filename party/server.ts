@@ -9,6 +9,7 @@
  */
 import type * as Party from "partykit/server";
 import { CLOSE_CODES } from "../protocol/index.ts";
+import { connectUrlRefusal } from "./admission.ts";
 import { limitsFromEnv } from "./guard.ts";
 import {
   authenticate,
@@ -99,7 +100,14 @@ export default class TeamServer implements Party.Server {
       return refuseSocket(close);
     }
     // Refused here rather than in the room: a hibernatable socket the room closes while it is
-    // being accepted keeps its close frame for seconds (partykit dev 0.0.115).
+    // being accepted gets its close frame at once, but workerd ends the TCP connection only
+    // ~10 s later (partykit dev 0.0.115), and a Node `ws` client reports the close only then.
+    // What the URL alone decides is refused here; a socket count needs the room.
+    const unfit = connectUrlRefusal(new URL(request.url).searchParams);
+    if (unfit) {
+      ctx.waitUntil(reportRefusal(lobby, request, unfit, verdict.identity.agent));
+      return refuseSocket(unfit);
+    }
     const named = new URL(request.url).searchParams.get("agent");
     if (named !== null && named !== verdict.identity.agent) {
       const { code, reason } = CLOSE_CODES.Forbidden;

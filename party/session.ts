@@ -49,6 +49,13 @@ export type SessionInit = {
   expiresAt?: number;
   /** Who owns the Yjs client ids this session writes under (default: the agent); see `writer`. */
   writer?: string;
+  /**
+   * The bytes this session may have sent but not reported read (`flow.ts`), for a client that
+   * reports what it reads; absent: not held to a budget (an older client, a stock Yjs client).
+   */
+  unreadBudget?: number;
+  /** Past `unreadBudget`: the room ends the session with `SlowReader` (`Admission`). */
+  tooSlow?: (session: Session) => void;
 };
 
 /** A frame waiting in a session's backlog: ready (text or binary), or being made. */
@@ -62,8 +69,14 @@ export class Session {
   /** What the agent told about those methods (`rpc.handle` `info`): descriptions and JSON Schemas. */
   methodInfo: Readonly<Record<string, MethodInfo>> | undefined = undefined;
   status: Record<string, import("zod").z.core.util.JSONType> = {};
-  /** Serializes this session's frames: a frame waiting on a document load holds the next. */
+  /**
+   * Serializes this session's frames: a frame waiting on a document load holds the next.
+   * Add to it with {@link enqueue} or {@link hold}, never directly: they count what is
+   * unfinished, so a frame arriving when nothing is ({@link idle}) is handled at once,
+   * without a promise per frame.
+   */
   queue: Promise<void> = Promise.resolve();
+  #pending = 0;
   closed = false;
   /**
    * What this session may do under the team's current policy (`policy.ts` decides from it):
@@ -88,6 +101,16 @@ export class Session {
   readonly instance: string;
   readonly connectedAt: number;
   readonly metrics: Metrics;
+  /**
+   * Sent and not yet reported read: text frames in UTF-16 units, binary frames in bytes, the
+   * units a client counts on its side too (`read` frames take them off). An approximation of
+   * the socket's backlog, kept for every session, since the host shows none (workerd's server
+   * WebSocket has no usable `bufferedAmount`).
+   */
+  unread = 0;
+  /** How far `unread` may go before traffic the client did not ask for stops; Infinity: no budget. */
+  readonly unreadBudget: number;
+  readonly #tooSlow: ((session: Session) => void) | undefined;
 
   constructor(init: SessionInit) {
     this.n = init.n;
@@ -98,11 +121,39 @@ export class Session {
     this.connectedAt = init.connectedAt;
     this.metrics = init.metrics;
     this.writer = init.writer ?? init.agent;
+    this.unreadBudget = init.unreadBudget ?? Number.POSITIVE_INFINITY;
+    this.#tooSlow = init.tooSlow;
     // Room for the envelope (document name, message type) around the largest update.
     this.reassembler = createReassembler({ maxBytes: (init.maxFrameBytes ?? MAX_REASSEMBLED_BYTES) + 1024 });
     if (init.scope) this.scope = init.scope;
     if (init.expiresAt !== undefined) this.expiresAt = init.expiresAt;
   }
+
+  /** Nothing queued is unfinished: a frame may be handled now, in order. */
+  get idle(): boolean {
+    return this.#pending === 0;
+  }
+
+  /** Runs `work` after everything queued before it; what comes next waits for it. `work` handles its own failures. */
+  enqueue(work: () => unknown): void {
+    this.#pending++;
+    this.queue = this.queue.then(work).then(this.#settled, this.#failed);
+  }
+
+  /** Work already started while the session was {@link idle} (a handler waiting on storage): what comes next waits for it. */
+  hold(running: Promise<unknown>): void {
+    this.#pending++;
+    this.queue = this.queue.then(() => running).then(this.#settled, this.#failed);
+  }
+
+  readonly #settled = (): void => {
+    this.#pending--;
+  };
+
+  readonly #failed = (error: unknown): void => {
+    this.#pending--;
+    console.error(`[crosstalk] queued work of ${this.agent} failed`, error);
+  };
 
   sendFrame(frame: RoomFrame): void {
     this.metrics.framesOut.inc({ type: frame.type });
@@ -111,10 +162,12 @@ export class Session {
 
   sendText(text: string): void {
     if (this.closed) return;
-    if (this.#backlog) {
-      this.#backlog.push(text);
-      return;
-    }
+    if (this.#backlog) this.#backlog.push(text);
+    else this.#sendTextNow(text);
+  }
+
+  #sendTextNow(text: string): void {
+    this.unread += text.length;
     try {
       this.socket.send(text);
     } catch {
@@ -158,24 +211,56 @@ export class Session {
       const ready = next instanceof Promise ? await next.catch(() => null) : next;
       backlog.shift();
       if (this.closed) continue;
-      if (typeof ready === "string") {
-        try {
-          this.socket.send(ready);
-        } catch {
-          // As in sendText.
-        }
-      } else if (ready) this.#sendBinaryNow(ready);
+      if (typeof ready === "string") this.#sendTextNow(ready);
+      else if (ready) this.#sendBinaryNow(ready);
     }
     this.#backlog = null;
   }
 
   #sendBinaryNow(bytes: Uint8Array): void {
     try {
-      if (bytes.byteLength <= MAX_FRAME_BYTES) this.socket.send(bytes);
-      else for (const part of chunkBinary(bytes)) this.socket.send(part);
+      if (bytes.byteLength <= MAX_FRAME_BYTES) {
+        this.unread += bytes.byteLength;
+        this.socket.send(bytes);
+      } else {
+        for (const part of chunkBinary(bytes)) {
+          this.unread += part.byteLength;
+          this.socket.send(part);
+        }
+      }
     } catch {
       // As above.
     }
+  }
+
+  /**
+   * Fan-out: traffic the client did not ask for (document updates, feed events, roster
+   * changes) goes through these. Past the unread budget nothing more is sent and the session
+   * is ended as too slow. Replies to its own requests never stop here: a large catch-up it
+   * asked for is read before the next fan-out finds it behind, unless it stopped reading.
+   */
+  pushBinary(bytes: Uint8Array): void {
+    if (this.unread > this.unreadBudget) return this.#slow();
+    this.sendBinary(bytes);
+  }
+
+  pushText(text: string): void {
+    if (this.unread > this.unreadBudget) return this.#slow();
+    this.sendText(text);
+  }
+
+  pushFrame(frame: RoomFrame): void {
+    if (this.unread > this.unreadBudget) return this.#slow();
+    this.sendFrame(frame);
+  }
+
+  /** The client read `bytes` more (a `read` frame). Never below zero: after a wake the count restarts. */
+  read(bytes: number): void {
+    this.unread = bytes >= this.unread ? 0 : this.unread - bytes;
+  }
+
+  #slow(): void {
+    if (!this.closed) this.#tooSlow?.(this);
   }
 }
 

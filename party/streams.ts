@@ -37,6 +37,7 @@ import { type DocHub, type HubDoc, ROOM } from "./docs.ts";
 import { httpError, type Outcome, type RoomModule } from "./handlers.ts";
 import { keys, pad } from "./keys.ts";
 import { appendEvents } from "./log.ts";
+import { OutboxMarks } from "./marks.ts";
 import type { Metrics } from "./metrics.ts";
 import type { OtlpExport } from "./otlp.ts";
 import { canReadEvent, canReadStream, type Principal } from "./policy.ts";
@@ -64,10 +65,11 @@ export type StreamState = {
   /** Called after every append, synchronously (consumer groups hook in here). */
   readonly listeners: Set<(stream: StreamState) => void>;
   /**
-   * The highest outbox entry applied per sender instance (storage key → number), loaded on
-   * first use. Every frame with an `outbox` waits for its mark, so frames keep their order.
+   * The highest outbox entry applied per sender instance, loaded on first use; the most
+   * recent instances of each agent only (`marks.ts`). Every frame with an `outbox` waits for
+   * its mark, so frames keep their order.
    */
-  readonly marks: Map<string, Promise<{ n: number }>>;
+  readonly marks: OutboxMarks<{ n: number }>;
 };
 
 export type ArchiveIndex = { ids: string[]; seqs: [number, number]; lastTs: number };
@@ -139,7 +141,11 @@ export class Streams {
       ids: new Map(),
       archiving: false,
       listeners: new Set(),
-      marks: new Map(),
+      marks: new OutboxMarks({
+        storage: this.storage,
+        prefix: (agent) => keys.outboxStream(agent, name, ""),
+        make: (n) => ({ n }),
+      }),
     };
     // Dedupe window: ids of recent archived segments, then the live ones, oldest first.
     const recent = await this.storage.list<ArchiveIndex>({
@@ -221,14 +227,7 @@ export class Streams {
   }
 
   #mark(stream: StreamState, agent: string, instance: string): Promise<{ n: number }> {
-    const key = keys.outboxStream(agent, stream.name, instance);
-    let mark = stream.marks.get(key);
-    if (!mark) {
-      mark = this.storage.get<number>(key).then((n) => ({ n: n ?? 0 }));
-      mark.catch(() => stream.marks.delete(key));
-      stream.marks.set(key, mark);
-    }
-    return mark;
+    return stream.marks.get(agent, instance);
   }
 
   /**

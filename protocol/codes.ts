@@ -133,6 +133,12 @@ export const CLOSE_CODES = {
    * taken for dead (half-open: bytes silently dropped) and the client reconnects. Not fatal.
    */
   NoHeartbeat: { code: 4004, reason: "no answer to ping" },
+  /**
+   * The agent stopped reading: more than its unread budget (`maxUnreadBytes`) was sent and not
+   * reported read (`read` frames). Not fatal: the client reconnects and catches up from the
+   * log where it stopped, nothing lost or repeated.
+   */
+  SlowReader: { code: 4005, reason: "too far behind reading" },
 } as const;
 
 /** Close codes after which the client must not reconnect by itself. */

@@ -282,6 +282,14 @@ export const clientFrames = {
    * hibernating Durable Object's `setWebSocketAutoResponse` pair does.
    */
   ping: z.object({ type: z.literal("ping") }),
+  /**
+   * Flow control: "I have read `bytes` more of what you sent since my last `read`" (text
+   * frames counted in UTF-16 units, binary frames in bytes, every frame of the socket). Sent
+   * only to a room whose `welcome` carried `unreadBudget`, about every eighth of it; the room
+   * holds each connection to that budget of unread bytes (`CLOSE_CODES.SlowReader`). Spelt
+   * as {@link readFrame} writes it, the room reads it without parsing JSON; never answered.
+   */
+  read: z.object({ type: z.literal("read"), bytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) }),
 } as const;
 
 export type ClientFrameType = keyof typeof clientFrames;
@@ -308,6 +316,12 @@ export const roomFrames = {
      * the client refuses a forbidden operation before sending it. Absent from older rooms.
      */
     permissions: permissionsSchema.optional(),
+    /**
+     * The room holds this connection to this many bytes sent but not yet reported read: the
+     * client reports what it reads with `read` frames. Only for a client that asked (`flow=1`
+     * in the connect URL); absent from older rooms, whose clients then send no `read`.
+     */
+    unreadBudget: z.number().int().min(1).optional(),
   }),
   /** The team's policy changed: this agent's permissions from now on. */
   permissions: z.object({ type: z.literal("permissions"), permissions: permissionsSchema }),
@@ -474,6 +488,12 @@ export type RoomFrame = z.infer<typeof roomFrameSchema>;
  */
 export const PING_FRAME = '{"type":"ping"}';
 export const PONG_FRAME = '{"type":"pong"}';
+
+/** How every `read` frame starts, so the room can read one with a prefix test and a number parse. */
+export const READ_FRAME_PREFIX = '{"type":"read","bytes":';
+
+/** The canonical `read` frame for `bytes`. */
+export const readFrame = (bytes: number): string => `${READ_FRAME_PREFIX}${bytes}}`;
 
 // ---------------------------------------------------------------------------------------
 // Requests and their answers

@@ -53,6 +53,13 @@ export const DEFAULT_ROOM_LIMITS = {
    * the room closes it with `TooManyErrors`; one is forgiven per second.
    */
   errorBudget: 100,
+  /**
+   * Bytes the room sends one connection before hearing that it read them (`read` frames):
+   * past it, traffic the agent did not ask for (document updates, feed events, roster
+   * changes) stops and the socket is closed with `SlowReader`, so an agent that stops
+   * reading costs the room at most this much. Well above what one large catch-up sends.
+   */
+  maxUnreadBytes: 8 * 1024 * 1024,
 } as const;
 
 export type RoomLimits = { -readonly [K in keyof typeof DEFAULT_ROOM_LIMITS]: number };

@@ -89,6 +89,27 @@ describe("fault proxy", () => {
     expect(a.events).toEqual([]);
   });
 
+  it("stalls: what the far side sends waits, unread, and all of it arrives in order after", async () => {
+    const proxy = await setup();
+    const a = client(proxy);
+    a.socket.write("1");
+    await eventually(() => expect(a.received).toBe("1"));
+    proxy.mode = "stall";
+    // Enough to fill the kernel's buffers: the echo server's writes back up (it is not read).
+    const chunk = "x".repeat(64 * 1024);
+    for (let i = 0; i < 64; i++) a.socket.write(chunk);
+    const b = client(proxy);
+    b.socket.write("b");
+    await new Promise((r) => setTimeout(r, 200));
+    expect(a.received).toBe("1");
+    expect(b.received).toBe("");
+    expect(a.events).toEqual([]);
+    proxy.mode = "pass";
+    await eventually(() => expect(a.received.length).toBe(1 + 64 * chunk.length));
+    expect(a.received).toBe(`1${chunk.repeat(64)}`);
+    await eventually(() => expect(b.received).toBe("b"));
+  });
+
   it("delays bytes by delayMs", async () => {
     const proxy = await setup();
     proxy.delayMs = 150;

@@ -11,11 +11,16 @@
  *   stream no real network produces (TCP retransmits or the link dies). Only new connections
  *   pass again.
  *
+ * - `stall`: open and new connections stay up, agent to room flows, but the proxy stops
+ *   reading what the room sends: the kernel buffers fill and the room's sends back up, as
+ *   when an agent stops reading its socket (a frozen tab, a blocked event loop). Back to
+ *   `pass`, everything held arrives, in order.
+ *
  * Bytes keep their order through changes of `delayMs` (a chunk never overtakes an earlier one).
  */
 import { createServer, type Server, type Socket } from "node:net";
 
-export type FaultMode = "pass" | "refuse" | "blackhole";
+export type FaultMode = "pass" | "refuse" | "blackhole" | "stall";
 
 export type FaultProxy = {
   /** The proxy's port on 127.0.0.1: point agents at `127.0.0.1:<port>`. */
@@ -79,6 +84,7 @@ export async function startFaultProxy(target: { host?: string; port: number }): 
     }
     const upstream = new (client.constructor as typeof Socket)();
     upstream.connect(target.port, target.host ?? "127.0.0.1");
+    if (state.mode === "stall") upstream.pause();
     const pair: [Socket, Socket] = [client, upstream];
     pairs.add(pair);
     const end = () => {
@@ -108,6 +114,8 @@ export async function startFaultProxy(target: { host?: string; port: number }): 
     },
     set mode(mode: FaultMode) {
       state.mode = mode;
+      // The room's side of each pair is the one not read while stalled.
+      for (const [, upstream] of pairs) mode === "stall" ? upstream.pause() : upstream.resume();
     },
     get delayMs() {
       return state.delayMs;
