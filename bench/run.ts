@@ -33,12 +33,13 @@ import { memory } from "./scenarios/memory.ts";
 import { offline } from "./scenarios/offline.ts";
 import { reconnect } from "./scenarios/reconnect.ts";
 import { rpc } from "./scenarios/rpc.ts";
+import { scale } from "./scenarios/scale.ts";
 import { slow } from "./scenarios/slow.ts";
 import { soak } from "./scenarios/soak.ts";
 import { state } from "./scenarios/state.ts";
 
 /** Scenarios that need a long history come last and share one room. */
-const SCENARIOS: Scenario[] = [rpc, fanout, reconnect, offline, state, append, join, slow, soak, memory];
+const SCENARIOS: Scenario[] = [rpc, fanout, reconnect, offline, state, append, join, slow, soak, memory, scale];
 
 function parseArgs(argv: string[]): { options: Options; only: Set<string> | null } {
   const quick = argv.includes("--quick");

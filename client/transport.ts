@@ -29,6 +29,15 @@ import { inflateFrame } from "./inflate.ts";
 
 export type Status = "connecting" | "online" | "offline" | "closed";
 
+/**
+ * How long a connection attempt may wait for its socket to open: 5 s, doubled for each
+ * attempt that failed in a row, up to 20 s. A fixed 5 s turned a join storm into a stall:
+ * a room admitting a thousand agents at once (or the dev server's one process) takes longer
+ * than that to answer the last of them, so they gave up, came back, and the room spent its
+ * time on handshakes nobody waited for. A dead link is still found in 5 s on the first try.
+ */
+export const handshakeTimeoutMs = (failedInARow: number): number => Math.min(20_000, 5000 * 2 ** failedInARow);
+
 export type TransportOptions = {
   /** `host[:port]` of the PartyKit server, e.g. `127.0.0.1:1999` or `acme.user.partykit.dev`. */
   host: string;
@@ -128,6 +137,8 @@ export class Transport extends ObservableV2<Events> {
    */
   #unreported = 0;
   #reportEvery = 0;
+  /** Abandons a connection attempt whose socket did not open in time ({@link handshakeTimeoutMs}). */
+  #handshakeTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(options: TransportOptions) {
     super();
@@ -152,19 +163,24 @@ export class Transport extends ObservableV2<Events> {
       // partysocket asks for the query before every attempt, after its own delay (zero here):
       // the place our backoff waits.
       query: async () => {
-        await this.#beforeAttempt();
-        return {
+        const failedInARow = await this.#beforeAttempt();
+        const params = {
           ...(await query?.()),
           ...(token !== undefined ? { token: typeof token === "string" ? token : await token() } : {}),
           ...identity,
         };
+        // From here the socket opens: a slow token provider does not count against it.
+        this.#armHandshake(failedInARow);
+        return params;
       },
       // partysocket's own backoff is off: it has no jitter, and it resets only after 5 s of
       // uptime, so an agent whose link drops every few seconds waited ever longer although
       // every reconnect succeeded at once. Ours (`#beforeAttempt`) resets on `welcome`.
       minReconnectionDelay: 0,
       maxReconnectionDelay: 0,
-      connectionTimeout: 5000,
+      // Ours (`#armHandshake`) grows with failed attempts; partysocket's reads a fixed
+      // option before our backoff runs, so it only stands behind ours.
+      connectionTimeout: 60_000,
       // A refusal for good (4401, 4403, 4409, taken over) ends the socket: no new attempt, so
       // the token provider is not asked again either. 4001 (expired) reconnects with backoff.
       shouldReconnectOnClose: (e: CloseEvent) => !FATAL_CLOSE_CODES.has(e.code),
@@ -175,8 +191,10 @@ export class Transport extends ObservableV2<Events> {
       if (this.status !== "connecting" || typeof code !== "string" || !UNREACHABLE.has(code)) return;
       this.emit("unreachable", [new CrosstalkError("OFFLINE", `cannot reach ${options.host}: ${code}`)]);
     });
+    this.#socket.addEventListener("open", () => clearTimeout(this.#handshakeTimer));
     this.#socket.addEventListener("message", (e: MessageEvent) => this.#receive(e.data));
     this.#socket.addEventListener("close", (e: CloseEvent) => {
+      clearTimeout(this.#handshakeTimer);
       this.#reassembler = createReassembler();
       if (this.status === "closed") return;
       if (FATAL_CLOSE_CODES.has(e.code)) {
@@ -190,10 +208,13 @@ export class Transport extends ObservableV2<Events> {
     });
   }
 
-  /** Waits before a connection attempt: none for the first, then jittered and growing. */
-  async #beforeAttempt(): Promise<void> {
+  /**
+   * Waits before a connection attempt: none for the first, then jittered and growing.
+   * Resolves with how many attempts failed in a row before this one.
+   */
+  async #beforeAttempt(): Promise<number> {
     const attempt = this.#attempts++;
-    if (attempt === 0 || this.status === "closed") return;
+    if (attempt === 0 || this.status === "closed") return 0;
     const ms = backoff(attempt - 1, this.#backoff);
     await new Promise<void>((resolve) => {
       const done = () => {
@@ -202,6 +223,16 @@ export class Transport extends ObservableV2<Events> {
       };
       this.#waiting = { timer: setTimeout(done, ms), done };
     });
+    return attempt - 1;
+  }
+
+  /** Starts the clock on the attempt about to open a socket; on expiry it is dropped for the next. */
+  #armHandshake(failedInARow: number): void {
+    clearTimeout(this.#handshakeTimer);
+    this.#handshakeTimer = setTimeout(() => {
+      if (this.status === "closed" || this.#socket.readyState !== PartySocket.CONNECTING) return;
+      this.#socket.reconnect(1000, "handshake timeout");
+    }, handshakeTimeoutMs(failedInARow));
   }
 
   /** The client instance id; the room lets the same instance replace its own older socket. */
@@ -291,6 +322,7 @@ export class Transport extends ObservableV2<Events> {
   close(): void {
     this.#setStatus("closed");
     clearTimeout(this.#heartbeatTimer);
+    clearTimeout(this.#handshakeTimer);
     if (this.#waiting) {
       clearTimeout(this.#waiting.timer);
       this.#waiting.done();

@@ -241,6 +241,23 @@ describe("startRoom", () => {
     await expect(startRoom({ config: "no/such/partykit.json" })).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
     await expect(startRoom({ vars: { "NOT A NAME": "1" } })).rejects.toMatchObject({ code: "INVALID_ARGUMENT" });
   });
+
+  it.each(["partykit", "wrangler"] as const)(
+    "heap() on %s: the room's JS heap after GC, which grows with what the room holds",
+    async (host) => {
+      await using room = await startRoom({ host });
+      const agent = await room.agent("writer");
+      const before = await room.heap();
+      expect(before).toBeGreaterThan(1);
+      expect(before).toBeLessThan(512);
+      // 8 MB of distinct text in a state document the room keeps loaded.
+      const ns = agent.state("big");
+      await ns.ready;
+      for (let i = 0; i < 16; i++) ns.set(`k${i}`, { text: `${i}:${"x".repeat(512 * 1024)}` });
+      await eventually(async () => expect(await room.heap()).toBeGreaterThan(before + 6), { timeoutMs: 60_000 });
+    },
+    120_000,
+  );
 });
 
 it("is never imported by the library or the room (the kit is Node-only and for tests)", () => {

@@ -21,6 +21,7 @@ import { generateSecret, mintToken } from "../client/node.ts";
 import { cuttableSocket } from "./cuttable.ts";
 import { TestKitError } from "./errors.ts";
 import { agentPool, checkPath, type TestHost, uniqueTeam } from "./host.ts";
+import { heapAfterGcMb, partykitInspector } from "./inspector.ts";
 import { sleep } from "./wait.ts";
 
 export type StartRoomOptions = {
@@ -64,6 +65,12 @@ export interface RoomServer extends TestHost {
   restart(options?: { vars?: Record<string, string> }): Promise<void>;
   /** The server's recent output, for failure messages. */
   output(): string;
+  /**
+   * The room's JS heap in MB after a full GC (the worker isolate that holds every room of
+   * this server), read through the dev server's inspector; takes a heap snapshot, so it can
+   * take seconds on a large heap. Linux only under `partykit dev` (see `testing/inspector.ts`).
+   */
+  heap(): Promise<number>;
   /**
    * A token for `agent` in `role` (default `agent`) of `team` (default `acme`), signed with
    * the room's key: for raw sockets (`?token=`) and HTTP. `agent()` mints its own.
@@ -159,6 +166,9 @@ export async function startRoom(options: StartRoomOptions = {}): Promise<RoomSer
   const pool = agentPool(() => ({ host: host() }), secret ? token : undefined);
   let child: ChildProcess | null = null;
   let log = "";
+  let inspectorPort = 0;
+  /** The inspector takes one client at a time: measurements queue. */
+  let heapQueue: Promise<unknown> = Promise.resolve();
 
   const kill = async (signal: NodeJS.Signals = "SIGKILL") => {
     const proc = child;
@@ -179,7 +189,8 @@ export async function startRoom(options: StartRoomOptions = {}): Promise<RoomSer
     if (cli === "wrangler") {
       // Offline: local bindings only, its own inspector port (the default 9229 is shared).
       args.push("--local", "--ip", "127.0.0.1", "--persist-to", persistDir);
-      args.push("--inspector-port", String(await freePort()), "--show-interactive-dev-session=false");
+      inspectorPort = await freePort();
+      args.push("--inspector-port", String(inspectorPort), "--show-interactive-dev-session=false");
       for (const [k, v] of vars) args.push("--var", `${k}:${v}`);
     } else {
       args.push("--persist", persistDir, "--disable-request-cf-fetch", "--no-hotkeys");
@@ -260,6 +271,16 @@ export async function startRoom(options: StartRoomOptions = {}): Promise<RoomSer
       await launch(true);
     },
     output: () => log,
+    heap() {
+      const measure = heapQueue.then(async () => {
+        const pid = child?.pid;
+        if (!pid) throw new TestKitError("INVALID_ARGUMENT", "heap(): the room is not running");
+        const address = cli === "wrangler" ? `127.0.0.1:${inspectorPort}` : await partykitInspector(pid);
+        return heapAfterGcMb(address);
+      });
+      heapQueue = measure.catch(() => {});
+      return measure;
+    },
     async [Symbol.asyncDispose]() {
       await pool.closeAll();
       await kill();
