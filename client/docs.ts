@@ -20,6 +20,8 @@ import type { Transport } from "./transport.ts";
 
 /** Origin of updates that came from the room, so they are not sent back. */
 export const REMOTE = Symbol("remote");
+/** Held local updates are sent at once when they reach this size (well under the room's `maxUpdateBytes`). */
+const OUTBOX_BYTES = 64 * 1024;
 
 type OpenDoc = {
   doc: Y.Doc;
@@ -66,11 +68,19 @@ export type DocSyncOptions = {
 
 export class DocSync {
   readonly #docs = new Map<DocName, OpenDoc>();
+  /**
+   * Local updates of one document not sent yet: those made in the same tick go out as one
+   * merged update (`#flush`, at the end of the tick, before any other frame, or once they
+   * reach {@link OUTBOX_BYTES}), so a loop of small writes costs the room one update, not one each.
+   */
+  #outbox: { name: DocName; doc: Y.Doc; updates: Uint8Array[]; bytes: number } | null = null;
 
   constructor(
     private readonly transport: Transport,
     private readonly options: DocSyncOptions,
-  ) {}
+  ) {
+    transport.beforeSend = () => this.#flush();
+  }
 
   open(name: DocName): Y.Doc {
     const open = this.#docs.get(name);
@@ -100,11 +110,35 @@ export class DocSync {
     if (isWritableByClients(name)) {
       doc.on("update", (update: Uint8Array, origin: unknown) => {
         // Offline edits stay in the doc; the step 1/2 exchange on reconnect carries them.
-        if (origin !== REMOTE && this.#docs.get(name)?.held === false)
-          this.transport.sendBinary(encodeDocFrame(name, (e) => syncProtocol.writeUpdate(e, update)));
+        if (origin !== REMOTE && this.#docs.get(name)?.held === false) this.#hold(name, doc, update);
       });
     }
     return doc;
+  }
+
+  #hold(name: DocName, doc: Y.Doc, update: Uint8Array): void {
+    // A merged update is never larger than the largest of its parts or OUTBOX_BYTES (the room's
+    // `maxUpdateBytes` holds for what one transaction makes, as before).
+    if (this.#outbox && (this.#outbox.doc !== doc || this.#outbox.bytes + update.byteLength > OUTBOX_BYTES))
+      this.#flush();
+    if (!this.#outbox) {
+      this.#outbox = { name, doc, updates: [], bytes: 0 };
+      queueMicrotask(() => this.#flush());
+    }
+    this.#outbox.updates.push(update);
+    this.#outbox.bytes += update.byteLength;
+    if (this.#outbox.bytes >= OUTBOX_BYTES) this.#flush();
+  }
+
+  /** Sends the held local updates as one. Dropped if the document is held again (or replaced) meanwhile: the step 1/2 exchange carries them. */
+  #flush(): void {
+    const out = this.#outbox;
+    if (!out) return;
+    this.#outbox = null;
+    const open = this.#docs.get(out.name);
+    if (open?.doc !== out.doc || open.held) return;
+    const update = out.updates.length === 1 ? (out.updates[0] as Uint8Array) : Y.mergeUpdates(out.updates);
+    this.transport.sendBinary(encodeDocFrame(out.name, (e) => syncProtocol.writeUpdate(e, update)));
   }
 
   /** Resolves once the document has synced with the room at least once; fails if it may not be read. */
@@ -184,6 +218,7 @@ export class DocSync {
   release(name: DocName): void {
     const open = this.#docs.get(name);
     if (!open || --open.refs > 0) return;
+    this.#flush();
     this.#docs.delete(name);
     this.transport.send({ type: "doc.close", doc: name });
     open.doc.destroy();

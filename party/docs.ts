@@ -13,7 +13,9 @@ import * as syncProtocol from "y-protocols/sync";
 import * as Y from "yjs";
 import {
   DEFAULT_ROOM_LIMITS,
+  DEFLATE_MIN_BYTES,
   type DocName,
+  deflateFrame,
   type ErrorBody,
   encodeDocFrame,
   isWritableByClients,
@@ -361,7 +363,14 @@ export class DocHub {
         doc.subscribers.add(session);
         session.docs.add(name);
         this.afterCommit(doc, () => {
-          session.sendBinary(step2);
+          const reply = step2;
+          // A large state snapshot goes deflated to an agent (a stock Yjs client would not read
+          // it); should compressing fail, as it is. Only state: its flat layout repeats keys in
+          // every item (~10x smaller deflated); a log snapshot is a reconnect's catch-up, where
+          // the wait for compression showed in catch-up time.
+          if (reply.byteLength >= DEFLATE_MIN_BYTES && isWritableByClients(name) && !(session instanceof RawDocSession))
+            session.sendLater(deflateFrame(reply).catch(() => reply));
+          else session.sendBinary(reply);
           // Ask for what the client has and we lack; only where the client may write.
           if (doc.clientWritable)
             session.sendBinary(encodeDocFrame(name, (e) => syncProtocol.writeSyncStep1(e, doc.ydoc)));
