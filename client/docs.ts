@@ -49,8 +49,11 @@ type OpenDoc = {
   held: boolean;
 };
 
-/** One map entry this client wrote and the room had not seen when it rebased the document. */
-type CarriedWrite = { root: string; key: string; value: unknown };
+/**
+ * One map entry this client wrote, or deleted (`deleted`), and the room had not seen when it
+ * rebased the document.
+ */
+type CarriedWrite = { root: string; key: string; value?: unknown; deleted?: true };
 
 export type DocSyncOptions = {
   /** May this agent read `name` (its permissions, as the room last said)? */
@@ -143,13 +146,19 @@ export class DocSync {
    * on the old base, is replaced by a fresh one that syncs from the room, as after a refusal;
    * the writes of this copy the room had not seen (made offline or in flight, or restored from
    * local storage: past the clock `known` gives for their Yjs client id) are written again,
-   * entry by entry, once the fresh copy has synced. False if not open here.
+   * entry by entry, once the fresh copy has synced; so are its deletes of entries the room
+   * still held unchanged (`live`: their ids on the old base). False if not open here.
    */
-  rebased(name: DocName, known: Record<string, number>, error: CrosstalkError): boolean {
+  rebased(
+    name: DocName,
+    notice: { known: Record<string, number>; live: Record<string, number[]> },
+    error: CrosstalkError,
+  ): boolean {
     const open = this.#docs.get(name);
     if (!open) return false;
     if (open.rebasing) return true;
-    const carry = unsynced(open.doc, known);
+    // Deletes first: a write made after a delete (both offline) is carried after it.
+    const carry = [...unseenDeletes(open.doc, notice.live), ...unsynced(open.doc, notice.known)];
     this.refused(name, error);
     const now = this.#docs.get(name);
     if (!now) return true;
@@ -221,8 +230,11 @@ export class DocSync {
       open.rebasing = false;
       if (carry)
         open.doc.transact(() => {
-          for (const w of carry)
-            if (!touched?.has(`${w.root}\u0000${w.key}`)) open.doc.getMap(w.root).set(w.key, w.value);
+          for (const w of carry) {
+            if (touched?.has(`${w.root}\u0000${w.key}`)) continue;
+            if (w.deleted) open.doc.getMap(w.root).delete(w.key);
+            else open.doc.getMap(w.root).set(w.key, w.value);
+          }
         });
       if (!open.everSynced) {
         open.everSynced = true;
@@ -271,6 +283,30 @@ function unsynced(doc: Y.Doc, known: Record<string, number>): CarriedWrite[] {
       const root = roots.get(struct.parent);
       if (root === undefined || struct.parentSub === null || struct.content instanceof Y.ContentType) continue;
       out.push({ root, key: struct.parentSub, value: struct.content.getContent().at(-1) });
+    }
+  }
+  return out;
+}
+
+/**
+ * The map entries `doc` deleted where the room did not see it: of the items `live` names
+ * (client id → clocks: entries the room held unchanged when it rebased), those deleted in
+ * this copy. A delete the room saw, or an entry written since, is not among them.
+ */
+function unseenDeletes(doc: Y.Doc, live: Record<string, number[]>): CarriedWrite[] {
+  const roots = new Map<unknown, string>();
+  for (const [name, type] of doc.share) roots.set(type, name);
+  const out: CarriedWrite[] = [];
+  for (const [client, clocks] of Object.entries(live)) {
+    const structs = doc.store.clients.get(Number(client));
+    if (!structs) continue;
+    const state = Y.getState(doc.store, Number(client));
+    for (const clock of clocks) {
+      if (clock >= state) continue;
+      const struct = structs[Y.findIndexSS(structs, clock)];
+      if (!(struct instanceof Y.Item) || !struct.deleted || struct.parentSub === null) continue;
+      const root = roots.get(struct.parent);
+      if (root !== undefined) out.push({ root, key: struct.parentSub, deleted: true });
     }
   }
   return out;
