@@ -20,7 +20,7 @@ import { WebSocketServer } from "ws";
 import { MemoryKv } from "../party/memory-storage.ts";
 import { TeamRoom } from "../party/room.ts";
 
-const SOAK_MS = 180_000;
+const SOAK_MS = Number(process.env.CROSSTALK_SOAK_MS ?? 180_000);
 const SAMPLE_MS = 5_000;
 const TEAM = "soak";
 
@@ -98,6 +98,8 @@ it.runIf(process.env.CROSSTALK_SOAK === "1")(
     console.log(
       `soak: ${ops} loops (publish + call + set) in ${SOAK_MS / 1000} s; room heap MB ${samples.map((s) => s.mb.toFixed(1)).join(" ")}`,
     );
+    const errors = messages.flatMap((m) => ("error" in m ? [m.error] : []));
+    expect(errors).toEqual([]);
     expect(ops).toBeGreaterThan(1000);
     expect(Math.abs(last - middle)).toBeLessThan(15);
     expect(Math.max(...samples.map((s) => s.mb))).toBeLessThan(64);
