@@ -35,7 +35,7 @@ import {
   type MethodSpec,
   methodInfo,
 } from "./contract.ts";
-import { DocSync } from "./docs.ts";
+import { DocSync, type RebaseNotice } from "./docs.ts";
 import {
   type EventHandler,
   Events,
@@ -700,7 +700,7 @@ export type TypedEvents<T extends Record<string, z.ZodType>> = {
  * `details.live` (client id → clocks of entries unchanged since; older rooms send none).
  * Anything malformed counts as none.
  */
-function rebasedNotice(details: unknown): { known: Record<string, number>; live: Record<string, number[]> } {
+function rebasedNotice(details: unknown): RebaseNotice {
   const { known, live } = (details ?? {}) as { known?: unknown; live?: unknown };
   const entries = (o: unknown) => (typeof o === "object" && o !== null ? Object.entries(o) : []);
   return {

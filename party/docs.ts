@@ -40,10 +40,13 @@ export const ROOM = Symbol("room");
  * the clock the room had of it). Not an agent name, so no session ever writes under it.
  */
 const RETIRED = "#retired@";
-/** A state document is rebased once it holds this many structs more than its live entries… */
-const REBASE_MIN_STRUCTS = 4096;
-/** …and its structs outnumber its live entries this many times over. */
-const REBASE_RATIO = 4;
+/**
+ * When a state document is rebased: once it holds `minStructs` structs more than its live
+ * entries and its structs outnumber them `ratio` times over. Tests make it small, so that
+ * rebases interleave with every other operation.
+ */
+export type RebaseTuning = { minStructs: number; ratio: number };
+const REBASE_DEFAULTS: RebaseTuning = { minStructs: 4096, ratio: 4 };
 
 type Batch = {
   updates: { update: Uint8Array; origin: Session | typeof ROOM }[];
@@ -84,6 +87,7 @@ export type HubLimits = Pick<RoomLimits, "maxUpdateBytes" | "maxDocDepth" | "max
 export class DocHub {
   readonly #docs = new Map<DocName, HubDoc>();
   readonly #loading = new Map<DocName, Promise<HubDoc>>();
+  readonly #rebaseTuning: RebaseTuning | null;
 
   constructor(
     private readonly storage: KvStorage,
@@ -92,9 +96,11 @@ export class DocHub {
     private readonly limits: HubLimits = DEFAULT_ROOM_LIMITS,
     /** Counts rebases (`#rebase`). */
     private readonly metrics?: Metrics,
-    /** Whether state documents are rebased at all (`RoomOptions.rebase`). */
-    private readonly rebase = false,
-  ) {}
+    /** Whether state documents are rebased at all, and when (`RoomOptions.rebase`). */
+    rebase: boolean | Partial<RebaseTuning> = false,
+  ) {
+    this.#rebaseTuning = rebase === false ? null : { ...REBASE_DEFAULTS, ...(rebase === true ? {} : rebase) };
+  }
 
   /** Every document loaded in memory. */
   all(): IterableIterator<HubDoc> {
@@ -185,7 +191,7 @@ export class DocHub {
         await this.#commit(doc, batch);
         // Not only when idle: under a steady load the next batch is always pending, and the
         // history would grow until the load stops (`#rebase` commits what is pending first).
-        if (this.rebase && rebaseable(doc)) {
+        if (this.#rebaseTuning && rebaseable(doc, this.#rebaseTuning)) {
           doc.inflight = null;
           return this.#rebase(doc);
         }
@@ -616,11 +622,11 @@ const nextRebaseCheck = new WeakMap<HubDoc, number>();
  * API writes); a document with a list or nested type, or synced by a stock Yjs client (which
  * cannot be told to resync), keeps its history.
  */
-function rebaseable(doc: HubDoc): boolean {
+function rebaseable(doc: HubDoc, tuning: RebaseTuning): boolean {
   if (!doc.clientWritable) return false;
   let structs = 0;
   for (const list of doc.ydoc.store.clients.values()) structs += list.length;
-  if (structs < Math.max(REBASE_MIN_STRUCTS, nextRebaseCheck.get(doc) ?? 0)) return false;
+  if (structs < Math.max(tuning.minStructs, nextRebaseCheck.get(doc) ?? 0)) return false;
   for (const s of doc.subscribers) if (s instanceof RawDocSession) return false;
   let live = 0;
   for (const type of doc.ydoc.share.values()) {
@@ -631,10 +637,10 @@ function rebaseable(doc: HubDoc): boolean {
       live++;
     }
   }
-  if (structs - live >= REBASE_MIN_STRUCTS && structs >= REBASE_RATIO * live) return true;
+  if (structs - live >= tuning.minStructs && structs >= tuning.ratio * live) return true;
   // Counting is linear in the entries: a document not worth it yet is counted again only after
   // that many more structs, so the counting costs O(1) per write.
-  nextRebaseCheck.set(doc, structs + Math.max(REBASE_MIN_STRUCTS / 4, live));
+  nextRebaseCheck.set(doc, structs + Math.max(tuning.minStructs / 4, live));
   return false;
 }
 

@@ -28,7 +28,7 @@ import { Backup, backupModule } from "./backup.ts";
 import { Consumers, consumerModule } from "./consumers.ts";
 import type { RoomContext } from "./context.ts";
 import { Dispatch } from "./dispatch.ts";
-import { DocHub, docModule } from "./docs.ts";
+import { DocHub, docModule, type RebaseTuning } from "./docs.ts";
 import { Feeds, feedModule } from "./feeds.ts";
 import { Guard } from "./guard.ts";
 import type { DispatchTable, Route } from "./handlers.ts";
@@ -84,7 +84,7 @@ export type RoomOptions = {
    * until its known gaps are closed (an entity deleted offline across a rebase comes back;
    * see issue 18); `--var CROSSTALK_REBASE=1` turns it on.
    */
-  rebase?: boolean;
+  rebase?: boolean | Partial<RebaseTuning>;
   /** Called when the room can no longer trust its memory (storage failed). */
   onFatal?: (error: unknown) => void;
   /** How often retention passes run per stream (`retention.ts`). */

@@ -38,6 +38,8 @@ export type TestRoomOptions = {
   retention?: RoomOptions["retention"];
   /** How the audit stream aggregates. */
   audit?: RoomOptions["audit"];
+  /** Whether and when state documents are rebased (what `--var CROSSTALK_REBASE` sets on the real one). */
+  rebase?: RoomOptions["rebase"];
 };
 
 export interface TestRoom extends TestHost {
