@@ -146,7 +146,7 @@ export class TeamRoom {
       },
       limits,
       this.metrics,
-      options.rebase ?? false,
+      options.rebase ?? true,
     );
     const ctx: RoomContext = {
       storage: options.storage,
