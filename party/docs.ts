@@ -40,6 +40,8 @@ export const ROOM = Symbol("room");
  * the clock the room had of it). Not an agent name, so no session ever writes under it.
  */
 const RETIRED = "#retired@";
+/** Whether a recorded writer is a retired client id's (`RETIRED`), not an agent. */
+export const isRetiredWriter = (writer: string): boolean => writer.startsWith(RETIRED);
 /**
  * When a state document is rebased: once it holds `minStructs` structs more than its live
  * entries and its structs outnumber them `ratio` times over. Tests make it small, so that
