@@ -9,6 +9,7 @@ import { dirname, join, resolve } from "node:path";
 import WebSocket from "ws";
 import YPartyKitProvider from "y-partykit/provider";
 import * as Y from "yjs";
+import { PROTOCOL_VERSION } from "../protocol/index.ts";
 import { type CuttableSocket, eventually, type RoomServer, startRoom, type WsClass } from "../testing/index.ts";
 
 export { cuttableSocket, sleep } from "../testing/index.ts";
@@ -515,7 +516,7 @@ export class HistoryRoom {
   async #connect(): Promise<RawSocket> {
     if (this.#socket && this.#socket.ws.readyState === WebSocket.OPEN) return this.#socket;
     const token = await this.server.token("filler", "bench", { team: this.team });
-    const path = `/parties/main/${this.team}?agent=filler&role=bench&v=1&_pk=filler&token=${token}`;
+    const path = `/parties/main/${this.team}?agent=filler&role=bench&v=${PROTOCOL_VERSION}&_pk=filler&token=${token}`;
     const socket = await rawSocket(this.server, path);
     socket.onMessage((text) => {
       const frame = JSON.parse(text) as { type: string; ref?: string; error?: unknown };

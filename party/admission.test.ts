@@ -5,7 +5,7 @@
  * test/identity.test.ts.
  */
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { CLOSE_CODES, type Identity } from "../protocol/index.ts";
+import { CLOSE_CODES, type Identity, PROTOCOL_VERSION } from "../protocol/index.ts";
 import { TeamRoom } from "./room.ts";
 import type { KvStorage } from "./storage.ts";
 
@@ -18,7 +18,11 @@ const empty: KvStorage = {
 
 function connect(room: TeamRoom, query: string, identity?: Identity) {
   const socket = { send: vi.fn(), close: vi.fn() };
-  const session = room.connect(socket, new URL(`http://room/parties/main/acme?v=1&${query}`), identity);
+  const session = room.connect(
+    socket,
+    new URL(`http://room/parties/main/acme?v=${PROTOCOL_VERSION}&${query}`),
+    identity,
+  );
   return { socket, session };
 }
 

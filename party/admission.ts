@@ -116,7 +116,11 @@ export class Admission {
     const role = nameSchema.safeParse(identity?.role ?? q.get("role") ?? "agent");
     const version = Number(q.get("v") ?? PROTOCOL_VERSION);
     if (!agent.success || !role.success || version !== PROTOCOL_VERSION) {
-      const why = !agent.success ? "agent" : !role.success ? "role" : `protocol version ${version}`;
+      const why = !agent.success
+        ? "agent"
+        : !role.success
+          ? "role"
+          : `protocol version ${version} (this room speaks ${PROTOCOL_VERSION})`;
       const named = identity?.agent ?? q.get("agent");
       return this.#refuse(
         socket,

@@ -4,7 +4,7 @@
  * once, after its welcome. Over real sockets: test/rpc.test.ts.
  */
 import { describe, expect, it, vi } from "vitest";
-import type { Identity, RoomFrame } from "../protocol/index.ts";
+import { type Identity, PROTOCOL_VERSION, type RoomFrame } from "../protocol/index.ts";
 import { MemoryKv } from "./memory-storage.ts";
 import { TeamRoom } from "./room.ts";
 
@@ -13,7 +13,7 @@ const settle = () => new Promise((r) => setTimeout(r, 20));
 function connect(room: TeamRoom, query: string, identity?: Identity) {
   const sent: RoomFrame[] = [];
   const socket = { send: (d: unknown) => void (typeof d === "string" && sent.push(JSON.parse(d))), close: vi.fn() };
-  room.connect(socket, new URL(`http://room/parties/main/acme?v=1&${query}`), identity);
+  room.connect(socket, new URL(`http://room/parties/main/acme?v=${PROTOCOL_VERSION}&${query}`), identity);
   const send = (frame: Record<string, unknown>) => room.message(socket, JSON.stringify(frame));
   return { socket, sent, send, types: () => sent.map((f) => f.type) };
 }

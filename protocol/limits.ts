@@ -4,7 +4,7 @@
  */
 
 /** Bumped when a frame changes incompatibly; sent by the client as the `v` query parameter. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** PartyKit refuses WebSocket messages above 1 MB; we stay under it with margin for framing. */
 export const MAX_FRAME_BYTES = 1_000_000;

@@ -120,7 +120,9 @@ ws(s)://<host>/parties/main/<team>?agent=<agent id>&role=<role>&v=${PROTOCOL_VER
 
 - \`agent\` and \`role\` must match \`[A-Za-z0-9_][A-Za-z0-9_.:@-]{0,127}\` (\`role\` defaults to \`agent\`).
 - \`v\` is the protocol version (\`PROTOCOL_VERSION\`, today ${PROTOCOL_VERSION}); the room closes the socket with
-  \`BadRequest\` (4400) for any other version.
+  \`BadRequest\` (4400) for any other version, naming the version it speaks.
+  Version 2 changed the stored log entry from an object to a compact array (see Documents); frames are unchanged, so a
+  version-1 client is refused rather than left to misread the log. Logs stored by a version-1 room still read.
 - \`_pk\` (set by PartySocket) identifies the client instance: a reconnect of the same instance replaces its own
   older socket (closed with \`Replaced\`), while a different instance claiming a connected agent id is refused with
   \`AgentIdInUse\`.

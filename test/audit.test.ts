@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { StoredEvent, Team } from "../client/index.ts";
 import { defaultPolicy } from "../party/default-policy.ts";
-import { AUDIT_STREAM, CLOSE_CODES } from "../protocol/index.ts";
+import { AUDIT_STREAM, CLOSE_CODES, PROTOCOL_VERSION } from "../protocol/index.ts";
 import { eventually, type RoomServer, startRoom } from "./harness.ts";
 import { rawSocket } from "./raw-socket.ts";
 
@@ -58,9 +58,15 @@ it("records refused connections, policy changes and token takeovers", async () =
   await ops.setPolicy(defaultPolicy);
   // A token for `mallory` used to connect as `alice`: refused at admission.
   const token = await room.token("mallory", "agent", { team });
-  const refused = await rawSocket(room, `ws://${room.host}/parties/main/${team}?agent=alice&v=1&token=${token}`);
+  const refused = await rawSocket(
+    room,
+    `ws://${room.host}/parties/main/${team}?agent=alice&v=${PROTOCOL_VERSION}&token=${token}`,
+  );
   expect((await refused.closed).code).toBe(CLOSE_CODES.Forbidden.code);
-  const forged = await rawSocket(room, `ws://${room.host}/parties/main/${team}?agent=eve&v=1&token=not-a-token`);
+  const forged = await rawSocket(
+    room,
+    `ws://${room.host}/parties/main/${team}?agent=eve&v=${PROTOCOL_VERSION}&token=not-a-token`,
+  );
   expect((await forged.closed).code).toBe(CLOSE_CODES.Unauthorized.code);
   expect((await fetch(`http://${room.host}/parties/main/${team}/metrics`)).status).toBe(401);
   // The same agent connecting again from another client instance takes the id over.
@@ -88,7 +94,10 @@ it("aggregates a flood of refused frames into a few events", async () => {
   const team = room.team("audit-flood");
   const ops = await room.agent("ops", { team, role: "admin" });
   const token = await room.token("flooder", "agent", { team });
-  const raw = await rawSocket(room, `ws://${room.host}/parties/main/${team}?agent=flooder&v=1&token=${token}`);
+  const raw = await rawSocket(
+    room,
+    `ws://${room.host}/parties/main/${team}?agent=flooder&v=${PROTOCOL_VERSION}&token=${token}`,
+  );
   const N = 3000;
   for (let i = 0; i < N; i++) {
     raw.send(

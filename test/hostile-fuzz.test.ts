@@ -15,7 +15,7 @@ import * as encoding from "lib0/encoding";
 import { afterAll, expect, it } from "vitest";
 import * as Y from "yjs";
 import { CLOSE_CODES, type StoredEvent, type Team } from "../client/index.ts";
-import { chunkBinary, parseClientFrame } from "../protocol/index.ts";
+import { chunkBinary, PROTOCOL_VERSION, parseClientFrame } from "../protocol/index.ts";
 import { createTestRoom, eventually, type RoomServer, startRoom, type TestHost } from "./harness.ts";
 import { openDoc, rawSocket, updateFrame } from "./raw-socket.ts";
 
@@ -65,7 +65,7 @@ async function world(room: TestHost, token?: (agent: string, role: string, team:
   const url = async () => {
     const agent = `evil-${++n}`;
     const auth = token ? `&token=${await token(agent, "evil", team)}` : "";
-    return `ws://${room.host}/parties/main/${team}?agent=${agent}&role=evil&v=1${auth}`;
+    return `ws://${room.host}/parties/main/${team}?agent=${agent}&role=evil&v=${PROTOCOL_VERSION}${auth}`;
   };
   return { room, team, alice, bob, errors, events, url } satisfies World;
 }

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 import WebSocket from "ws";
 import * as syncProtocol from "y-protocols/sync";
 import * as Y from "yjs";
-import { CLOSE_CODES, type StoredEvent } from "../client/index.ts";
+import { CLOSE_CODES, PROTOCOL_VERSION, type StoredEvent } from "../client/index.ts";
 import { appendEvents } from "../party/log.ts";
 import { encodeDocFrame, logSegments, parseRoomFrame, type RoomFrame } from "../protocol/index.ts";
 import { eventually, type RoomServer, startRoom } from "./harness.ts";
@@ -58,7 +58,10 @@ it("refuses client writes to a log document, malformed and unknown frames, and c
   const watcher = await room.agent("watcher", { team });
   await honest.publish("deal.created", { dealId: "D1" });
 
-  const evil = await raw(team, `agent=evil&role=x&v=1&token=${await room.token("evil", "x", { team })}`);
+  const evil = await raw(
+    team,
+    `agent=evil&role=x&v=${PROTOCOL_VERSION}&token=${await room.token("evil", "x", { team })}`,
+  );
   await eventually(() => expect(evil.frames[0]?.type).toBe("welcome"));
 
   // Open log/main properly, then try to append a forged event to it.
@@ -155,13 +158,19 @@ it("closes connections with bad parameters or another agent's id, with named cod
   expect((await noToken.closed).code).toBe(CLOSE_CODES.Unauthorized.code);
   const badVersion = await raw(team, `agent=a&v=999&token=${await room.token("a", "agent", { team })}`);
   expect((await badVersion.closed).code).toBe(CLOSE_CODES.BadRequest.code);
+  // A version-1 client would misread the room's compact log entries: refused, and told why.
+  const oldClient = await raw(team, `agent=a&v=1&token=${await room.token("a", "agent", { team })}`);
+  expect(await oldClient.closed).toMatchObject({
+    code: CLOSE_CODES.BadRequest.code,
+    reason: expect.stringContaining("protocol version 1"),
+  });
 
   const owner = await room.agent("owner", { team });
-  const thief = await raw(team, "agent=owner&role=x&v=1&_pk=someone-else");
+  const thief = await raw(team, `agent=owner&role=x&v=${PROTOCOL_VERSION}&_pk=someone-else`);
   expect((await thief.closed).code).toBe(CLOSE_CODES.Unauthorized.code);
   const impostor = await raw(
     team,
-    `agent=owner&role=x&v=1&_pk=someone-else&token=${await room.token("thief", "x", { team })}`,
+    `agent=owner&role=x&v=${PROTOCOL_VERSION}&_pk=someone-else&token=${await room.token("thief", "x", { team })}`,
   );
   expect((await impostor.closed).code).toBe(CLOSE_CODES.Forbidden.code);
   // The owner is unaffected.

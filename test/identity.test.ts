@@ -9,7 +9,7 @@ import WebSocket from "ws";
 import { WebsocketProvider } from "y-websocket";
 import * as Y from "yjs";
 import { CLOSE_CODES, connect, generateKeyPair, type KeyPair, mintToken, type Team } from "../client/node.ts";
-import { parseRoomFrame, type RoomFrame } from "../protocol/index.ts";
+import { PROTOCOL_VERSION, parseRoomFrame, type RoomFrame } from "../protocol/index.ts";
 import { signAgentToken } from "../protocol/token.ts";
 import { eventually, type RoomServer, startRoom } from "./harness.ts";
 
@@ -22,7 +22,7 @@ function raw(
   query: string,
   headers: Record<string, string> = {},
 ): Promise<{ closed?: Closed; welcome?: RoomFrame; ws: WebSocket }> {
-  const ws = new WebSocket(`ws://${room.host}/parties/main/${team}?v=1&${query}`, { headers });
+  const ws = new WebSocket(`ws://${room.host}/parties/main/${team}?v=${PROTOCOL_VERSION}&${query}`, { headers });
   return new Promise((resolve, reject) => {
     ws.on("message", (data, isBinary) => {
       if (isBinary) return;

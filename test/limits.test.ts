@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import * as Y from "yjs";
 import { CLOSE_CODES } from "../client/index.ts";
-import { chunkBinary, type RoomFrame } from "../protocol/index.ts";
+import { chunkBinary, PROTOCOL_VERSION, type RoomFrame } from "../protocol/index.ts";
 import { createTestRoom, eventually, type TestRoom } from "./harness.ts";
 import { openDoc, type Raw, rawSocket, updateFrame } from "./raw-socket.ts";
 
@@ -29,7 +29,7 @@ afterAll(async () => {
 });
 
 const url = (team: string, agent: string, extra = "") =>
-  `ws://${room.host}/parties/main/${team}?agent=${agent}&role=agent&v=1${extra}`;
+  `ws://${room.host}/parties/main/${team}?agent=${agent}&role=agent&v=${PROTOCOL_VERSION}${extra}`;
 const errorsOf = (r: Raw) => r.frames.filter((f): f is Extract<RoomFrame, { type: "error" }> => f.type === "error");
 
 it("open documents: the fourth is refused with LIMIT_EXCEEDED and never synced", async () => {

@@ -10,7 +10,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import type { Status, Team } from "../client/index.ts";
-import { PING_FRAME } from "../protocol/index.ts";
+import { PING_FRAME, PROTOCOL_VERSION } from "../protocol/index.ts";
 import { eventually, type FaultProxy, ROOMS, type RoomServer, sleep, startFaultProxy, startRoom } from "./harness.ts";
 import { rawSocket } from "./raw-socket.ts";
 
@@ -42,7 +42,10 @@ describe.each(ROOMS)("the heartbeat on the %s", (_, start) => {
     await using host = await start();
     const team = host.team("ping");
     const token = "token" in host ? `&token=${await (host as RoomServer).token("pinger", "agent", { team })}` : "";
-    const raw = await rawSocket(host, `ws://${host.host}/parties/main/${team}?agent=pinger&role=agent&v=1${token}`);
+    const raw = await rawSocket(
+      host,
+      `ws://${host.host}/parties/main/${team}?agent=pinger&role=agent&v=${PROTOCOL_VERSION}${token}`,
+    );
     await eventually(() => expect(raw.frames.map((f) => f.type)).toContain("welcome"));
     raw.send(PING_FRAME);
     await eventually(() => expect(raw.frames.filter((f) => f.type === "pong")).toHaveLength(1));

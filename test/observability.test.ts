@@ -5,7 +5,7 @@
  * everything, and the causal tree of one piece of work.
  */
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { type StoredEvent, type TraceNode, traceFrom, traceIdOf } from "../client/index.ts";
+import { PROTOCOL_VERSION, type StoredEvent, type TraceNode, traceFrom, traceIdOf } from "../client/index.ts";
 import { Metrics } from "../party/metrics.ts";
 import { createTestRoom, eventually, type TestRoom } from "./harness.ts";
 
@@ -40,7 +40,7 @@ it("exposes Prometheus metrics and HTTP views of agents, state and streams", asy
     expect((await (await room.fetch(`/parties/main/${team}/state/deals`)).json()).D1).toBeDefined(),
   );
   // A refused frame from a raw socket.
-  const raw = new room.WebSocket(`ws://${room.host}/parties/main/${team}?agent=raw&v=1`);
+  const raw = new room.WebSocket(`ws://${room.host}/parties/main/${team}?agent=raw&v=${PROTOCOL_VERSION}`);
   await new Promise((r) => raw.addEventListener("message", r, { once: true }));
   raw.send("not json");
   await new Promise((r) => raw.addEventListener("message", r, { once: true }));

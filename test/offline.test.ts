@@ -16,7 +16,15 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as syncProtocol from "y-protocols/sync";
 import * as Y from "yjs";
 import { connect, MemoryStorage, openFileStorage, type StorageOp, type Team } from "../client/node.ts";
-import { CrosstalkError, decodeDocFrame, encodeDocFrame, logDoc, logSegments, logTail } from "../protocol/index.ts";
+import {
+  CrosstalkError,
+  decodeDocFrame,
+  encodeDocFrame,
+  logDoc,
+  logSegments,
+  logTail,
+  PROTOCOL_VERSION,
+} from "../protocol/index.ts";
 import { eventually, type FaultProxy, type RoomServer, startFaultProxy, startRoom } from "./harness.ts";
 import { rawSocket } from "./raw-socket.ts";
 
@@ -173,7 +181,10 @@ async function scenario(kind: "offline" | "flush" | "truncate"): Promise<void> {
 /** The first seq still in the stream's live log document, read over a raw socket. */
 async function liveTail(host: RoomServer, team: string): Promise<number> {
   const token = await host.token("peek", "agent", { team });
-  const raw = await rawSocket(host, `ws://${host.host}/parties/main/${team}?agent=peek&role=agent&v=1&token=${token}`);
+  const raw = await rawSocket(
+    host,
+    `ws://${host.host}/parties/main/${team}?agent=peek&role=agent&v=${PROTOCOL_VERSION}&token=${token}`,
+  );
   try {
     await eventually(() => expect(raw.frames.some((f) => f.type === "welcome")).toBe(true));
     const doc = new Y.Doc();

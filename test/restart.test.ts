@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import type { StoredEvent, Team } from "../client/index.ts";
+import { PROTOCOL_VERSION, type StoredEvent, type Team } from "../client/index.ts";
 import { cuttableSocket, eventually, type RoomServer, startRoom } from "./harness.ts";
 
 let room: RoomServer;
@@ -114,7 +114,9 @@ describe("idempotent publish", () => {
 
     // A raw socket sends the publish and is cut at once, before any ack can be read.
     const token = await room.token("flaky", "x", { team });
-    const ws = new WebSocket(`ws://${room.host}/parties/main/${team}?agent=flaky&role=x&v=1&token=${token}`);
+    const ws = new WebSocket(
+      `ws://${room.host}/parties/main/${team}?agent=flaky&role=x&v=${PROTOCOL_VERSION}&token=${token}`,
+    );
     await new Promise((r) => ws.once("message", r)); // welcome
     ws.send(
       JSON.stringify({

@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CLOSE_CODES } from "../client/index.ts";
+import { CLOSE_CODES, PROTOCOL_VERSION } from "../client/index.ts";
 import {
   createTestRoom,
   eventually,
@@ -57,7 +57,7 @@ describe("the in-process room", () => {
   it("delivers on a later macrotask, in order, and tells both ends of a close with its code", async () => {
     await using room = createTestRoom();
     const team = room.team("codes");
-    const first = rawSocket(room, team, "agent=owner&v=1");
+    const first = rawSocket(room, team, `agent=owner&v=${PROTOCOL_VERSION}`);
     expect(first.ws.readyState).toBe(0);
     await eventually(() => expect(first.frames[0]?.type).toBe("welcome"));
     // Sent frames are answered in order, never synchronously.
@@ -67,15 +67,17 @@ describe("the in-process room", () => {
     await eventually(() => expect(first.frames.map((f) => f.ref).filter(Boolean)).toEqual(["a", "b", "c"]));
 
     // The room refuses a second live socket for the id: the close code reaches the client.
-    const thief = rawSocket(room, team, "agent=owner&v=1");
+    const thief = rawSocket(room, team, `agent=owner&v=${PROTOCOL_VERSION}`);
     expect(await thief.closed).toMatchObject({ code: CLOSE_CODES.AgentIdInUse.code, wasClean: true });
     // A bad connect URL gets the room's 4400.
-    expect((await rawSocket(room, team, "agent=bad%20name&v=1").closed).code).toBe(CLOSE_CODES.BadRequest.code);
+    expect((await rawSocket(room, team, `agent=bad%20name&v=${PROTOCOL_VERSION}`).closed).code).toBe(
+      CLOSE_CODES.BadRequest.code,
+    );
 
     // A client's close reaches the room: the id is free again.
     first.ws.close(4000, "bye");
     expect(await first.closed).toMatchObject({ code: 4000, reason: "bye", wasClean: true });
-    const next = rawSocket(room, team, "agent=owner&v=1");
+    const next = rawSocket(room, team, `agent=owner&v=${PROTOCOL_VERSION}`);
     await eventually(() => expect(next.frames[0]?.type).toBe("welcome"));
     next.ws.close();
   });
@@ -106,7 +108,7 @@ describe("the in-process room", () => {
     await eventually(async () =>
       expect((await (await room.fetch(`/parties/main/${team}/state/deals`)).json()).D1).toBeDefined(),
     );
-    const raw = rawSocket(room, team, "agent=raw&v=1");
+    const raw = rawSocket(room, team, `agent=raw&v=${PROTOCOL_VERSION}`);
     await eventually(() => expect(raw.frames[0]?.type).toBe("welcome"));
 
     await room.kill();
