@@ -46,25 +46,29 @@ it("converges under random set/update/delete and disconnects with rebases interl
   let run = 0;
   let total = 0;
   await fc.assert(
-    fc.asyncProperty(fc.integer({ min: 3, max: 5 }), fc.array(op, { minLength: 40, maxLength: 120 }), async (n, ops) => {
-      const team = room.team(`prop${run++}`);
-      const nets = Array.from({ length: n }, () => room.cuttableSocket());
-      const agents = await Promise.all(nets.map((net, i) => room.agent(`p${i}`, { team, WebSocket: net.WebSocket })));
-      await Promise.all(agents.map((t) => t.state("s").ready));
-      for (const o of ops) {
-        const agent = agents[o.agent % n] as Team;
-        const ns = agent.state("s");
-        if (o.kind === "set") ns.set(o.key, { [o.field]: o.value });
-        else if (o.kind === "update") ns.update(o.key, { [o.field]: o.value });
-        else if (o.kind === "delete") ns.delete(o.key);
-        else nets[o.agent % n]?.cut();
-        if (o.value % 3 === 0) await new Promise((r) => setTimeout(r, 2));
-      }
-      await Promise.all(agents.map((t) => t.online(20_000)));
-      await sameEverywhere(agents, "s");
-      total += await rebases(team);
-      await Promise.all(agents.map((t) => t.close()));
-    }),
+    fc.asyncProperty(
+      fc.integer({ min: 3, max: 5 }),
+      fc.array(op, { minLength: 40, maxLength: 120 }),
+      async (n, ops) => {
+        const team = room.team(`prop${run++}`);
+        const nets = Array.from({ length: n }, () => room.cuttableSocket());
+        const agents = await Promise.all(nets.map((net, i) => room.agent(`p${i}`, { team, WebSocket: net.WebSocket })));
+        await Promise.all(agents.map((t) => t.state("s").ready));
+        for (const o of ops) {
+          const agent = agents[o.agent % n] as Team;
+          const ns = agent.state("s");
+          if (o.kind === "set") ns.set(o.key, { [o.field]: o.value });
+          else if (o.kind === "update") ns.update(o.key, { [o.field]: o.value });
+          else if (o.kind === "delete") ns.delete(o.key);
+          else nets[o.agent % n]?.cut();
+          if (o.value % 3 === 0) await new Promise((r) => setTimeout(r, 2));
+        }
+        await Promise.all(agents.map((t) => t.online(20_000)));
+        await sameEverywhere(agents, "s");
+        total += await rebases(team);
+        await Promise.all(agents.map((t) => t.close()));
+      },
+    ),
     { numRuns: 8, seed: 4242 },
   );
   // Rebases did interleave: more than one per run on average.
