@@ -16,7 +16,21 @@ const BATCH = 500;
 const room = new TeamRoom({ team: "profile", storage: new MemoryKv() });
 await room.start();
 const inbox = { caller: [] as string[], callee: [] as string[] };
-const socket = (name: keyof typeof inbox) => ({ send: (d: unknown) => void inbox[name].push(String(d)), close() {} });
+// With `setState`, as a PartyKit connection under `hibernate: true` (the room's host) has:
+// the room then does what it does there for a wake after each frame (`resume.ts`).
+const socket = (name: keyof typeof inbox) => {
+  let state: unknown = null;
+  return {
+    send: (d: unknown) => void inbox[name].push(String(d)),
+    close() {},
+    setState: (s: unknown) => {
+      state = s;
+    },
+    get state() {
+      return state;
+    },
+  };
+};
 const caller = socket("caller");
 const callee = socket("callee");
 room.connect(caller, new URL("http://room/?agent=caller&role=agent&_pk=a"));

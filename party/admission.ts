@@ -164,11 +164,11 @@ export class Admission {
     });
     this.options.admitted(session);
     // Messages that waited in the inbox follow the welcome, in the session's frame order.
-    session.queue = session.queue
-      .then(() => this.options.welcomed(session))
-      .catch((error: unknown) => {
+    session.enqueue(() =>
+      this.options.welcomed(session).catch((error: unknown) => {
         console.error(`[crosstalk ${this.options.team}] inbox of ${session.agent} not delivered`, error);
-      });
+      }),
+    );
     return session;
   }
 

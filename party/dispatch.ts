@@ -6,7 +6,10 @@
  * sends its own reply or refusal.
  *
  * Messages of one session are handled strictly in arrival order (a frame waiting on a
- * document load holds the next); a handler's `later` answer does not hold them.
+ * document load holds the next); a handler's `later` answer does not hold them. A text
+ * frame arriving while nothing of its session is unfinished is handled at once, without a
+ * promise (a call and its answer are most of the room's frames); only a handler that has
+ * to wait (storage, a document) makes the next frames queue behind it.
  */
 import * as decoding from "lib0/decoding";
 import * as syncProtocol from "y-protocols/sync";
@@ -44,14 +47,36 @@ export type DispatchOptions = {
   policyReady: () => Promise<void> | null;
   /** Every refusal (the room audits the security-relevant ones). */
   refused?: (session: Session, error: ErrorBody) => void;
+  /**
+   * After each message of a session is handled (a `later` answer not awaited), before its
+   * next: `type` is the frame's type, "doc" for a binary frame, null for one not understood.
+   */
+  handled?: (session: Session, type: ClientFrameType | "doc" | null) => void;
 };
 
 export class Dispatch {
+  /** The session whose frame is being handled now: a host delivering re-entrantly queues the next one behind it. */
+  #inside: Session | null = null;
+
   constructor(private readonly options: DispatchOptions) {}
 
-  /** Queues one message of `session`; failures become INTERNAL errors, never a thrown callback. */
+  /** Handles or queues one message of `session`; failures become INTERNAL errors, never a thrown callback. */
   message(session: Session, data: Data): void {
-    session.queue = session.queue.then(() =>
+    if (session.idle && this.#inside !== session && typeof data === "string" && this.options.policyReady() === null) {
+      const outer = this.#inside;
+      this.#inside = session;
+      let waiting: Promise<void> | void;
+      try {
+        waiting = this.#textNow(session, data);
+      } catch (error) {
+        return this.#failed(session, error, undefined);
+      } finally {
+        this.#inside = outer;
+      }
+      if (waiting) session.hold(waiting.catch((error: unknown) => this.#failed(session, error, undefined)));
+      return;
+    }
+    session.enqueue(() =>
       this.#handle(session, data).catch((error: unknown) => this.#failed(session, error, undefined)),
     );
   }
@@ -83,12 +108,35 @@ export class Dispatch {
   async #handle(session: Session, data: Data): Promise<void> {
     const loading = this.options.policyReady();
     if (loading) await loading;
+    if (typeof data === "string") return this.#textNow(session, data);
     if (session.closed) return;
-    const size = typeof data === "string" ? data.length : data.byteLength;
-    const tooLarge = this.options.guard.size(size);
+    const tooLarge = this.options.guard.size(data.byteLength);
     if (tooLarge) return this.#refuse(session, tooLarge);
-    if (session instanceof RawDocSession) return this.#raw(session, data);
-    if (typeof data === "string") return this.#text(session, data);
+    if (session instanceof RawDocSession) await this.#raw(session, data);
+    else await this.#binary(session, data);
+    this.options.handled?.(session, "doc");
+  }
+
+  /** A text message, now: a promise only while its handler waits. */
+  #textNow(session: Session, text: string): Promise<void> | void {
+    if (session.closed) return;
+    const tooLarge = this.options.guard.size(text.length);
+    if (tooLarge) return this.#refuse(session, tooLarge);
+    // A stock Yjs client speaks binary only.
+    if (session instanceof RawDocSession) return;
+    const parsed = parseClientFrame(text);
+    this.options.metrics.framesIn.inc({ type: parsed.ok ? parsed.frame.type : "invalid" });
+    if (!parsed.ok) {
+      this.#refuse(session, parsed.error, { ref: parsed.ref });
+      return this.options.handled?.(session, null);
+    }
+    const frame = parsed.frame;
+    const waiting = this.#text(session, frame, text.length);
+    if (!waiting) return this.options.handled?.(session, frame.type);
+    return waiting.then(() => this.options.handled?.(session, frame.type));
+  }
+
+  async #binary(session: Session, data: ArrayBuffer | ArrayBufferView): Promise<void> {
     const whole = session.reassembler.push(asBytes(data));
     if (!whole.ok) return this.#refuse(session, whole.error);
     if (!whole.frame) return;
@@ -103,11 +151,8 @@ export class Dispatch {
     if (refusal) this.#refuse(session, refusal.error, { doc, ...(refusal.close ? { close: true } : {}) });
   }
 
-  async #text(session: Session, text: string): Promise<void> {
-    const parsed = parseClientFrame(text);
-    this.options.metrics.framesIn.inc({ type: parsed.ok ? parsed.frame.type : "invalid" });
-    if (!parsed.ok) return this.#refuse(session, parsed.error, { ref: parsed.ref });
-    const frame = parsed.frame;
+  /** A parsed frame: authorized, admitted, handled and answered; a promise only while its handler waits. */
+  #text(session: Session, frame: ClientFrame, chars: number): Promise<void> | void {
     const ref = "ref" in frame ? frame.ref : undefined;
     const denied = authorize(session, "send", { frame });
     if (denied) return this.#refuse(session, denied, { ref });
@@ -120,11 +165,19 @@ export class Dispatch {
     if (over) return this.#refuse(session, over, { ref });
     // The table holds the handler of this frame's own type (`DispatchTable`).
     const handler = this.options.table[frame.type] as FrameHandler<ClientFrameType>;
+    let outcome: ReturnType<FrameHandler<ClientFrameType>>;
     try {
-      this.#answer(session, frame, ref, await handler(session, frame as never, { chars: text.length }));
+      outcome = handler(session, frame as never, { chars });
+      if (!(outcome instanceof Promise)) this.#answer(session, frame, ref, outcome);
     } catch (error) {
       this.#failed(session, error, ref);
+      return;
     }
+    if (outcome instanceof Promise)
+      return outcome.then(
+        (settled) => this.#answer(session, frame, ref, settled),
+        (error: unknown) => this.#failed(session, error, ref),
+      );
   }
 
   /** The one place a handler's outcome becomes frames. */

@@ -19,7 +19,7 @@
  * `consumers.ts`). A socket that carries nothing usable is closed with 1012 (service restart),
  * and its client reconnects as after any restart.
  */
-import type { MethodInfo } from "../protocol/index.ts";
+import type { ClientFrameType, MethodInfo } from "../protocol/index.ts";
 import type { Admission, SessionIdentity } from "./admission.ts";
 import type { Consumers, JoinFrame } from "./consumers.ts";
 import type { DocHub } from "./docs.ts";
@@ -28,6 +28,30 @@ import { keys } from "./keys.ts";
 import type { Router } from "./rpc.ts";
 import type { Session, Socket } from "./session.ts";
 import type { KvStorage } from "./storage.ts";
+
+/**
+ * Frames that never change a session's {@link Registrations} (the hot ones: calls, their
+ * answers, publishes, acks): the room skips {@link Resumes.changed} after them, which costs
+ * a `JSON.stringify` of everything the session set up.
+ */
+export const SETS_UP_NOTHING: ReadonlySet<string> = new Set<ClientFrameType>([
+  "rpc.call",
+  "rpc.result",
+  "rpc.progress",
+  "rpc.cancel",
+  "rpc.send",
+  "rpc.message.ack",
+  "publish",
+  "history",
+  "consumer.get",
+  "consumer.ack",
+  "consumers.list",
+  "group.ack",
+  "group.nak",
+  "trace.get",
+  "policy.get",
+  "ping",
+]);
 
 /** What a socket's attachment holds. `v` versions the shape. */
 type Attachment = { v: 1; key: string; who: SessionIdentity };

@@ -42,7 +42,7 @@ import { DEFAULT_MEMORY_LIMIT_BYTES, metricsModule } from "./metrics-text.ts";
 import { OtlpExport } from "./otlp.ts";
 import type { Principal } from "./policy.ts";
 import { type agentInfo, Presence, presenceModule } from "./presence.ts";
-import { Resumes } from "./resume.ts";
+import { Resumes, SETS_UP_NOTHING } from "./resume.ts";
 import { Retention, type RetentionOptions, retentionModule } from "./retention.ts";
 import { Router, type RouterOptions, rpcModule } from "./rpc.ts";
 import type { Session, Socket } from "./session.ts";
@@ -305,6 +305,10 @@ export class TeamRoom {
         if (AUDITED_CODES.has(error.code))
           this.audit.record("frame.refused", { agent: session.agent, code: error.code });
       },
+      // After the frame: what it set up (documents, methods, feeds, groups) is kept for a wake.
+      handled: (session, type) => {
+        if (session.socket.setState && type !== null && !SETS_UP_NOTHING.has(type)) this.resumes.changed(session);
+      },
     });
     this.#http = createHttp(modules.flatMap((m: Composable) => m.routes ?? []));
   }
@@ -347,8 +351,6 @@ export class TeamRoom {
     const session = this.admission.get(socket);
     if (!session || answerPing(data, (text) => session.sendText(text))) return;
     this.#dispatch.message(session, data);
-    // After the frame: what it set up (documents, methods, feeds, groups) is kept for a wake.
-    if (session.socket.setState) session.queue = session.queue.then(() => this.resumes.changed(session));
   }
 
   close(socket: Socket): void {

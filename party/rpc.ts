@@ -48,7 +48,6 @@ type InFlight = {
   to: Target;
   startedAt: number;
   from: string;
-  trace: { callId?: string; correlationId?: string; causationId?: string };
   /** Who waits for the answer: the caller, and for idempotent calls any retry of it. */
   waiters: Waiter[];
   /** The session running the call; null while an idempotent call is in doubt (its callee's link dropped). */
@@ -226,30 +225,52 @@ export class Router {
     };
   }
 
-  async call(caller: Session, frame: CallFrame): Promise<void> {
-    const reply = (answer: Answer) => caller.sendFrame({ type: "rpc.response", ref: frame.ref, ...answer });
+  /**
+   * Routes `caller`'s call. A plain call is handled at once (no promise: most of the room's
+   * frames are calls and their answers); an idempotent one waits for its record in storage.
+   */
+  call(caller: Session, frame: CallFrame): Promise<void> | void {
     const refKey = `${caller.n}:${frame.ref}`;
     if (this.#byRef.has(refKey))
-      return reply({ ok: false, error: { code: "CONFLICT", message: `call ref ${frame.ref} is already in flight` } });
+      return this.#reply(caller, frame.ref, {
+        ok: false,
+        error: { code: "CONFLICT", message: `call ref ${frame.ref} is already in flight` },
+      });
+    if (frame.idempotencyKey) return this.#callIdempotent(caller, frame, refKey, frame.idempotencyKey);
+    const callee = this.#routed(caller, frame);
+    if (callee) callee.sendFrame(this.#start(caller, frame, refKey, callee, callee.agent, null).request);
+  }
 
-    const idem = frame.idempotencyKey ? keys.idempotent(caller.agent, frame.idempotencyKey) : null;
+  #reply(caller: Session, ref: string, answer: Answer): void {
+    caller.sendFrame({ type: "rpc.response", ref, ...answer });
+  }
+
+  /** The session `frame` goes to, or null once the caller has its NO_ROUTE or OVERLOADED. */
+  #routed(caller: Session, frame: CallFrame): Session | null {
+    const route = this.route(frame.to, frame.method);
+    if (route.ok) return route.callee;
+    this.metrics.calls.inc({ method: frame.method, outcome: route.error.code });
+    this.#reply(caller, frame.ref, { ok: false, error: route.error });
+    return null;
+  }
+
+  async #callIdempotent(caller: Session, frame: CallFrame, refKey: string, key: string): Promise<void> {
+    const idem = keys.idempotent(caller.agent, key);
     /** The agent an earlier attempt of this idempotent call went to (before a room restart). */
     let pinned: string | null = null;
-    if (idem) {
-      // A retry of a call still running waits for the same answer.
-      if (this.#joinRunning(idem, caller, frame)) return;
-      const stored = await this.storage.get<IdemRecord>(idem);
-      // The storage read yielded: a concurrent retry may have started the call meanwhile.
-      if (this.#joinRunning(idem, caller, frame)) return;
-      if (stored && stored.expiresAt > this.now()) {
-        if ("answer" in stored) return reply(stored.answer);
-        // Only a retry of the same call goes back to that agent: `authorize` judged this frame's
-        // target and method, and a reused key must not carry the call somewhere else.
-        const { to, method } = stored;
-        if (to !== undefined && method !== undefined && (method !== frame.method || !sameTarget(to, frame.to)))
-          return reply({ ok: false, error: this.#keyReused(frame.idempotencyKey as string) });
-        pinned = stored.runningOn;
-      }
+    // A retry of a call still running waits for the same answer.
+    if (this.#joinRunning(idem, caller, frame)) return;
+    const stored = await this.storage.get<IdemRecord>(idem);
+    // The storage read yielded: a concurrent retry may have started the call meanwhile.
+    if (this.#joinRunning(idem, caller, frame)) return;
+    if (stored && stored.expiresAt > this.now()) {
+      if ("answer" in stored) return this.#reply(caller, frame.ref, stored.answer);
+      // Only a retry of the same call goes back to that agent: `authorize` judged this frame's
+      // target and method, and a reused key must not carry the call somewhere else.
+      const { to, method } = stored;
+      if (to !== undefined && method !== undefined && (method !== frame.method || !sameTarget(to, frame.to)))
+        return this.#reply(caller, frame.ref, { ok: false, error: this.#keyReused(key) });
+      pinned = stored.runningOn;
     }
 
     let callee: Session | null;
@@ -257,51 +278,12 @@ export class Router {
       // Only that agent may hold the answer: it gets the call, or the call waits for it.
       callee = this.presence.get(pinned) ?? null;
     } else {
-      const route = this.route(frame.to, frame.method);
-      if (!route.ok) {
-        this.metrics.calls.inc({ method: frame.method, outcome: route.error.code });
-        return reply({ ok: false, error: route.error });
-      }
-      callee = route.callee;
+      callee = this.#routed(caller, frame);
+      if (!callee) return;
     }
     const calleeAgent = callee?.agent ?? (pinned as string);
-    const id = `c${this.#incarnation}.${++this.#next}`;
-    const deadline = this.now() + frame.timeoutMs;
-    const request: RequestFrame = {
-      type: "rpc.request",
-      id,
-      from: caller.agent,
-      method: frame.method,
-      input: frame.input,
-      deadline,
-      ...(frame.callId ? { callId: frame.callId } : {}),
-      ...(frame.correlationId ? { correlationId: frame.correlationId } : {}),
-      ...(frame.causationId ? { causationId: frame.causationId } : {}),
-      ...(frame.idempotencyKey ? { idempotencyKey: frame.idempotencyKey } : {}),
-    };
-    // Forwarded so the callee's span is a child of the caller's (set, not spread: no temporary per call).
-    if (frame.traceparent) request.traceparent = frame.traceparent;
-    const call: InFlight = {
-      id,
-      method: frame.method,
-      to: frame.to,
-      startedAt: this.now(),
-      from: caller.agent,
-      trace: { callId: frame.callId, correlationId: frame.correlationId, causationId: frame.causationId },
-      waiters: [{ session: caller, ref: frame.ref }],
-      callee,
-      calleeAgent,
-      request,
-      deadline,
-      idem,
-    };
-    this.#calls.set(id, call);
-    this.#deadlines.add(id, frame.timeoutMs);
-    this.#byRef.set(refKey, id);
-    this.#countCall(caller, 1);
-    if (callee) this.#load.set(callee, (this.#load.get(callee) ?? 0) + 1);
-    if (!idem) return callee?.sendFrame(request);
-
+    const call = this.#start(caller, frame, refKey, callee, calleeAgent, idem);
+    const { id, request } = call;
     this.#running.set(idem, id);
     if (!callee) return this.#inDoubt(call);
     // Recorded before the request goes out: after a room restart a retry comes back here.
@@ -324,6 +306,52 @@ export class Router {
     // While storing, the call may have ended or its callee dropped (then it is in doubt, and
     // `#resume` sends it when the callee returns: not here as well).
     if (this.#calls.get(id) === call && call.callee === callee) callee.sendFrame(request);
+  }
+
+  /** Records a call going to `calleeAgent` (its session, or null while in doubt); returns it. */
+  #start(
+    caller: Session,
+    frame: CallFrame,
+    refKey: string,
+    callee: Session | null,
+    calleeAgent: string,
+    idem: string | null,
+  ): InFlight {
+    const id = `c${this.#incarnation}.${++this.#next}`;
+    const deadline = this.now() + frame.timeoutMs;
+    const request: RequestFrame = {
+      type: "rpc.request",
+      id,
+      from: caller.agent,
+      method: frame.method,
+      input: frame.input,
+      deadline,
+    };
+    // Set, not spread: no temporary object per call. The callee's span is a child of the caller's.
+    if (frame.callId) request.callId = frame.callId;
+    if (frame.correlationId) request.correlationId = frame.correlationId;
+    if (frame.causationId) request.causationId = frame.causationId;
+    if (frame.idempotencyKey) request.idempotencyKey = frame.idempotencyKey;
+    if (frame.traceparent) request.traceparent = frame.traceparent;
+    const call: InFlight = {
+      id,
+      method: frame.method,
+      to: frame.to,
+      startedAt: this.now(),
+      from: caller.agent,
+      waiters: [{ session: caller, ref: frame.ref }],
+      callee,
+      calleeAgent,
+      request,
+      deadline,
+      idem,
+    };
+    this.#calls.set(id, call);
+    this.#deadlines.add(id, frame.timeoutMs);
+    this.#byRef.set(refKey, id);
+    this.#countCall(caller, 1);
+    if (callee) this.#load.set(callee, (this.#load.get(callee) ?? 0) + 1);
+    return call;
   }
 
   /** CONFLICT: an idempotency key names one call; a different target or method under it is refused. */
@@ -353,7 +381,8 @@ export class Router {
     return true;
   }
 
-  async result(callee: Session, frame: ResultFrame): Promise<ErrorBody | null> {
+  /** The callee's answer; a promise only for an idempotent call, whose answer is stored first. */
+  result(callee: Session, frame: ResultFrame): ErrorBody | null | Promise<ErrorBody | null> {
     const call = this.#calls.get(frame.id);
     // A late answer (after timeout or cancel) of a plain call is dropped: the caller moved on.
     if (!call) return null;
@@ -361,11 +390,15 @@ export class Router {
     if (call.calleeAgent !== callee.agent)
       return { code: "FORBIDDEN", message: `call ${frame.id} was not sent to this agent` };
     const answer: Answer = frame.ok ? { ok: true, output: frame.output } : { ok: false, error: frame.error };
-    if (call.idem) {
-      // Stored before anyone sees it: a retry after this point is answered from storage.
-      const record: IdemRecord = { answer, expiresAt: this.now() + this.options.idempotencyWindowMs };
-      await this.storage.put({ [call.idem]: record });
-    }
+    if (call.idem) return this.#storeResult(call, call.idem, answer);
+    this.#finish(call.id, answer);
+    return null;
+  }
+
+  async #storeResult(call: InFlight, idem: string, answer: Answer): Promise<null> {
+    // Stored before anyone sees it: a retry after this point is answered from storage.
+    const record: IdemRecord = { answer, expiresAt: this.now() + this.options.idempotencyWindowMs };
+    await this.storage.put({ [idem]: record });
     this.#finish(call.id, answer);
     return null;
   }
@@ -538,7 +571,7 @@ export class Router {
         ...(outcome === "ok" ? {} : { error: outcome }),
       });
     }
-    const { callId, correlationId, causationId } = call.trace;
+    const { callId, correlationId, causationId } = call.request;
     if (callId && correlationId) {
       this.traces.add({
         kind: "call",
@@ -590,8 +623,9 @@ export const rpcModule = (
     },
     "rpc.call": (session, frame) => router.call(session, frame),
     "rpc.cancel": (session, frame) => router.cancel(session, frame.ref, frame.reason),
-    "rpc.result": async (session, frame) => {
-      const error = await router.result(session, frame);
+    "rpc.result": (session, frame) => {
+      const error = router.result(session, frame);
+      if (error instanceof Promise) return error.then((e) => (e ? { error: e } : undefined));
       return error ? { error } : undefined;
     },
     "rpc.progress": (session, frame) => router.progress(session, frame.id, frame.data),

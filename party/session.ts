@@ -59,8 +59,14 @@ export class Session {
   /** What the agent told about those methods (`rpc.handle` `info`): descriptions and JSON Schemas. */
   methodInfo: Readonly<Record<string, MethodInfo>> | undefined = undefined;
   status: Record<string, import("zod").z.core.util.JSONType> = {};
-  /** Serializes this session's frames: a frame waiting on a document load holds the next. */
+  /**
+   * Serializes this session's frames: a frame waiting on a document load holds the next.
+   * Add to it with {@link enqueue} or {@link hold}, never directly: they count what is
+   * unfinished, so a frame arriving when nothing is ({@link idle}) is handled at once,
+   * without a promise per frame.
+   */
   queue: Promise<void> = Promise.resolve();
+  #pending = 0;
   closed = false;
   /**
    * What this session may do under the team's current policy (`policy.ts` decides from it):
@@ -100,6 +106,32 @@ export class Session {
     if (init.scope) this.scope = init.scope;
     if (init.expiresAt !== undefined) this.expiresAt = init.expiresAt;
   }
+
+  /** Nothing queued is unfinished: a frame may be handled now, in order. */
+  get idle(): boolean {
+    return this.#pending === 0;
+  }
+
+  /** Runs `work` after everything queued before it; what comes next waits for it. `work` handles its own failures. */
+  enqueue(work: () => unknown): void {
+    this.#pending++;
+    this.queue = this.queue.then(work).then(this.#settled, this.#failed);
+  }
+
+  /** Work already started while the session was {@link idle} (a handler waiting on storage): what comes next waits for it. */
+  hold(running: Promise<unknown>): void {
+    this.#pending++;
+    this.queue = this.queue.then(() => running).then(this.#settled, this.#failed);
+  }
+
+  readonly #settled = (): void => {
+    this.#pending--;
+  };
+
+  readonly #failed = (error: unknown): void => {
+    this.#pending--;
+    console.error(`[crosstalk] queued work of ${this.agent} failed`, error);
+  };
 
   sendFrame(frame: RoomFrame): void {
     this.metrics.framesOut.inc({ type: frame.type });
