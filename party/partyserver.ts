@@ -34,7 +34,7 @@ export class TeamParty extends Server<Env> {
       storage: ctx.storage,
       ...logWindow(env),
       limits: limitsFromEnv(env),
-      rebase: env.CROSSTALK_REBASE === "1",
+      rebase: env.CROSSTALK_REBASE !== "0",
       ...docIdleFromEnv(env),
     });
     return this.#team;

@@ -59,7 +59,7 @@ export default class TeamServer implements Party.Server {
       ...(Number.isFinite(skew) && skew !== 0 ? { now: () => Date.now() + skew } : {}),
       streams: Number.isInteger(window) && window > 0 ? { window } : {},
       retention: Number.isInteger(retentionMs) && retentionMs > 0 ? { intervalMs: retentionMs } : {},
-      rebase: env.CROSSTALK_REBASE === "1",
+      rebase: env.CROSSTALK_REBASE !== "0",
       ...docIdleFromEnv(env),
       limits: limitsFromEnv(this.room.env),
       ...(Number.isSafeInteger(memory) && memory > 0 ? { memoryLimitBytes: memory } : {}),
