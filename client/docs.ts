@@ -20,6 +20,8 @@ import type { Transport } from "./transport.ts";
 
 /** Origin of updates that came from the room, so they are not sent back. */
 export const REMOTE = Symbol("remote");
+/** Held local updates are sent at once when they reach this size (well under the room's `maxUpdateBytes`). */
+const OUTBOX_BYTES = 64 * 1024;
 
 type OpenDoc = {
   doc: Y.Doc;
@@ -30,17 +32,13 @@ type OpenDoc = {
   waiters: { resolve: () => void; reject: (error: CrosstalkError) => void }[];
   /** A fresh copy's step 1 is on its way: a further refusal meanwhile does not ask again. */
   resyncing: boolean;
-  /** Writes to carry over onto a rebased document once its fresh copy has synced. */
-  carry?: CarriedWrite[];
-  /** Keys written on the fresh copy since the rebase (`root\u0000key`): newer than their carried write. */
-  carryTouched?: Set<string>;
-  /** Stops collecting `carryTouched` (called once the fresh copy has synced). */
-  stopTracking?: () => void;
   /**
-   * A rebase notice was handled and the fresh copy has not synced yet: a further notice
+   * After a rebase: the fresh copy syncing from the room, and the notice. `doc` stays the
+   * local copy everyone reads and writes until `next` has synced; then what `doc` holds that
+   * the room had not seen is carried over onto `next`, which takes its place. A further notice
    * meanwhile answers a message the old copy sent before it, and changes nothing.
    */
-  rebasing?: boolean;
+  rebase?: { next: Y.Doc; notice: RebaseNotice; error: CrosstalkError };
   /**
    * Local updates are not sent live until the room's step 1 on this connection is answered:
    * that answer (our step 2) carries them, and an update sent before it could depend on one
@@ -49,8 +47,17 @@ type OpenDoc = {
   held: boolean;
 };
 
-/** One map entry this client wrote and the room had not seen when it rebased the document. */
-type CarriedWrite = { root: string; key: string; value: unknown };
+/**
+ * One map entry this client wrote, or deleted (`deleted`), and the room had not seen when it
+ * rebased the document.
+ */
+type CarriedWrite = { root: string; key: string; value?: unknown; deleted?: true };
+
+/**
+ * What a `REBASED` notice says: the room's clock of each retired Yjs client id (`known`), and
+ * the ids of entries it held unchanged since (`live`: client id → clocks).
+ */
+export type RebaseNotice = { known: Record<string, number>; live: Record<string, number[]> };
 
 export type DocSyncOptions = {
   /** May this agent read `name` (its permissions, as the room last said)? */
@@ -66,11 +73,19 @@ export type DocSyncOptions = {
 
 export class DocSync {
   readonly #docs = new Map<DocName, OpenDoc>();
+  /**
+   * Local updates of one document not sent yet: those made in the same tick go out as one
+   * merged update (`#flush`, at the end of the tick, before any other frame, or once they
+   * reach {@link OUTBOX_BYTES}), so a loop of small writes costs the room one update, not one each.
+   */
+  #outbox: { name: DocName; doc: Y.Doc; updates: Uint8Array[]; bytes: number } | null = null;
 
   constructor(
     private readonly transport: Transport,
     private readonly options: DocSyncOptions,
-  ) {}
+  ) {
+    transport.beforeSend = () => this.#flush();
+  }
 
   open(name: DocName): Y.Doc {
     const open = this.#docs.get(name);
@@ -99,12 +114,39 @@ export class DocSync {
     this.options.onCreate?.(name, doc, restore);
     if (isWritableByClients(name)) {
       doc.on("update", (update: Uint8Array, origin: unknown) => {
-        // Offline edits stay in the doc; the step 1/2 exchange on reconnect carries them.
-        if (origin !== REMOTE && this.#docs.get(name)?.held === false)
-          this.transport.sendBinary(encodeDocFrame(name, (e) => syncProtocol.writeUpdate(e, update)));
+        // Offline edits stay in the doc; the step 1/2 exchange on reconnect carries them. So do
+        // edits of a copy a rebase replaced (carried over once the fresh copy has synced).
+        const open = this.#docs.get(name);
+        if (origin !== REMOTE && open?.held === false && open.doc === doc && !open.rebase)
+          this.#hold(name, doc, update);
       });
     }
     return doc;
+  }
+
+  #hold(name: DocName, doc: Y.Doc, update: Uint8Array): void {
+    // A merged update is never larger than the largest of its parts or OUTBOX_BYTES (the room's
+    // `maxUpdateBytes` holds for what one transaction makes, as before).
+    if (this.#outbox && (this.#outbox.doc !== doc || this.#outbox.bytes + update.byteLength > OUTBOX_BYTES))
+      this.#flush();
+    if (!this.#outbox) {
+      this.#outbox = { name, doc, updates: [], bytes: 0 };
+      queueMicrotask(() => this.#flush());
+    }
+    this.#outbox.updates.push(update);
+    this.#outbox.bytes += update.byteLength;
+    if (this.#outbox.bytes >= OUTBOX_BYTES) this.#flush();
+  }
+
+  /** Sends the held local updates as one. Dropped if the document is held again (or replaced) meanwhile: the step 1/2 exchange carries them. */
+  #flush(): void {
+    const out = this.#outbox;
+    if (!out) return;
+    this.#outbox = null;
+    const open = this.#docs.get(out.name);
+    if (open?.doc !== out.doc || open.held) return;
+    const update = out.updates.length === 1 ? (out.updates[0] as Uint8Array) : Y.mergeUpdates(out.updates);
+    this.transport.sendBinary(encodeDocFrame(out.name, (e) => syncProtocol.writeUpdate(e, update)));
   }
 
   /** Resolves once the document has synced with the room at least once; fails if it may not be read. */
@@ -128,6 +170,8 @@ export class DocSync {
     open.everSynced = false;
     open.held = true;
     old.destroy();
+    open.rebase?.next.destroy();
+    open.rebase = undefined;
     this.options.onReset(name, open.doc, error);
     if (!this.options.mayRead(name)) {
       this.#refuseWaiters(open, error);
@@ -139,42 +183,49 @@ export class DocSync {
   }
 
   /**
-   * The room rebased `name` onto a fresh copy to shed its history (`REBASED`): the local copy,
-   * on the old base, is replaced by a fresh one that syncs from the room, as after a refusal;
-   * the writes of this copy the room had not seen (made offline or in flight, or restored from
-   * local storage: past the clock `known` gives for their Yjs client id) are written again,
-   * entry by entry, once the fresh copy has synced. False if not open here.
+   * The room rebased `name` onto a fresh copy to shed its history (`REBASED`): a fresh local
+   * copy syncs from the room, while the current one stays in use; once the fresh copy has
+   * synced, the writes of the current copy the room had not seen (made offline or in flight,
+   * or restored from local storage: past the clock `notice.known` gives for their Yjs client
+   * id) are written onto it again, entry by entry, and so are its deletes of entries the room
+   * still held unchanged (`notice.live`); then it takes the current copy's place. False if not
+   * open here.
    */
-  rebased(name: DocName, known: Record<string, number>, error: CrosstalkError): boolean {
+  rebased(name: DocName, notice: RebaseNotice, error: CrosstalkError): boolean {
     const open = this.#docs.get(name);
     if (!open) return false;
-    if (open.rebasing) return true;
-    const carry = unsynced(open.doc, known);
-    this.refused(name, error);
-    const now = this.#docs.get(name);
-    if (!now) return true;
-    now.rebasing = true;
-    if (carry.length > 0) {
-      now.carry = carry;
-      // Writes made on the fresh copy before it syncs are newer than the carried ones: those
-      // keys are not carried over (they would overwrite the newer value).
-      const fresh = now.doc;
-      const touched = new Set<string>();
-      const roots = new Map<unknown, string>();
-      const track = (tr: Y.Transaction) => {
-        if (!tr.local) return;
-        for (const [name, type] of fresh.share) roots.set(type, name);
-        for (const [type, subs] of tr.changed) {
-          const root = roots.get(type);
-          if (root !== undefined) for (const key of subs) if (key !== null) touched.add(`${root}\u0000${key}`);
-        }
-      };
-      fresh.on("afterTransaction", track);
-      // Only until the fresh copy syncs: after that, local transactions pay nothing for it.
-      now.stopTracking = () => fresh.off("afterTransaction", track);
-      now.carryTouched = touched;
-    }
+    if (open.rebase) return true;
+    // Only a sync target until it has synced: no owner, no storage, nothing sent from it.
+    const next = new Y.Doc();
+    open.rebase = { next, notice, error };
+    open.synced = false;
+    open.held = true;
+    if (this.options.mayRead(name)) this.#sendStep1(name, next);
     return true;
+  }
+
+  /** The fresh copy of a rebase has synced: carry the current copy's unseen changes over, and swap. */
+  #rebaseSynced(name: DocName, open: OpenDoc): void {
+    const rebase = open.rebase;
+    if (!rebase) return;
+    const old = open.doc;
+    // Deletes first: a write made after a delete (both unseen) is carried after it.
+    const carry = [...unseenDeletes(old, rebase.notice.live), ...unsynced(old, rebase.notice.known)];
+    open.rebase = undefined;
+    // The copy put in use is made like any other (durable storage drops what it kept of the
+    // old base and keeps this one), with what the fresh copy synced.
+    open.doc = this.#create(name, false);
+    Y.applyUpdate(open.doc, Y.encodeStateAsUpdate(rebase.next), REMOTE);
+    rebase.next.destroy();
+    if (carry.length > 0)
+      open.doc.transact(() => {
+        for (const w of carry) {
+          if (w.deleted) open.doc.getMap(w.root).delete(w.key);
+          else open.doc.getMap(w.root).set(w.key, w.value);
+        }
+      });
+    old.destroy();
+    this.options.onReset(name, open.doc, rebase.error);
   }
 
   #refuseWaiters(open: OpenDoc, error: CrosstalkError): void {
@@ -184,9 +235,11 @@ export class DocSync {
   release(name: DocName): void {
     const open = this.#docs.get(name);
     if (!open || --open.refs > 0) return;
+    this.#flush();
     this.#docs.delete(name);
     this.transport.send({ type: "doc.close", doc: name });
     open.doc.destroy();
+    open.rebase?.next.destroy();
   }
 
   /** After (re)connecting: ask the room for everything we lack in every open document this agent may read. */
@@ -194,7 +247,7 @@ export class DocSync {
     for (const [name, open] of this.#docs) {
       open.synced = false;
       open.held = true;
-      if (this.options.mayRead(name)) this.#sendStep1(name, open.doc);
+      if (this.options.mayRead(name)) this.#sendStep1(name, open.rebase?.next ?? open.doc);
       else this.#refuseWaiters(open, new CrosstalkError("FORBIDDEN", `this agent may not read ${name}`));
     }
   }
@@ -203,7 +256,8 @@ export class DocSync {
     const open = this.#docs.get(name);
     if (!open) return; // Released while frames were in flight.
     const reply = encoding.createEncoder();
-    const type = syncProtocol.readSyncMessage(decoder, reply, open.doc, REMOTE);
+    // Sync after a rebase goes to the fresh copy, not yet in use.
+    const type = syncProtocol.readSyncMessage(decoder, reply, open.rebase?.next ?? open.doc, REMOTE);
     if (encoding.length(reply) > 0) {
       const body = encoding.toUint8Array(reply);
       this.transport.sendBinary(encodeDocFrame(name, (e) => encoding.writeUint8Array(e, body)));
@@ -212,18 +266,7 @@ export class DocSync {
     if (type === syncProtocol.messageYjsSyncStep2) {
       open.synced = true;
       open.resyncing = false;
-      const carry = open.carry;
-      const touched = open.carryTouched;
-      open.stopTracking?.();
-      open.stopTracking = undefined;
-      open.carry = undefined;
-      open.carryTouched = undefined;
-      open.rebasing = false;
-      if (carry)
-        open.doc.transact(() => {
-          for (const w of carry)
-            if (!touched?.has(`${w.root}\u0000${w.key}`)) open.doc.getMap(w.root).set(w.key, w.value);
-        });
+      this.#rebaseSynced(name, open);
       if (!open.everSynced) {
         open.everSynced = true;
         for (const w of open.waiters.splice(0)) w.resolve();
@@ -238,7 +281,10 @@ export class DocSync {
   }
 
   destroy(): void {
-    for (const open of this.#docs.values()) open.doc.destroy();
+    for (const open of this.#docs.values()) {
+      open.doc.destroy();
+      open.rebase?.next.destroy();
+    }
     this.#docs.clear();
   }
 
@@ -271,6 +317,30 @@ function unsynced(doc: Y.Doc, known: Record<string, number>): CarriedWrite[] {
       const root = roots.get(struct.parent);
       if (root === undefined || struct.parentSub === null || struct.content instanceof Y.ContentType) continue;
       out.push({ root, key: struct.parentSub, value: struct.content.getContent().at(-1) });
+    }
+  }
+  return out;
+}
+
+/**
+ * The map entries `doc` deleted where the room did not see it: of the items `live` names
+ * (client id → clocks: entries the room held unchanged when it rebased), those deleted in
+ * this copy. A delete the room saw, or an entry written since, is not among them.
+ */
+function unseenDeletes(doc: Y.Doc, live: Record<string, number[]>): CarriedWrite[] {
+  const roots = new Map<unknown, string>();
+  for (const [name, type] of doc.share) roots.set(type, name);
+  const out: CarriedWrite[] = [];
+  for (const [client, clocks] of Object.entries(live)) {
+    const structs = doc.store.clients.get(Number(client));
+    if (!structs) continue;
+    const state = Y.getState(doc.store, Number(client));
+    for (const clock of clocks) {
+      if (clock >= state) continue;
+      const struct = structs[Y.findIndexSS(structs, clock)];
+      if (!(struct instanceof Y.Item) || !struct.deleted || struct.parentSub === null) continue;
+      const root = roots.get(struct.parent);
+      if (root !== undefined) out.push({ root, key: struct.parentSub, deleted: true });
     }
   }
   return out;

@@ -58,7 +58,11 @@ export function startProjection<T extends Entity>(host: ProjectionHost, options:
   const stream = options.stream ?? "main";
   const patterns = options.types ?? [">"];
   const keyOf = options.key ?? ((e: StoredEvent) => e.key);
-  const positions = projectionsMap(ns.doc);
+  // Looked up on every use: a refused write or a rebase puts a fresh document behind the namespace.
+  const positions = {
+    get: (n: string) => projectionsMap(ns.doc).get(n),
+    set: (n: string, seq: number) => projectionsMap(ns.doc).set(n, seq),
+  };
   let subs: Subscription[] = [];
   let stopped = false;
   let lease: { lost: Promise<string>; release(): Promise<void> } | null = null;

@@ -104,7 +104,7 @@ export class Namespace<T extends Entity = Entity> extends ObservableV2<Namespace
   #bind(doc: Y.Doc): EntityIndex {
     const index = new EntityIndex(doc);
     fieldsMap(doc).observe((event, txn) => {
-      const keys = index.apply(event.changes.keys as Map<string, { action: "add" | "update" | "delete" }>);
+      const keys = index.apply(event);
       for (const k of keys) this.#checked.delete(k);
       if (!txn.local && this.#schema) for (const k of keys) this.#validate(k, true);
       if (keys.size > 0) this.emit("change", [{ keys: [...keys], local: txn.local }]);

@@ -35,7 +35,7 @@ import {
   type MethodSpec,
   methodInfo,
 } from "./contract.ts";
-import { DocSync } from "./docs.ts";
+import { DocSync, type RebaseNotice } from "./docs.ts";
 import {
   type EventHandler,
   Events,
@@ -220,7 +220,7 @@ export class Team extends ObservableV2<TeamEvents> {
             frame.error.code === "REBASED" &&
             this.#docs.rebased(
               frame.doc as DocName,
-              rebasedClocks(frame.error.details),
+              rebasedNotice(frame.error.details),
               CrosstalkError.from(frame.error),
             )
           )
@@ -695,9 +695,21 @@ export type TypedEvents<T extends Record<string, z.ZodType>> = {
   ): LiveSubscription;
 };
 
-/** The clocks a `REBASED` error names (`details.known`: Yjs client id → clock); anything else is none. */
-function rebasedClocks(details: unknown): Record<string, number> {
-  const known = (details as { known?: unknown } | undefined)?.known;
-  if (typeof known !== "object" || known === null) return {};
-  return Object.fromEntries(Object.entries(known).filter((e): e is [string, number] => typeof e[1] === "number"));
+/**
+ * What a `REBASED` error names: `details.known` (Yjs client id → the room's clock of it) and
+ * `details.live` (client id → clocks of entries unchanged since; older rooms send none).
+ * Anything malformed counts as none.
+ */
+function rebasedNotice(details: unknown): RebaseNotice {
+  const { known, live } = (details ?? {}) as { known?: unknown; live?: unknown };
+  const entries = (o: unknown) => (typeof o === "object" && o !== null ? Object.entries(o) : []);
+  return {
+    known: Object.fromEntries(entries(known).filter((e): e is [string, number] => typeof e[1] === "number")),
+    live: Object.fromEntries(
+      entries(live).filter(
+        (e): e is [string, number[]] =>
+          Array.isArray(e[1]) && e[1].every((c) => Number.isSafeInteger(c) && (c as number) >= 0),
+      ),
+    ),
+  };
 }

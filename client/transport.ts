@@ -25,6 +25,7 @@ import {
   type RoomFrame,
   readFrame,
 } from "../protocol/index.ts";
+import { inflateFrame } from "./inflate.ts";
 
 export type Status = "connecting" | "online" | "offline" | "closed";
 
@@ -253,15 +254,23 @@ export class Transport extends ObservableV2<Events> {
     return this.refusal ?? new CrosstalkError("CLOSED", "the team connection is closed");
   }
 
+  /**
+   * Runs before every frame goes out (set by the owner of coalesced writes, `docs.ts`): what it
+   * holds back goes first, so frames still leave in the order they were made.
+   */
+  beforeSend: (() => void) | null = null;
+
   /** Sends a control frame if online; returns false (and sends nothing) otherwise. */
   send(frame: ClientFrame): boolean {
     if (!this.online) return false;
+    this.beforeSend?.();
     this.#socket.send(JSON.stringify(frame));
     return true;
   }
 
   sendBinary(bytes: Uint8Array): boolean {
     if (!this.online) return false;
+    this.beforeSend?.();
     // lib0 encoders always produce plain ArrayBuffer-backed arrays.
     if (bytes.byteLength <= MAX_FRAME_BYTES) this.#socket.send(bytes as Uint8Array<ArrayBuffer>);
     else for (const part of chunkBinary(bytes)) this.#socket.send(part as Uint8Array<ArrayBuffer>);
@@ -369,7 +378,9 @@ export class Transport extends ObservableV2<Events> {
     const whole = this.#reassembler.push(bytes);
     if (!whole.ok) return this.emit("protocolError", [CrosstalkError.from(whole.error)]);
     if (!whole.frame) return;
-    const decoded = decodeDocFrame(whole.frame);
+    const inflated = inflateFrame(whole.frame);
+    if (!inflated.ok) return this.emit("protocolError", [CrosstalkError.from(inflated.error)]);
+    const decoded = decodeDocFrame(inflated.frame);
     if (!decoded.ok) return this.emit("protocolError", [CrosstalkError.from(decoded.error)]);
     this.emit("doc", [decoded.frame.doc, decoded.frame.decoder]);
   }

@@ -44,7 +44,7 @@ import {
   storedEventSchema,
 } from "../protocol/index.ts";
 import type { RoomContext } from "./context.ts";
-import { type DocHub, ROOM } from "./docs.ts";
+import { type DocHub, isRetiredWriter, ROOM } from "./docs.ts";
 import { httpError, type RoomModule } from "./handlers.ts";
 import { keys, pad } from "./keys.ts";
 import { appendEvents } from "./log.ts";
@@ -163,7 +163,10 @@ export class Backup {
         yield {
           kind: "writers",
           ns,
-          writers: Object.fromEntries([...writers].map(([k, a]) => [k.slice(prefix.length), a])),
+          // Client ids a rebase retired are the source room's history: the export holds the current base.
+          writers: Object.fromEntries(
+            [...writers].filter(([, a]) => !isRetiredWriter(a)).map(([k, a]) => [k.slice(prefix.length), a]),
+          ),
         };
       const doc = await this.hub.open(stateDoc(ns));
       const update = toBase64(Y.encodeStateAsUpdate(doc.ydoc));

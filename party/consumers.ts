@@ -82,8 +82,14 @@ const consKey = keys.consumer;
 const leaseAlarm = (group: Group, seq: number): string => `grp|${group.stream.name}|${group.name}|${seq}`;
 const grpKey = keys.group;
 
+/** Durable consumers' positions kept in memory at most (the least recently used go; storage has them all). */
+export const MAX_CACHED_POSITIONS = 10_000;
+
 export class Consumers {
+  /** Recently used durable positions, oldest use first; at most `maxCachedPositions`. */
   readonly #durable = new Map<string, DurableRecord>();
+  /** Position writes handed to storage and not yet resolved: none is evicted meanwhile. */
+  #writing = 0;
   readonly #groups = new Map<string, Promise<Group>>();
   readonly #dirty = new Map<string, unknown>();
   #flushScheduled = false;
@@ -95,8 +101,25 @@ export class Consumers {
   constructor(
     ctx: RoomContext,
     private readonly streams: Streams,
+    private readonly maxCachedPositions = MAX_CACHED_POSITIONS,
   ) {
     ({ storage: this.storage, now: this.now, alarms: this.alarms } = ctx);
+  }
+
+  /** Caches `record` as the newest used; past the budget, forgets the least recently used stored ones. */
+  #remember(key: string, record: DurableRecord): void {
+    this.#durable.delete(key);
+    this.#durable.set(key, record);
+    this.#trimPositions();
+  }
+
+  /** Forgets the least recently used positions past the budget, once storage holds every one. */
+  #trimPositions(): void {
+    if (this.#durable.size <= this.maxCachedPositions || this.#dirty.size > 0 || this.#writing > 0) return;
+    for (const old of this.#durable.keys()) {
+      if (this.#durable.size <= this.maxCachedPositions) break;
+      this.#durable.delete(old);
+    }
   }
 
   // --- durable consumers ----------------------------------------------------------------
@@ -109,8 +132,8 @@ export class Consumers {
       if (!record) return null;
       // A concurrent ack may have landed while we read.
       record = this.#durable.get(key) ?? record;
-      this.#durable.set(key, record);
     }
+    this.#remember(key, record);
     return record.acked;
   }
 
@@ -120,30 +143,35 @@ export class Consumers {
     // Positions only move forward; a stale ack from a slow socket cannot rewind them.
     if (current && current.acked >= seq) return;
     const record = { acked: seq, updatedAt: this.now() };
-    this.#durable.set(key, record);
     this.#persist(key, record);
+    this.#remember(key, record);
   }
 
   /** Durable consumers and groups of `stream`, with their lag (names only: no event content). */
   async list(streamName: string): Promise<{ head: number; consumers: ConsumerInfo[] }> {
-    const stream = await this.streams.open(streamName);
+    const groups = await this.storage.list<GroupRecord>({ prefix: grpKey(streamName, "") });
+    // Groups not loaded yet need the stream; otherwise its head is enough (no reload: `doc-cache.ts`).
+    const stream = [...groups.keys()].some((key) => !this.#groups.has(key))
+      ? await this.streams.open(streamName)
+      : null;
+    const head = stream ? stream.head : await this.streams.head(streamName);
     const out: ConsumerInfo[] = [];
     const stored = await this.storage.list<DurableRecord>({ prefix: consKey(streamName, "") });
-    for (const [key, record] of stored) this.#durable.set(key, this.#durable.get(key) ?? record);
-    for (const [key, record] of this.#durable) {
-      if (!key.startsWith(consKey(streamName, ""))) continue;
+    // Stored positions, newer ones from memory (not cached: a listing is not a use).
+    const all = new Map(stored);
+    for (const [key, record] of this.#durable) if (key.startsWith(consKey(streamName, ""))) all.set(key, record);
+    for (const [key, record] of all) {
       const name = key.slice(consKey(streamName, "").length);
       out.push({
         name,
         kind: "durable",
         acked: record.acked,
-        lag: stream.head - record.acked,
+        lag: head - record.acked,
         updatedAt: record.updatedAt,
       });
     }
-    const groups = await this.storage.list<GroupRecord>({ prefix: grpKey(streamName, "") });
     for (const key of groups.keys())
-      if (!this.#groups.has(key)) this.#groups.set(key, this.#loadGroup(key, stream, null));
+      if (stream && !this.#groups.has(key)) this.#groups.set(key, this.#loadGroup(key, stream, null));
     for (const [key, loading] of this.#groups) {
       if (!key.startsWith(grpKey(streamName, ""))) continue;
       const g = await loading;
@@ -151,13 +179,13 @@ export class Consumers {
         name: g.name,
         kind: "group",
         acked: g.floor,
-        lag: stream.head - g.floor,
+        lag: head - g.floor,
         updatedAt: g.updatedAt,
         members: g.members.size,
         inFlight: g.leases.size,
       });
     }
-    return { head: stream.head, consumers: out.sort((a, b) => a.name.localeCompare(b.name)) };
+    return { head, consumers: out.sort((a, b) => a.name.localeCompare(b.name)) };
   }
 
   // --- groups ---------------------------------------------------------------------------
@@ -380,7 +408,10 @@ export class Consumers {
     const event = group.events.get(seq) ?? (await this.#read(group, seq));
     if (event) {
       const letter = deadLetter(event, { consumer: group.name, error, deliveries: group.deliveries.get(seq) ?? 0 });
-      this.streams.append(await this.streams.open(letter.stream), [letter.input], "room");
+      const dlq = await this.streams.open(letter.stream);
+      // Dead-lettered before, maybe long ago (its id archived): not again.
+      await this.streams.recall(dlq, [letter.input]);
+      this.streams.append(dlq, [letter.input], "room");
     }
     this.#finish(group, seq);
   }
@@ -503,9 +534,13 @@ export class Consumers {
       this.#flushScheduled = false;
       const entries = Object.fromEntries(this.#dirty);
       this.#dirty.clear();
-      void putAll(this.storage, entries).catch((error: unknown) =>
-        console.error("[crosstalk] consumer positions not stored", error),
-      );
+      this.#writing++;
+      void putAll(this.storage, entries)
+        .catch((error: unknown) => console.error("[crosstalk] consumer positions not stored", error))
+        .finally(() => {
+          this.#writing--;
+          this.#trimPositions();
+        });
     });
   }
 }

@@ -9,23 +9,27 @@
  * everything it contains is stored.
  */
 import * as decoding from "lib0/decoding";
-import * as encoding from "lib0/encoding";
 import * as syncProtocol from "y-protocols/sync";
 import * as Y from "yjs";
 import {
   DEFAULT_ROOM_LIMITS,
+  DEFLATE_MIN_BYTES,
   type DocName,
+  deflateFrame,
   type ErrorBody,
   encodeDocFrame,
   isWritableByClients,
   MAX_JSON_DEPTH,
   type RoomLimits,
 } from "../protocol/index.ts";
+import type { IdleDocs } from "./doc-cache.ts";
 import type { RoomModule } from "./handlers.ts";
 import { keys } from "./keys.ts";
 import type { Metrics } from "./metrics.ts";
+import { emptyLive, liveEntries, liveIds, loadLive, nextLive, type RebaseLive } from "./rebase-live.ts";
 import { RawDocSession, type Session } from "./session.ts";
 import { appendUpdate, compact, type KvStorage, loadDoc, needsCompaction, putAll, type StoredDoc } from "./storage.ts";
+import { step2Frame } from "./sync-share.ts";
 import { checkUpdate } from "./update-check.ts";
 
 /** A document with no commit for longer than this (ms) is quiet: its next batch commits without a timer tick. */
@@ -41,10 +45,15 @@ export const ROOM = Symbol("room");
  * the clock the room had of it). Not an agent name, so no session ever writes under it.
  */
 const RETIRED = "#retired@";
-/** A state document is rebased once it holds this many structs more than its live entries… */
-const REBASE_MIN_STRUCTS = 4096;
-/** …and its structs outnumber its live entries this many times over. */
-const REBASE_RATIO = 4;
+/** Whether a recorded writer is a retired client id's (`RETIRED`), not an agent. */
+export const isRetiredWriter = (writer: string): boolean => writer.startsWith(RETIRED);
+/**
+ * When a state document is rebased: once it holds `minStructs` structs more than its live
+ * entries and its structs outnumber them `ratio` times over. Tests make it small, so that
+ * rebases interleave with every other operation.
+ */
+export type RebaseTuning = { minStructs: number; ratio: number };
+const REBASE_DEFAULTS: RebaseTuning = { minStructs: 4096, ratio: 4 };
 
 type Batch = {
   updates: { update: Uint8Array; origin: Session | typeof ROOM }[];
@@ -66,10 +75,16 @@ export type HubDoc = {
    * this an agent could write under another's id and clock and silently replace its edits.
    */
   readonly writers: Map<number, string>;
+  /** What the last rebase kept for deletes made against an old base (`rebase-live.ts`). */
+  live: RebaseLive;
   pending: Batch | null;
   inflight: Batch | null;
   /** When (ms) the commit loop last took a batch: how busy the document is. */
   lastCommit: number;
+  /** Room time of its last use (`doc-cache.ts`). */
+  usedAt: number;
+  /** Set once the hub has let it go (`unload`): a write to it after that revives it or is fatal. */
+  unloaded: boolean;
 };
 
 /**
@@ -85,6 +100,9 @@ export type HubLimits = Pick<RoomLimits, "maxUpdateBytes" | "maxDocDepth" | "max
 export class DocHub {
   readonly #docs = new Map<DocName, HubDoc>();
   readonly #loading = new Map<DocName, Promise<HubDoc>>();
+  /** Unloads documents nobody uses (`doc-cache.ts`); none are without it. */
+  idle: IdleDocs | null = null;
+  readonly #rebaseTuning: RebaseTuning | null;
 
   constructor(
     private readonly storage: KvStorage,
@@ -93,9 +111,11 @@ export class DocHub {
     private readonly limits: HubLimits = DEFAULT_ROOM_LIMITS,
     /** Counts rebases (`#rebase`). */
     private readonly metrics?: Metrics,
-    /** Whether state documents are rebased at all (`RoomOptions.rebase`). */
-    private readonly rebase = false,
-  ) {}
+    /** Whether state documents are rebased at all, and when (`RoomOptions.rebase`). */
+    rebase: boolean | Partial<RebaseTuning> = false,
+  ) {
+    this.#rebaseTuning = rebase === false ? null : { ...REBASE_DEFAULTS, ...(rebase === true ? {} : rebase) };
+  }
 
   /** Every document loaded in memory. */
   all(): IterableIterator<HubDoc> {
@@ -108,7 +128,10 @@ export class DocHub {
 
   open(name: DocName): Promise<HubDoc> {
     const doc = this.#docs.get(name);
-    if (doc) return Promise.resolve(doc);
+    if (doc) {
+      this.idle?.touch(doc);
+      return Promise.resolve(doc);
+    }
     let loading = this.#loading.get(name);
     if (!loading) {
       loading = this.#load(name).finally(() => this.#loading.delete(name));
@@ -127,11 +150,12 @@ export class DocHub {
       for (const [key, agent] of await this.storage.list<string>({ prefix }))
         writers.set(Number(key.slice(prefix.length)), agent);
     }
-    return this.#install({ name, ydoc, stored, writers });
+    const live = isWritableByClients(name) ? await loadLive(this.storage, name) : emptyLive();
+    return this.#install({ name, ydoc, stored, writers, live });
   }
 
   /** Makes `ydoc` the room's live copy of `name`: its updates go through the commit queue from now on. */
-  #install(init: Pick<HubDoc, "name" | "ydoc" | "stored" | "writers">): HubDoc {
+  #install(init: Pick<HubDoc, "name" | "ydoc" | "stored" | "writers" | "live">): HubDoc {
     const doc: HubDoc = {
       ...init,
       subscribers: new Set(),
@@ -139,7 +163,10 @@ export class DocHub {
       pending: null,
       inflight: null,
       lastCommit: 0,
+      usedAt: 0,
+      unloaded: false,
     };
+    this.idle?.touch(doc);
     doc.ydoc.on("update", (update: Uint8Array, origin: unknown) => {
       if (origin === LOADING) return;
       this.#batch(doc).updates.push({ update, origin: origin as Session | typeof ROOM });
@@ -150,7 +177,9 @@ export class DocHub {
 
   /** The batch that will hold the next update, starting the commit loop if idle. */
   #batch(doc: HubDoc): Batch {
+    if (doc.unloaded) this.#revive(doc);
     if (!doc.pending) {
+      this.idle?.touch(doc);
       doc.pending = { updates: [], after: [], extra: {} };
       // Under load a macrotask, not a microtask: everything delivered in this turn joins the
       // batch. (On workerd `storage.put` resolves at once, so a microtask made one record per
@@ -163,6 +192,32 @@ export class DocHub {
       }
     }
     return doc.pending;
+  }
+
+  /**
+   * Forgets `doc` if nothing needs it in memory: no subscriber, nothing pending or in flight
+   * (so its encoded state is all in storage). The next `open` loads it again. True if it went.
+   */
+  unload(doc: HubDoc): boolean {
+    if (this.#docs.get(doc.name) !== doc || this.#loading.has(doc.name)) return false;
+    if (doc.subscribers.size > 0 || doc.pending || doc.inflight) return false;
+    this.#docs.delete(doc.name);
+    doc.unloaded = true;
+    return true;
+  }
+
+  /**
+   * A module wrote to a document it opened before the hub unloaded it: if no other copy was
+   * loaded since, the old one is simply the live copy again (nothing was written meanwhile);
+   * otherwise two copies would write the same records, and the room stops instead.
+   */
+  #revive(doc: HubDoc): void {
+    doc.unloaded = false;
+    if (!this.#docs.has(doc.name) && !this.#loading.has(doc.name)) {
+      this.#docs.set(doc.name, doc);
+      return;
+    }
+    this.fatal(new Error(`document ${doc.name} was written through a copy unloaded since`));
   }
 
   /** Stores `entries` atomically with the document's next committed batch. */
@@ -190,18 +245,10 @@ export class DocHub {
       doc.inflight = batch;
       doc.lastCommit = Date.now();
       try {
-        if (batch.updates.length > 0) {
-          const merged =
-            batch.updates.length === 1
-              ? (batch.updates[0] as Batch["updates"][number]).update
-              : Y.mergeUpdates(batch.updates.map((u) => u.update));
-          await appendUpdate(this.storage, doc.stored, merged, batch.extra);
-          this.#broadcast(doc, batch, merged);
-        } else if (Object.keys(batch.extra).length > 0) {
-          await this.storage.put(batch.extra);
-        }
-        for (const fn of batch.after) fn();
-        if (this.rebase && !doc.pending && rebaseable(doc)) {
+        await this.#commit(doc, batch);
+        // Not only when idle: under a steady load the next batch is always pending, and the
+        // history would grow until the load stops (`#rebase` commits what is pending first).
+        if (this.#rebaseTuning && rebaseable(doc, this.#rebaseTuning)) {
           doc.inflight = null;
           return this.#rebase(doc);
         }
@@ -215,6 +262,21 @@ export class DocHub {
     }
   }
 
+  /** Stores one batch, then broadcasts its updates and runs its `after` callbacks. */
+  async #commit(doc: HubDoc, batch: Batch): Promise<void> {
+    if (batch.updates.length > 0) {
+      const merged =
+        batch.updates.length === 1
+          ? (batch.updates[0] as Batch["updates"][number]).update
+          : Y.mergeUpdates(batch.updates.map((u) => u.update));
+      await appendUpdate(this.storage, doc.stored, merged, batch.extra);
+      this.#broadcast(doc, batch, merged);
+    } else if (Object.keys(batch.extra).length > 0) {
+      await this.storage.put(batch.extra);
+    }
+    for (const fn of batch.after) fn();
+  }
+
   /**
    * Rebases state document `old` onto a fresh Y.Doc holding only its live entries. Yjs keeps
    * a struct for every overwritten map value, so a namespace written in a loop grows with its
@@ -223,9 +285,28 @@ export class DocHub {
    * ids it folded away are recorded as retired, with the clock the room had of each: a client
    * still on the old base is told `REBASED` (with that clock, so it can carry its own later
    * writes over) and syncs afresh, instead of mixing old structs into the new base. Messages
-   * for the document wait meanwhile, as for a load.
+   * for the document wait meanwhile, as for a load; what was applied before is committed first.
    */
   #rebase(old: HubDoc): Promise<void> {
+    this.#docs.delete(old.name);
+    const rebased = (async () => {
+      for (let batch = old.pending; batch; batch = old.pending) {
+        old.pending = null;
+        old.inflight = batch;
+        await this.#commit(old, batch);
+        old.inflight = null;
+      }
+      return this.#rebaseOnto(old);
+    })().finally(() => this.#loading.delete(old.name));
+    this.#loading.set(old.name, rebased);
+    return rebased.then(
+      () => {},
+      (error: unknown) => this.fatal(error),
+    );
+  }
+
+  /** The rebase proper, once everything applied to `old` is stored: see `#rebase`. */
+  async #rebaseOnto(old: HubDoc): Promise<HubDoc> {
     const fresh = new Y.Doc({ gc: true });
     fresh.transact(() => {
       for (const [root, type] of old.ydoc.share) {
@@ -240,35 +321,33 @@ export class DocHub {
       writers.set(client, `${RETIRED}${clock}`);
       retired[keys.yjsWriter(old.name, client)] = `${RETIRED}${clock}`;
     }
-    this.#docs.delete(old.name);
-    const rebased = (async () => {
-      // Retired first: should the room stop between the two, the ids are still in the current
-      // document, and `#retired` ignores a retirement the document does not bear out.
-      await putAll(this.storage, retired);
-      await compact(this.storage, old.stored, fresh);
-      const doc = this.#install({ name: old.name, ydoc: fresh, stored: old.stored, writers });
-      this.metrics?.rebases.inc({ doc: old.name });
-      // Every retired id's clock, not only the subscriber's own: a client carries over exactly
-      // what lies past them (its own unsynced writes, also those of earlier client ids restored
-      // from its storage); everything else it holds came through the room.
-      const known: Record<string, number> = Object.fromEntries(clocks);
-      for (const s of old.subscribers)
-        s.sendFrame({ type: "error", doc: old.name, error: rebasedError(old.name, known) });
-      old.ydoc.destroy();
-      return doc;
-    })().finally(() => this.#loading.delete(old.name));
-    this.#loading.set(old.name, rebased);
-    return rebased.then(
-      () => {},
-      (error: unknown) => this.fatal(error),
-    );
+    const live = nextLive(old.ydoc, old.live, fresh.clientID);
+    const liveStored = liveEntries(old.name, live);
+    // Retired first: should the room stop between the two, the ids are still in the current
+    // document, and `#retired` ignores a retirement the document does not bear out (and a
+    // live record naming ids of the current document only names entries it still holds).
+    await putAll(this.storage, { ...retired, ...liveStored.put });
+    await compact(this.storage, old.stored, fresh);
+    if (liveStored.drop.length > 0) await this.storage.delete(liveStored.drop);
+    const doc = this.#install({ name: old.name, ydoc: fresh, stored: old.stored, writers, live });
+    this.metrics?.rebases.inc({ doc: old.name });
+    // Every retired id's clock, not only the subscriber's own: a client carries over exactly
+    // what lies past them (its own unsynced writes, also those of earlier client ids restored
+    // from its storage); everything else it holds came through the room.
+    const known: Record<string, number> = Object.fromEntries(clocks);
+    const error = rebasedError(old.name, known, liveIds(live));
+    for (const s of old.subscribers) s.sendFrame({ type: "error", doc: old.name, error });
+    old.ydoc.destroy();
+    return doc;
   }
 
   /**
    * Null unless one of `clients` was retired by a rebase (and the document bears it out); then
-   * the clock the room had of every retired id, which the client carries its writes over by.
+   * the `REBASED` refusal: the clock the room had of every retired id, which the client carries
+   * its writes over by, and the ids of the entries still unchanged since (its deletes of those
+   * are carried over), of the clients in `holds` when the whole set the copy holds is known.
    */
-  #retired(doc: HubDoc, clients: Iterable<number>): Record<string, number> | null {
+  #retired(doc: HubDoc, clients: Iterable<number>, holds?: ReadonlySet<number>): ErrorBody | null {
     const isRetired = (client: number): boolean =>
       !!doc.writers.get(client)?.startsWith(RETIRED) && !doc.ydoc.store.clients.has(client);
     let any = false;
@@ -277,7 +356,7 @@ export class DocHub {
     const known: Record<string, number> = {};
     for (const [client, owner] of doc.writers)
       if (isRetired(client)) known[client] = Number((owner as string).slice(RETIRED.length));
-    return known;
+    return rebasedError(doc.name, known, liveIds(doc.live, holds));
   }
 
   /**
@@ -323,21 +402,24 @@ export class DocHub {
         const doc = await this.open(name);
         let step2: Uint8Array;
         try {
-          const stale = doc.clientWritable && this.#retired(doc, Y.decodeStateVector(payload).keys());
-          if (stale) return { error: rebasedError(name, stale) };
-          step2 = Y.encodeStateAsUpdate(doc.ydoc, payload);
+          const holds = new Set(Y.decodeStateVector(payload).keys());
+          const stale = doc.clientWritable && this.#retired(doc, holds, holds);
+          if (stale) return { error: stale };
+          step2 = step2Frame(name, doc.ydoc, payload);
         } catch {
           return { error: { code: "BAD_FRAME", message: "invalid state vector" } };
         }
         doc.subscribers.add(session);
         session.docs.add(name);
         this.afterCommit(doc, () => {
-          session.sendBinary(
-            encodeDocFrame(name, (e) => {
-              encoding.writeVarUint(e, syncProtocol.messageYjsSyncStep2);
-              encoding.writeVarUint8Array(e, step2);
-            }),
-          );
+          const reply = step2;
+          // A large state snapshot goes deflated to an agent (a stock Yjs client would not read
+          // it); should compressing fail, as it is. Only state: its flat layout repeats keys in
+          // every item (~10x smaller deflated); a log snapshot is a reconnect's catch-up, where
+          // the wait for compression showed in catch-up time.
+          if (reply.byteLength >= DEFLATE_MIN_BYTES && isWritableByClients(name) && !(session instanceof RawDocSession))
+            session.sendLater(deflateFrame(reply).catch(() => reply));
+          else session.sendBinary(reply);
           // Ask for what the client has and we lack; only where the client may write.
           if (doc.clientWritable)
             session.sendBinary(encodeDocFrame(name, (e) => syncProtocol.writeSyncStep1(e, doc.ydoc)));
@@ -347,6 +429,10 @@ export class DocHub {
       case syncProtocol.messageYjsSyncStep2:
       case syncProtocol.messageYjsUpdate: {
         const doc = this.#docs.get(name) ?? (await this.#loading.get(name));
+        if (doc) this.idle?.touch(doc);
+        // Sent on the copy a rebase replaced, before the session read its `REBASED`: the client
+        // carries what it holds over once its fresh copy syncs, so this is dropped, not refused.
+        if (doc && !doc.subscribers.has(session) && session.docs.has(name) && doc.clientWritable) return null;
         if (!doc?.subscribers.has(session)) {
           return {
             error: {
@@ -400,7 +486,7 @@ export class DocHub {
     // Checked before the update's dependencies: an item whose origin is a struct the rebase
     // folded away would otherwise look incomplete and close the socket as a bad update.
     const stale = this.#retired(doc, referencedClients(decoded));
-    if (stale) return { error: rebasedError(name, stale) };
+    if (stale) return { error: stale };
     const problem = checkUpdate(decoded, doc.ydoc, {
       maxDepth: this.limits.maxDocDepth,
       maxJsonDepth: MAX_JSON_DEPTH,
@@ -476,13 +562,18 @@ export class DocHub {
   }
 
   close(session: Session, name: DocName): void {
-    this.#docs.get(name)?.subscribers.delete(session);
+    this.#leave(session, this.#docs.get(name));
     session.docs.delete(name);
   }
 
   closeAll(session: Session): void {
-    for (const name of session.docs) this.#docs.get(name as DocName)?.subscribers.delete(session);
+    for (const name of session.docs) this.#leave(session, this.#docs.get(name as DocName));
     session.docs.clear();
+  }
+
+  /** The idle time of a document starts when its last subscriber leaves. */
+  #leave(session: Session, doc: HubDoc | undefined): void {
+    if (doc?.subscribers.delete(session)) this.idle?.touch(doc);
   }
 }
 
@@ -577,11 +668,14 @@ function rootResolver(structs: readonly (Y.Item | Y.GC | Y.Skip)[], ydoc: Y.Doc)
   return (item) => resolve(item, 0);
 }
 
-/** `REBASED` for `name`: `known` is the clock the room had of each retired client id named. */
-const rebasedError = (name: DocName, known: Record<string, number>): ErrorBody => ({
+/**
+ * `REBASED` for `name`: `known` is the clock the room had of each retired client id named;
+ * `live`, the ids (client → clocks) of entries unchanged since a rebase (`rebase-live.ts`).
+ */
+const rebasedError = (name: DocName, known: Record<string, number>, live: Record<string, number[]>): ErrorBody => ({
   code: "REBASED",
   message: `${name} was rebased onto a fresh copy to shed its history; sync it again`,
-  details: { known },
+  details: { known, live },
 });
 
 /** Next struct count at which `rebaseable` looks again at a document that was not worth it. */
@@ -593,11 +687,11 @@ const nextRebaseCheck = new WeakMap<HubDoc, number>();
  * API writes); a document with a list or nested type, or synced by a stock Yjs client (which
  * cannot be told to resync), keeps its history.
  */
-function rebaseable(doc: HubDoc): boolean {
+function rebaseable(doc: HubDoc, tuning: RebaseTuning): boolean {
   if (!doc.clientWritable) return false;
   let structs = 0;
   for (const list of doc.ydoc.store.clients.values()) structs += list.length;
-  if (structs < Math.max(REBASE_MIN_STRUCTS, nextRebaseCheck.get(doc) ?? 0)) return false;
+  if (structs < Math.max(tuning.minStructs, nextRebaseCheck.get(doc) ?? 0)) return false;
   for (const s of doc.subscribers) if (s instanceof RawDocSession) return false;
   let live = 0;
   for (const type of doc.ydoc.share.values()) {
@@ -608,10 +702,10 @@ function rebaseable(doc: HubDoc): boolean {
       live++;
     }
   }
-  if (structs - live >= REBASE_MIN_STRUCTS && structs >= REBASE_RATIO * live) return true;
+  if (structs - live >= tuning.minStructs && structs >= tuning.ratio * live) return true;
   // Counting is linear in the entries: a document not worth it yet is counted again only after
   // that many more structs, so the counting costs O(1) per write.
-  nextRebaseCheck.set(doc, structs + Math.max(REBASE_MIN_STRUCTS / 4, live));
+  nextRebaseCheck.set(doc, structs + Math.max(tuning.minStructs / 4, live));
   return false;
 }
 

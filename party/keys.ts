@@ -15,6 +15,9 @@ export const keys = {
   /** The agent that writes under each Yjs client id of a client-writable document (`party/docs.ts`). */
   yjsWriterPrefix: (doc: string) => `doc|${doc}|w|`,
   yjsWriter: (doc: string, client: number) => `doc|${doc}|w|${client}`,
+  /** What the last rebase of a state document kept for offline deletes (`party/rebase-live.ts`): part count, parts. */
+  docRebaseLive: (doc: string) => `doc|${doc}|live`,
+  docRebaseLivePart: (doc: string, part: number) => `doc|${doc}|live|${pad(part)}`,
   /** Archived log segments and their id index (`party/streams.ts`). */
   archivePrefix: (stream: string, segment: number) => `arc|${stream}|${pad(segment)}|`,
   archiveIndexPrefix: (stream: string) => `arcidx|${stream}|`,

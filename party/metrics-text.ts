@@ -38,7 +38,7 @@ export const DEFAULT_MEMORY_LIMIT_BYTES = 128 * 1024 * 1024;
 export async function metricsText(m: MetricsSources): Promise<string> {
   const roles = new Map<string, number>();
   for (const s of m.presence.sessions()) roles.set(s.role, (roles.get(s.role) ?? 0) + 1);
-  const streams = await m.streams.loaded();
+  const streams = await m.streams.summaries();
   const lag: GaugeSample[] = [];
   const position: GaugeSample[] = [];
   for (const stream of streams) {
@@ -68,12 +68,12 @@ export async function metricsText(m: MetricsSources): Promise<string> {
     },
     {
       name: "crosstalk_stream_head_seq",
-      help: "Last seq of each loaded stream.",
+      help: "Last seq of each stream used since the room started.",
       samples: streams.map((s) => ({ labels: { stream: s.name }, value: s.head })),
     },
     {
       name: "crosstalk_dlq_depth",
-      help: "Events in each loaded dead-letter stream.",
+      help: "Events in each dead-letter stream used since the room started.",
       samples: streams
         .filter((s) => s.name.endsWith(DLQ_SUFFIX))
         .map((s) => ({ labels: { stream: s.name }, value: s.head })),

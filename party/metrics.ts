@@ -143,6 +143,11 @@ export class Metrics {
     "State documents rebased onto a fresh copy to shed their history, by document.",
     256,
   );
+  readonly unloads = new Counter(
+    "crosstalk_doc_unloads_total",
+    "Documents unloaded from memory after nobody used them for a while (loaded again on demand), by kind (state, log, ...).",
+    64,
+  );
   readonly noRoute = new Counter(
     "crosstalk_rpc_no_route_total",
     "Calls and messages to a role refused with NO_ROUTE (no live member serves the method), by role.",
@@ -175,6 +180,7 @@ export class Metrics {
       this.connects,
       this.slowReaders,
       this.rebases,
+      this.unloads,
     ];
     return `${[...gauges.flatMap(renderGauge), ...counters.flatMap((c) => c.render()), ...this.callSeconds.render()].join("\n")}\n`;
   }

@@ -10,6 +10,7 @@
  */
 import { type Connection, type ConnectionContext, routePartykitRequest, Server } from "partyserver";
 import { CLOSE_CODES, PING_FRAME, PONG_FRAME } from "../protocol/index.ts";
+import { docIdleFromEnv } from "./doc-cache.ts";
 import { limitsFromEnv } from "./guard.ts";
 import { identityOf } from "./identity.ts";
 import { type RoomOptions, TeamRoom } from "./room.ts";
@@ -33,7 +34,8 @@ export class TeamParty extends Server<Env> {
       storage: ctx.storage,
       ...logWindow(env),
       limits: limitsFromEnv(env),
-      rebase: env.CROSSTALK_REBASE === "1",
+      rebase: env.CROSSTALK_REBASE !== "0",
+      ...docIdleFromEnv(env),
     });
     return this.#team;
   }

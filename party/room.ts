@@ -28,7 +28,8 @@ import { Backup, backupModule } from "./backup.ts";
 import { Consumers, consumerModule } from "./consumers.ts";
 import type { RoomContext } from "./context.ts";
 import { Dispatch } from "./dispatch.ts";
-import { DocHub, docModule } from "./docs.ts";
+import { DEFAULT_DOC_IDLE_MS, IdleDocs } from "./doc-cache.ts";
+import { DocHub, docModule, type RebaseTuning } from "./docs.ts";
 import { Feeds, feedModule } from "./feeds.ts";
 import { flowModule, takeRead } from "./flow.ts";
 import { Guard } from "./guard.ts";
@@ -81,11 +82,16 @@ export type RoomOptions = {
   /** Where to export the room's spans (OTLP/HTTP JSON; `CROSSTALK_OTLP_ENDPOINT`); none by default. */
   otlpEndpoint?: string;
   /**
-   * Rebase state documents whose history outweighs their content (`docs.ts`). Off by default
-   * until its known gaps are closed (an entity deleted offline across a rebase comes back;
-   * see issue 18); `--var CROSSTALK_REBASE=1` turns it on.
+   * Rebase state documents whose history outweighs their content (`docs.ts`), so a namespace's
+   * memory follows its content, not its writes. On by default; `false` (`--var
+   * CROSSTALK_REBASE=0`) turns it off, an object tunes when it happens (tests).
    */
-  rebase?: boolean;
+  rebase?: boolean | Partial<RebaseTuning>;
+  /**
+   * How long a document nobody syncs stays in memory after its last use (`doc-cache.ts`;
+   * default 30 s; `CROSSTALK_DOC_IDLE_MS`). Its state is in storage and loads again on demand.
+   */
+  docIdleMs?: number;
   /** Called when the room can no longer trust its memory (storage failed). */
   onFatal?: (error: unknown) => void;
   /** How often retention passes run per stream (`retention.ts`). */
@@ -147,8 +153,10 @@ export class TeamRoom {
       },
       limits,
       this.metrics,
-      options.rebase ?? false,
+      options.rebase ?? true,
     );
+    this.hub.idle = new IdleDocs(this.hub, { idleMs: options.docIdleMs ?? DEFAULT_DOC_IDLE_MS, now });
+    this.hub.idle.unloaded.add((doc) => this.metrics.unloads.inc({ kind: doc.name.slice(0, doc.name.indexOf("/")) }));
     const ctx: RoomContext = {
       storage: options.storage,
       now,
@@ -352,6 +360,7 @@ export class TeamRoom {
   message(socket: Socket, data: string | ArrayBuffer | ArrayBufferView): void {
     const session = this.admission.get(socket);
     if (!session || answerPing(data, (text) => session.sendText(text)) || takeRead(data, session)) return;
+    this.hub.idle?.tick();
     this.#dispatch.message(session, data);
   }
 
@@ -362,6 +371,7 @@ export class TeamRoom {
   /** HTTP, for tools: see the modules' routes (`GET …/<team>`, `/metrics`, `/agents`, `/state/<ns>`, `/streams/<stream>`) and the A2A gateway (`…/a2a/…`). */
   async request(req: Request, principal: Principal = null): Promise<Response> {
     await this.policy.load();
+    this.hub.idle?.tick();
     return this.#http(req, principal && { ...principal, grants: this.policy.bind(principal) });
   }
 

@@ -10,6 +10,7 @@
 import type * as Party from "partykit/server";
 import { CLOSE_CODES } from "../protocol/index.ts";
 import { connectUrlRefusal } from "./admission.ts";
+import { docIdleFromEnv } from "./doc-cache.ts";
 import { limitsFromEnv } from "./guard.ts";
 import {
   authenticate,
@@ -58,7 +59,8 @@ export default class TeamServer implements Party.Server {
       ...(Number.isFinite(skew) && skew !== 0 ? { now: () => Date.now() + skew } : {}),
       streams: Number.isInteger(window) && window > 0 ? { window } : {},
       retention: Number.isInteger(retentionMs) && retentionMs > 0 ? { intervalMs: retentionMs } : {},
-      rebase: env.CROSSTALK_REBASE === "1",
+      rebase: env.CROSSTALK_REBASE !== "0",
+      ...docIdleFromEnv(env),
       limits: limitsFromEnv(this.room.env),
       ...(Number.isSafeInteger(memory) && memory > 0 ? { memoryLimitBytes: memory } : {}),
       ...(typeof env.CROSSTALK_OTLP_ENDPOINT === "string" && env.CROSSTALK_OTLP_ENDPOINT

@@ -58,6 +58,9 @@ export type SessionInit = {
   tooSlow?: (session: Session) => void;
 };
 
+/** A frame waiting in a session's backlog: ready (text or binary), or being made. */
+type Pending = string | Uint8Array | Promise<Uint8Array | null>;
+
 export class Session {
   /** Documents this session has opened (sent a sync step 1 for). */
   readonly docs = new Set<string>();
@@ -159,6 +162,11 @@ export class Session {
 
   sendText(text: string): void {
     if (this.closed) return;
+    if (this.#backlog) this.#backlog.push(text);
+    else this.#sendTextNow(text);
+  }
+
+  #sendTextNow(text: string): void {
     this.unread += text.length;
     try {
       this.socket.send(text);
@@ -171,6 +179,45 @@ export class Session {
   sendBinary(bytes: Uint8Array): void {
     if (this.closed) return;
     this.metrics.framesOut.inc({ type: "doc" });
+    if (this.#backlog) this.#backlog.push(bytes);
+    else this.#sendBinaryNow(bytes);
+  }
+
+  /**
+   * Frames sent while one made asynchronously (`sendLater`) is not ready yet wait here, in
+   * order, behind it; null when nothing is pending.
+   */
+  #backlog: Pending[] | null = null;
+
+  /**
+   * Sends the binary frame `pending` resolves to (nothing for null or a failure) before any
+   * frame sent after this call: what a deflated snapshot is (`protocol/deflate.ts`).
+   */
+  sendLater(pending: Promise<Uint8Array | null>): void {
+    if (this.closed) return;
+    this.metrics.framesOut.inc({ type: "doc" });
+    if (this.#backlog) {
+      this.#backlog.push(pending);
+      return;
+    }
+    this.#backlog = [pending];
+    void this.#drain();
+  }
+
+  async #drain(): Promise<void> {
+    const backlog = this.#backlog as Pending[];
+    while (backlog.length > 0) {
+      const next = backlog[0] as Pending;
+      const ready = next instanceof Promise ? await next.catch(() => null) : next;
+      backlog.shift();
+      if (this.closed) continue;
+      if (typeof ready === "string") this.#sendTextNow(ready);
+      else if (ready) this.#sendBinaryNow(ready);
+    }
+    this.#backlog = null;
+  }
+
+  #sendBinaryNow(bytes: Uint8Array): void {
     try {
       if (bytes.byteLength <= MAX_FRAME_BYTES) {
         this.unread += bytes.byteLength;

@@ -36,7 +36,7 @@ export class SharedState {
     let index = this.#indexes.get(doc);
     if (!index) {
       const created = new EntityIndex(doc.ydoc);
-      fieldsMap(doc.ydoc).observe((event) => void created.apply(event.changes.keys as never));
+      fieldsMap(doc.ydoc).observe((event) => void created.apply(event));
       this.#indexes.set(doc, created);
       index = created;
     }

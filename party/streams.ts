@@ -33,6 +33,7 @@ import {
   storedEvent,
 } from "../protocol/index.ts";
 import type { RoomContext } from "./context.ts";
+import { ArchivedIds } from "./dedupe.ts";
 import { type DocHub, type HubDoc, ROOM } from "./docs.ts";
 import { httpError, type Outcome, type RoomModule } from "./handlers.ts";
 import { keys, pad } from "./keys.ts";
@@ -59,8 +60,13 @@ export type StreamState = {
   readonly segments: LogSegments;
   head: number;
   lastTs: number;
-  /** Event id → where it was stored, for idempotent re-publish (bounded, newest kept). */
+  /**
+   * Event id → where it was stored, for idempotent re-publish: the ids of the live window and
+   * of recent appends, and archived ones a publish recalled (`recall`).
+   */
   readonly ids: Map<string, { seq: number; ts: number }>;
+  /** The other ids remembered for dedupe, of archived events: hashes only (`dedupe.ts`). */
+  readonly archived: ArchivedIds;
   archiving: boolean;
   /** Called after every append, synchronously (consumer groups hook in here). */
   readonly listeners: Set<(stream: StreamState) => void>;
@@ -80,6 +86,10 @@ const arcPrefix = keys.archivePrefix;
 const idxPrefix = keys.archiveIndexPrefix;
 /** Archive parts are JSON text; 40k UTF-16 units stay under 128 KiB however they serialize. */
 export const ARCHIVE_PART_CHARS = 40_000;
+/** Archive segments kept in memory after a read, at most… */
+export const ARCHIVE_CACHE_SEGMENTS = 8;
+/** …and at most this much of their JSON text together (the segment just read always stays). */
+export const ARCHIVE_CACHE_CHARS = 4 * 1024 * 1024;
 
 function eventBytes(event: EventInput): number {
   const json = JSON.stringify(event);
@@ -89,8 +99,17 @@ function eventBytes(event: EventInput): number {
 
 export class Streams {
   readonly #streams = new Map<string, Promise<StreamState>>();
-  /** A few recently read archive segments: consumers catching up read them in sequence. */
-  readonly #archiveCache = new Map<string, (StoredEvent | null)[]>();
+  /** The loaded ones, by their log document: what goes when the hub unloads it (`doc-cache.ts`). */
+  readonly #byDoc = new Map<HubDoc, StreamState>();
+  /** The head of each stream unloaded since its last use: metrics and listings read it without a reload. */
+  readonly #unloadedHeads = new Map<string, number>();
+  /**
+   * A few recently read archive segments: consumers catching up read them in sequence. At
+   * most {@link ARCHIVE_CACHE_SEGMENTS} and {@link ARCHIVE_CACHE_CHARS} of their JSON text
+   * (large events make few segments fit); the oldest read goes first.
+   */
+  readonly #archiveCache = new Map<string, { events: (StoredEvent | null)[]; chars: number }>();
+  #archiveCacheChars = 0;
   /** Called after every append to any stream (retention schedules its passes here). */
   readonly appended = new Set<(stream: StreamState) => void>();
 
@@ -105,6 +124,19 @@ export class Streams {
     private readonly options: StreamOptions,
   ) {
     ({ hub: this.hub, storage: this.storage, now: this.now, metrics: this.metrics, spans: this.spans } = ctx);
+    // A stream stays in memory while feeds or groups follow it or its archiving runs; else its
+    // state (window, dedupe ids, outbox marks) goes with its document and is rebuilt on the next use.
+    this.hub.idle?.holds.add((doc) => {
+      const stream = this.#byDoc.get(doc);
+      return !!stream && (stream.listeners.size > 0 || stream.archiving);
+    });
+    this.hub.idle?.unloaded.add((doc) => {
+      const stream = this.#byDoc.get(doc);
+      if (!stream) return;
+      this.#byDoc.delete(doc);
+      this.#streams.delete(stream.name);
+      this.#unloadedHeads.set(stream.name, stream.head);
+    });
   }
 
   /** Every stream that has events. */
@@ -113,20 +145,43 @@ export class Streams {
     return [...listed.keys()].map((k) => k.slice(keys.streamPrefix.length));
   }
 
-  /** Streams loaded in memory (those used since the room started). */
-  async loaded(): Promise<StreamState[]> {
+  /** Every stream used since the room started, with its head, whether it is in memory now or not. */
+  async summaries(): Promise<{ name: string; head: number }[]> {
     const settled = await Promise.allSettled(this.#streams.values());
-    return settled.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
+    const loaded = settled.flatMap((s) =>
+      s.status === "fulfilled" ? [{ name: s.value.name, head: s.value.head }] : [],
+    );
+    const names = new Set(loaded.map((s) => s.name));
+    const unloaded = [...this.#unloadedHeads].filter(([name]) => !names.has(name));
+    return [...loaded, ...unloaded.map(([name, head]) => ({ name, head }))];
+  }
+
+  /** The head of `name`, without counting as a use (and without a reload, if it was unloaded). */
+  async head(name: string): Promise<number> {
+    const loaded = this.#streams.get(name);
+    if (loaded) return (await loaded).head;
+    return this.#unloadedHeads.get(name) ?? (await this.open(name)).head;
   }
 
   open(name: string): Promise<StreamState> {
-    let stream = this.#streams.get(name);
+    const stream = this.#streams.get(name);
     if (!stream) {
-      stream = this.#load(name);
-      stream.catch(() => this.#streams.delete(name));
-      this.#streams.set(name, stream);
+      const loading = this.#load(name);
+      loading.then(
+        (state) => {
+          this.#byDoc.set(state.doc, state);
+          this.#unloadedHeads.delete(name);
+        },
+        () => this.#streams.delete(name),
+      );
+      this.#streams.set(name, loading);
+      return loading;
     }
-    return stream;
+    return stream.then((state) => {
+      // In use: its document stays loaded a while longer.
+      this.hub.idle?.touch(state.doc);
+      return state;
+    });
   }
 
   async #load(name: string): Promise<StreamState> {
@@ -139,6 +194,7 @@ export class Streams {
       head: logHead(segments),
       lastTs: 0,
       ids: new Map(),
+      archived: new ArchivedIds(),
       archiving: false,
       listeners: new Set(),
       marks: new OutboxMarks({
@@ -156,7 +212,8 @@ export class Streams {
     const horizon = this.now() - this.options.dedupeWindowMs;
     for (const idx of [...recent.values()].reverse()) {
       if (idx.lastTs < horizon) continue;
-      for (const [i, id] of idx.ids.entries()) state.ids.set(id, { seq: idx.seqs[0] + i, ts: idx.lastTs });
+      const segNo = Math.floor((idx.seqs[0] - 1) / LOG_SEGMENT_SIZE);
+      for (const id of idx.ids) state.archived.add(id, segNo);
       state.lastTs = Math.max(state.lastTs, idx.lastTs);
     }
     for (let seq = logTail(segments); seq <= state.head; seq++) {
@@ -187,6 +244,7 @@ export class Streams {
     const startedAt = this.spans ? this.now() : 0;
     const stream = await this.open(frame.stream);
     const mark = frame.outbox ? await this.#mark(stream, session.agent, frame.outbox.instance) : null;
+    await this.recall(stream, frame.events);
     if (frame.outbox && mark && frame.outbox.n <= mark.n) {
       // Applied before (however long ago): the same answer, with the seqs the room still remembers.
       const results = frame.events.map((e) => {
@@ -286,9 +344,40 @@ export class Streams {
     return { ok: true, results };
   }
 
+  /**
+   * Makes the archived ids among `events` known in `ids`, with their seqs, by reading the index
+   * of each archived segment that may hold one (`dedupe.ts`): `append` is synchronous and
+   * checks `ids` only.
+   */
+  async recall(stream: StreamState, events: readonly { id: string }[]): Promise<void> {
+    if (stream.archived.size === 0) return;
+    const wanted = new Map<number, string[]>();
+    for (const { id } of events) {
+      if (stream.ids.has(id)) continue;
+      for (const segNo of stream.archived.candidates(id)) {
+        const ids = wanted.get(segNo) ?? [];
+        wanted.set(segNo, ids);
+        ids.push(id);
+      }
+    }
+    for (const [segNo, ids] of wanted) {
+      const idx = await this.storage.get<ArchiveIndex>(idxPrefix(stream.name) + pad(segNo));
+      if (!idx) continue;
+      for (const id of ids) {
+        const i = idx.ids.indexOf(id);
+        if (i >= 0 && !stream.ids.has(id)) stream.ids.set(id, { seq: idx.seqs[0] + i, ts: idx.lastTs });
+      }
+    }
+  }
+
   #trimIds(stream: StreamState): void {
-    // Map iteration is insertion order: the oldest ids go first.
-    const excess = stream.ids.size - this.options.dedupeMaxIds;
+    // Oldest first: archived hashes (older than any id in `ids` but recalled ones), then `ids`
+    // in insertion order.
+    let excess = stream.ids.size + stream.archived.size - this.options.dedupeMaxIds;
+    if (excess <= 0) return;
+    const hashed = Math.min(excess, stream.archived.size);
+    stream.archived.dropOldest(hashed);
+    excess -= hashed;
     if (excess <= 0) return;
     let n = 0;
     for (const id of stream.ids.keys()) {
@@ -333,6 +422,8 @@ export class Streams {
       entries[idxPrefix(stream.name) + pad(segNo)] = index;
       // Archive first, durably; only then drop the segment from the live document.
       await putAll(this.storage, entries);
+      // Their ids stay remembered, as hashes: the index just stored holds them.
+      for (const e of events) if (stream.ids.delete(e.id)) stream.archived.add(e.id, segNo);
       stream.doc.ydoc.transact(() => stream.segments.delete(String(segNo)), ROOM);
       await this.hub.stored(stream.doc);
     }
@@ -345,17 +436,34 @@ export class Streams {
   async #archivedSegment(stream: string, segNo: number): Promise<(StoredEvent | null)[]> {
     const key = `${stream}:${segNo}`;
     const cached = this.#archiveCache.get(key);
-    if (cached) return cached;
+    if (cached) {
+      // Read again: it becomes the newest.
+      this.#archiveCache.delete(key);
+      this.#archiveCache.set(key, cached);
+      return cached.events;
+    }
     const parts = await this.storage.list<string>({ prefix: arcPrefix(stream, segNo) });
-    const events = parts.size > 0 ? (JSON.parse([...parts.values()].join("")) as (StoredEvent | null)[]) : [];
-    this.#archiveCache.set(key, events);
-    if (this.#archiveCache.size > 8) this.#archiveCache.delete(this.#archiveCache.keys().next().value as string);
+    const text = [...parts.values()].join("");
+    const events = parts.size > 0 ? (JSON.parse(text) as (StoredEvent | null)[]) : [];
+    if (this.#archiveCache.has(key)) return events;
+    this.#archiveCache.set(key, { events, chars: text.length });
+    this.#archiveCacheChars += text.length;
+    for (const [old, entry] of this.#archiveCache) {
+      if (this.#archiveCache.size <= ARCHIVE_CACHE_SEGMENTS && this.#archiveCacheChars <= ARCHIVE_CACHE_CHARS) break;
+      if (old === key) continue;
+      this.#uncache(old, entry.chars);
+    }
     return events;
+  }
+
+  #uncache(key: string, chars: number): void {
+    this.#archiveCache.delete(key);
+    this.#archiveCacheChars -= chars;
   }
 
   /** Retention rewrote or removed archived segments of `name`: read them from storage again. */
   forget(name: string): void {
-    for (const key of [...this.#archiveCache.keys()]) if (key.startsWith(`${name}:`)) this.#archiveCache.delete(key);
+    for (const [key, entry] of [...this.#archiveCache]) if (key.startsWith(`${name}:`)) this.#uncache(key, entry.chars);
   }
 
   /** The oldest seq `name` still keeps: its first archived segment, else its live window. */

@@ -73,7 +73,7 @@ export const ERROR_CODES = {
   },
   REBASED: {
     retryable: true,
-    doc: "The room rebased a state document onto a fresh copy to shed its history. The client syncs it again and carries its unsynced writes over.",
+    doc: "The room rebased a state document onto a fresh copy to shed its history. The client syncs a fresh copy and carries over what the room had not seen: its writes past `details.known` (Yjs client id → the room's clock of it) and its deletes of the entries `details.live` names (client id → clocks of the items the room still held unchanged).",
   },
   INTERNAL: { retryable: true, doc: "The room hit an unexpected error; nothing was applied." },
 } as const satisfies Record<string, { retryable: boolean; doc: string }>;

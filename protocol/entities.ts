@@ -79,14 +79,30 @@ export class EntityIndex {
     for (const k of fieldsMap(doc).keys()) this.#add(k);
   }
 
-  /** Applies one transaction's changes; returns the entity keys that changed. */
-  apply(changes: Map<string, { action: "add" | "update" | "delete" }>): Set<string> {
+  /**
+   * Applies one transaction's changes to the `fields` map (its event); returns the entity keys
+   * that changed. A key still there is read from the map, which is much cheaper than
+   * `event.changes.keys` (old values and actions for every key: on a first sync, for every
+   * field of the namespace); only when a key is gone is Yjs asked whether it was there before.
+   */
+  apply(event: Y.YMapEvent<Json>): Set<string> {
+    const map = fieldsMap(this.doc);
     const touched = new Set<string>();
-    for (const [k, change] of changes) {
-      const [key] = splitFieldKey(k);
+    let actions: Map<string, unknown> | undefined;
+    for (const k of event.keysChanged) {
+      const [key, field] = splitFieldKey(k);
+      const item = map._map.get(k);
+      if (item && !item.deleted) {
+        // Not written by this transaction: only a losing concurrent write was, no change.
+        if (!event.adds(item)) continue;
+        this.#addField(key, field);
+      } else {
+        actions ??= event.changes.keys;
+        // Added and removed within the transaction: no change.
+        if (!actions.has(k)) continue;
+        this.#removeField(key, field);
+      }
       touched.add(key);
-      if (change.action === "delete") this.#remove(k);
-      else this.#add(k);
     }
     return touched;
   }
@@ -99,6 +115,10 @@ export class EntityIndex {
 
   #add(k: string): void {
     const [key, field] = splitFieldKey(k);
+    this.#addField(key, field);
+  }
+
+  #addField(key: string, field: string): void {
     let set = this.#fields.get(key);
     if (!set) {
       set = new Set();
@@ -109,6 +129,10 @@ export class EntityIndex {
 
   #remove(k: string): void {
     const [key, field] = splitFieldKey(k);
+    this.#removeField(key, field);
+  }
+
+  #removeField(key: string, field: string): void {
     const set = this.#fields.get(key);
     if (!set) return;
     set.delete(field);

@@ -34,6 +34,13 @@ export {
   FATAL_CLOSE_CODES,
 } from "./codes.ts";
 export {
+  BINARY_KIND_DEFLATED,
+  DEFLATE_MIN_BYTES,
+  type DeflatedFrame,
+  deflateFrame,
+  readDeflatedFrame,
+} from "./deflate.ts";
+export {
   type DeadLetterFailure,
   DLQ_SUFFIX,
   deadLetter,

@@ -14,6 +14,7 @@ import { z } from "zod";
 import {
   CLOSE_CODES,
   clientFrames,
+  DEFLATE_MIN_BYTES,
   DLQ_SUFFIX,
   ERROR_CODES,
   FATAL_CLOSE_CODES,
@@ -145,6 +146,11 @@ A socket carries two kinds of WebSocket message:
     larger than ${MAX_FRAME_BYTES} bytes (\`MAX_FRAME_BYTES\`, under PartyKit's 1 MB message limit)
     is sent as \`total\` chunk frames with the same \`id\` and \`index\` 0, 1, …; the receiver joins them in order and
     handles the result as one binary frame. Chunks out of order are refused with \`BAD_FRAME\`.
+  - **deflated frame** (room to agent only, protocol version 2 on): \`varUint 2, varUint length, varUint8Array zlib\`,
+    where \`zlib\` is the zlib stream (RFC 1950) of one whole binary frame of \`length\` bytes. The room sends a
+    doc frame of ${DEFLATE_MIN_BYTES} bytes or more (\`DEFLATE_MIN_BYTES\`: a sync step 2 that loads a large \`state/\`
+    document) this way; the agent inflates it and handles it as that frame, in the order it came. A stock Yjs client never
+    gets one.
 
 ## Documents
 

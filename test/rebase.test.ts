@@ -74,3 +74,59 @@ it("rebases a namespace overwritten in a loop; an agent offline across it carrie
   expect(stored["away-only"]?.value).toEqual({ n: 1 });
   await Promise.all(agents.map((t) => t.close()));
 }, 120_000);
+
+it("an entity deleted offline across two rebases stays deleted; a field another agent wrote meanwhile survives the delete", async () => {
+  const team = room.team("rebase-delete");
+  const net = room.cuttableSocket();
+  const writer = await room.agent("writer", { team });
+  const away = await room.agent("away", { team, WebSocket: net.WebSocket });
+  const agents: Team[] = [writer, away];
+  const ns = (t: Team) => t.state<{ n: number; by?: string }>("board");
+  await Promise.all(agents.map((t) => ns(t).ready));
+  ns(writer).set("doomed", { n: 1, by: "writer" });
+  ns(writer).set("contested", { n: 1, by: "writer" });
+  ns(away).set("mine", { n: 1, by: "away" });
+  await eventually(() => expect(ns(away).keys().sort()).toEqual(["contested", "doomed", "mine"]));
+
+  net.down();
+  await eventually(() => expect(away.status).toBe("offline"));
+  // Offline: two entities the writer made and one of its own, all deleted.
+  expect(ns(away).delete("doomed")).toBe(true);
+  expect(ns(away).delete("contested")).toBe(true);
+  expect(ns(away).delete("mine")).toBe(true);
+
+  // Meanwhile the writer changes one field of `contested` (a concurrent update survives a
+  // delete: the entity comes back with just that field), and rebases the namespace twice.
+  ns(writer).update("contested", { n: 2 });
+  // Writes in rounds until the room has rebased twice (how many writes that takes depends on
+  // how the room batches them), asked while the room is busy (a hibernated room's counters restart).
+  let i = 0;
+  while ((await rebases(team)) < 2) {
+    expect(i).toBeLessThan(20 * WRITES);
+    for (const end = i + 2_000; i < end; i++) {
+      ns(writer).set(`shared-${i % KEYS}`, { n: i });
+      if (i % 200 === 199) await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+  net.up();
+
+  await eventually(
+    () => {
+      for (const t of agents) {
+        const s = ns(t);
+        expect(s.has("doomed")).toBe(false);
+        expect(s.has("mine")).toBe(false);
+        expect(s.get("contested")).toEqual({ n: 2 });
+        expect(s.get(`shared-${KEYS - 1}`)?.n).toBe(i - 1);
+      }
+    },
+    { timeoutMs: 30_000 },
+  );
+  const [first, second] = agents.map((t) => JSON.stringify(ns(t).toJSON()));
+  expect(second).toBe(first);
+  const stored = (await (await room.fetch(`/parties/main/${team}/state/board`)).json()) as Record<string, unknown>;
+  expect(Object.keys(stored).sort()).toEqual(
+    ["contested", ...Array.from({ length: KEYS }, (_, k) => `shared-${k}`)].sort(),
+  );
+  await Promise.all(agents.map((t) => t.close()));
+}, 120_000);

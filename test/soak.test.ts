@@ -20,7 +20,7 @@ import { WebSocketServer } from "ws";
 import { MemoryKv } from "../party/memory-storage.ts";
 import { TeamRoom } from "../party/room.ts";
 
-const SOAK_MS = 180_000;
+const SOAK_MS = Number(process.env.CROSSTALK_SOAK_MS ?? 360_000);
 const SAMPLE_MS = 5_000;
 const TEAM = "soak";
 
@@ -28,7 +28,7 @@ setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
 
 const storage = new MemoryKv();
-const room = new TeamRoom({ team: TEAM, storage, rebase: true });
+const room = new TeamRoom({ team: TEAM, storage });
 const server = new WebSocketServer({ port: 0, host: "127.0.0.1" });
 server.on("connection", (ws, req) => {
   room.connect(ws, new URL(req.url ?? "/", "http://localhost"));
@@ -50,8 +50,8 @@ function storedBytes(): number {
   return n;
 }
 
-// Opt-in (`CROSSTALK_SOAK=1 npx vitest run test/soak.test.ts`) until issue 18 closes: with the
-// rebase on, an agent under this load was once closed with BadUpdate, cause not yet found.
+// Opt-in (`CROSSTALK_SOAK=1 npx vitest run test/soak.test.ts`; `CROSSTALK_SOAK_MS` shortens it): six
+// minutes is too long for every CI run. Any error the room reports to an agent fails it.
 it.runIf(process.env.CROSSTALK_SOAK === "1")(
   `keeps the room's heap flat under a mixed load (${SOAK_MS / 60_000} minutes)`,
   async () => {
@@ -98,6 +98,8 @@ it.runIf(process.env.CROSSTALK_SOAK === "1")(
     console.log(
       `soak: ${ops} loops (publish + call + set) in ${SOAK_MS / 1000} s; room heap MB ${samples.map((s) => s.mb.toFixed(1)).join(" ")}`,
     );
+    const errors = messages.flatMap((m) => ("error" in m ? [m.error] : []));
+    expect(errors).toEqual([]);
     expect(ops).toBeGreaterThan(1000);
     expect(Math.abs(last - middle)).toBeLessThan(15);
     expect(Math.max(...samples.map((s) => s.mb))).toBeLessThan(64);

@@ -38,6 +38,10 @@ export type TestRoomOptions = {
   retention?: RoomOptions["retention"];
   /** How the audit stream aggregates. */
   audit?: RoomOptions["audit"];
+  /** How long a document nobody syncs stays loaded (what `--var CROSSTALK_DOC_IDLE_MS` sets on the real one). */
+  docIdleMs?: RoomOptions["docIdleMs"];
+  /** Whether and when state documents are rebased (what `--var CROSSTALK_REBASE` sets on the real one). */
+  rebase?: RoomOptions["rebase"];
 };
 
 export interface TestRoom extends TestHost {

@@ -2,7 +2,8 @@
  * memory: resident memory of the room process (workerd) with a long history and many
  * connected agents (1M events and 200 agents; quick: 50k events and 50 agents). The room
  * is restarted first, so the figure is what a cold room grows to, not what the fill left
- * behind. Baseline: the same process idle after the restart, before anyone connects.
+ * behind. Baseline: the same process idle after the restart, before anyone connects. Both
+ * the process's RSS and the worker's JS heap after a full GC are reported.
  */
 import type { Team } from "../../client/node.ts";
 import { connect } from "../../client/node.ts";
@@ -35,6 +36,9 @@ export const memory: Scenario = {
       return values;
     };
     const idle = await sample();
+    // The JS heap after a full GC (through the dev server's inspector): what the room holds,
+    // apart from workerd's own memory, which is most of the RSS.
+    const idleHeap = await history.server.heap();
     ctx.step("idle room sampled");
 
     const agents: Team[] = [];
@@ -55,6 +59,9 @@ export const memory: Scenario = {
         agents.push(...group);
         ctx.status(`${agents.length}/${AGENTS} agents connected`);
       }
+      await sleep(1000);
+      // Presence alone (sessions, roster), before any document or stream is loaded.
+      const present = await sample();
       // Some agents follow the stream (the room loads its log and dedupe window), and one
       // publishes; the rest are merely present.
       await within(
@@ -66,11 +73,28 @@ export const memory: Scenario = {
       ctx.step(`${AGENTS} agents connected`);
       await sleep(1000);
       const loaded = await sample();
+      const loadedHeap = await history.server.heap();
       ctx.step("loaded room sampled");
       const note = `${AGENTS} agents (${SUBSCRIBERS} subscribed), ${history.size.toLocaleString("en-US")} events`;
       const metrics: Metric[] = [
         { name: "room_rss", unit: "MB", runs: loaded, baselineRuns: idle, baselineName: "idle room", note },
         { name: "room_rss_idle", unit: "MB", runs: idle, note: "after restart, nobody connected" },
+        {
+          name: "room_heap",
+          unit: "MB",
+          runs: [loadedHeap],
+          baselineRuns: [idleHeap],
+          baselineName: "idle room",
+          note: `JS heap after a full GC; ${note}`,
+        },
+        {
+          name: "room_rss_present",
+          unit: "MB",
+          runs: present,
+          baselineRuns: idle,
+          baselineName: "idle room",
+          note: `${AGENTS} agents connected, before anyone subscribes or publishes`,
+        },
       ];
       return metrics;
     } finally {

@@ -199,7 +199,12 @@ export const state: Scenario = {
       for (let run = 0; run < runs; run++) {
         const counter = cuttableSocket();
         const t0 = performance.now();
-        const loader = await server.agent(`loader-${run}`, { team, WebSocket: counter.WebSocket });
+        // As long a wait as for `ready`: on a busy machine workerd can take over 15 s to answer.
+        const loader = await server.agent(`loader-${run}`, {
+          team,
+          WebSocket: counter.WebSocket,
+          connectTimeoutMs: 120_000,
+        });
         try {
           const ns = loader.state("big");
           await within("namespace load", ns.ready, 120_000);

@@ -1,0 +1,42 @@
+/**
+ * Sync step 2 frames shared between sessions. Agents joining together sync a document from the
+ * same state (a fresh client: the empty state vector), and each answer is the whole document
+ * encoded: ten subscribers of a 10,000-event log window meant ten copies of it at once. The
+ * frame for one state vector is kept until the document changes, at most
+ * {@link SHARE_MS}, so a burst of joins costs one encoding and a quiet document holds no copy.
+ */
+import * as encoding from "lib0/encoding";
+import * as syncProtocol from "y-protocols/sync";
+import * as Y from "yjs";
+import { type DocName, encodeDocFrame } from "../protocol/index.ts";
+
+/** How long an answer is kept for the next session asking from the same state. */
+export const SHARE_MS = 1000;
+/** Only short state vectors (few writers) are compared; longer ones are answered one by one. */
+const MAX_SHARED_SV_BYTES = 64;
+
+const shared = new WeakMap<Y.Doc, { sv: string; frame: Uint8Array }>();
+const watched = new WeakSet<Y.Doc>();
+
+/** The sync step 2 frame answering state vector `sv` for document `name` (throws on an invalid `sv`). */
+export function step2Frame(name: DocName, ydoc: Y.Doc, sv: Uint8Array): Uint8Array {
+  const key = sv.byteLength <= MAX_SHARED_SV_BYTES ? String.fromCharCode(...sv) : null;
+  const hit = shared.get(ydoc);
+  if (key !== null && hit?.sv === key) return hit.frame;
+  const update = Y.encodeStateAsUpdate(ydoc, sv);
+  const frame = encodeDocFrame(name, (e) => {
+    encoding.writeVarUint(e, syncProtocol.messageYjsSyncStep2);
+    encoding.writeVarUint8Array(e, update);
+  });
+  if (key === null) return frame;
+  if (!watched.has(ydoc)) {
+    watched.add(ydoc);
+    ydoc.on("update", () => shared.delete(ydoc));
+  }
+  const entry = { sv: key, frame };
+  shared.set(ydoc, entry);
+  setTimeout(() => {
+    if (shared.get(ydoc) === entry) shared.delete(ydoc);
+  }, SHARE_MS);
+  return frame;
+}
