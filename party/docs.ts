@@ -32,8 +32,6 @@ import { appendUpdate, compact, type KvStorage, loadDoc, needsCompaction, putAll
 import { step2Frame } from "./sync-share.ts";
 import { checkUpdate } from "./update-check.ts";
 
-/** A document with no commit for longer than this (ms) is quiet: its next batch commits without a timer tick. */
-const QUIET_MS = 1;
 /** Origin of updates applied while loading from storage: not re-persisted. */
 const LOADING = Symbol("loading");
 /** The root map of entity meta in a state document (`protocol/entities.ts`). */
@@ -79,8 +77,6 @@ export type HubDoc = {
   live: RebaseLive;
   pending: Batch | null;
   inflight: Batch | null;
-  /** When (ms) the commit loop last took a batch: how busy the document is. */
-  lastCommit: number;
   /** Room time of its last use (`doc-cache.ts`). */
   usedAt: number;
   /** Set once the hub has let it go (`unload`): a write to it after that revives it or is fatal. */
@@ -162,7 +158,6 @@ export class DocHub {
       clientWritable: isWritableByClients(init.name),
       pending: null,
       inflight: null,
-      lastCommit: 0,
       usedAt: 0,
       unloaded: false,
     };
@@ -181,15 +176,9 @@ export class DocHub {
     if (!doc.pending) {
       this.idle?.touch(doc);
       doc.pending = { updates: [], after: [], extra: {} };
-      // Under load a macrotask, not a microtask: everything delivered in this turn joins the
-      // batch. (On workerd `storage.put` resolves at once, so a microtask made one record per
-      // update.) A quiet document (no commit in the last QUIET_MS) commits in a microtask: a
-      // lone update does not wait a timer tick (clamped, a millisecond or more) before it is
-      // stored and broadcast. Updates that far apart made one batch each with the timer too.
-      if (!doc.inflight) {
-        if (Date.now() - doc.lastCommit > QUIET_MS) queueMicrotask(() => void this.#commitLoop(doc));
-        else setTimeout(() => void this.#commitLoop(doc), 0);
-      }
+      // A macrotask, not a microtask: everything delivered in this turn joins the batch. (On
+      // workerd `storage.put` resolves at once, so a microtask made one record per update.)
+      if (!doc.inflight) setTimeout(() => void this.#commitLoop(doc), 0);
     }
     return doc.pending;
   }
@@ -243,7 +232,6 @@ export class DocHub {
       const batch = doc.pending;
       doc.pending = null;
       doc.inflight = batch;
-      doc.lastCommit = Date.now();
       try {
         await this.#commit(doc, batch);
         // Not only when idle: under a steady load the next batch is always pending, and the
