@@ -147,7 +147,8 @@ export class Admission {
       );
     }
     const instance = q.get("_pk") ?? `anon-${this.#nextSession + 1}`;
-    const flow = q.get("flow") === "1";
+    // Every version-2 client reports its reads (and says so with `flow=1`); one that does not is
+    // held to the unread budget all the same: a socket nobody reads must not grow the room.
     const session = new Session({
       maxFrameBytes: this.options.limits.maxUpdateBytes,
       n: ++this.#nextSession,
@@ -159,7 +160,7 @@ export class Admission {
       metrics,
       ...(identity?.scope ? { scope: identity.scope } : {}),
       ...(identity?.expiresAt !== undefined ? { expiresAt: identity.expiresAt } : {}),
-      ...(flow ? this.#budget() : {}),
+      ...this.#budget(),
     });
     session.grants = this.options.grants(session);
     const admitted = presence.admit(session, { takeover: identity !== undefined });
@@ -180,7 +181,7 @@ export class Admission {
       serverTime: now(),
       roster: presence.roster(),
       permissions: session.grants.permissions,
-      ...(flow ? { unreadBudget: session.unreadBudget } : {}),
+      unreadBudget: session.unreadBudget,
     });
     this.options.admitted(session);
     // Messages that waited in the inbox follow the welcome, in the session's frame order.
@@ -227,7 +228,7 @@ export class Admission {
     return session;
   }
 
-  /** What holds a session that reports its reads to the unread budget (`flow.ts`). */
+  /** What holds an agent's session to the unread budget (`flow.ts`). */
   #budget(): Pick<SessionInit, "unreadBudget" | "tooSlow"> {
     return {
       unreadBudget: this.options.limits.maxUnreadBytes,

@@ -318,8 +318,9 @@ export const roomFrames = {
     permissions: permissionsSchema.optional(),
     /**
      * The room holds this connection to this many bytes sent but not yet reported read: the
-     * client reports what it reads with `read` frames. Only for a client that asked (`flow=1`
-     * in the connect URL); absent from older rooms, whose clients then send no `read`.
+     * client reports what it reads with `read` frames. Every agent connection is held to it,
+     * whether or not its URL said `flow=1` (a socket nobody reads must not grow the room);
+     * absent from older rooms, whose clients then send no `read`.
      */
     unreadBudget: z.number().int().min(1).optional(),
   }),
