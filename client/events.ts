@@ -47,7 +47,7 @@ import { type Decoded, decodeEvent, type EventCatalog } from "./catalog.ts";
 import { check } from "./check.ts";
 import type { DocSync } from "./docs.ts";
 import { type EncryptionOptions, isSealed, keyIdFor, open, seal } from "./payload-crypto.ts";
-import { type Persistence, type StoredEntry, storageFailure } from "./persist.ts";
+import type { Persistence, StoredEntry } from "./persist.ts";
 import type { Requests } from "./requests.ts";
 import type { Transport } from "./transport.ts";
 
@@ -403,20 +403,17 @@ export class Events {
 
   /** Written to the local outbox first, sent once durable; offline, its callers are answered `pending`. */
   #enqueueDurable(frame: OutFrame["frame"], waiters: Pending[]): void {
-    const persist = this.persist as Persistence;
     const out: OutFrame = { frame, waiters, durable: false };
-    const written = persist.add(frame);
-    this.#outbox.set(frame.ref, out);
-    written.then(
+    (this.persist as Persistence).enqueue(
+      frame,
+      this.#outbox,
+      out,
       () => {
-        out.durable = true;
-        if (this.#outbox.get(frame.ref) !== out) return;
         if (this.transport.send(frame)) out.sent = true;
         else this.#answerPending(out);
       },
-      (error: unknown) => {
-        if (this.#outbox.get(frame.ref) === out) this.#outbox.delete(frame.ref);
-        for (const w of out.waiters) w.reject(storageFailure(error));
+      (error) => {
+        for (const w of out.waiters) w.reject(error);
       },
     );
   }

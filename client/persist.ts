@@ -140,6 +140,34 @@ export class Persistence {
    * frame is changed in place (`ref`, `outbox`) before this returns: send it once the promise
    * resolves. Rejects with the storage's error (STORAGE_FULL) and leaves nothing behind.
    */
+  /**
+   * `add`, with the bookkeeping both outboxes (events, messages) share: `out` waits in
+   * `pending` under the frame's new ref while it is written; once durable, `durable` runs if it
+   * is still there (an answer may have come first); if the write fails it leaves and `failed`
+   * gets the typed error.
+   */
+  enqueue<T extends { durable: boolean }>(
+    frame: OutboxFrame,
+    pending: Map<string, T>,
+    out: T,
+    durable: () => void,
+    failed: (error: CrosstalkError) => void,
+  ): void {
+    const written = this.add(frame);
+    const ref = frame.ref;
+    pending.set(ref, out);
+    written.then(
+      () => {
+        out.durable = true;
+        if (pending.get(ref) === out) durable();
+      },
+      (error: unknown) => {
+        if (pending.get(ref) === out) pending.delete(ref);
+        failed(storageFailure(error));
+      },
+    );
+  }
+
   add(frame: OutboxFrame): Promise<StoredEntry> {
     const order = ++this.#order;
     const n = ++this.#n;

@@ -27,7 +27,7 @@ import { check } from "./check.ts";
 import type { PublishOptions, PublishResult } from "./events.ts";
 import { toJson } from "./json.ts";
 import { CALL_INPUT, type EncryptionOptions, isSealed, keyIdFor, MESSAGE_INPUT, open, seal } from "./payload-crypto.ts";
-import { type Persistence, type StoredEntry, type StoredOutcome, storageFailure } from "./persist.ts";
+import type { Persistence, StoredEntry, StoredOutcome } from "./persist.ts";
 import type { Json } from "./state.ts";
 import type { Transport } from "./transport.ts";
 
@@ -397,18 +397,14 @@ export class Rpc {
         return;
       }
       // Written to the local outbox first (which renames it `o<n>`), sent once durable.
-      const written = this.persist.add(frame);
-      this.#outbox.set(frame.ref, out);
-      written.then(
+      this.persist.enqueue(
+        frame,
+        this.#outbox,
+        out,
         () => {
-          out.durable = true;
-          if (this.#outbox.get(frame.ref) !== out) return;
           if (!this.transport.send(frame)) this.#answerPending(out);
         },
-        (error: unknown) => {
-          if (this.#outbox.get(frame.ref) === out) this.#outbox.delete(frame.ref);
-          reject(storageFailure(error));
-        },
+        reject,
       );
     });
   }
