@@ -18,6 +18,7 @@ import type * as Y from "yjs";
 import type { z } from "zod";
 import {
   type CrosstalkError,
+  changedEntities,
   checkEntity,
   checkKey,
   deleteEntity,
@@ -71,7 +72,11 @@ export type NamespaceHost = {
 export class Namespace<T extends Entity = Entity> extends ObservableV2<NamespaceEvents> {
   #doc: Y.Doc;
   #ready: Promise<void>;
-  #index: EntityIndex;
+  /**
+   * Entity key → field names, built on first use (`#entities`): a first sync of a big
+   * namespace would otherwise pay for it before `ready`, whether or not anything reads it.
+   */
+  #index: EntityIndex | null = null;
   readonly #schema: z.ZodType<T> | undefined;
   /** Validation results by key, dropped when the entity changes. */
   readonly #checked = new Map<string, { ok: true; value: T } | { ok: false }>();
@@ -88,7 +93,7 @@ export class Namespace<T extends Entity = Entity> extends ObservableV2<Namespace
     this.#schema = options.schema;
     this.#doc = doc;
     this.#ready = ready;
-    this.#index = this.#bind(doc);
+    this.#bind(doc);
   }
 
   /** The Yjs document behind the namespace (replaced after a refused write). */
@@ -101,15 +106,23 @@ export class Namespace<T extends Entity = Entity> extends ObservableV2<Namespace
     return this.#ready;
   }
 
-  #bind(doc: Y.Doc): EntityIndex {
-    const index = new EntityIndex(doc);
+  /** The index of the current document, built now if nothing has read it yet. */
+  #entities(): EntityIndex {
+    this.#index ??= new EntityIndex(this.#doc);
+    return this.#index;
+  }
+
+  #bind(doc: Y.Doc): void {
     fieldsMap(doc).observe((event, txn) => {
-      const keys = index.apply(event);
+      if (doc !== this.#doc) return;
+      const index = this.#index;
+      // Nobody to tell and no index to keep: the changed keys are not worked out at all.
+      if (!index && !this.#schema && !this._observers.has("change")) return;
+      const keys = index ? index.apply(event) : changedEntities(event, doc);
       for (const k of keys) this.#checked.delete(k);
       if (!txn.local && this.#schema) for (const k of keys) this.#validate(k, true);
       if (keys.size > 0) this.emit("change", [{ keys: [...keys], local: txn.local }]);
     });
-    return index;
   }
 
   /**
@@ -118,10 +131,11 @@ export class Namespace<T extends Entity = Entity> extends ObservableV2<Namespace
    * @internal
    */
   reset(doc: Y.Doc, ready: Promise<void>, error: CrosstalkError | null): void {
-    const gone = [...this.#index.keys()];
+    const gone = this.#index || this._observers.has("change") ? [...this.#entities().keys()] : [];
     this.#doc = doc;
     this.#ready = ready;
-    this.#index = this.#bind(doc);
+    this.#index = null;
+    this.#bind(doc);
     this.#checked.clear();
     if (gone.length > 0) this.emit("change", [{ keys: gone, local: false }]);
     if (error) this.emit("refused", [error]);
@@ -129,34 +143,34 @@ export class Namespace<T extends Entity = Entity> extends ObservableV2<Namespace
 
   /** The entity, validated against the schema if there is one (undefined when it fails). */
   get(key: string): T | undefined {
-    if (!this.#index.has(key)) return undefined;
-    if (!this.#schema) return this.#index.read(key) as T;
+    if (!this.#entities().has(key)) return undefined;
+    if (!this.#schema) return this.#entities().read(key) as T;
     const checked = this.#validate(key, false);
     return checked.ok ? checked.value : undefined;
   }
 
   /** The entity as stored, unvalidated. */
   raw(key: string): Entity | undefined {
-    return this.#index.read(key);
+    return this.#entities().read(key);
   }
 
   /** Version, last writer and time of the entity's last write. */
   meta(key: string): EntityMeta | undefined {
-    return this.#index.has(key) ? metaMap(this.doc).get(key) : undefined;
+    return this.#entities().has(key) ? metaMap(this.doc).get(key) : undefined;
   }
 
   has(key: string): boolean {
-    return this.#index.has(key);
+    return this.#entities().has(key);
   }
 
   keys(): string[] {
-    return [...this.#index.keys()];
+    return [...this.#entities().keys()];
   }
 
   /** Valid entities (all of them without a schema). */
   entries(): [string, T][] {
     const out: [string, T][] = [];
-    for (const key of this.#index.keys()) {
+    for (const key of this.#entities().keys()) {
       const value = this.get(key);
       if (value !== undefined) out.push([key, value]);
     }
@@ -164,13 +178,13 @@ export class Namespace<T extends Entity = Entity> extends ObservableV2<Namespace
   }
 
   get size(): number {
-    return this.#index.size;
+    return this.#entities().size;
   }
 
   /** Every entity as stored. */
   toJSON(): Record<string, Entity> {
     const out: Record<string, Entity> = {};
-    for (const key of [...this.#index.keys()].sort()) out[key] = this.#index.read(key) as Entity;
+    for (const key of [...this.#entities().keys()].sort()) out[key] = this.#entities().read(key) as Entity;
     return out;
   }
 
@@ -178,7 +192,7 @@ export class Namespace<T extends Entity = Entity> extends ObservableV2<Namespace
   set(key: string, value: T): void {
     this.host.checkWrite(this.name);
     const next = this.#check(checkKey(key), value);
-    this.doc.transact(() => writeEntity(this.doc, this.#index, key, next, this.#stamp(true)));
+    this.doc.transact(() => writeEntity(this.doc, this.#entities(), key, next, this.#stamp(true)));
   }
 
   /**
@@ -189,10 +203,10 @@ export class Namespace<T extends Entity = Entity> extends ObservableV2<Namespace
   update(key: string, patch: Partial<T> | ((current: T | undefined) => T)): void {
     this.host.checkWrite(this.name);
     checkKey(key);
-    const current = this.#index.read(key);
+    const current = this.#entities().read(key);
     if (typeof patch === "function") {
       const next = this.#check(key, patch(current as T | undefined));
-      this.doc.transact(() => writeEntity(this.doc, this.#index, key, next, this.#stamp(true)));
+      this.doc.transact(() => writeEntity(this.doc, this.#entities(), key, next, this.#stamp(true)));
       return;
     }
     const removed = Object.keys(patch).filter((f) => (patch as Record<string, unknown>)[f] === undefined);
@@ -200,10 +214,10 @@ export class Namespace<T extends Entity = Entity> extends ObservableV2<Namespace
     for (const f of removed) delete merged[f];
     const next = this.#check(key, merged);
     this.doc.transact(() => {
-      writeEntity(this.doc, this.#index, key, next, this.#stamp(false));
+      writeEntity(this.doc, this.#entities(), key, next, this.#stamp(false));
       for (const f of removed) {
         fieldsMap(this.doc).delete(fieldKey(key, f));
-        this.#index.note(fieldKey(key, f), false);
+        this.#entities().note(fieldKey(key, f), false);
       }
     });
   }
@@ -212,7 +226,7 @@ export class Namespace<T extends Entity = Entity> extends ObservableV2<Namespace
     this.host.checkWrite(this.name);
     let deleted = false;
     this.doc.transact(() => {
-      deleted = deleteEntity(this.doc, this.#index, key);
+      deleted = deleteEntity(this.doc, this.#entities(), key);
     });
     return deleted;
   }
@@ -257,7 +271,7 @@ export class Namespace<T extends Entity = Entity> extends ObservableV2<Namespace
   #validate(key: string, report: boolean): { ok: true; value: T } | { ok: false } {
     const cached = this.#checked.get(key);
     if (cached) return cached;
-    const value = this.#index.read(key);
+    const value = this.#entities().read(key);
     if (!value || !this.#schema) return { ok: false };
     const parsed = this.#schema.safeParse(value);
     const result = parsed.success ? ({ ok: true, value: parsed.data } as const) : ({ ok: false } as const);

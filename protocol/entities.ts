@@ -69,6 +69,40 @@ export function checkEntity(key: string, value: unknown): Entity {
 }
 
 /**
+ * The entity keys one transaction changed in `doc`'s `fields` map (its event), calling `each`
+ * for every field it added or removed. A key still there is read from the map, which is much
+ * cheaper than `event.changes.keys` (old values and actions for every key: on a first sync, for
+ * every field of the namespace); only when a key is gone is Yjs asked whether it was there before.
+ */
+export function changedEntities(
+  event: Y.YMapEvent<Json>,
+  doc: Y.Doc,
+  each?: (key: string, field: string, present: boolean) => void,
+): Set<string> {
+  const map = fieldsMap(doc);
+  const touched = new Set<string>();
+  let actions: Map<string, unknown> | undefined;
+  for (const k of event.keysChanged) {
+    const item = map._map.get(k);
+    if (item && !item.deleted) {
+      // Not written by this transaction: only a losing concurrent write was, no change.
+      if (!event.adds(item)) continue;
+      const [key, field] = splitFieldKey(k);
+      each?.(key, field, true);
+      touched.add(key);
+    } else {
+      actions ??= event.changes.keys;
+      // Added and removed within the transaction: no change.
+      if (!actions.has(k)) continue;
+      const [key, field] = splitFieldKey(k);
+      each?.(key, field, false);
+      touched.add(key);
+    }
+  }
+  return touched;
+}
+
+/**
  * An index from entity key to its field names, kept current from the `fields` map's
  * changes, so reading one entity does not scan every field of the namespace.
  */
@@ -81,30 +115,12 @@ export class EntityIndex {
 
   /**
    * Applies one transaction's changes to the `fields` map (its event); returns the entity keys
-   * that changed. A key still there is read from the map, which is much cheaper than
-   * `event.changes.keys` (old values and actions for every key: on a first sync, for every
-   * field of the namespace); only when a key is gone is Yjs asked whether it was there before.
+   * that changed (`changedEntities`).
    */
   apply(event: Y.YMapEvent<Json>): Set<string> {
-    const map = fieldsMap(this.doc);
-    const touched = new Set<string>();
-    let actions: Map<string, unknown> | undefined;
-    for (const k of event.keysChanged) {
-      const [key, field] = splitFieldKey(k);
-      const item = map._map.get(k);
-      if (item && !item.deleted) {
-        // Not written by this transaction: only a losing concurrent write was, no change.
-        if (!event.adds(item)) continue;
-        this.#addField(key, field);
-      } else {
-        actions ??= event.changes.keys;
-        // Added and removed within the transaction: no change.
-        if (!actions.has(k)) continue;
-        this.#removeField(key, field);
-      }
-      touched.add(key);
-    }
-    return touched;
+    return changedEntities(event, this.doc, (key, field, present) =>
+      present ? this.#addField(key, field) : this.#removeField(key, field),
+    );
   }
 
   /** Records a local write at once, so later reads in the same transaction see it. */

@@ -46,6 +46,7 @@ export {
   deadLetter,
 } from "./dlq.ts";
 export {
+  changedEntities,
   checkEntity,
   checkKey,
   deleteEntity,
