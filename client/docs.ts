@@ -73,6 +73,8 @@ export type DocSyncOptions = {
 
 export class DocSync {
   readonly #docs = new Map<DocName, OpenDoc>();
+  /** Documents whose local updates are sent live (`#sendLive`). */
+  readonly #live = new WeakSet<Y.Doc>();
   /**
    * Local updates of one document not sent yet: those made in the same tick go out as one
    * merged update (`#flush`, at the end of the tick, before any other frame, or once they
@@ -112,16 +114,24 @@ export class DocSync {
     const doc = new Y.Doc();
     // Restored updates (from durable storage) apply before the sync hook: the step 1/2 exchange carries them.
     this.options.onCreate?.(name, doc, restore);
-    if (isWritableByClients(name)) {
-      doc.on("update", (update: Uint8Array, origin: unknown) => {
-        // Offline edits stay in the doc; the step 1/2 exchange on reconnect carries them. So do
-        // edits of a copy a rebase replaced (carried over once the fresh copy has synced).
-        const open = this.#docs.get(name);
-        if (origin !== REMOTE && open?.held === false && open.doc === doc && !open.rebase)
-          this.#hold(name, doc, update);
-      });
-    }
     return doc;
+  }
+
+  /**
+   * Sends `doc`'s local updates live from now on: once the room's step 1 has been answered,
+   * the first time. Not before: until then nothing is sent live anyway (`held`), and while a
+   * document has an update listener Yjs encodes every transaction for it, the first sync's
+   * too — the whole namespace, once more, for nothing.
+   */
+  #sendLive(name: DocName, doc: Y.Doc): void {
+    if (!isWritableByClients(name) || this.#live.has(doc)) return;
+    this.#live.add(doc);
+    doc.on("update", (update: Uint8Array, origin: unknown) => {
+      // Offline edits stay in the doc; the step 1/2 exchange on reconnect carries them. So do
+      // edits of a copy a rebase replaced (carried over once the fresh copy has synced).
+      const open = this.#docs.get(name);
+      if (origin !== REMOTE && open?.held === false && open.doc === doc && !open.rebase) this.#hold(name, doc, update);
+    });
   }
 
   #hold(name: DocName, doc: Y.Doc, update: Uint8Array): void {
@@ -262,7 +272,10 @@ export class DocSync {
       const body = encoding.toUint8Array(reply);
       this.transport.sendBinary(encodeDocFrame(name, (e) => encoding.writeUint8Array(e, body)));
     }
-    if (type === syncProtocol.messageYjsSyncStep1) open.held = false;
+    if (type === syncProtocol.messageYjsSyncStep1) {
+      open.held = false;
+      this.#sendLive(name, open.doc);
+    }
     if (type === syncProtocol.messageYjsSyncStep2) {
       open.synced = true;
       open.resyncing = false;
