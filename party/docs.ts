@@ -15,13 +15,13 @@ import {
   DEFAULT_ROOM_LIMITS,
   DEFLATE_MIN_BYTES,
   type DocName,
-  deflateFrame,
   type ErrorBody,
   encodeDocFrame,
   isWritableByClients,
   MAX_JSON_DEPTH,
   type RoomLimits,
 } from "../protocol/index.ts";
+import { deflateShared, keptDeflated } from "./deflate-share.ts";
 import type { IdleDocs } from "./doc-cache.ts";
 import type { RoomModule } from "./handlers.ts";
 import { keys } from "./keys.ts";
@@ -388,25 +388,30 @@ export class DocHub {
           };
         }
         const doc = await this.open(name);
-        let step2: Uint8Array;
+        // A large state snapshot goes deflated to an agent (a stock Yjs client would not read
+        // it); should compressing fail, as it is. Only state: its flat layout repeats keys in
+        // every item (~10x smaller deflated); a log snapshot is a reconnect's catch-up, where
+        // the wait for compression showed in catch-up time. Compression starts now, from the
+        // state the answer is made of, and is shared with later sessions (`deflate-share.ts`).
+        const deflates = isWritableByClients(name) && !(session instanceof RawDocSession);
+        let reply: Uint8Array | Promise<Uint8Array>;
         try {
           const holds = new Set(Y.decodeStateVector(payload).keys());
           const stale = doc.clientWritable && this.#retired(doc, holds, holds);
           if (stale) return { error: stale };
-          step2 = step2Frame(name, doc.ydoc, payload);
+          const kept = deflates ? keptDeflated(doc.ydoc, payload) : undefined;
+          if (kept) reply = kept;
+          else {
+            const step2 = step2Frame(name, doc.ydoc, payload);
+            reply = deflates && step2.byteLength >= DEFLATE_MIN_BYTES ? deflateShared(doc.ydoc, payload, step2) : step2;
+          }
         } catch {
           return { error: { code: "BAD_FRAME", message: "invalid state vector" } };
         }
         doc.subscribers.add(session);
         session.docs.add(name);
         this.afterCommit(doc, () => {
-          const reply = step2;
-          // A large state snapshot goes deflated to an agent (a stock Yjs client would not read
-          // it); should compressing fail, as it is. Only state: its flat layout repeats keys in
-          // every item (~10x smaller deflated); a log snapshot is a reconnect's catch-up, where
-          // the wait for compression showed in catch-up time.
-          if (reply.byteLength >= DEFLATE_MIN_BYTES && isWritableByClients(name) && !(session instanceof RawDocSession))
-            session.sendLater(deflateFrame(reply).catch(() => reply));
+          if (reply instanceof Promise) session.sendLater(reply);
           else session.sendBinary(reply);
           // Ask for what the client has and we lack; only where the client may write.
           if (doc.clientWritable)

@@ -3,7 +3,8 @@
  * compressed to agents and as it is to stock Yjs clients. A golden frame keeps the encoding
  * readable by later clients; hostile frames get typed errors; on a real `partykit dev`, an agent
  * loading a large namespace receives a fraction of its bytes, holds exactly what the room holds,
- * and keeps receiving live updates after it, while a stock y-websocket client still syncs.
+ * and keeps receiving live updates after it, while a stock y-websocket client still syncs; loaders
+ * of an unchanged namespace share one compressed snapshot, which a write retires.
  */
 import { readFileSync } from "node:fs";
 import * as encoding from "lib0/encoding";
@@ -110,6 +111,48 @@ describe("a large namespace over a real room", () => {
       }
     } finally {
       await loader.close();
+      await writer.close();
+    }
+  }, 120_000);
+
+  it("serves loaders of an unchanged namespace one kept snapshot, and never after it changed", async () => {
+    const team = "deflate-kept";
+    const writer = await room.agent("writer", { team });
+    const big = writer.state("big");
+    await big.ready;
+    big.transact(() => {
+      for (let i = 0; i < 2000; i++) big.set(`deal-${i}`, { stage: "open", amount: i, owner: `agent-${i % 10}` });
+    });
+    const load = async (agent: string) => {
+      const counter = cuttableSocket();
+      const loader = await room.agent(agent, { team, WebSocket: counter.WebSocket });
+      const ns = loader.state("big");
+      await ns.ready;
+      return { loader, ns, bytes: counter.bytesReceived };
+    };
+    const first = await load("loader-1");
+    const second = await load("loader-2");
+    try {
+      for (const { ns, bytes } of [first, second]) {
+        expect(ns.toJSON()).toEqual(big.toJSON());
+        expect(bytes).toBeLessThan(Y.encodeStateAsUpdate(ns.doc).byteLength / 3);
+      }
+      // Once the room has the write (a loader still connected sees it), a new loader's
+      // snapshot holds it at `ready`: nothing else would bring it.
+      big.update("deal-7", { stage: "won" });
+      big.delete("deal-8");
+      await eventually(() => expect(second.ns.get("deal-7")?.stage).toBe("won"));
+      const third = await load("loader-3");
+      try {
+        expect(third.ns.get("deal-7")).toEqual({ stage: "won", amount: 7, owner: "agent-7" });
+        expect(third.ns.has("deal-8")).toBe(false);
+        expect(third.ns.toJSON()).toEqual(big.toJSON());
+      } finally {
+        await third.loader.close();
+      }
+    } finally {
+      await first.loader.close();
+      await second.loader.close();
       await writer.close();
     }
   }, 120_000);
