@@ -13,7 +13,6 @@ import * as syncProtocol from "y-protocols/sync";
 import * as Y from "yjs";
 import {
   DEFAULT_ROOM_LIMITS,
-  DEFLATE_MIN_BYTES,
   type DocName,
   type ErrorBody,
   encodeDocFrame,
@@ -21,9 +20,9 @@ import {
   MAX_JSON_DEPTH,
   type RoomLimits,
 } from "../protocol/index.ts";
-import { deflateShared, keptDeflated } from "./deflate-share.ts";
 import type { IdleDocs } from "./doc-cache.ts";
 import type { RoomModule } from "./handlers.ts";
+import { snapshotFrames } from "./kept-snapshot.ts";
 import { keys } from "./keys.ts";
 import type { Metrics } from "./metrics.ts";
 import { emptyLive, liveEntries, liveIds, loadLive, nextLive, type RebaseLive } from "./rebase-live.ts";
@@ -389,30 +388,26 @@ export class DocHub {
         }
         const doc = await this.open(name);
         // A large state snapshot goes deflated to an agent (a stock Yjs client would not read
-        // it); should compressing fail, as it is. Only state: its flat layout repeats keys in
-        // every item (~10x smaller deflated); a log snapshot is a reconnect's catch-up, where
-        // the wait for compression showed in catch-up time. Compression starts now, from the
-        // state the answer is made of, and is shared with later sessions (`deflate-share.ts`).
+        // it), and is kept for the next loaders (`kept-snapshot.ts`). Only state: its flat layout
+        // repeats keys in every item (~10x smaller deflated); a log snapshot is a reconnect's
+        // catch-up, where the wait for compression showed in catch-up time.
         const deflates = isWritableByClients(name) && !(session instanceof RawDocSession);
-        let reply: Uint8Array | Promise<Uint8Array>;
+        let reply: (Uint8Array | Promise<Uint8Array>)[];
         try {
           const holds = new Set(Y.decodeStateVector(payload).keys());
           const stale = doc.clientWritable && this.#retired(doc, holds, holds);
           if (stale) return { error: stale };
-          const kept = deflates ? keptDeflated(doc.ydoc, payload) : undefined;
-          if (kept) reply = kept;
-          else {
-            const step2 = step2Frame(name, doc.ydoc, payload);
-            reply = deflates && step2.byteLength >= DEFLATE_MIN_BYTES ? deflateShared(doc.ydoc, payload, step2) : step2;
-          }
+          reply = deflates ? snapshotFrames(name, doc.ydoc, payload) : [step2Frame(name, doc.ydoc, payload)];
         } catch {
           return { error: { code: "BAD_FRAME", message: "invalid state vector" } };
         }
         doc.subscribers.add(session);
         session.docs.add(name);
         this.afterCommit(doc, () => {
-          if (reply instanceof Promise) session.sendLater(reply);
-          else session.sendBinary(reply);
+          for (const frame of reply) {
+            if (frame instanceof Promise) session.sendLater(frame);
+            else session.sendBinary(frame);
+          }
           // Ask for what the client has and we lack; only where the client may write.
           if (doc.clientWritable)
             session.sendBinary(encodeDocFrame(name, (e) => syncProtocol.writeSyncStep1(e, doc.ydoc)));

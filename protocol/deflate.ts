@@ -1,6 +1,7 @@
 /**
- * Deflated binary frames. The room sends a large binary frame — a document's sync step 2 on a
- * first load, i.e. the whole namespace — compressed: `varUint kind=2, varUint length,
+ * Deflated binary frames. The room sends a large binary frame — the whole namespace on a first
+ * load, as a sync step 2 or as a Yjs update followed by a small step 2 with what changed since
+ * (`party/kept-snapshot.ts`) — compressed: `varUint kind=2, varUint length,
  * varUint8Array zlib` where `zlib` is the zlib stream (RFC 1950, "deflate") of one whole binary
  * frame of `length` bytes. The flat state layout (`entities.ts`) repeats the root name and the
  * entity key in every field's Yjs item, and Yjs updates do not share strings; deflate does

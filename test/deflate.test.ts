@@ -3,8 +3,8 @@
  * compressed to agents and as it is to stock Yjs clients. A golden frame keeps the encoding
  * readable by later clients; hostile frames get typed errors; on a real `partykit dev`, an agent
  * loading a large namespace receives a fraction of its bytes, holds exactly what the room holds,
- * and keeps receiving live updates after it, while a stock y-websocket client still syncs; loaders
- * of an unchanged namespace share one compressed snapshot, which a write retires.
+ * and keeps receiving live updates after it, while a stock y-websocket client still syncs; later
+ * loaders get a kept compressed snapshot plus the writes since, and are as whole at `ready`.
  */
 import { readFileSync } from "node:fs";
 import * as encoding from "lib0/encoding";
@@ -115,7 +115,7 @@ describe("a large namespace over a real room", () => {
     }
   }, 120_000);
 
-  it("serves loaders of an unchanged namespace one kept snapshot, and never after it changed", async () => {
+  it("serves loaders a kept snapshot plus the writes since, and a fresh one once those outweigh it", async () => {
     const team = "deflate-kept";
     const writer = await room.agent("writer", { team });
     const big = writer.state("big");
@@ -123,36 +123,50 @@ describe("a large namespace over a real room", () => {
     big.transact(() => {
       for (let i = 0; i < 2000; i++) big.set(`deal-${i}`, { stage: "open", amount: i, owner: `agent-${i % 10}` });
     });
+    const loaders: Awaited<ReturnType<typeof room.agent>>[] = [];
     const load = async (agent: string) => {
       const counter = cuttableSocket();
       const loader = await room.agent(agent, { team, WebSocket: counter.WebSocket });
+      loaders.push(loader);
       const ns = loader.state("big");
       await ns.ready;
-      return { loader, ns, bytes: counter.bytesReceived };
+      return { ns, bytes: counter.bytesReceived };
     };
-    const first = await load("loader-1");
-    const second = await load("loader-2");
     try {
+      const first = await load("loader-1");
+      const second = await load("loader-2");
       for (const { ns, bytes } of [first, second]) {
         expect(ns.toJSON()).toEqual(big.toJSON());
         expect(bytes).toBeLessThan(Y.encodeStateAsUpdate(ns.doc).byteLength / 3);
       }
-      // Once the room has the write (a loader still connected sees it), a new loader's
-      // snapshot holds it at `ready`: nothing else would bring it.
+      // Once the room has the writes (a loader still connected sees them), a new loader holds
+      // them at `ready`: nothing else would bring them.
       big.update("deal-7", { stage: "won" });
       big.delete("deal-8");
+      big.set("deal-new", { stage: "open", amount: -1 });
       await eventually(() => expect(second.ns.get("deal-7")?.stage).toBe("won"));
+      await eventually(() => expect(second.ns.has("deal-new")).toBe(true));
       const third = await load("loader-3");
-      try {
-        expect(third.ns.get("deal-7")).toEqual({ stage: "won", amount: 7, owner: "agent-7" });
-        expect(third.ns.has("deal-8")).toBe(false);
-        expect(third.ns.toJSON()).toEqual(big.toJSON());
-      } finally {
-        await third.loader.close();
+      expect(third.ns.get("deal-7")).toEqual({ stage: "won", amount: 7, owner: "agent-7" });
+      expect(third.ns.has("deal-8")).toBe(false);
+      expect(third.ns.toJSON()).toEqual(big.toJSON());
+
+      // Far more written since the snapshot than it holds an eighth of: still whole at `ready`.
+      for (let round = 0; round < 3; round++) {
+        big.transact(() => {
+          for (let i = 0; i < 2000; i++) big.update(`deal-${i}`, { amount: i * 10 + round, round });
+        });
       }
+      big.delete("deal-9");
+      await eventually(() => expect(second.ns.get("deal-1999")?.round).toBe(2));
+      await eventually(() => expect(second.ns.has("deal-9")).toBe(false));
+      const fourth = await load("loader-4");
+      expect(fourth.ns.get("deal-1999")).toEqual({ stage: "open", amount: 19992, owner: "agent-9", round: 2 });
+      expect(fourth.ns.toJSON()).toEqual(big.toJSON());
+      const fifth = await load("loader-5");
+      expect(fifth.ns.toJSON()).toEqual(big.toJSON());
     } finally {
-      await first.loader.close();
-      await second.loader.close();
+      for (const loader of loaders) await loader.close();
       await writer.close();
     }
   }, 120_000);
