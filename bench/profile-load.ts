@@ -126,14 +126,19 @@ try {
     if (process.env.SKIP_Y === "1") continue;
 
     const ytl = timeline();
-    const y0 = performance.now();
-    const y = yClient(server, team, { wire: { WebSocket: ytl.WebSocket } as never });
-    y.doc.on("beforeTransaction", () => ytl.mark("apply start"));
-    y.doc.on("afterTransaction", () => ytl.mark("observers done"));
-    await y.synced;
-    ytl.mark("synced");
-    ytl.print(`y-partykit load ${run + 1}`, y0);
-    y.destroy();
+    const yCpu = await withCpu(server, async () => {
+      const y0 = performance.now();
+      const y = yClient(server, team, { wire: { WebSocket: ytl.WebSocket } as never });
+      y.doc.on("beforeTransaction", () => ytl.mark("apply start"));
+      y.doc.on("afterTransaction", () => ytl.mark("observers done"));
+      await y.synced;
+      ytl.mark("synced");
+      ytl.print(`y-partykit load ${run + 1}`, y0);
+      y.destroy();
+    });
+    console.log(
+      `  room CPU ${(yCpu.roomCpuS * 1000).toFixed(0)} ms, this process ${(yCpu.benchCpuS * 1000).toFixed(0)} ms`,
+    );
   }
   yWriter.destroy();
   await filler.close();
