@@ -388,8 +388,11 @@ export class DocHub {
         }
         const doc = await this.open(name);
         let step2: Uint8Array;
+        /** The agent holds nothing of the document yet: a first sync, the whole of it. */
+        let fresh = false;
         try {
           const holds = new Set(Y.decodeStateVector(payload).keys());
+          fresh = holds.size === 0;
           const stale = doc.clientWritable && this.#retired(doc, holds, holds);
           if (stale) return { error: stale };
           step2 = step2Frame(name, doc.ydoc, payload);
@@ -402,10 +405,13 @@ export class DocHub {
           const reply = step2;
           // A large snapshot goes deflated to an agent (a stock Yjs client would not read it);
           // should compressing fail, as it is. State repeats keys in every item (~10x smaller
-          // deflated), a log window its events' field names (a 10,000-event window: 1.2 MB,
-          // 80 KB deflated, in ~7 ms). Agents syncing together share one compression, and the
-          // room no longer queues a megabyte per subscriber on its sockets.
-          if (reply.byteLength >= DEFLATE_MIN_BYTES && !(session instanceof RawDocSession))
+          // deflated); so does a log window its events' field names (10,000 events: 1.2 MB,
+          // 80 KB deflated), and subscribers joining together share one compression, so the
+          // room does not queue a megabyte per subscriber on its sockets. Not a log's catch-up
+          // after a reconnect (the agent holds part of it): the wait for compression showed
+          // in catch-up time there.
+          const deflate = isWritableByClients(name) || fresh;
+          if (deflate && reply.byteLength >= DEFLATE_MIN_BYTES && !(session instanceof RawDocSession))
             session.sendLater(deflatedStep2(reply).catch(() => reply));
           else session.sendBinary(reply);
           // Ask for what the client has and we lack; only where the client may write.
