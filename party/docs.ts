@@ -13,6 +13,7 @@ import * as syncProtocol from "y-protocols/sync";
 import * as Y from "yjs";
 import {
   DEFAULT_ROOM_LIMITS,
+  DEFLATE_MIN_BYTES,
   type DocName,
   type ErrorBody,
   encodeDocFrame,
@@ -28,7 +29,7 @@ import type { Metrics } from "./metrics.ts";
 import { emptyLive, liveEntries, liveIds, loadLive, nextLive, type RebaseLive } from "./rebase-live.ts";
 import { RawDocSession, type Session } from "./session.ts";
 import { appendUpdate, compact, type KvStorage, loadDoc, needsCompaction, putAll, type StoredDoc } from "./storage.ts";
-import { step2Frame } from "./sync-share.ts";
+import { deflatedStep2, step2Frame } from "./sync-share.ts";
 import { checkUpdate } from "./update-check.ts";
 
 /** Origin of updates applied while loading from storage: not re-persisted. */
@@ -387,17 +388,27 @@ export class DocHub {
           };
         }
         const doc = await this.open(name);
-        // A large state snapshot goes deflated to an agent (a stock Yjs client would not read
-        // it), and is kept for the next loaders (`kept-snapshot.ts`). Only state: its flat layout
-        // repeats keys in every item (~10x smaller deflated); a log snapshot is a reconnect's
-        // catch-up, where the wait for compression showed in catch-up time.
-        const deflates = isWritableByClients(name) && !(session instanceof RawDocSession);
+        // A large snapshot goes deflated to an agent (a stock Yjs client would not read it);
+        // should compressing fail, as it is. State repeats keys in every item (~10x smaller
+        // deflated), and its compressed snapshot is kept for the next loaders, with the updates
+        // since (`kept-snapshot.ts`). So does a log window its events' field names (10,000
+        // events: 1.2 MB, 80 KB deflated), and subscribers joining together share one
+        // compression, so the room does not queue a megabyte per subscriber on its sockets. Not
+        // a log's catch-up after a reconnect (the agent holds part of it): the wait for
+        // compression showed in catch-up time there.
+        const agent = !(session instanceof RawDocSession);
         let reply: (Uint8Array | Promise<Uint8Array>)[];
         try {
           const holds = new Set(Y.decodeStateVector(payload).keys());
           const stale = doc.clientWritable && this.#retired(doc, holds, holds);
           if (stale) return { error: stale };
-          reply = deflates ? snapshotFrames(name, doc.ydoc, payload) : [step2Frame(name, doc.ydoc, payload)];
+          if (agent && isWritableByClients(name)) reply = snapshotFrames(name, doc.ydoc, payload);
+          else {
+            const step2 = step2Frame(name, doc.ydoc, payload);
+            // A log: deflated only on a first sync (the agent holds nothing of it yet).
+            const deflate = agent && holds.size === 0 && step2.byteLength >= DEFLATE_MIN_BYTES;
+            reply = [deflate ? deflatedStep2(step2).catch(() => step2) : step2];
+          }
         } catch {
           return { error: { code: "BAD_FRAME", message: "invalid state vector" } };
         }
