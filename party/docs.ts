@@ -214,6 +214,17 @@ export class DocHub {
     Object.assign(this.#batch(doc).extra, entries);
   }
 
+  /**
+   * Commits `doc`'s pending batch once this turn's microtasks are done instead of at the next
+   * timer tick. For a batch that is large already (a frame of a burst): it is stored and
+   * broadcast while the room reads the next frame, so subscribers decode one part of a burst
+   * while the room works on the next, instead of all of it after the room is done. Small
+   * batches keep waiting for the tick, which groups a paced stream's publishes in one record.
+   */
+  commitSoon(doc: HubDoc): void {
+    if (doc.pending && !doc.inflight) queueMicrotask(() => void this.#commitLoop(doc));
+  }
+
   /** Runs `fn` once everything applied to `doc` so far is durable (now, if it already is). */
   afterCommit(doc: HubDoc, fn: () => void): void {
     const batch = doc.pending ?? doc.inflight;
