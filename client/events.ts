@@ -261,7 +261,9 @@ export class Events {
         this.#queued.set(stream, queue);
       }
       queue.push({ ...checked, waiter: { resolve, reject } });
-      if (!this.#flushScheduled) {
+      // A full frame leaves at once: the room starts on it while the caller goes on publishing.
+      if (queue.length >= MAX_BATCH_EVENTS) this.#flush();
+      else if (!this.#flushScheduled) {
         this.#flushScheduled = true;
         queueMicrotask(() => this.#flush());
       }
@@ -820,10 +822,10 @@ export class Events {
   }
 
   /**
-   * The next event at or after `sub.next`: from its feed, or from the live document, or a
-   * page of the archive when behind.
+   * The next event at or after `sub.next` when it is at hand, read without waiting: from its
+   * feed's buffer, the live document, or the archive page fetched last.
    */
-  async #nextEvent(sub: Sub): Promise<StoredEvent | undefined> {
+  #nextAtHand(sub: Sub): StoredEvent | undefined {
     if (sub.feed !== null) {
       while (sub.buffer[0] && sub.buffer[0].seq < sub.next) sub.buffer.shift();
       return sub.buffer.shift();
@@ -836,6 +838,18 @@ export class Events {
     // is the next event.
     const buffered = sub.buffer[0];
     if (buffered && buffered.seq >= sub.next) return sub.buffer.shift();
+    return undefined;
+  }
+
+  /**
+   * The next event at or after `sub.next`: from its feed, or from the live document, or a
+   * page of the archive when behind.
+   */
+  async #nextEvent(sub: Sub): Promise<StoredEvent | undefined> {
+    const ready = this.#nextAtHand(sub);
+    if (ready || sub.feed !== null) return ready;
+    const view = this.#views.get(sub.stream);
+    if (!view) return undefined;
     sub.buffer = [];
     const tail = logTail(view.segments);
     if (sub.next >= tail) return undefined;
@@ -869,17 +883,26 @@ export class Events {
     if (sub.running || sub.closed) return;
     sub.running = true;
     try {
+      // Handlers never run inside the caller's stack (a Yjs transaction's end, `subscribe`).
+      await Promise.resolve();
       for (;;) {
-        let event: StoredEvent | undefined;
-        try {
-          event = await this.#nextEvent(sub);
-        } catch (error) {
-          // Offline while reading the archive: the next (re)sync of the log wakes us again.
-          if (error instanceof CrosstalkError && error.retryable) break;
-          throw error;
+        // A run of events at hand, with handlers that finish synchronously, is delivered
+        // without a promise per event: only waiting for the archive or a handler awaits.
+        let event = this.#nextAtHand(sub);
+        if (!event) {
+          try {
+            event = await this.#nextEvent(sub);
+          } catch (error) {
+            // Offline while reading the archive: the next (re)sync of the log wakes us again.
+            if (error instanceof CrosstalkError && error.retryable) break;
+            throw error;
+          }
         }
         if (!event || sub.closed) break;
-        if (matchesPattern(sub.pattern, event.type)) await this.#deliver(sub, event);
+        if (matchesPattern(sub.pattern, event.type)) {
+          const delivering = this.#deliver(sub, event);
+          if (delivering) await delivering;
+        }
         sub.next = event.seq + 1;
         this.#ack(sub);
       }
@@ -893,8 +916,15 @@ export class Events {
   /**
    * Runs the handler for one event: retried with backoff on failure up to `maxDeliver`
    * deliveries, then dead-lettered. An event that fails its schema is dead-lettered at once.
+   * Undefined when it is done already (a plain event whose handler returned no promise);
+   * otherwise a promise of done.
    */
-  async #deliver(sub: Sub, sealed: StoredEvent): Promise<void> {
+  #deliver(sub: Sub, sealed: StoredEvent): Promise<void> | undefined {
+    if (this.encryption && isSealed(sealed.data)) return this.#deliverSealed(sub, sealed);
+    return this.#deliverOpen(sub, sealed, sealed);
+  }
+
+  async #deliverSealed(sub: Sub, sealed: StoredEvent): Promise<void> {
     let raw: StoredEvent;
     try {
       raw = await this.#open(sealed);
@@ -904,24 +934,42 @@ export class Events {
       await this.#deadLetter(sub, sealed, errorMessage(error), 0);
       return;
     }
+    await this.#deliverOpen(sub, sealed, raw);
+  }
+
+  #deliverOpen(sub: Sub, sealed: StoredEvent, raw: StoredEvent): Promise<void> | undefined {
     const decoded = this.#decode(sub, raw);
     // Dead letters keep the payload as it was published: sealed stays sealed.
-    if (!decoded.ok) {
-      await this.#deadLetter(sub, sealed, decoded.error, 0, decoded.issues);
-      return;
+    if (!decoded.ok) return this.#deadLetter(sub, sealed, decoded.error, 0, decoded.issues).then(() => {});
+    const event = decoded.event;
+    let result: unknown;
+    try {
+      result = sub.handler(event);
+    } catch (error) {
+      return this.#retry(sub, sealed, raw, event, error);
     }
+    if (!isThenable(result)) return undefined;
+    return Promise.resolve(result).then(
+      () => {},
+      (error: unknown) => this.#retry(sub, sealed, raw, event, error),
+    );
+  }
+
+  /** After the first delivery of `event` failed with `error`: the retries, then the dead letter. */
+  async #retry(sub: Sub, sealed: StoredEvent, raw: StoredEvent, event: StoredEvent, error: unknown): Promise<void> {
     for (let delivery = 1; ; delivery++) {
-      try {
-        await sub.handler(decoded.event);
+      if (sub.closed) return;
+      this.onHandlerError(error, raw);
+      if (delivery >= sub.maxDeliver) {
+        await this.#deadLetter(sub, sealed, errorMessage(error), delivery);
         return;
-      } catch (error) {
-        if (sub.closed) return;
-        this.onHandlerError(error, raw);
-        if (delivery >= sub.maxDeliver) {
-          await this.#deadLetter(sub, sealed, errorMessage(error), delivery);
-          return;
-        }
-        await sleep(backoff(delivery - 1, { baseMs: sub.options.retryDelayMs ?? 100, capMs: 10_000 }));
+      }
+      await sleep(backoff(delivery - 1, { baseMs: sub.options.retryDelayMs ?? 100, capMs: 10_000 }));
+      try {
+        await sub.handler(event);
+        return;
+      } catch (next) {
+        error = next;
       }
     }
   }
@@ -1126,6 +1174,11 @@ export class Events {
     return { head: reply.head, consumers: reply.consumers };
   }
 }
+
+const isThenable = (value: unknown): value is PromiseLike<unknown> =>
+  (typeof value === "object" || typeof value === "function") &&
+  value !== null &&
+  typeof (value as { then?: unknown }).then === "function";
 
 /** Finished group seqs a member remembers, to skip a lease the room sends again after its restart. */
 const FINISHED_SEQS = 1024;

@@ -58,6 +58,8 @@ type Batch = {
   after: (() => void)[];
   /** Storage entries that must commit together with this batch's updates. */
   extra: Record<string, unknown>;
+  /** Stored, and its `after` callbacks run: what is added now runs at once. */
+  done?: true;
 };
 
 export type HubDoc = {
@@ -214,10 +216,21 @@ export class DocHub {
     Object.assign(this.#batch(doc).extra, entries);
   }
 
+  /**
+   * Commits `doc`'s pending batch once this turn's microtasks are done instead of at the next
+   * timer tick. For a batch that is large already (a frame of a burst): it is stored and
+   * broadcast while the room reads the next frame, so subscribers decode one part of a burst
+   * while the room works on the next, instead of all of it after the room is done. Small
+   * batches keep waiting for the tick, which groups a paced stream's publishes in one record.
+   */
+  commitSoon(doc: HubDoc): void {
+    if (doc.pending && !doc.inflight) queueMicrotask(() => void this.#commitLoop(doc));
+  }
+
   /** Runs `fn` once everything applied to `doc` so far is durable (now, if it already is). */
   afterCommit(doc: HubDoc, fn: () => void): void {
     const batch = doc.pending ?? doc.inflight;
-    if (batch) batch.after.push(fn);
+    if (batch && !batch.done) batch.after.push(fn);
     else fn();
   }
 
@@ -240,7 +253,8 @@ export class DocHub {
           doc.inflight = null;
           return this.#rebase(doc);
         }
-        if (needsCompaction(doc.stored)) await compact(this.storage, doc.stored, doc.ydoc);
+        if (needsCompaction(doc.stored) && !(await this.#burstGoesOn(doc)))
+          await compact(this.storage, doc.stored, doc.ydoc);
       } catch (error) {
         doc.inflight = null;
         this.fatal(error);
@@ -248,6 +262,18 @@ export class DocHub {
       }
       doc.inflight = null;
     }
+  }
+
+  /**
+   * Whether more of a burst arrived within a timer tick of the last commit (frames waiting in
+   * the socket are handled before a timer): it is committed first, and the compaction, which
+   * rewrites the whole document, waits for a lull, unless it is overdue (`needsCompaction`'s
+   * slack) as under a steady load that never pauses.
+   */
+  async #burstGoesOn(doc: HubDoc): Promise<boolean> {
+    if (needsCompaction(doc.stored, 2)) return false;
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    return doc.pending !== null;
   }
 
   /** Stores one batch, then broadcasts its updates and runs its `after` callbacks. */
@@ -263,6 +289,7 @@ export class DocHub {
       await this.storage.put(batch.extra);
     }
     for (const fn of batch.after) fn();
+    batch.done = true;
   }
 
   /**

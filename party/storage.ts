@@ -162,11 +162,12 @@ export async function appendUpdate(
  * Compaction rewrites the whole document, so it waits until the records since the last
  * snapshot weigh as much as the snapshot itself (at least 1 MiB): its cost stays proportional
  * to the bytes written, however large the document. (A fixed record count made a 2 MB log
- * rewrite itself every 256 small appends, and every message waited for that flush.)
+ * rewrite itself every 256 small appends, and every message waited for that flush.) With
+ * `slack` 2: whether it is overdue, and may no longer wait for a burst to end.
  */
-export const needsCompaction = (stored: StoredDoc): boolean =>
-  stored.meta.next - stored.meta.first >= COMPACT_AFTER_RECORDS ||
-  stored.meta.tailBytes >= Math.max(COMPACT_MIN_TAIL_BYTES, stored.meta.snapBytes ?? 0);
+export const needsCompaction = (stored: StoredDoc, slack = 1): boolean =>
+  stored.meta.next - stored.meta.first >= COMPACT_AFTER_RECORDS * slack ||
+  stored.meta.tailBytes >= Math.max(COMPACT_MIN_TAIL_BYTES, stored.meta.snapBytes ?? 0) * slack;
 
 /**
  * Folds every committed record into a new snapshot of `doc`. The caller must not append

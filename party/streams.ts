@@ -91,6 +91,9 @@ export const ARCHIVE_CACHE_SEGMENTS = 8;
 /** …and at most this much of their JSON text together (the segment just read always stays). */
 export const ARCHIVE_CACHE_CHARS = 4 * 1024 * 1024;
 
+/** A batch this large is committed when its frame is handled, not at the next tick (`DocHub.commitSoon`). */
+const COMMIT_SOON_EVENTS = 256;
+
 function eventBytes(event: EventInput): number {
   const json = JSON.stringify(event);
   // Length in UTF-16 units is a cheap bound; count bytes only near the limit.
@@ -340,6 +343,7 @@ export class Streams {
       for (const listener of stream.listeners) listener(stream);
       for (const listener of this.appended) listener(stream);
       this.#maybeArchive(stream);
+      if (fresh.length >= COMMIT_SOON_EVENTS) this.hub.commitSoon(stream.doc);
     }
     return { ok: true, results };
   }

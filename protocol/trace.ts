@@ -12,6 +12,7 @@ import { randomBytes, toHex } from "./ids.ts";
 import type { StoredEvent, TraceItem } from "./schemas.ts";
 
 const HEX32 = /^[0-9a-f]{32}$/;
+const ZERO32 = "0".repeat(32);
 
 /** FNV-1a, 32-bit, with a seed: four of them make a 128-bit trace id from any string. */
 function fnv1a(text: string, seed: number): string {
@@ -25,6 +26,13 @@ function fnv1a(text: string, seed: number): string {
 
 /** The W3C trace id for a correlation id: a UUID's own hex, otherwise a hash of it. */
 export function traceIdOf(correlationId: string): string {
+  // Event and call ids are lowercase UUIDs: their hex without a regex replace (subscribers
+  // derive a trace id per event delivered). Anything else takes the general way below.
+  const c = correlationId;
+  if (c.length === 36 && c[8] === "-" && c[13] === "-" && c[18] === "-" && c[23] === "-") {
+    const hex = c.slice(0, 8) + c.slice(9, 13) + c.slice(14, 18) + c.slice(19, 23) + c.slice(24);
+    if (HEX32.test(hex) && hex !== ZERO32) return hex;
+  }
   const hex = correlationId.replace(/-/g, "").toLowerCase();
   if (HEX32.test(hex) && !/^0+$/.test(hex)) return hex;
   return [1, 2, 3, 4].map((seed) => fnv1a(correlationId, seed)).join("");
