@@ -9,6 +9,7 @@ import { ObservableV2 } from "lib0/observable";
 import { PartySocket } from "partysocket";
 import {
   backoff,
+  batchOf,
   CLOSE_CODES,
   type ClientFrame,
   CrosstalkError,
@@ -17,6 +18,7 @@ import {
   type DocName,
   decodeDocFrame,
   FATAL_CLOSE_CODES,
+  MAX_BATCH_CHARS,
   MAX_FRAME_BYTES,
   PING_FRAME,
   PONG_FRAME,
@@ -196,6 +198,10 @@ export class Transport extends ObservableV2<Events> {
     this.#socket.addEventListener("close", (e: CloseEvent) => {
       clearTimeout(this.#handshakeTimer);
       this.#reassembler = createReassembler();
+      // The next connection may reach an older room: it says again what it reads.
+      this.#batches = false;
+      this.#batch = [];
+      this.#batchChars = 0;
       if (this.status === "closed") return;
       if (FATAL_CLOSE_CODES.has(e.code)) {
         this.refusal = fatalError(e.code, e.reason);
@@ -260,17 +266,46 @@ export class Transport extends ObservableV2<Events> {
    */
   beforeSend: (() => void) | null = null;
 
+  /**
+   * Whether this connection's room reads batches (its welcome said `batches: true`): then the
+   * control frames of one tick leave as one message (`batchOf`), in order, at the end of the
+   * tick, instead of one socket write and one room event each.
+   */
+  #batches = false;
+  /** Frames (as text) waiting for the end of this tick, and their length together. */
+  #batch: string[] = [];
+  #batchChars = 0;
+
   /** Sends a control frame if online; returns false (and sends nothing) otherwise. */
   send(frame: ClientFrame): boolean {
     if (!this.online) return false;
     this.beforeSend?.();
-    this.#socket.send(JSON.stringify(frame));
+    const text = JSON.stringify(frame);
+    if (!this.#batches) {
+      this.#socket.send(text);
+      return true;
+    }
+    if (this.#batchChars + text.length > MAX_BATCH_CHARS) this.#flush();
+    this.#batch.push(text);
+    this.#batchChars += text.length;
+    if (this.#batch.length === 1) queueMicrotask(this.#flush);
     return true;
   }
+
+  /** Sends what waits for the end of the tick: one frame as itself, several as a batch. */
+  readonly #flush = (): void => {
+    const batch = this.#batch;
+    if (batch.length === 0) return;
+    this.#batch = [];
+    this.#batchChars = 0;
+    this.#socket.send(batch.length === 1 ? (batch[0] as string) : batchOf(batch));
+  };
 
   sendBinary(bytes: Uint8Array): boolean {
     if (!this.online) return false;
     this.beforeSend?.();
+    // Frames sent before this one leave before it.
+    this.#flush();
     // lib0 encoders always produce plain ArrayBuffer-backed arrays.
     if (bytes.byteLength <= MAX_FRAME_BYTES) this.#socket.send(bytes as Uint8Array<ArrayBuffer>);
     else for (const part of chunkBinary(bytes)) this.#socket.send(part as Uint8Array<ArrayBuffer>);
@@ -320,6 +355,7 @@ export class Transport extends ObservableV2<Events> {
   }
 
   close(): void {
+    this.#flush();
     this.#setStatus("closed");
     clearTimeout(this.#heartbeatTimer);
     clearTimeout(this.#handshakeTimer);
@@ -362,6 +398,7 @@ export class Transport extends ObservableV2<Events> {
         const budget = parsed.frame.unreadBudget;
         this.#reportEvery = budget === undefined ? 0 : Math.max(1, Math.floor(budget / 8));
         this.#unreported = data.length;
+        this.#batches = parsed.frame.batches === true;
         this.#resetBackoff();
         this.#pingAt = null;
         if (this.#heartbeat.intervalMs > 0) this.#armHeartbeat(this.#heartbeat.intervalMs);

@@ -182,6 +182,7 @@ export class Admission {
       roster: presence.roster(),
       permissions: session.grants.permissions,
       unreadBudget: session.unreadBudget,
+      batches: true,
     });
     this.options.admitted(session);
     // Messages that waited in the inbox follow the welcome, in the session's frame order.
