@@ -18,11 +18,14 @@ import {
   type DocName,
   decodeDocFrame,
   FATAL_CLOSE_CODES,
+  isBatch,
   MAX_BATCH_CHARS,
   MAX_FRAME_BYTES,
+  type Parsed,
   PING_FRAME,
   PONG_FRAME,
   PROTOCOL_VERSION,
+  parseRoomBatch,
   parseRoomFrame,
   type RoomFrame,
   readFrame,
@@ -145,7 +148,14 @@ export class Transport extends ObservableV2<Events> {
   constructor(options: TransportOptions) {
     super();
     // `flow=1`: this client reports what it reads, so the room may hold it to an unread budget.
-    const identity = { agent: options.agent, role: options.role, v: String(PROTOCOL_VERSION), flow: "1" };
+    // `batch=1`: this client reads batches (`parseRoomBatch`).
+    const identity = {
+      agent: options.agent,
+      role: options.role,
+      v: String(PROTOCOL_VERSION),
+      flow: "1",
+      batch: "1",
+    };
     const { token, query } = options;
     this.#backoff = { baseMs: options.minReconnectDelayMs ?? 100, capMs: options.maxReconnectDelayMs ?? 5000 };
     this.#heartbeat = {
@@ -384,30 +394,36 @@ export class Transport extends ObservableV2<Events> {
     this.#unreported = 0;
   }
 
+  /** One frame from the room (alone, or one of a batch of `chars` in all). */
+  #frame(parsed: Parsed<RoomFrame>, chars: number): void {
+    if (!parsed.ok) return this.emit("protocolError", [CrosstalkError.from(parsed.error)]);
+    if (parsed.frame.type === "pong") return;
+    // `welcome` is what makes a socket usable: the room has admitted this agent.
+    if (parsed.frame.type === "welcome") {
+      // The first message of the socket: the room's count starts here too.
+      const budget = parsed.frame.unreadBudget;
+      this.#reportEvery = budget === undefined ? 0 : Math.max(1, Math.floor(budget / 8));
+      this.#unreported = chars;
+      this.#batches = parsed.frame.batches === true;
+      this.#resetBackoff();
+      this.#pingAt = null;
+      if (this.#heartbeat.intervalMs > 0) this.#armHeartbeat(this.#heartbeat.intervalMs);
+      this.status = "online";
+      this.emit("frame", [parsed.frame]);
+      this.emit("status", ["online"]);
+      return;
+    }
+    this.emit("frame", [parsed.frame]);
+  }
+
   #receive(data: unknown): void {
     if (this.status === "closed") return;
     this.#heardAt = Date.now();
     if (typeof data === "string") {
       this.#count(data.length);
       if (data === PONG_FRAME) return;
-      const parsed = parseRoomFrame(data);
-      if (!parsed.ok) return this.emit("protocolError", [CrosstalkError.from(parsed.error)]);
-      // `welcome` is what makes a socket usable: the room has admitted this agent.
-      if (parsed.frame.type === "welcome") {
-        // The first frame of the socket: the room's count starts here too.
-        const budget = parsed.frame.unreadBudget;
-        this.#reportEvery = budget === undefined ? 0 : Math.max(1, Math.floor(budget / 8));
-        this.#unreported = data.length;
-        this.#batches = parsed.frame.batches === true;
-        this.#resetBackoff();
-        this.#pingAt = null;
-        if (this.#heartbeat.intervalMs > 0) this.#armHeartbeat(this.#heartbeat.intervalMs);
-        this.status = "online";
-        this.emit("frame", [parsed.frame]);
-        this.emit("status", ["online"]);
-        return;
-      }
-      this.emit("frame", [parsed.frame]);
+      if (!isBatch(data)) return this.#frame(parseRoomFrame(data), data.length);
+      for (const parsed of parseRoomBatch(data)) this.#frame(parsed, data.length);
       return;
     }
     const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : (data as Uint8Array);

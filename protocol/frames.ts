@@ -8,8 +8,8 @@
  * every future version must still accept.
  *
  * One WebSocket per agent carries two kinds of frame:
- * - text frames: JSON control frames, validated with the zod schemas below; from an agent
- *   to a room whose welcome said `batches: true`, also a batch of them (`parseClientBatch`);
+ * - text frames: JSON control frames, validated with the zod schemas below, or a batch of
+ *   them (`parseClientBatch`, `parseRoomBatch`) where the receiving side said it reads batches;
  * - binary frames: Yjs documents (see `binary.ts`).
  */
 import { z } from "zod";
@@ -654,21 +654,22 @@ export const parseRoomFrame = (text: string): Parsed<RoomFrame> => parseFrame(te
 // Batches
 
 /**
- * The most text an agent puts in one batch. A frame that would take a batch past it starts
+ * The most text either side puts in one batch. A frame that would take a batch past it starts
  * the next one; a frame longer than this on its own goes alone, as a plain text frame.
  */
 export const MAX_BATCH_CHARS = 64 * 1024;
 
 /**
- * Whether a text message from an agent is a batch: several client frames in one WebSocket
- * message, as a JSON array of frames (`[{"type":"rpc.call",…},{"type":"rpc.result",…}]`).
- * An agent sends one only to a room whose `welcome` said `batches: true`; such a room reads
- * every frame of it exactly as if each had come alone, in order. One message per tick instead
- * of one per frame is what a hibernating room pays for most (the host's per-message event).
+ * Whether a text message is a batch: several frames in one WebSocket message, as a JSON
+ * array of frames (`[{"type":"rpc.call",…},{"type":"rpc.result",…}]`). An agent sends one
+ * only to a room whose `welcome` said `batches: true`, and a room only to an agent whose URL
+ * said `batch=1`; the receiver reads every frame of it exactly as if each had come alone, in
+ * order. One message per tick instead of one per frame is what a hibernating room pays for
+ * most (the host's per-message event), and what a busy client's socket writes cost.
  */
 export const isBatch = (text: string): boolean => text.charCodeAt(0) === 0x5b; // "["
 
-/** Joins the texts of client frames (`JSON.stringify` of each) into one batch message. */
+/** Joins the texts of frames (`JSON.stringify` of each) into one batch message. */
 export const batchOf = (texts: readonly string[]): string => `[${texts.join(",")}]`;
 
 /**
@@ -676,7 +677,20 @@ export const batchOf = (texts: readonly string[]): string => `[${texts.join(",")
  * as `parseClientFrame` would give it for that frame alone. Never throws; a message that is
  * not JSON, or an empty array, is one BAD_FRAME.
  */
-export function parseClientBatch(text: string): Parsed<ClientFrame>[] {
+export const parseClientBatch = (text: string): Parsed<ClientFrame>[] =>
+  parseBatch(text, clientFrames, fastClientFrames);
+
+/**
+ * Parses a batch from the room: what a room sends an agent whose URL said `batch=1` (the
+ * frames it sends that agent in one tick, as one message). As `parseClientBatch`.
+ */
+export const parseRoomBatch = (text: string): Parsed<RoomFrame>[] => parseBatch(text, roomFrames, fastRoomFrames);
+
+function parseBatch<T>(
+  text: string,
+  table: Record<string, z.ZodType>,
+  fast: Readonly<Record<string, (frame: Record<string, unknown>) => boolean>>,
+): Parsed<T>[] {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -686,5 +700,5 @@ export function parseClientBatch(text: string): Parsed<ClientFrame>[] {
   if (!Array.isArray(raw) || raw.length === 0)
     return [{ ok: false, error: { code: "BAD_FRAME", message: "a batch is a non-empty array of frames" } }];
   const plain = plainKeys(text);
-  return raw.map((item: unknown) => checkFrame<ClientFrame>(item, plain, clientFrames, fastClientFrames));
+  return raw.map((item: unknown) => checkFrame<T>(item, plain, table, fast));
 }

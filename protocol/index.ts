@@ -80,6 +80,7 @@ export {
   PONG_FRAME,
   parseClientBatch,
   parseClientFrame,
+  parseRoomBatch,
   parseRoomFrame,
   READ_FRAME_PREFIX,
   type ReplyOf,
