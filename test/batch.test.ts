@@ -9,11 +9,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import {
   batchOf,
+  CLOSE_CODES,
   type ClientFrame,
+  DEFAULT_ROOM_LIMITS,
   isBatch,
   PROTOCOL_VERSION,
   parseClientBatch,
   parseClientFrame,
+  parseRoomBatch,
   parseRoomFrame,
   type RoomFrame,
 } from "../protocol/index.ts";
@@ -143,5 +146,62 @@ describe("over a real room", () => {
       'd:{"ref":"d"}',
     ]);
     ws.close();
+  });
+  /** A raw agent socket: every message it gets, and how it closed. */
+  async function rawAgent(team: string, agent: string, batch: boolean) {
+    const token = await room.token(agent, "agent", { team });
+    const query = `agent=${agent}&v=${PROTOCOL_VERSION}&token=${token}${batch ? "&batch=1" : ""}`;
+    const ws = new WebSocket(`ws://${room.host}/parties/main/${team}?${query}`);
+    const messages: string[] = [];
+    ws.on("message", (data) => messages.push(String(data)));
+    const closed = new Promise<number>((resolve) => ws.on("close", (code) => resolve(code)));
+    await eventually(() => expect(messages.length).toBeGreaterThan(0));
+    const frames = () =>
+      messages
+        .flatMap((m) => (isBatch(m) ? parseRoomBatch(m) : [parseRoomFrame(m)]))
+        .map((p) => {
+          if (!p.ok) throw new Error(`the room sent an invalid frame: ${p.error.message}`);
+          return p.frame;
+        });
+    return { ws, messages, closed, frames };
+  }
+
+  it("the room sends a batch=1 socket the frames of one tick as one message, and one each to others", async () => {
+    const team = room.team("batch-out");
+    const batched = await rawAgent(team, "batched", true);
+    const plain = await rawAgent(team, "plain", false);
+    const calls = ["a", "b", "c"].map((ref) =>
+      JSON.stringify({ type: "rpc.call", ref, to: "nobody", method: "echo", input: 1, timeoutMs: 1000 }),
+    );
+    const sent = { batched: batched.messages.length, plain: plain.messages.length };
+    batched.ws.send(batchOf(calls));
+    plain.ws.send(batchOf(calls));
+    const refused = (frames: RoomFrame[]) =>
+      frames.flatMap((f) => (f.type === "rpc.response" && !f.ok ? [`${f.ref}:${f.error.code}`] : []));
+    await eventually(() => expect(refused(batched.frames())).toEqual(["a:NO_ROUTE", "b:NO_ROUTE", "c:NO_ROUTE"]));
+    await eventually(() => expect(refused(plain.frames())).toEqual(["a:NO_ROUTE", "b:NO_ROUTE", "c:NO_ROUTE"]));
+    // The three answers of one tick: one message for the socket that reads batches, three for the other.
+    const answers = (messages: string[], from: number) =>
+      messages.slice(from).filter((m) => m.includes('"rpc.response"'));
+    expect(answers(batched.messages, sent.batched)).toHaveLength(1);
+    expect(answers(plain.messages, sent.plain)).toHaveLength(3);
+    expect(plain.messages.some(isBatch)).toBe(false);
+    batched.ws.close();
+    plain.ws.close();
+  });
+
+  it("a batch=1 socket gets every refusal that spent its error budget before the room closes it", async () => {
+    const team = room.team("batch-budget");
+    const evil = await rawAgent(team, "evil", true);
+    const garbage = Array.from({ length: DEFAULT_ROOM_LIMITS.errorBudget + 10 }, (_, i) =>
+      JSON.stringify({ type: "launch.missiles", ref: `m${i}` }),
+    );
+    evil.ws.send(batchOf(garbage));
+    expect(await evil.closed).toBe(CLOSE_CODES.TooManyErrors.code);
+    const errors = evil.frames().filter((f) => f.type === "error");
+    expect(errors).toHaveLength(DEFAULT_ROOM_LIMITS.errorBudget);
+    expect(errors.map((e) => (e.type === "error" ? e.ref : null))).toEqual(
+      Array.from({ length: DEFAULT_ROOM_LIMITS.errorBudget }, (_, i) => `m${i}`),
+    );
   });
 });
