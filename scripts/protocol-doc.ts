@@ -139,11 +139,14 @@ A socket carries two kinds of WebSocket message:
 - **Text frames** are JSON control frames: an object with a \`type\` from the tables below. A frame that is not JSON
   or fails its schema is answered with an \`error\` frame (\`BAD_FRAME\`); an unknown \`type\` with \`UNKNOWN_FRAME\`.
   Either way the \`ref\` of the refused frame is echoed when it had one, and nothing is applied.
-  - **batch** (agent to room only, when the room's \`welcome\` said \`batches: true\`): several control frames in
-    one text message, as a JSON array of them (\`[{"type":"rpc.call",…},{"type":"rpc.result",…}]\`, at most
-    ${MAX_BATCH_CHARS} characters unless it is a single frame). The room reads each element exactly as if it had
-    come alone, in order: each is refused or answered on its own (an empty array is one \`BAD_FRAME\`). A client sends
-    the frames of one tick this way; rooms without \`batches\` in their welcome are sent one frame per message.
+  - **batch**: several control frames in one text message, as a JSON array of them
+    (\`[{"type":"rpc.call",…},{"type":"rpc.result",…}]\`, at most ${MAX_BATCH_CHARS} characters unless it holds
+    one frame). The receiver reads each element exactly as if it had come alone, in order: the room refuses or
+    answers each on its own (an empty array is one \`BAD_FRAME\`). Each side sends the frames of one tick this way,
+    and only to a peer that reads batches: an agent to a room whose \`welcome\` said \`batches: true\`; the room to
+    an agent whose URL said \`batch=1\` (its frames of one tick; binary frames and a close wait for them). Other
+    peers get one frame per message, so older clients and rooms keep working. A session the room resumes after a
+    hibernation is sent one frame per message.
 - **Binary frames** carry Yjs documents. They start with a \`varUint\` kind (lib0 encoding):
   - **doc frame**: \`varUint 0, varString doc, varUint 0 (y sync), y-protocols sync message\` — the sync message
     is step 1 (a state vector: "open this document and send me what I lack"), step 2 (the missing updates) or an
