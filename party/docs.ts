@@ -15,7 +15,6 @@ import {
   DEFAULT_ROOM_LIMITS,
   DEFLATE_MIN_BYTES,
   type DocName,
-  deflateFrame,
   type ErrorBody,
   encodeDocFrame,
   isWritableByClients,
@@ -29,7 +28,7 @@ import type { Metrics } from "./metrics.ts";
 import { emptyLive, liveEntries, liveIds, loadLive, nextLive, type RebaseLive } from "./rebase-live.ts";
 import { RawDocSession, type Session } from "./session.ts";
 import { appendUpdate, compact, type KvStorage, loadDoc, needsCompaction, putAll, type StoredDoc } from "./storage.ts";
-import { step2Frame } from "./sync-share.ts";
+import { deflatedStep2, step2Frame } from "./sync-share.ts";
 import { checkUpdate } from "./update-check.ts";
 
 /** Origin of updates applied while loading from storage: not re-persisted. */
@@ -389,8 +388,11 @@ export class DocHub {
         }
         const doc = await this.open(name);
         let step2: Uint8Array;
+        /** The agent holds nothing of the document yet: a first sync, the whole of it. */
+        let fresh = false;
         try {
           const holds = new Set(Y.decodeStateVector(payload).keys());
+          fresh = holds.size === 0;
           const stale = doc.clientWritable && this.#retired(doc, holds, holds);
           if (stale) return { error: stale };
           step2 = step2Frame(name, doc.ydoc, payload);
@@ -401,12 +403,16 @@ export class DocHub {
         session.docs.add(name);
         this.afterCommit(doc, () => {
           const reply = step2;
-          // A large state snapshot goes deflated to an agent (a stock Yjs client would not read
-          // it); should compressing fail, as it is. Only state: its flat layout repeats keys in
-          // every item (~10x smaller deflated); a log snapshot is a reconnect's catch-up, where
-          // the wait for compression showed in catch-up time.
-          if (reply.byteLength >= DEFLATE_MIN_BYTES && isWritableByClients(name) && !(session instanceof RawDocSession))
-            session.sendLater(deflateFrame(reply).catch(() => reply));
+          // A large snapshot goes deflated to an agent (a stock Yjs client would not read it);
+          // should compressing fail, as it is. State repeats keys in every item (~10x smaller
+          // deflated); so does a log window its events' field names (10,000 events: 1.2 MB,
+          // 80 KB deflated), and subscribers joining together share one compression, so the
+          // room does not queue a megabyte per subscriber on its sockets. Not a log's catch-up
+          // after a reconnect (the agent holds part of it): the wait for compression showed
+          // in catch-up time there.
+          const deflate = isWritableByClients(name) || fresh;
+          if (deflate && reply.byteLength >= DEFLATE_MIN_BYTES && !(session instanceof RawDocSession))
+            session.sendLater(deflatedStep2(reply).catch(() => reply));
           else session.sendBinary(reply);
           // Ask for what the client has and we lack; only where the client may write.
           if (doc.clientWritable)

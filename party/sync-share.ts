@@ -4,11 +4,12 @@
  * encoded: ten subscribers of a 10,000-event log window meant ten copies of it at once. The
  * frame for one state vector is kept until the document changes, at most
  * {@link SHARE_MS}, so a burst of joins costs one encoding and a quiet document holds no copy.
+ * Its deflated form (`protocol/deflate.ts`) is shared the same way: one compression per burst.
  */
 import * as encoding from "lib0/encoding";
 import * as syncProtocol from "y-protocols/sync";
 import * as Y from "yjs";
-import { type DocName, encodeDocFrame } from "../protocol/index.ts";
+import { type DocName, deflateFrame, encodeDocFrame } from "../protocol/index.ts";
 
 /** How long an answer is kept for the next session asking from the same state. */
 export const SHARE_MS = 1000;
@@ -17,6 +18,18 @@ const MAX_SHARED_SV_BYTES = 64;
 
 const shared = new WeakMap<Y.Doc, { sv: string; frame: Uint8Array }>();
 const watched = new WeakSet<Y.Doc>();
+/** Keyed by the frame itself: it lives as long as someone still holds the frame. */
+const deflated = new WeakMap<Uint8Array, Promise<Uint8Array>>();
+
+/** `frame` (from {@link step2Frame}) deflated, compressed once however many sessions are sent it. */
+export function deflatedStep2(frame: Uint8Array): Promise<Uint8Array> {
+  let compressed = deflated.get(frame);
+  if (!compressed) {
+    compressed = deflateFrame(frame);
+    deflated.set(frame, compressed);
+  }
+  return compressed;
+}
 
 /** The sync step 2 frame answering state vector `sv` for document `name` (throws on an invalid `sv`). */
 export function step2Frame(name: DocName, ydoc: Y.Doc, sv: Uint8Array): Uint8Array {

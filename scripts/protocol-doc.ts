@@ -157,7 +157,7 @@ A socket carries two kinds of WebSocket message:
     handles the result as one binary frame. Chunks out of order are refused with \`BAD_FRAME\`.
   - **deflated frame** (room to agent only, protocol version 2 on): \`varUint 2, varUint length, varUint8Array zlib\`,
     where \`zlib\` is the zlib stream (RFC 1950) of one whole binary frame of \`length\` bytes. The room sends a
-    doc frame of ${DEFLATE_MIN_BYTES} bytes or more (\`DEFLATE_MIN_BYTES\`: a sync step 2 that loads a large \`state/\`
+    doc frame of ${DEFLATE_MIN_BYTES} bytes or more (\`DEFLATE_MIN_BYTES\`: a sync step 2 that loads a large \`state/\` or \`log/\`
     document) this way; the agent inflates it and handles it as that frame, in the order it came. A stock Yjs client never
     gets one.
 

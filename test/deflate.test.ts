@@ -3,7 +3,9 @@
  * compressed to agents and as it is to stock Yjs clients. A golden frame keeps the encoding
  * readable by later clients; hostile frames get typed errors; on a real `partykit dev`, an agent
  * loading a large namespace receives a fraction of its bytes, holds exactly what the room holds,
- * and keeps receiving live updates after it, while a stock y-websocket client still syncs.
+ * and keeps receiving live updates after it, while a stock y-websocket client still syncs. A
+ * stream's log window reaches its subscribers deflated too, compressed once for those that sync
+ * it together, and every event is still handled once, in order.
  */
 import { readFileSync } from "node:fs";
 import * as encoding from "lib0/encoding";
@@ -110,6 +112,53 @@ describe("a large namespace over a real room", () => {
       }
     } finally {
       await loader.close();
+      await writer.close();
+    }
+  }, 120_000);
+
+  it("sends a stream's log window deflated to subscribers syncing together; each event handled once, in order", async () => {
+    const team = "deflate-log";
+    const EVENTS = 3000;
+    const writer = await room.agent("publisher", { team });
+    for (let i = 0; i < EVENTS; i += 500) {
+      await writer.publishBatch(
+        Array.from({ length: 500 }, (_, k) => ({ type: "deal.updated", data: { n: i + k, note: "deflate me" } })),
+      );
+    }
+    const counters = [cuttableSocket(), cuttableSocket()];
+    const readers = await Promise.all(
+      counters.map((c, i) => room.agent(`reader-${i}`, { team, WebSocket: c.WebSocket })),
+    );
+    try {
+      const seen: number[][] = [[], []];
+      await Promise.all(
+        readers.map(
+          (r, i) =>
+            r.subscribe("deal.*", (e) => void seen[i]?.push((e.data as { n: number }).n), { from: "start" }).ready,
+        ),
+      );
+      const all = Array.from({ length: EVENTS }, (_, n) => n);
+      for (const s of seen) await eventually(() => expect(s).toEqual(all), { timeoutMs: 30_000 });
+      // The window as a stock Yjs client syncs it (as it is), against what reached each reader.
+      const ydoc = new Y.Doc();
+      const provider = new WebsocketProvider(`ws://${room.host}/parties/main`, team, ydoc, {
+        params: { doc: "log/main", token: await room.token("tail", "yjs", { team }) },
+        WebSocketPolyfill: WebSocket as never,
+        disableBc: true,
+      });
+      try {
+        await eventually(() => expect(provider.synced).toBe(true), { timeoutMs: 30_000 });
+        const snapshot = Y.encodeStateAsUpdate(ydoc).byteLength;
+        expect(snapshot).toBeGreaterThan(DEFLATE_MIN_BYTES);
+        for (const c of counters) expect(c.bytesReceived).toBeLessThan(snapshot / 3);
+      } finally {
+        provider.destroy();
+      }
+
+      await writer.publish("deal.updated", { n: EVENTS, note: "live" });
+      for (const s of seen) await eventually(() => expect(s).toEqual([...all, EVENTS]));
+    } finally {
+      await Promise.all(readers.map((r) => r.close()));
       await writer.close();
     }
   }, 120_000);
