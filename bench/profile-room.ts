@@ -7,12 +7,17 @@
  *   node --import tsx --cpu-prof --cpu-prof-dir=/tmp/prof bench/profile-room.ts
  *
  * Prints CPU µs per call (this process: the room plus the few µs of building the client
- * frames here). `N=<batches>` sets the length (default 60 batches of 500 calls).
+ * frames here). `N=<batches>` sets the length (default 60 batches of 500 calls). The frames
+ * of a batch go as one message each way, as a client sends a tick's frames (`batchOf`) and
+ * the room answers a `batch=1` client; `SINGLE=1` sends and receives one frame per message.
  */
 import { MemoryKv } from "../party/memory-storage.ts";
 import { TeamRoom } from "../party/room.ts";
+import { batchOf, isBatch } from "../protocol/index.ts";
 
 const BATCH = 500;
+const SINGLE = process.env.SINGLE === "1";
+const query = SINGLE ? "" : "&batch=1";
 const room = new TeamRoom({ team: "profile", storage: new MemoryKv() });
 await room.start();
 const inbox = { caller: [] as string[], callee: [] as string[] };
@@ -33,8 +38,17 @@ const socket = (name: keyof typeof inbox) => {
 };
 const caller = socket("caller");
 const callee = socket("callee");
-room.connect(caller, new URL("http://room/?agent=caller&role=agent&_pk=a"));
-room.connect(callee, new URL("http://room/?agent=callee&role=agent&_pk=b"));
+room.connect(caller, new URL(`http://room/?agent=caller&role=agent&_pk=a${query}`));
+room.connect(callee, new URL(`http://room/?agent=callee&role=agent&_pk=b${query}`));
+/** The frames in what the room sent (messages that may be batches). */
+const framesOf = (texts: string[]): { type: string; id: string; ref: string; input: unknown }[] =>
+  texts.flatMap((t) => (isBatch(t) ? JSON.parse(t) : [JSON.parse(t)]));
+/** Sends `frames` as one batch, or one message each. */
+const send = (socket: typeof caller, frames: object[]) => {
+  const texts = frames.map((f) => JSON.stringify(f));
+  if (SINGLE) for (const t of texts) room.message(socket, t);
+  else room.message(socket, batchOf(texts));
+};
 room.message(callee, JSON.stringify({ type: "rpc.handle", methods: ["echo"], maxInFlight: 100_000 }));
 const turn = () => new Promise((resolve) => setImmediate(resolve));
 await turn();
@@ -43,28 +57,31 @@ let ref = 0;
 async function batch(): Promise<void> {
   inbox.caller.length = 0;
   inbox.callee.length = 0;
+  const calls: object[] = [];
   for (let i = 0; i < BATCH; i++) {
     const r = `r${++ref}`;
-    const call = {
+    calls.push({
       type: "rpc.call",
       ref: r,
       to: "callee",
       method: "echo",
       input: { i, text: "ping" },
       timeoutMs: 30_000,
-    };
-    room.message(caller, JSON.stringify({ ...call, callId: `c-${r}`, correlationId: `c-${r}` }));
+      callId: `c-${r}`,
+      correlationId: `c-${r}`,
+    });
   }
+  send(caller, calls);
   await turn();
   await turn();
-  for (const text of inbox.callee.splice(0)) {
-    const frame = JSON.parse(text) as { type: string; id: string; input: unknown };
-    if (frame.type === "rpc.request")
-      room.message(callee, JSON.stringify({ type: "rpc.result", id: frame.id, ok: true, output: frame.input }));
-  }
+  const requests = framesOf(inbox.callee.splice(0)).filter((f) => f.type === "rpc.request");
+  send(
+    callee,
+    requests.map((f) => ({ type: "rpc.result", id: f.id, ok: true, output: f.input })),
+  );
   await turn();
   await turn();
-  const answered = inbox.caller.filter((t) => t.includes('"rpc.response"')).length;
+  const answered = framesOf(inbox.caller).filter((f) => f.type === "rpc.response").length;
   if (answered !== BATCH) throw new Error(`${answered} of ${BATCH} calls answered`);
 }
 

@@ -9,6 +9,7 @@ import { ObservableV2 } from "lib0/observable";
 import { PartySocket } from "partysocket";
 import {
   backoff,
+  batchOf,
   CLOSE_CODES,
   type ClientFrame,
   CrosstalkError,
@@ -17,10 +18,14 @@ import {
   type DocName,
   decodeDocFrame,
   FATAL_CLOSE_CODES,
+  isBatch,
+  MAX_BATCH_CHARS,
   MAX_FRAME_BYTES,
+  type Parsed,
   PING_FRAME,
   PONG_FRAME,
   PROTOCOL_VERSION,
+  parseRoomBatch,
   parseRoomFrame,
   type RoomFrame,
   readFrame,
@@ -143,7 +148,14 @@ export class Transport extends ObservableV2<Events> {
   constructor(options: TransportOptions) {
     super();
     // `flow=1`: this client reports what it reads, so the room may hold it to an unread budget.
-    const identity = { agent: options.agent, role: options.role, v: String(PROTOCOL_VERSION), flow: "1" };
+    // `batch=1`: this client reads batches (`parseRoomBatch`).
+    const identity = {
+      agent: options.agent,
+      role: options.role,
+      v: String(PROTOCOL_VERSION),
+      flow: "1",
+      batch: "1",
+    };
     const { token, query } = options;
     this.#backoff = { baseMs: options.minReconnectDelayMs ?? 100, capMs: options.maxReconnectDelayMs ?? 5000 };
     this.#heartbeat = {
@@ -196,6 +208,10 @@ export class Transport extends ObservableV2<Events> {
     this.#socket.addEventListener("close", (e: CloseEvent) => {
       clearTimeout(this.#handshakeTimer);
       this.#reassembler = createReassembler();
+      // The next connection may reach an older room: it says again what it reads.
+      this.#batches = false;
+      this.#batch = [];
+      this.#batchChars = 0;
       if (this.status === "closed") return;
       if (FATAL_CLOSE_CODES.has(e.code)) {
         this.refusal = fatalError(e.code, e.reason);
@@ -260,17 +276,46 @@ export class Transport extends ObservableV2<Events> {
    */
   beforeSend: (() => void) | null = null;
 
+  /**
+   * Whether this connection's room reads batches (its welcome said `batches: true`): then the
+   * control frames of one tick leave as one message (`batchOf`), in order, at the end of the
+   * tick, instead of one socket write and one room event each.
+   */
+  #batches = false;
+  /** Frames (as text) waiting for the end of this tick, and their length together. */
+  #batch: string[] = [];
+  #batchChars = 0;
+
   /** Sends a control frame if online; returns false (and sends nothing) otherwise. */
   send(frame: ClientFrame): boolean {
     if (!this.online) return false;
     this.beforeSend?.();
-    this.#socket.send(JSON.stringify(frame));
+    const text = JSON.stringify(frame);
+    if (!this.#batches) {
+      this.#socket.send(text);
+      return true;
+    }
+    if (this.#batchChars + text.length > MAX_BATCH_CHARS) this.#flush();
+    this.#batch.push(text);
+    this.#batchChars += text.length;
+    if (this.#batch.length === 1) queueMicrotask(this.#flush);
     return true;
   }
+
+  /** Sends what waits for the end of the tick: one frame as itself, several as a batch. */
+  readonly #flush = (): void => {
+    const batch = this.#batch;
+    if (batch.length === 0) return;
+    this.#batch = [];
+    this.#batchChars = 0;
+    this.#socket.send(batch.length === 1 ? (batch[0] as string) : batchOf(batch));
+  };
 
   sendBinary(bytes: Uint8Array): boolean {
     if (!this.online) return false;
     this.beforeSend?.();
+    // Frames sent before this one leave before it.
+    this.#flush();
     // lib0 encoders always produce plain ArrayBuffer-backed arrays.
     if (bytes.byteLength <= MAX_FRAME_BYTES) this.#socket.send(bytes as Uint8Array<ArrayBuffer>);
     else for (const part of chunkBinary(bytes)) this.#socket.send(part as Uint8Array<ArrayBuffer>);
@@ -320,6 +365,7 @@ export class Transport extends ObservableV2<Events> {
   }
 
   close(): void {
+    this.#flush();
     this.#setStatus("closed");
     clearTimeout(this.#heartbeatTimer);
     clearTimeout(this.#handshakeTimer);
@@ -348,29 +394,36 @@ export class Transport extends ObservableV2<Events> {
     this.#unreported = 0;
   }
 
+  /** One frame from the room (alone, or one of a batch of `chars` in all). */
+  #frame(parsed: Parsed<RoomFrame>, chars: number): void {
+    if (!parsed.ok) return this.emit("protocolError", [CrosstalkError.from(parsed.error)]);
+    if (parsed.frame.type === "pong") return;
+    // `welcome` is what makes a socket usable: the room has admitted this agent.
+    if (parsed.frame.type === "welcome") {
+      // The first message of the socket: the room's count starts here too.
+      const budget = parsed.frame.unreadBudget;
+      this.#reportEvery = budget === undefined ? 0 : Math.max(1, Math.floor(budget / 8));
+      this.#unreported = chars;
+      this.#batches = parsed.frame.batches === true;
+      this.#resetBackoff();
+      this.#pingAt = null;
+      if (this.#heartbeat.intervalMs > 0) this.#armHeartbeat(this.#heartbeat.intervalMs);
+      this.status = "online";
+      this.emit("frame", [parsed.frame]);
+      this.emit("status", ["online"]);
+      return;
+    }
+    this.emit("frame", [parsed.frame]);
+  }
+
   #receive(data: unknown): void {
     if (this.status === "closed") return;
     this.#heardAt = Date.now();
     if (typeof data === "string") {
       this.#count(data.length);
       if (data === PONG_FRAME) return;
-      const parsed = parseRoomFrame(data);
-      if (!parsed.ok) return this.emit("protocolError", [CrosstalkError.from(parsed.error)]);
-      // `welcome` is what makes a socket usable: the room has admitted this agent.
-      if (parsed.frame.type === "welcome") {
-        // The first frame of the socket: the room's count starts here too.
-        const budget = parsed.frame.unreadBudget;
-        this.#reportEvery = budget === undefined ? 0 : Math.max(1, Math.floor(budget / 8));
-        this.#unreported = data.length;
-        this.#resetBackoff();
-        this.#pingAt = null;
-        if (this.#heartbeat.intervalMs > 0) this.#armHeartbeat(this.#heartbeat.intervalMs);
-        this.status = "online";
-        this.emit("frame", [parsed.frame]);
-        this.emit("status", ["online"]);
-        return;
-      }
-      this.emit("frame", [parsed.frame]);
+      if (!isBatch(data)) return this.#frame(parseRoomFrame(data), data.length);
+      for (const parsed of parseRoomBatch(data)) this.#frame(parsed, data.length);
       return;
     }
     const bytes = data instanceof ArrayBuffer ? new Uint8Array(data) : (data as Uint8Array);

@@ -161,6 +161,7 @@ export class Admission {
       ...(identity?.scope ? { scope: identity.scope } : {}),
       ...(identity?.expiresAt !== undefined ? { expiresAt: identity.expiresAt } : {}),
       ...this.#budget(),
+      ...(q.get("batch") === "1" ? { batches: true } : {}),
     });
     session.grants = this.options.grants(session);
     const admitted = presence.admit(session, { takeover: identity !== undefined });
@@ -182,6 +183,7 @@ export class Admission {
       roster: presence.roster(),
       permissions: session.grants.permissions,
       unreadBudget: session.unreadBudget,
+      batches: true,
     });
     this.options.admitted(session);
     // Messages that waited in the inbox follow the welcome, in the session's frame order.
@@ -256,6 +258,8 @@ export class Admission {
   drop(session: Session, close: { code: number; reason: string } | null): void {
     if (session.closed) return;
     if (session.expiresAt !== undefined) this.options.alarms.cancel(expiryKey(session));
+    // What it was sent before (a refusal, `leave`'s answer) leaves before the close.
+    session.flush();
     if (close) session.socket.close(close.code, close.reason);
     session.closed = true;
     this.#sessions.delete(session.socket);

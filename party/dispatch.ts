@@ -19,6 +19,9 @@ import {
   type ClientFrameType,
   decodeDocFrame,
   type ErrorBody,
+  isBatch,
+  type Parsed,
+  parseClientBatch,
   parseClientFrame,
   type RequestType,
   replies,
@@ -124,14 +127,30 @@ export class Dispatch {
     if (tooLarge) return this.#refuse(session, tooLarge);
     // A stock Yjs client speaks binary only.
     if (session instanceof RawDocSession) return;
-    const parsed = parseClientFrame(text);
+    if (isBatch(text)) return this.#batchNow(session, parseClientBatch(text), 0, text.length);
+    return this.#parsedNow(session, parseClientFrame(text), text.length);
+  }
+
+  /**
+   * A batch's frames from `from` on, each as if it had come alone: one that has to wait
+   * holds the rest behind it. `chars` is the whole message's length (a bound on each frame's).
+   */
+  #batchNow(session: Session, items: Parsed<ClientFrame>[], from: number, chars: number): Promise<void> | void {
+    for (let i = from; i < items.length; i++) {
+      if (session.closed) return;
+      const waiting = this.#parsedNow(session, items[i] as Parsed<ClientFrame>, chars);
+      if (waiting) return waiting.then(() => this.#batchNow(session, items, i + 1, chars));
+    }
+  }
+
+  #parsedNow(session: Session, parsed: Parsed<ClientFrame>, chars: number): Promise<void> | void {
     this.options.metrics.framesIn.inc({ type: parsed.ok ? parsed.frame.type : "invalid" });
     if (!parsed.ok) {
       this.#refuse(session, parsed.error, { ref: parsed.ref });
       return this.options.handled?.(session, null);
     }
     const frame = parsed.frame;
-    const waiting = this.#text(session, frame, text.length);
+    const waiting = this.#text(session, frame, chars);
     if (!waiting) return this.options.handled?.(session, frame.type);
     return waiting.then(() => this.options.handled?.(session, frame.type));
   }

@@ -4,10 +4,12 @@
  */
 import * as decoding from "lib0/decoding";
 import {
+  batchOf,
   chunkBinary,
   createReassembler,
   type DocName,
   type Grants,
+  MAX_BATCH_CHARS,
   MAX_FRAME_BYTES,
   MAX_REASSEMBLED_BYTES,
   type MethodInfo,
@@ -56,6 +58,8 @@ export type SessionInit = {
   unreadBudget?: number;
   /** Past `unreadBudget`: the room ends the session with `SlowReader` (`Admission`). */
   tooSlow?: (session: Session) => void;
+  /** The client reads batches (its URL said `batch=1`): the text frames of a tick go as one message. */
+  batches?: boolean;
 };
 
 /** A frame waiting in a session's backlog: ready (text or binary), or being made. */
@@ -111,6 +115,13 @@ export class Session {
   /** How far `unread` may go before traffic the client did not ask for stops; Infinity: no budget. */
   readonly unreadBudget: number;
   readonly #tooSlow: ((session: Session) => void) | undefined;
+  /**
+   * For a client that reads batches: the text frames sent in this tick, sent together at its
+   * end (`batchOf`), in order; frames of every kind sent after them wait for them. Null when
+   * the client reads one frame per message.
+   */
+  #tick: string[] | null;
+  #tickChars = 0;
 
   constructor(init: SessionInit) {
     this.n = init.n;
@@ -123,6 +134,7 @@ export class Session {
     this.writer = init.writer ?? init.agent;
     this.unreadBudget = init.unreadBudget ?? Number.POSITIVE_INFINITY;
     this.#tooSlow = init.tooSlow;
+    this.#tick = init.batches ? [] : null;
     // Room for the envelope (document name, message type) around the largest update.
     this.reassembler = createReassembler({ maxBytes: (init.maxFrameBytes ?? MAX_REASSEMBLED_BYTES) + 1024 });
     if (init.scope) this.scope = init.scope;
@@ -163,8 +175,38 @@ export class Session {
   sendText(text: string): void {
     if (this.closed) return;
     if (this.#backlog) this.#backlog.push(text);
+    else if (this.#tick) this.#batch(text);
     else this.#sendTextNow(text);
   }
+
+  #batch(text: string): void {
+    if (this.#tickChars + text.length > MAX_BATCH_CHARS) this.#flush();
+    const tick = this.#tick as string[];
+    // Counted now, as sent: a fan-out in the same tick must see it against the budget.
+    this.unread += text.length;
+    this.#tickChars += text.length;
+    if (tick.push(text) === 1) queueMicrotask(this.#flush);
+  }
+
+  /** Sends the text frames waiting for the end of this tick now (before the socket closes). */
+  flush(): void {
+    this.#flush();
+  }
+
+  /** Sends this tick's text frames: one as itself, several as a batch (its brackets and commas counted too). */
+  readonly #flush = (): void => {
+    const tick = this.#tick;
+    if (!tick || tick.length === 0) return;
+    this.#tick = [];
+    this.#tickChars = 0;
+    if (this.closed) return;
+    if (tick.length > 1) this.unread += tick.length + 1;
+    try {
+      this.socket.send(tick.length === 1 ? (tick[0] as string) : batchOf(tick));
+    } catch {
+      // The socket closed under us; onClose will clean up.
+    }
+  };
 
   #sendTextNow(text: string): void {
     this.unread += text.length;
@@ -179,6 +221,7 @@ export class Session {
   sendBinary(bytes: Uint8Array): void {
     if (this.closed) return;
     this.metrics.framesOut.inc({ type: "doc" });
+    this.#flush();
     if (this.#backlog) this.#backlog.push(bytes);
     else this.#sendBinaryNow(bytes);
   }
@@ -196,6 +239,7 @@ export class Session {
   sendLater(pending: Promise<Uint8Array | null>): void {
     if (this.closed) return;
     this.metrics.framesOut.inc({ type: "doc" });
+    this.#flush();
     if (this.#backlog) {
       this.#backlog.push(pending);
       return;

@@ -8,7 +8,8 @@
  * every future version must still accept.
  *
  * One WebSocket per agent carries two kinds of frame:
- * - text frames: JSON control frames, validated with the zod schemas below;
+ * - text frames: JSON control frames, validated with the zod schemas below, or a batch of
+ *   them (`parseClientBatch`, `parseRoomBatch`) where the receiving side said it reads batches;
  * - binary frames: Yjs documents (see `binary.ts`).
  */
 import { z } from "zod";
@@ -323,6 +324,12 @@ export const roomFrames = {
      * absent from older rooms, whose clients then send no `read`.
      */
     unreadBudget: z.number().int().min(1).optional(),
+    /**
+     * The room reads batches (`parseClientBatch`): this connection may send the frames of one
+     * tick as one text message, a JSON array of frames. Absent from older rooms, which are
+     * sent one frame per message.
+     */
+    batches: z.literal(true).optional(),
   }),
   /** The team's policy changed: this agent's permissions from now on. */
   permissions: z.object({ type: z.literal("permissions"), permissions: permissionsSchema }),
@@ -549,6 +556,22 @@ function parseFrame<T>(
   } catch {
     return { ok: false, error: { code: "BAD_FRAME", message: "frame is not valid JSON" } };
   }
+  return checkFrame(raw, plainKeys(text), table, fast);
+}
+
+/**
+ * Whether the fast checks may take a parsed value as it is: not when a key may be
+ * `__proto__` (spelled out or escaped), since zod's copy drops such keys.
+ */
+const plainKeys = (text: string): boolean => !text.includes("__proto__") && !text.includes("\\u");
+
+/** Checks one value `JSON.parse` produced against its frame type's schema. */
+function checkFrame<T>(
+  raw: unknown,
+  plain: boolean,
+  table: Record<string, z.ZodType>,
+  fast: Readonly<Record<string, (frame: Record<string, unknown>) => boolean>>,
+): Parsed<T> {
   const type = typeof raw === "object" && raw !== null ? (raw as { type?: unknown }).type : undefined;
   const maybeRef = typeof raw === "object" && raw !== null ? (raw as { ref?: unknown }).ref : undefined;
   const refOf = typeof maybeRef === "string" && maybeRef.length <= 64 ? maybeRef : undefined;
@@ -567,8 +590,7 @@ function parseFrame<T>(
     };
   }
   // A hot frame its schema would accept unchanged is the frame as parsed (`fast-frames.ts`).
-  // Not when a key may be `__proto__` (spelled out or escaped): zod's copy drops such keys.
-  if (Object.hasOwn(fast, type) && !text.includes("__proto__") && !text.includes("\\u")) {
+  if (plain && Object.hasOwn(fast, type)) {
     if (fast[type]?.(raw as Record<string, unknown>)) return { ok: true, frame: raw as T };
   }
   let result: ReturnType<z.ZodType["safeParse"]>;
@@ -627,3 +649,56 @@ function tooDeep(value: unknown, max: number): boolean {
 
 export const parseClientFrame = (text: string): Parsed<ClientFrame> => parseFrame(text, clientFrames, fastClientFrames);
 export const parseRoomFrame = (text: string): Parsed<RoomFrame> => parseFrame(text, roomFrames, fastRoomFrames);
+
+// ---------------------------------------------------------------------------------------
+// Batches
+
+/**
+ * The most text either side puts in one batch. A frame that would take a batch past it starts
+ * the next one; a frame longer than this on its own goes alone, as a plain text frame.
+ */
+export const MAX_BATCH_CHARS = 64 * 1024;
+
+/**
+ * Whether a text message is a batch: several frames in one WebSocket message, as a JSON
+ * array of frames (`[{"type":"rpc.call",…},{"type":"rpc.result",…}]`). An agent sends one
+ * only to a room whose `welcome` said `batches: true`, and a room only to an agent whose URL
+ * said `batch=1`; the receiver reads every frame of it exactly as if each had come alone, in
+ * order. One message per tick instead of one per frame is what a hibernating room pays for
+ * most (the host's per-message event), and what a busy client's socket writes cost.
+ */
+export const isBatch = (text: string): boolean => text.charCodeAt(0) === 0x5b; // "["
+
+/** Joins the texts of frames (`JSON.stringify` of each) into one batch message. */
+export const batchOf = (texts: readonly string[]): string => `[${texts.join(",")}]`;
+
+/**
+ * Parses a batch from an untrusted agent (`isBatch`): one outcome per element, in order, each
+ * as `parseClientFrame` would give it for that frame alone. Never throws; a message that is
+ * not JSON, or an empty array, is one BAD_FRAME.
+ */
+export const parseClientBatch = (text: string): Parsed<ClientFrame>[] =>
+  parseBatch(text, clientFrames, fastClientFrames);
+
+/**
+ * Parses a batch from the room: what a room sends an agent whose URL said `batch=1` (the
+ * frames it sends that agent in one tick, as one message). As `parseClientBatch`.
+ */
+export const parseRoomBatch = (text: string): Parsed<RoomFrame>[] => parseBatch(text, roomFrames, fastRoomFrames);
+
+function parseBatch<T>(
+  text: string,
+  table: Record<string, z.ZodType>,
+  fast: Readonly<Record<string, (frame: Record<string, unknown>) => boolean>>,
+): Parsed<T>[] {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    return [{ ok: false, error: { code: "BAD_FRAME", message: "frame is not valid JSON" } }];
+  }
+  if (!Array.isArray(raw) || raw.length === 0)
+    return [{ ok: false, error: { code: "BAD_FRAME", message: "a batch is a non-empty array of frames" } }];
+  const plain = plainKeys(text);
+  return raw.map((item: unknown) => checkFrame<T>(item, plain, table, fast));
+}

@@ -19,6 +19,7 @@ import {
   ERROR_CODES,
   FATAL_CLOSE_CODES,
   LOG_SEGMENT_SIZE,
+  MAX_BATCH_CHARS,
   MAX_EVENT_BYTES,
   MAX_FRAME_BYTES,
   MAX_HISTORY_PAGE,
@@ -138,6 +139,14 @@ A socket carries two kinds of WebSocket message:
 - **Text frames** are JSON control frames: an object with a \`type\` from the tables below. A frame that is not JSON
   or fails its schema is answered with an \`error\` frame (\`BAD_FRAME\`); an unknown \`type\` with \`UNKNOWN_FRAME\`.
   Either way the \`ref\` of the refused frame is echoed when it had one, and nothing is applied.
+  - **batch**: several control frames in one text message, as a JSON array of them
+    (\`[{"type":"rpc.call",…},{"type":"rpc.result",…}]\`, at most ${MAX_BATCH_CHARS} characters unless it holds
+    one frame). The receiver reads each element exactly as if it had come alone, in order: the room refuses or
+    answers each on its own (an empty array is one \`BAD_FRAME\`). Each side sends the frames of one tick this way,
+    and only to a peer that reads batches: an agent to a room whose \`welcome\` said \`batches: true\`; the room to
+    an agent whose URL said \`batch=1\` (its frames of one tick; binary frames and a close wait for them). Other
+    peers get one frame per message, so older clients and rooms keep working. A session the room resumes after a
+    hibernation is sent one frame per message.
 - **Binary frames** carry Yjs documents. They start with a \`varUint\` kind (lib0 encoding):
   - **doc frame**: \`varUint 0, varString doc, varUint 0 (y sync), y-protocols sync message\` — the sync message
     is step 1 (a state vector: "open this document and send me what I lack"), step 2 (the missing updates) or an
