@@ -15,13 +15,11 @@
  * Only answers to short state vectors (a fresh client's is empty) are kept, as in `sync-share.ts`;
  * only agents get these frames (a stock Yjs client reads no deflated frame), and only for state.
  */
-import * as encoding from "lib0/encoding";
 import * as syncProtocol from "y-protocols/sync";
 import * as Y from "yjs";
 import { DEFLATE_MIN_BYTES, type DocName, deflateFrame, encodeDocFrame } from "../protocol/index.ts";
+import { step2Of, svKey } from "./sync-share.ts";
 
-/** Only short state vectors (few writers) are compared; longer ones are answered one by one. */
-const MAX_SHARED_SV_BYTES = 64;
 /** A snapshot is dropped once the updates since it weigh more than 1/TAIL_SHARE of it. */
 const TAIL_SHARE = 8;
 /** A Yjs update with nothing in it. */
@@ -39,15 +37,6 @@ type Kept = {
 
 const kept = new WeakMap<Y.Doc, Kept>();
 const watched = new WeakSet<Y.Doc>();
-
-const svKey = (sv: Uint8Array): string | null =>
-  sv.byteLength <= MAX_SHARED_SV_BYTES ? String.fromCharCode(...sv) : null;
-
-const step2 = (name: DocName, update: Uint8Array): Uint8Array =>
-  encodeDocFrame(name, (e) => {
-    encoding.writeVarUint(e, syncProtocol.messageYjsSyncStep2);
-    encoding.writeVarUint8Array(e, update);
-  });
 
 function watch(ydoc: Y.Doc): void {
   if (watched.has(ydoc)) return;
@@ -72,14 +61,14 @@ export function snapshotFrames(name: DocName, ydoc: Y.Doc, sv: Uint8Array): (Uin
   if (entry?.sv !== key) entry = undefined;
   if (!entry) {
     const update = Y.encodeStateAsUpdate(ydoc, sv);
-    if (update.byteLength < DEFLATE_MIN_BYTES) return [step2(name, update)];
+    if (update.byteLength < DEFLATE_MIN_BYTES) return [step2Of(name, update)];
     const frame = encodeDocFrame(name, (e) => syncProtocol.writeUpdate(e, update));
     const snapshot = deflateFrame(frame).catch(() => frame);
-    if (key === null) return [snapshot, step2(name, EMPTY_UPDATE)];
+    if (key === null) return [snapshot, step2Of(name, EMPTY_UPDATE)];
     entry = { sv: key, snapshot, bytes: update.byteLength, tail: [], tailBytes: 0 };
     watch(ydoc);
     kept.set(ydoc, entry);
   }
   if (entry.tail.length > 1) entry.tail = [Y.mergeUpdates(entry.tail)];
-  return [entry.snapshot, step2(name, entry.tail[0] ?? EMPTY_UPDATE)];
+  return [entry.snapshot, step2Of(name, entry.tail[0] ?? EMPTY_UPDATE)];
 }

@@ -31,16 +31,23 @@ export function deflatedStep2(frame: Uint8Array): Promise<Uint8Array> {
   return compressed;
 }
 
-/** The sync step 2 frame answering state vector `sv` for document `name` (throws on an invalid `sv`). */
-export function step2Frame(name: DocName, ydoc: Y.Doc, sv: Uint8Array): Uint8Array {
-  const key = sv.byteLength <= MAX_SHARED_SV_BYTES ? String.fromCharCode(...sv) : null;
-  const hit = shared.get(ydoc);
-  if (key !== null && hit?.sv === key) return hit.frame;
-  const update = Y.encodeStateAsUpdate(ydoc, sv);
-  const frame = encodeDocFrame(name, (e) => {
+/** A state vector as a key to compare answers by; null for long ones (many writers), answered one by one. */
+export const svKey = (sv: Uint8Array): string | null =>
+  sv.byteLength <= MAX_SHARED_SV_BYTES ? String.fromCharCode(...sv) : null;
+
+/** A sync step 2 frame for document `name` carrying `update`. */
+export const step2Of = (name: DocName, update: Uint8Array): Uint8Array =>
+  encodeDocFrame(name, (e) => {
     encoding.writeVarUint(e, syncProtocol.messageYjsSyncStep2);
     encoding.writeVarUint8Array(e, update);
   });
+
+/** The sync step 2 frame answering state vector `sv` for document `name` (throws on an invalid `sv`). */
+export function step2Frame(name: DocName, ydoc: Y.Doc, sv: Uint8Array): Uint8Array {
+  const key = svKey(sv);
+  const hit = shared.get(ydoc);
+  if (key !== null && hit?.sv === key) return hit.frame;
+  const frame = step2Of(name, Y.encodeStateAsUpdate(ydoc, sv));
   if (key === null) return frame;
   if (!watched.has(ydoc)) {
     watched.add(ydoc);
