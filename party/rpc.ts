@@ -589,7 +589,8 @@ export class Router {
       });
     }
     if (call.idem && this.#running.get(call.idem) === id) this.#running.delete(call.idem);
-    clearTimeout(call.grace);
+    // Only in-doubt calls have one: no host call for the others.
+    if (call.grace !== undefined) clearTimeout(call.grace);
     const awaiting = this.#awaiting.get(call.calleeAgent);
     // An agent that never comes back leaves no empty set behind.
     if (awaiting?.delete(id) && awaiting.size === 0) this.#awaiting.delete(call.calleeAgent);
