@@ -317,7 +317,13 @@ export class Rpc {
     return new Promise((resolve, reject) => {
       if (a.signal?.aborted) return reject(new CrosstalkError("CANCELLED", "the caller aborted the call"));
       const ref = `r${++this.#nextRef}`;
-      const onAbort = () => this.#giveUp(ref, new CrosstalkError("CANCELLED", "the caller aborted the call"));
+      // Functions made per call are made only when needed, and without a name of their own
+      // (a named one is wrapped again by tools that keep names, such as tsx).
+      let onAbort: (() => void) | undefined;
+      if (a.signal) {
+        onAbort = () => this.#giveUp(ref, new CrosstalkError("CANCELLED", "the caller aborted the call"));
+        a.signal.addEventListener("abort", onAbort, { once: true });
+      }
       const timer = setTimeout(
         () =>
           this.#giveUp(
@@ -342,19 +348,19 @@ export class Rpc {
       };
       if (a.causationId) frame.causationId = a.causationId;
       if (a.idempotencyKey) frame.idempotencyKey = a.idempotencyKey;
+      const attempts = this.#attempts;
       const attempt: Attempt = {
         frame,
         sent: false,
         onProgress: a.onProgress,
-        settle: (error, output) => {
+        settle(error, output) {
           clearTimeout(timer);
-          a.signal?.removeEventListener("abort", onAbort);
-          this.#attempts.delete(ref);
+          if (onAbort) a.signal?.removeEventListener("abort", onAbort);
+          attempts.delete(ref);
           if (error) reject(error);
           else resolve(output);
         },
       };
-      a.signal?.addEventListener("abort", onAbort, { once: true });
       this.#attempts.set(ref, attempt);
       attempt.sent = this.transport.send(frame);
     });
@@ -622,12 +628,11 @@ export class Rpc {
     const remembered = key === null ? null : this.#remember(key, frame.id);
     const running = new Running(remembered !== null);
     this.#running.set(frame.id, running);
-    const progress = (data: unknown) => {
+    const ctx = this.#context(frame, frame.deadline, running, (data: unknown) => {
       const json = toJson(data);
       if (!(json instanceof CrosstalkError) && !running.aborted)
         this.transport.send({ type: "rpc.progress", id: frame.id, data: json });
-    };
-    const ctx = this.#context(frame, frame.deadline, running, progress);
+    });
     if (frame.idempotencyKey !== undefined) ctx.idempotencyKey = frame.idempotencyKey;
     let outcome: Outcome;
     try {

@@ -173,19 +173,21 @@ export class Router {
 
   /** The session to send a call to, or why there is none. */
   route(to: Target, method: string): { ok: true; callee: Session } | { ok: false; error: ErrorBody } {
-    const cap = (s: Session) => this.#maxInFlight.get(s) ?? this.options.defaultMaxInFlight;
-    const load = (s: Session) => this.#load.get(s) ?? 0;
     if (typeof to === "string") {
       const callee = this.presence.get(to);
       if (!callee) return { ok: false, error: this.#noRoute(to, method) };
       if (!callee.methods.includes(method)) {
         return { ok: false, error: { code: "NO_ROUTE", message: `agent ${to} does not serve ${method}` } };
       }
-      if (load(callee) >= cap(callee)) {
-        return { ok: false, error: { code: "OVERLOADED", message: `agent ${to} has ${load(callee)} calls in flight` } };
+      const load = this.#load.get(callee) ?? 0;
+      if (load >= (this.#maxInFlight.get(callee) ?? this.options.defaultMaxInFlight)) {
+        return { ok: false, error: { code: "OVERLOADED", message: `agent ${to} has ${load} calls in flight` } };
       }
       return { ok: true, callee };
     }
+    // By role: the least busy live agent of it that serves the method and has room.
+    const cap = (s: Session) => this.#maxInFlight.get(s) ?? this.options.defaultMaxInFlight;
+    const load = (s: Session) => this.#load.get(s) ?? 0;
     let best: Session | null = null;
     let serving = 0;
     for (const s of this.presence.sessions()) {
