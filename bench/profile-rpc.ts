@@ -11,7 +11,9 @@
  *   caller in    → the call's promise resolves               (caller client CPU)
  *
  * Medians per hop over ROUNDS rounds of N calls per system, interleaved, with this process's
- * and workerd's CPU per call over the same sequential calls.
+ * and workerd's CPU per call over the same sequential calls. A fourth system, "room, raw",
+ * sends the same frames the agents send (trace fields included) through the room from bare
+ * sockets: the room's share without the client library's.
  *
  *   node --import tsx bench/profile-rpc.ts                      # N=2000 ROUNDS=5
  *   node --import tsx --cpu-prof --cpu-prof-dir=/tmp/prof bench/profile-rpc.ts
@@ -19,10 +21,16 @@
  *
  * ROOM_PROFILE: a V8 CPU profile of the worker (the room) over one round of crosstalk calls,
  * taken through the dev server's inspector (`testing/inspector.ts` finds it), for DevTools or
- * a script grouping self time by function. ONLY=x|r|h limits the systems.
+ * a script grouping self time by function. ONLY=<keys> limits the systems (x crosstalk,
+ * w room with raw sockets, r relay, h hibernating relay).
+ *
+ * IN_PROCESS=1: instead, the CPU per sequential call of the room and both agents in this one
+ * process (`createTestRoom`, in-memory sockets), for `--cpu-prof` without I/O in the profile.
  */
 import { writeFileSync } from "node:fs";
 import WebSocket from "ws";
+import { PROTOCOL_VERSION, traceparentFor, uuidv7 } from "../protocol/index.ts";
+import { createTestRoom } from "../testing/index.ts";
 import { partykitInspector } from "../testing/inspector.ts";
 import { median, percentile, rawSocket, startServer, stopServer, waitFor, withCpu } from "./lib.ts";
 
@@ -86,6 +94,8 @@ async function round(s: System): Promise<{ hops: number[][]; p50: number; benchU
   };
 }
 
+if (process.env.IN_PROCESS === "1") await inProcess();
+
 const server = await startServer();
 try {
   const team = "profile-rpc";
@@ -106,6 +116,48 @@ try {
       callee: calleeWs,
     },
   ];
+  {
+    // The room with bare sockets: the frames an agent sends, and nothing of the client library.
+    const url = async (agent: string) =>
+      `/parties/main/${team}?token=${await server.token(agent, "agent", { team })}&agent=${agent}&role=agent&v=${PROTOCOL_VERSION}&_pk=raw-${agent}&batch=1`;
+    const a = await rawSocket(server, await url("raw-caller"));
+    const b = await rawSocket(server, await url("raw-callee"));
+    b.onMessage((text) => {
+      if (!text.startsWith('{"type":"rpc.request"')) return;
+      const frame = JSON.parse(text) as { id: string; input: unknown };
+      b.send({ type: "rpc.result", id: frame.id, ok: true, output: frame.input });
+    });
+    b.send({ type: "rpc.handle", methods: ["echo"] });
+    const waiting = new Map<string, () => void>();
+    let nextRef = 0;
+    a.onMessage((text) => {
+      if (!text.startsWith('{"type":"rpc.response"')) return;
+      const { ref } = JSON.parse(text) as { ref: string };
+      waiting.get(ref)?.();
+      waiting.delete(ref);
+    });
+    await waitFor("the raw callee's methods in the roster", () =>
+      callerTeam.agents().some((x) => x.agent === "raw-callee" && x.methods.includes("echo")),
+    );
+    const call: Call = (input) =>
+      new Promise<void>((res) => {
+        const ref = `r${++nextRef}`;
+        const callId = uuidv7();
+        waiting.set(ref, res);
+        a.send({
+          type: "rpc.call",
+          ref,
+          to: "raw-callee",
+          method: "echo",
+          input,
+          timeoutMs: 30_000,
+          callId,
+          correlationId: callId,
+          traceparent: traceparentFor(callId),
+        });
+      });
+    systems.push({ key: "w", name: "room, raw", call, caller: a.ws, callee: b.ws });
+  }
   for (const [key, party] of [
     ["r", "relay"],
     ["h", "relayhib"],
@@ -209,4 +261,28 @@ async function roomProfile(fn: () => Promise<unknown>): Promise<unknown> {
   } finally {
     ws.terminate();
   }
+}
+
+/** CPU per sequential call of the room and both agents in this process (no sockets, no workerd). */
+async function inProcess(): Promise<never> {
+  const room = createTestRoom();
+  const caller = await room.agent("caller", { team: "profile-rpc" });
+  const callee = await room.agent("callee", { team: "profile-rpc" });
+  callee.handle("echo", (input) => input);
+  await waitFor("the callee's methods in the roster", () =>
+    caller.agents().some((x) => x.agent === "callee" && x.methods.includes("echo")),
+  );
+  const run = async (n: number) => {
+    const cpu0 = process.cpuUsage();
+    for (let i = 0; i < n; i++) await caller.call("callee", "echo", { i, text: "ping" }, { timeoutMs: 30_000 });
+    const cpu = process.cpuUsage(cpu0);
+    return (cpu.user + cpu.system) / n;
+  };
+  await run(5000);
+  const runs: number[] = [];
+  for (let r = 0; r < ROUNDS; r++) runs.push(await run(N * 10));
+  process.stdout.write(
+    `in process, ${N * 10} sequential calls x ${ROUNDS}: ${median(runs).toFixed(1)} µs CPU per call (room and both agents; runs ${runs.map((x) => x.toFixed(1)).join(" ")})\n`,
+  );
+  process.exit(0);
 }
