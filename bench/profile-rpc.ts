@@ -22,7 +22,8 @@
  * ROOM_PROFILE: a V8 CPU profile of the worker (the room) over one round of crosstalk calls,
  * taken through the dev server's inspector (`testing/inspector.ts` finds it), for DevTools or
  * a script grouping self time by function. ONLY=<keys> limits the systems (x crosstalk,
- * w room with raw sockets, r relay, h hibernating relay).
+ * w room with raw sockets, r relay, h hibernating relay). BARE=1: the raw sockets' calls carry
+ * no trace fields (callId, correlationId, traceparent), to weigh what those cost the room.
  *
  * IN_PROCESS=1: instead, the CPU per sequential call of the room and both agents in this one
  * process (`createTestRoom`, in-memory sockets), for `--cpu-prof` without I/O in the profile.
@@ -151,9 +152,7 @@ try {
           method: "echo",
           input,
           timeoutMs: 30_000,
-          callId,
-          correlationId: callId,
-          traceparent: traceparentFor(callId),
+          ...(process.env.BARE === "1" ? {} : { callId, correlationId: callId, traceparent: traceparentFor(callId) }),
         });
       });
     systems.push({ key: "w", name: "room, raw", call, caller: a.ws, callee: b.ws });
