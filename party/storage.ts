@@ -57,6 +57,11 @@ export const PART_BYTES = 96 * 1024;
 const MAX_KEYS_PER_PUT = 128;
 /** Records since the snapshot that trigger a compaction whatever their size (bounds load time). */
 const COMPACT_AFTER_RECORDS = 4096;
+/**
+ * Records since the last fold that trigger a fold. A fold's cost is that of what it folds
+ * (the room stalls meanwhile): smaller folds, more often, keep each stall short.
+ */
+const FOLD_AFTER_RECORDS = 1024;
 /** Tail bytes below which a compaction is never worth it. */
 const COMPACT_MIN_TAIL_BYTES = 1024 * 1024;
 /** Fold records after which the next maintenance is a compaction (bounds the records a load reads). */
@@ -181,8 +186,15 @@ export async function appendUpdate(
  * `slack` 2: whether it is overdue, and may no longer wait for a burst to end.
  */
 export const needsCompaction = (stored: StoredDoc, slack = 1): boolean =>
-  stored.meta.next - (stored.meta.unfolded ?? stored.meta.first) >= COMPACT_AFTER_RECORDS * slack ||
-  needsFullCompaction(stored, slack);
+  stored.meta.next - (stored.meta.unfolded ?? stored.meta.first) >=
+    (foldable(stored) ? FOLD_AFTER_RECORDS : COMPACT_AFTER_RECORDS) * slack || needsFullCompaction(stored, slack);
+
+/**
+ * Whether the records since the last fold are all covered by `foldedAt`: not so for unfolded
+ * records loaded from storage (their content is in the document before `foldedAt`).
+ */
+const foldable = (stored: StoredDoc): boolean =>
+  stored.foldedAt !== undefined && stored.foldFrom === (stored.meta.unfolded ?? stored.meta.first);
 
 /** Whether only a full compaction will do: the tail outweighs the snapshot, or folds piled up. */
 const needsFullCompaction = (stored: StoredDoc, slack = 1): boolean =>
@@ -203,9 +215,7 @@ export async function compactTail(
 ): Promise<void> {
   const { name, meta, foldedAt } = stored;
   const from = meta.unfolded ?? meta.first;
-  // Records this instance did not write since `foldedAt` (unfolded ones loaded from storage)
-  // are not in the fold: a compaction covers them.
-  if (!foldedAt || stored.foldFrom !== from || needsFullCompaction(stored)) return compact(storage, stored, doc, later);
+  if (!foldedAt || !foldable(stored) || needsFullCompaction(stored)) return compact(storage, stored, doc, later);
   const n = meta.next;
   // Also what the next batch already applied: stored twice then, which Yjs does not mind.
   const folded = Y.encodeStateAsUpdate(doc, foldedAt);

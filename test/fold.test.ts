@@ -1,7 +1,8 @@
 /**
- * A stream long enough that its log document folds its records (party/storage.ts
- * `compactTail`: more than 4,096 records since the snapshot, one per publish frame here),
- * then a SIGKILL and a restart: the reloaded log replays every event exactly once, in order.
+ * A stream long enough that its log document folds its records several times (party/storage.ts
+ * `compactTail`: every 1,024 records, one per publish frame here; a compaction after 4,096
+ * before folds existed), then a SIGKILL and a restart: the reloaded log replays every event
+ * exactly once, in order.
  */
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { eventually, type RoomServer, startRoom } from "./harness.ts";
