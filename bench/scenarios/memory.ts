@@ -3,11 +3,13 @@
  * connected agents (1M events and 200 agents; quick: 50k events and 50 agents). The room
  * is restarted first, so the figure is what a cold room grows to, not what the fill left
  * behind. Baseline: the same process idle after the restart, before anyone connects. Both
- * the process's RSS and the worker's JS heap after a full GC are reported.
+ * the process's RSS and the worker's JS heap after a full GC are reported; so is, after each
+ * step (idle, agents present, subscribed, published), what V8 holds from the system without a
+ * GC (`room_v8_committed*`): the part of the RSS growth that is heap, live or not yet given back.
  */
 import type { Team } from "../../client/node.ts";
 import { connect } from "../../client/node.ts";
-import { type Metric, range, rssMb, type Scenario, sleep, within } from "../lib.ts";
+import { type Metric, range, rssMb, type Scenario, sleep, v8HeapMb, within } from "../lib.ts";
 
 const SUBSCRIBERS = 10;
 const SAMPLES = 5;
@@ -36,6 +38,8 @@ export const memory: Scenario = {
       return values;
     };
     const idle = await sample();
+    // Read after each step's RSS samples (no heap snapshot: it would grow the RSS by itself).
+    const idleV8 = (await v8HeapMb(history.server)).committed;
     ctx.step("idle room sampled");
 
     const agents: Team[] = [];
@@ -59,6 +63,7 @@ export const memory: Scenario = {
       await sleep(1000);
       // Presence alone (sessions, roster), before any document or stream is loaded.
       const present = await sample();
+      const presentV8 = (await v8HeapMb(history.server)).committed;
       // Some agents follow the stream (the room loads its log and dedupe window), and one
       // publishes; the rest are merely present.
       await within(
@@ -66,10 +71,15 @@ export const memory: Scenario = {
         Promise.all(agents.slice(0, SUBSCRIBERS).map((a) => a.subscribe(">", () => {}).ready)),
         120_000,
       );
+      await sleep(1000);
+      // The stream's window is loaded and synced to the subscribers; nothing published yet.
+      const subscribed = await sample();
+      const subscribedV8 = (await v8HeapMb(history.server)).committed;
       await within("publish", (agents[0] as Team).publish("bench.memory", { n: 1 }), 60_000);
       ctx.step(`${AGENTS} agents connected`);
       await sleep(1000);
       const loaded = await sample();
+      const loadedV8 = (await v8HeapMb(history.server)).committed;
       // The JS heap after a full GC (through the dev server's inspector): what the room holds,
       // apart from workerd's own memory, which is most of the RSS. Taken only after every RSS
       // sample: a heap snapshot grows workerd's RSS by itself (87 → 125 MB on an idle room,
@@ -101,6 +111,38 @@ export const memory: Scenario = {
           baselineRuns: idle,
           baselineName: "idle room",
           note: `${AGENTS} agents connected, before anyone subscribes or publishes`,
+        },
+        {
+          name: "room_rss_subscribed",
+          unit: "MB",
+          runs: subscribed,
+          baselineRuns: idle,
+          baselineName: "idle room",
+          note: `${AGENTS} agents, ${SUBSCRIBERS} of them subscribed, before the publish`,
+        },
+        {
+          name: "room_v8_committed_present",
+          unit: "MB",
+          runs: [presentV8],
+          baselineRuns: [idleV8],
+          baselineName: "idle room",
+          note: `V8 heap held from the system (no GC), ${AGENTS} agents connected`,
+        },
+        {
+          name: "room_v8_committed_subscribed",
+          unit: "MB",
+          runs: [subscribedV8],
+          baselineRuns: [idleV8],
+          baselineName: "idle room",
+          note: `V8 heap held from the system (no GC), ${SUBSCRIBERS} subscribed`,
+        },
+        {
+          name: "room_v8_committed",
+          unit: "MB",
+          runs: [loadedV8],
+          baselineRuns: [idleV8],
+          baselineName: "idle room",
+          note: `V8 heap held from the system (no GC); ${note}`,
         },
       ];
       return metrics;
