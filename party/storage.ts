@@ -13,6 +13,7 @@
  */
 import * as Y from "yjs";
 import { keys, pad } from "./keys.ts";
+import { applyStoredUpdate } from "./lean-decoder.ts";
 
 /** The subset of Durable Object storage this module needs; PartyKit's `room.storage` fits. */
 export interface KvStorage {
@@ -108,7 +109,7 @@ export async function loadDoc(storage: KvStorage, name: string, doc: Y.Doc, orig
   if (meta.gen > 0) {
     const parts = await storage.list({ prefix: snapPrefix(name, meta.gen) });
     if (parts.size !== meta.snapParts) throw new Error(`document ${name}: snapshot ${meta.gen} is incomplete`);
-    Y.applyUpdate(doc, join([...parts.values()].map(toBytes)), origin);
+    applyStoredUpdate(doc, join([...parts.values()].map(toBytes)), origin);
   }
   // One record at a time, not `Y.mergeUpdates` first: merging decodes and re-encodes every
   // struct of every record (a 10,000-event log window peaked at ~50 MB of garbage and buffers
@@ -126,7 +127,7 @@ export async function loadDoc(storage: KvStorage, name: string, doc: Y.Doc, orig
     for (const [key, value] of page) {
       const n = Number(key.slice(prefixLength, prefixLength + 10));
       if (n !== current && parts.length > 0) {
-        Y.applyUpdate(doc, join(parts), origin);
+        applyStoredUpdate(doc, join(parts), origin);
         parts = [];
       }
       current = n;
@@ -136,7 +137,7 @@ export async function loadDoc(storage: KvStorage, name: string, doc: Y.Doc, orig
     // Exclusive of the last key read: `start` is inclusive, so step just past it.
     start = `${[...page.keys()].at(-1)}\0`;
   }
-  if (parts.length > 0) Y.applyUpdate(doc, join(parts), origin);
+  if (parts.length > 0) applyStoredUpdate(doc, join(parts), origin);
   return { name, meta };
 }
 
