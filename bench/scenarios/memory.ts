@@ -3,9 +3,12 @@
  * connected agents (1M events and 200 agents; quick: 50k events and 50 agents). The room
  * is restarted first, so the figure is what a cold room grows to, not what the fill left
  * behind. Baseline: the same process idle after the restart, before anyone connects. Both
- * the process's RSS and the worker's JS heap after a full GC are reported; so is, after each
- * step (idle, agents present, subscribed, published), what V8 holds from the system without a
- * GC (`room_v8_committed*`): the part of the RSS growth that is heap, live or not yet given back.
+ * the process's RSS and the worker's JS heap after a full GC are reported.
+ *
+ * With `BENCH_MEMORY_DIAG=1`, finer figures too: the RSS once the subscribers are synced and
+ * before the publish, and after each step what V8 holds from the system without a GC
+ * (`room_v8_committed*`: the part of the RSS growth that is heap, live or not yet given back).
+ * Off by default: reading them moves the figures they sit between by a few MB.
  */
 import type { Team } from "../../client/node.ts";
 import { connect } from "../../client/node.ts";
@@ -13,6 +16,7 @@ import { type Metric, range, rssMb, type Scenario, sleep, v8HeapMb, within } fro
 
 const SUBSCRIBERS = 10;
 const SAMPLES = 5;
+const DIAG = process.env.BENCH_MEMORY_DIAG === "1";
 
 export const memory: Scenario = {
   name: "memory",
@@ -39,7 +43,8 @@ export const memory: Scenario = {
     };
     const idle = await sample();
     // Read after each step's RSS samples (no heap snapshot: it would grow the RSS by itself).
-    const idleV8 = (await v8HeapMb(history.server)).committed;
+    const v8 = async () => (DIAG ? (await v8HeapMb(history.server)).committed : Number.NaN);
+    const idleV8 = await v8();
     ctx.step("idle room sampled");
 
     const agents: Team[] = [];
@@ -63,7 +68,7 @@ export const memory: Scenario = {
       await sleep(1000);
       // Presence alone (sessions, roster), before any document or stream is loaded.
       const present = await sample();
-      const presentV8 = (await v8HeapMb(history.server)).committed;
+      const presentV8 = await v8();
       // Some agents follow the stream (the room loads its log and dedupe window), and one
       // publishes; the rest are merely present.
       await within(
@@ -71,15 +76,18 @@ export const memory: Scenario = {
         Promise.all(agents.slice(0, SUBSCRIBERS).map((a) => a.subscribe(">", () => {}).ready)),
         120_000,
       );
-      await sleep(1000);
       // The stream's window is loaded and synced to the subscribers; nothing published yet.
-      const subscribed = await sample();
-      const subscribedV8 = (await v8HeapMb(history.server)).committed;
+      const subscribed: number[] = [];
+      if (DIAG) {
+        await sleep(1000);
+        subscribed.push(...(await sample()));
+      }
+      const subscribedV8 = await v8();
       await within("publish", (agents[0] as Team).publish("bench.memory", { n: 1 }), 60_000);
       ctx.step(`${AGENTS} agents connected`);
       await sleep(1000);
       const loaded = await sample();
-      const loadedV8 = (await v8HeapMb(history.server)).committed;
+      const loadedV8 = await v8();
       // The JS heap after a full GC (through the dev server's inspector): what the room holds,
       // apart from workerd's own memory, which is most of the RSS. Taken only after every RSS
       // sample: a heap snapshot grows workerd's RSS by itself (87 → 125 MB on an idle room,
@@ -112,6 +120,9 @@ export const memory: Scenario = {
           baselineName: "idle room",
           note: `${AGENTS} agents connected, before anyone subscribes or publishes`,
         },
+      ];
+      if (!DIAG) return metrics;
+      metrics.push(
         {
           name: "room_rss_subscribed",
           unit: "MB",
@@ -144,7 +155,7 @@ export const memory: Scenario = {
           baselineName: "idle room",
           note: `V8 heap held from the system (no GC); ${note}`,
         },
-      ];
+      );
       return metrics;
     } finally {
       await Promise.all(agents.map((a) => a.close()));
