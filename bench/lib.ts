@@ -370,7 +370,10 @@ function cmdline(pid: number): string {
  */
 export async function v8HeapMb(server: BenchServer): Promise<{ used: number; committed: number }> {
   const address = await partykitInspector(server.pid);
-  const list = (await (await fetch(`http://${address}/json/list`)).json()) as { id: string; webSocketDebuggerUrl: string }[];
+  const list = (await (await fetch(`http://${address}/json/list`)).json()) as {
+    id: string;
+    webSocketDebuggerUrl: string;
+  }[];
   const target = list.find((t) => t.id.startsWith("core:user")) ?? list[0];
   if (!target) throw new Error(`the inspector at ${address} lists no worker`);
   const url = new URL(target.webSocketDebuggerUrl);
