@@ -10,7 +10,6 @@ import {
   CrosstalkError,
   ERROR_CODES,
   type ErrorBody,
-  type ErrorCode,
   METHOD,
   type MethodInfo,
   methodInfoSchema,
@@ -161,6 +160,21 @@ const recentlyGone = (error: CrosstalkError): boolean =>
   error.details !== null &&
   (error.details as { recentlyGone?: unknown }).recentlyGone === true;
 
+/** Whether a call that failed with `error` may be tried again (when it has `retries` left). */
+const retryable = (error: CrosstalkError, options: CallOptions): boolean => {
+  switch (error.code) {
+    case "TARGET_GONE":
+    case "OVERLOADED":
+      return true;
+    case "TIMEOUT":
+      return options.retryOnTimeout === true;
+    case "OFFLINE":
+      return !!options.idempotencyKey;
+    default:
+      return recentlyGone(error);
+  }
+};
+
 export class Rpc {
   readonly #handlers = new Map<string, Handler>();
   /** Payload keys (`connect({ encryption })`), the team and this agent, for sealed inputs; set by `team.ts`. */
@@ -171,7 +185,7 @@ export class Rpc {
   readonly #info = new Map<string, MethodInfo>();
   readonly #attempts = new Map<string, Attempt>();
   /** Handlers running now, by room call id; idempotent ones are not aborted when the link drops. */
-  readonly #running = new Map<string, { controller: AbortController; idempotent: boolean }>();
+  readonly #running = new Map<string, Running>();
   readonly #outbox = new Map<string, OutgoingMessage>();
   /** Messages whose method has no handler yet: kept (unacked) until one is registered. */
   readonly #parked: Incoming[] = [];
@@ -256,9 +270,6 @@ export class Rpc {
     if (options.retries !== undefined && !(Number.isInteger(options.retries) && options.retries >= 0))
       throw new CrosstalkError("INVALID_ARGUMENT", "retries must be a whole number, 0 or more");
     const deadline = Date.now() + timeoutMs;
-    const retryable = new Set<ErrorCode>(["TARGET_GONE", "OVERLOADED"]);
-    if (options.retryOnTimeout) retryable.add("TIMEOUT");
-    if (options.idempotencyKey) retryable.add("OFFLINE");
     const callId = uuidv7();
     const kid = this.#keyFor(method, options.encrypt);
     const sent = kid ? await this.#seal(kid, { stream: CALL_INPUT, id: callId, type: method }, json) : json;
@@ -280,7 +291,7 @@ export class Rpc {
       } catch (error) {
         const retry =
           error instanceof CrosstalkError &&
-          (retryable.has(error.code) || recentlyGone(error)) &&
+          retryable(error, options) &&
           attempt < (options.retries ?? 0) &&
           !options.signal?.aborted;
         const wait = backoff(attempt, { baseMs: 50, capMs: 5_000 });
@@ -306,7 +317,13 @@ export class Rpc {
     return new Promise((resolve, reject) => {
       if (a.signal?.aborted) return reject(new CrosstalkError("CANCELLED", "the caller aborted the call"));
       const ref = `r${++this.#nextRef}`;
-      const onAbort = () => this.#giveUp(ref, new CrosstalkError("CANCELLED", "the caller aborted the call"));
+      // Functions made per call are made only when needed, and without a name of their own
+      // (a named one is wrapped again by tools that keep names, such as tsx).
+      let onAbort: (() => void) | undefined;
+      if (a.signal) {
+        onAbort = () => this.#giveUp(ref, new CrosstalkError("CANCELLED", "the caller aborted the call"));
+        a.signal.addEventListener("abort", onAbort, { once: true });
+      }
       const timer = setTimeout(
         () =>
           this.#giveUp(
@@ -331,19 +348,19 @@ export class Rpc {
       };
       if (a.causationId) frame.causationId = a.causationId;
       if (a.idempotencyKey) frame.idempotencyKey = a.idempotencyKey;
+      const attempts = this.#attempts;
       const attempt: Attempt = {
         frame,
         sent: false,
         onProgress: a.onProgress,
-        settle: (error, output) => {
+        settle(error, output) {
           clearTimeout(timer);
-          a.signal?.removeEventListener("abort", onAbort);
-          this.#attempts.delete(ref);
+          if (onAbort) a.signal?.removeEventListener("abort", onAbort);
+          attempts.delete(ref);
           if (error) reject(error);
           else resolve(output);
         },
       };
-      a.signal?.addEventListener("abort", onAbort, { once: true });
       this.#attempts.set(ref, attempt);
       attempt.sent = this.transport.send(frame);
     });
@@ -485,7 +502,7 @@ export class Rpc {
     }
     for (const [id, running] of this.#running) {
       if (running.idempotent) continue;
-      running.controller.abort(new CrosstalkError("OFFLINE", "connection lost"));
+      running.abort(new CrosstalkError("OFFLINE", "connection lost"));
       this.#running.delete(id);
     }
   }
@@ -494,7 +511,7 @@ export class Rpc {
     for (const a of [...this.#attempts.values()]) a.settle(error);
     for (const m of this.#outbox.values()) (m.acked ?? m).reject(error);
     this.#outbox.clear();
-    for (const running of this.#running.values()) running.controller.abort(error);
+    for (const running of this.#running.values()) running.abort(error);
     this.#running.clear();
     this.#replies.clear();
   }
@@ -522,9 +539,7 @@ export class Rpc {
         this.#attempts.get(frame.ref)?.onProgress?.(frame.data);
         return;
       case "rpc.abort":
-        this.#running
-          .get(frame.id)
-          ?.controller.abort(new CrosstalkError(frame.reason, `call aborted: ${frame.reason}`));
+        this.#running.get(frame.id)?.abort(new CrosstalkError(frame.reason, `call aborted: ${frame.reason}`));
         this.#running.delete(frame.id);
         return;
       case "rpc.request":
@@ -547,24 +562,28 @@ export class Rpc {
   #context(
     frame: { from: string; method: string; callId?: string; correlationId?: string; traceparent?: string },
     deadline: number,
-    signal: AbortSignal,
+    running: Running,
     progress: (data: unknown) => void,
   ): CallContext {
     const trace: Trace = {};
     const correlationId = frame.correlationId ?? frame.callId;
     if (correlationId) trace.correlationId = correlationId;
     if (frame.callId) trace.causationId = frame.callId;
-    return this.bind({
+    const ctx: BareContext = {
       from: frame.from,
       method: frame.method,
       deadline,
-      signal,
+      // Made when the handler first reads it (most never do): see `Running`.
+      get signal() {
+        return running.signal;
+      },
       callId: frame.callId,
       correlationId,
-      ...(frame.traceparent ? { traceparent: frame.traceparent } : {}),
       progress,
       trace,
-    });
+    };
+    if (frame.traceparent) ctx.traceparent = frame.traceparent;
+    return this.bind(ctx);
   }
 
   /** The key id to seal a call's or message's input to `method` with, if any. */
@@ -607,14 +626,13 @@ export class Rpc {
         false,
       );
     const remembered = key === null ? null : this.#remember(key, frame.id);
-    const controller = new AbortController();
-    this.#running.set(frame.id, { controller, idempotent: remembered !== null });
-    const progress = (data: unknown) => {
+    const running = new Running(remembered !== null);
+    this.#running.set(frame.id, running);
+    const ctx = this.#context(frame, frame.deadline, running, (data: unknown) => {
       const json = toJson(data);
-      if (!(json instanceof CrosstalkError) && !controller.signal.aborted)
+      if (!(json instanceof CrosstalkError) && !running.aborted)
         this.transport.send({ type: "rpc.progress", id: frame.id, data: json });
-    };
-    const ctx = this.#context(frame, frame.deadline, controller.signal, progress);
+    });
     if (frame.idempotencyKey !== undefined) ctx.idempotencyKey = frame.idempotencyKey;
     let outcome: Outcome;
     try {
@@ -634,7 +652,7 @@ export class Rpc {
     }
     if (!remembered) {
       // An aborted plain call has no one waiting for it.
-      if (!controller.signal.aborted) this.#reply(frame.id, outcome, false);
+      if (!running.aborted) this.#reply(frame.id, outcome, false);
       return;
     }
     remembered.outcome = outcome;
@@ -694,13 +712,43 @@ export class Rpc {
     try {
       await handler(
         await this.#open(MESSAGE_INPUT, frame.id, frame, frame.input),
-        this.#context(frame, Number.POSITIVE_INFINITY, new AbortController().signal, () => {}),
+        this.#context(frame, Number.POSITIVE_INFINITY, new Running(false), () => {}),
       );
     } catch (error) {
       // Delivered is delivered: the failure is the handler's to report, not a reason to redeliver.
       this.onError(error);
     }
     this.transport.send({ type: "rpc.message.ack", id: frame.id });
+  }
+}
+
+/**
+ * A handler running here: whether it was aborted (the caller timed out or cancelled, the link
+ * dropped) and its `ctx.signal`. The AbortController behind the signal is made only when the
+ * handler reads the signal, already aborted with the same reason if the abort came first:
+ * in Node an AbortController costs more than the rest of serving a small call.
+ */
+class Running {
+  #controller: AbortController | null = null;
+  #reason: unknown = undefined;
+  aborted = false;
+
+  /** Idempotent calls are not aborted when the link drops (`offline`). */
+  constructor(readonly idempotent: boolean) {}
+
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      this.#controller = new AbortController();
+      if (this.aborted) this.#controller.abort(this.#reason);
+    }
+    return this.#controller.signal;
+  }
+
+  abort(reason: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.#reason = reason;
+    this.#controller?.abort(reason);
   }
 }
 

@@ -140,12 +140,14 @@ export class Team extends ObservableV2<TeamEvents> {
     if (options.encryption) this.#events.encryption = { team: this.team, options: options.encryption };
     this.#rpc = new Rpc(
       this.#transport,
-      (ctx) => ({
-        ...ctx,
-        publish: (type, data, options) => this.publish(type, data, { ...ctx.trace, ...options }),
-        call: (to, method, input, options) => this.call(to, method, input, { ...ctx.trace, ...options }),
-        send: (to, method, input, options) => this.send(to, method, input, { ...ctx.trace, ...options }),
-      }),
+      (ctx) => {
+        // Completed in place rather than copied: its `signal` getter stays lazy.
+        const bound = ctx as CallContext;
+        bound.publish = (type, data, options) => this.publish(type, data, { ...ctx.trace, ...options });
+        bound.call = (to, method, input, options) => this.call(to, method, input, { ...ctx.trace, ...options });
+        bound.send = (to, method, input, options) => this.send(to, method, input, { ...ctx.trace, ...options });
+        return bound;
+      },
       (error) => this.emit("error", [error, {}]),
     );
     if (options.encryption) this.#rpc.encryption = { team: this.team, agent: this.agent, options: options.encryption };

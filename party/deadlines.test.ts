@@ -2,9 +2,9 @@
  * One host timer for many deadlines (`deadlines.ts`): each fires once, after its delay, in
  * order of due time (ties in the order added); a deleted one never fires.
  */
-import { expect, it } from "vitest";
+import { expect, it, vi } from "vitest";
 import { eventually } from "../testing/index.ts";
-import { Deadlines } from "./deadlines.ts";
+import { Deadlines, MAX_ARMED_MS } from "./deadlines.ts";
 
 it("fires each live deadline once, no earlier than its delay, in due order; deleted ones never", async () => {
   const fired: { key: number; ms: number; late: number }[] = [];
@@ -47,4 +47,29 @@ it("a deadline added while others fire is armed too", async () => {
   deadlines.add("second", 3000);
   await eventually(() => expect(fired).toEqual(["first", "added-late"]));
   await eventually(() => expect(fired).toEqual(["first", "added-late", "second"]));
+});
+
+it("deadlines added and deleted one at a time (sequential calls) arm the host timer once, which then lapses", async () => {
+  const armed = vi.spyOn(globalThis, "setTimeout");
+  const cleared = vi.spyOn(globalThis, "clearTimeout");
+  const fired: number[] = [];
+  const deadlines = new Deadlines<number>((key) => fired.push(key));
+  let timer: { _destroyed?: boolean } | undefined;
+  try {
+    for (let key = 0; key < 100; key++) {
+      deadlines.add(key, 30_000);
+      deadlines.delete(key);
+    }
+    expect(armed).toHaveBeenCalledTimes(1);
+    expect(armed.mock.calls[0]?.[1]).toBeLessThanOrEqual(MAX_ARMED_MS);
+    expect(cleared).not.toHaveBeenCalled();
+    timer = armed.mock.results[0]?.value;
+  } finally {
+    armed.mockRestore();
+    cleared.mockRestore();
+  }
+  // The one timer finds nothing due and arms no other: an idle room holds no timer.
+  await eventually(() => expect(timer?._destroyed).toBe(true), { timeoutMs: 10_000 });
+  expect(fired).toEqual([]);
+  expect(deadlines.size).toBe(0);
 });

@@ -4,6 +4,12 @@
  * exchange: the room's calls each have a deadline, almost none of which is ever reached.
  * Here each deadline is an entry in a min-heap and only the earliest is armed on the host.
  *
+ * The host timer is armed at most {@link MAX_ARMED_MS} ahead and left armed when the last
+ * deadline goes: a room answering one call at a time (each call's deadline added, then deleted
+ * before the next) would otherwise arm and clear a host timer per call, as costly as one
+ * timer per call. A timer that finds nothing due re-arms only for what is left, so an idle
+ * room holds no timer past that bound (a pending timer keeps a hibernating room awake).
+ *
  * Times are the host's real clock (`Date.now`), like `setTimeout`'s: an injected room clock
  * that stands still must not stop deadlines. A deadline fires no earlier than `setTimeout`
  * with the same delay would have, in order of due time.
@@ -13,6 +19,9 @@
 
 /** `n` orders equal due times by when they were added, as the host's timer lists do. */
 type Entry<K> = { key: K; at: number; ms: number; n: number; live: boolean };
+
+/** How far ahead the host timer is armed at most: the longest an idle room keeps it. */
+export const MAX_ARMED_MS = 1000;
 
 const before = <K>(a: Entry<K>, b: Entry<K>): boolean => a.at < b.at || (a.at === b.at && a.n < b.n);
 
@@ -42,9 +51,10 @@ export class Deadlines<K> {
     if (!entry) return;
     entry.live = false;
     this.#byKey.delete(key);
+    // The host timer stays armed (at most `MAX_ARMED_MS` ahead): the next deadline, likely
+    // added before it is due, needs no host timer of its own.
     if (this.#byKey.size === 0) {
       this.#heap.length = 0;
-      this.#disarm();
     } else if (this.#heap.length > 64 && this.#heap.length > 4 * this.#byKey.size) {
       this.#heap.length = 0;
       for (const live of this.#byKey.values()) this.#push(live);
@@ -59,8 +69,9 @@ export class Deadlines<K> {
     this.#disarm();
     const first = this.#heap[0];
     if (!first) return;
-    this.#armedAt = first.at;
-    this.#timer = setTimeout(() => this.#due(), Math.max(0, first.at - Date.now()));
+    const now = Date.now();
+    this.#armedAt = Math.min(first.at, now + MAX_ARMED_MS);
+    this.#timer = setTimeout(() => this.#due(), Math.max(0, this.#armedAt - now));
   }
 
   #disarm(): void {

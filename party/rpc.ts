@@ -173,19 +173,21 @@ export class Router {
 
   /** The session to send a call to, or why there is none. */
   route(to: Target, method: string): { ok: true; callee: Session } | { ok: false; error: ErrorBody } {
-    const cap = (s: Session) => this.#maxInFlight.get(s) ?? this.options.defaultMaxInFlight;
-    const load = (s: Session) => this.#load.get(s) ?? 0;
     if (typeof to === "string") {
       const callee = this.presence.get(to);
       if (!callee) return { ok: false, error: this.#noRoute(to, method) };
       if (!callee.methods.includes(method)) {
         return { ok: false, error: { code: "NO_ROUTE", message: `agent ${to} does not serve ${method}` } };
       }
-      if (load(callee) >= cap(callee)) {
-        return { ok: false, error: { code: "OVERLOADED", message: `agent ${to} has ${load(callee)} calls in flight` } };
+      const load = this.#load.get(callee) ?? 0;
+      if (load >= (this.#maxInFlight.get(callee) ?? this.options.defaultMaxInFlight)) {
+        return { ok: false, error: { code: "OVERLOADED", message: `agent ${to} has ${load} calls in flight` } };
       }
       return { ok: true, callee };
     }
+    // By role: the least busy live agent of it that serves the method and has room.
+    const cap = (s: Session) => this.#maxInFlight.get(s) ?? this.options.defaultMaxInFlight;
+    const load = (s: Session) => this.#load.get(s) ?? 0;
     let best: Session | null = null;
     let serving = 0;
     for (const s of this.presence.sessions()) {
@@ -589,7 +591,8 @@ export class Router {
       });
     }
     if (call.idem && this.#running.get(call.idem) === id) this.#running.delete(call.idem);
-    clearTimeout(call.grace);
+    // Only in-doubt calls have one: no host call for the others.
+    if (call.grace !== undefined) clearTimeout(call.grace);
     const awaiting = this.#awaiting.get(call.calleeAgent);
     // An agent that never comes back leaves no empty set behind.
     if (awaiting?.delete(id) && awaiting.size === 0) this.#awaiting.delete(call.calleeAgent);

@@ -92,6 +92,37 @@ describe("deadlines, cancellation and failures", () => {
     expect(JSON.stringify(failure)).not.toContain("at ");
   });
 
+  it("a handler that first reads its signal after the caller cancelled finds it aborted, with the reason", async () => {
+    const team = room.team("late-signal");
+    const callee = await room.agent("late", { team });
+    const caller = await room.agent("caller", { team });
+    let started!: () => void;
+    const running = new Promise<void>((r) => {
+      started = r;
+    });
+    let release!: () => void;
+    const released = new Promise<void>((r) => {
+      release = r;
+    });
+    const seen: { aborted: boolean; code: unknown }[] = [];
+    callee.handle("wait", async (_input, ctx: CallContext) => {
+      started();
+      await released;
+      seen.push({ aborted: ctx.signal.aborted, code: (ctx.signal.reason as { code?: unknown } | undefined)?.code });
+    });
+    callee.handle("ping", () => "pong");
+    await eventually(() => expect(methodsOf(caller.agents(), "late")).toEqual(["wait", "ping"]));
+    const controller = new AbortController();
+    const call = caller.call("late", "wait", {}, { signal: controller.signal });
+    await running;
+    controller.abort();
+    await expect(call).rejects.toMatchObject({ code: "CANCELLED" });
+    // The room's abort reaches the callee before this later call on the same socket.
+    expect(await caller.call("late", "ping")).toBe("pong");
+    release();
+    await eventually(() => expect(seen).toEqual([{ aborted: true, code: "CANCELLED" }]));
+  });
+
   it("fails with TARGET_GONE, not TIMEOUT, when the callee dies mid-call", async () => {
     const team = room.team("gone");
     const callee = await room.agent("doomed", { team });
