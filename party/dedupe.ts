@@ -28,7 +28,11 @@ export class ArchivedIds {
   }
 
   add(id: string, segment: number): void {
-    const h = idHash(id);
+    this.addHash(idHash(id), segment);
+  }
+
+  /** {@link add} for an id whose {@link idHash} is `h`. */
+  addHash(h: number, segment: number): void {
     const known = this.#segments.get(h);
     if (known === undefined) this.#segments.set(h, segment);
     else if (Array.isArray(known)) known.push(segment);

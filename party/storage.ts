@@ -18,6 +18,7 @@
  */
 import * as Y from "yjs";
 import { keys, pad } from "./keys.ts";
+import { applyStoredUpdate } from "./lean-decoder.ts";
 
 /** The subset of Durable Object storage this module needs; PartyKit's `room.storage` fits. */
 export interface KvStorage {
@@ -55,6 +56,8 @@ export type DocMeta = {
 /** Stay well under the 128 KiB value limit (keys and encoding overhead count too). */
 export const PART_BYTES = 96 * 1024;
 const MAX_KEYS_PER_PUT = 128;
+/** Update records are read this many keys (parts) at a time when a document loads. */
+const LOAD_PAGE_KEYS = 16;
 /** Records since the snapshot that trigger a compaction whatever their size (bounds load time). */
 const COMPACT_AFTER_RECORDS = 4096;
 /**
@@ -123,36 +126,38 @@ export type StoredDoc = { name: string; meta: DocMeta; foldedAt?: Uint8Array; fo
  */
 export async function loadDoc(storage: KvStorage, name: string, doc: Y.Doc, origin: unknown): Promise<StoredDoc> {
   const meta = (await storage.get<DocMeta>(metaKey(name))) ?? { gen: 0, snapParts: 0, first: 0, next: 0, tailBytes: 0 };
-  const updates: Uint8Array[] = [];
   if (meta.gen > 0) {
     const parts = await storage.list({ prefix: snapPrefix(name, meta.gen) });
     if (parts.size !== meta.snapParts) throw new Error(`document ${name}: snapshot ${meta.gen} is incomplete`);
-    updates.push(join([...parts.values()].map(toBytes)));
+    applyStoredUpdate(doc, join([...parts.values()].map(toBytes)), origin);
   }
-  if (meta.next > meta.first) {
-    const records = await storage.list({
-      start: updateKey(name, meta.first, 0),
-      end: updateKey(name, meta.next, 0),
-    });
+  // One record at a time, not `Y.mergeUpdates` first: merging decodes and re-encodes every
+  // struct of every record (a 10,000-event log window peaked at ~50 MB of garbage and buffers
+  // for a 2.5 MB document), and the records' events that later records deleted are dropped
+  // (GC) after each one instead of all being held at once. Read a page of records at a time,
+  // too: a log's tail (up to as many bytes as its snapshot) is never all in memory at once.
+  let start = updateKey(name, meta.first, 0);
+  const end = updateKey(name, meta.next, 0);
+  const prefixLength = updatePrefix(name).length;
+  let parts: Uint8Array[] = [];
+  let current = -1;
+  while (meta.next > meta.first) {
+    const page = await storage.list({ start, end, limit: LOAD_PAGE_KEYS });
     // Keys sort as record then part, so consecutive parts of one record are adjacent.
-    let current = -1;
-    let parts: Uint8Array[] = [];
-    for (const [key, value] of records) {
-      const n = Number(key.slice(updatePrefix(name).length, updatePrefix(name).length + 10));
+    for (const [key, value] of page) {
+      const n = Number(key.slice(prefixLength, prefixLength + 10));
       if (n !== current && parts.length > 0) {
-        updates.push(join(parts));
+        applyStoredUpdate(doc, join(parts), origin);
         parts = [];
       }
       current = n;
       parts.push(toBytes(value));
     }
-    if (parts.length > 0) updates.push(join(parts));
+    if (page.size < LOAD_PAGE_KEYS) break;
+    // Exclusive of the last key read: `start` is inclusive, so step just past it.
+    start = `${[...page.keys()].at(-1)}\0`;
   }
-  // One at a time, not `Y.mergeUpdates` first: merging decodes and re-encodes every struct of
-  // every record (a 10,000-event log window peaked at ~50 MB of garbage and buffers for a
-  // 2.5 MB document), and the records' events that later records deleted are dropped (GC)
-  // after each one instead of all being held at once.
-  for (const update of updates) Y.applyUpdate(doc, update, origin);
+  if (parts.length > 0) applyStoredUpdate(doc, join(parts), origin);
   return { name, meta, foldedAt: Y.encodeStateVector(doc), foldFrom: meta.next };
 }
 

@@ -33,7 +33,7 @@ import {
   storedEvent,
 } from "../protocol/index.ts";
 import type { RoomContext } from "./context.ts";
-import { ArchivedIds } from "./dedupe.ts";
+import { ArchivedIds, idHash } from "./dedupe.ts";
 import { type DocHub, type HubDoc, ROOM } from "./docs.ts";
 import { httpError, type Outcome, type RoomModule } from "./handlers.ts";
 import { keys, pad } from "./keys.ts";
@@ -90,6 +90,9 @@ export const ARCHIVE_PART_CHARS = 40_000;
 export const ARCHIVE_CACHE_SEGMENTS = 8;
 /** …and at most this much of their JSON text together (the segment just read always stays). */
 export const ARCHIVE_CACHE_CHARS = 4 * 1024 * 1024;
+
+/** Archive indexes read at a time when a stream loads (its dedupe window). */
+const INDEX_PAGE = 8;
 
 /** A batch this large is committed when its frame is handled, not at the next tick (`DocHub.commitSoon`). */
 const COMMIT_SOON_EVENTS = 256;
@@ -206,25 +209,40 @@ export class Streams {
         make: (n) => ({ n }),
       }),
     };
-    // Dedupe window: ids of recent archived segments, then the live ones, oldest first.
-    const recent = await this.storage.list<ArchiveIndex>({
-      prefix: idxPrefix(name),
-      reverse: true,
-      limit: Math.ceil(this.options.dedupeMaxIds / LOG_SEGMENT_SIZE),
-    });
+    // Dedupe window: ids of recent archived segments, then the live ones, oldest first. The
+    // indexes are read a few at a time, newest first, and only their ids' hashes are kept until
+    // all are read: a 1M-event stream's 98 indexes hold 100,000 id strings, which all at once
+    // survived into the old generation and grew the room's heap for good.
     const horizon = this.now() - this.options.dedupeWindowMs;
-    for (const idx of [...recent.values()].reverse()) {
-      if (idx.lastTs < horizon) continue;
-      const segNo = Math.floor((idx.seqs[0] - 1) / LOG_SEGMENT_SIZE);
-      for (const id of idx.ids) state.archived.add(id, segNo);
-      state.lastTs = Math.max(state.lastTs, idx.lastTs);
-    }
-    for (let seq = logTail(segments); seq <= state.head; seq++) {
-      const event = eventAt(segments, seq);
-      if (event) {
-        state.ids.set(event.id, { seq, ts: event.ts });
-        state.lastTs = event.ts;
+    const recent: { segNo: number; hashes: Uint32Array }[] = [];
+    let wanted = Math.ceil(this.options.dedupeMaxIds / LOG_SEGMENT_SIZE);
+    let end: string | undefined;
+    while (wanted > 0) {
+      const page = await this.storage.list<ArchiveIndex>({
+        prefix: idxPrefix(name),
+        reverse: true,
+        limit: Math.min(wanted, INDEX_PAGE),
+        ...(end !== undefined ? { end } : {}),
+      });
+      for (const [key, idx] of page) {
+        end = key;
+        if (idx.lastTs < horizon) continue;
+        const segNo = Math.floor((idx.seqs[0] - 1) / LOG_SEGMENT_SIZE);
+        recent.push({ segNo, hashes: Uint32Array.from(idx.ids, idHash) });
+        state.lastTs = Math.max(state.lastTs, idx.lastTs);
       }
+      wanted -= page.size;
+      if (page.size < INDEX_PAGE) break;
+    }
+    for (const { segNo, hashes } of recent.reverse()) for (const h of hashes) state.archived.addHash(h, segNo);
+    // The live ones, read straight from their entries (`storedEvent` would build every event).
+    const live = [...segments.keys()].map(Number).sort((a, b) => a - b);
+    for (const segNo of live) {
+      segments.get(String(segNo))?.forEach((entry, i) => {
+        const ts = Array.isArray(entry) ? entry[3] : entry.ts;
+        state.ids.set(Array.isArray(entry) ? entry[0] : entry.id, { seq: segNo * LOG_SEGMENT_SIZE + i + 1, ts });
+        state.lastTs = ts;
+      });
     }
     this.#trimIds(state);
     return state;

@@ -35,12 +35,21 @@ export function deflatedStep2(frame: Uint8Array): Promise<Uint8Array> {
 export const svKey = (sv: Uint8Array): string | null =>
   sv.byteLength <= MAX_SHARED_SV_BYTES ? String.fromCharCode(...sv) : null;
 
-/** A sync step 2 frame for document `name` carrying `update`. */
-export const step2Of = (name: DocName, update: Uint8Array): Uint8Array =>
-  encodeDocFrame(name, (e) => {
+/**
+ * A sync step 2 frame for document `name` carrying `update`. Made in one buffer of its exact
+ * size: an encoder would grow into a second megabyte-sized buffer for a log window and then
+ * copy both into a third.
+ */
+export function step2Of(name: DocName, update: Uint8Array): Uint8Array {
+  const header = encodeDocFrame(name, (e) => {
     encoding.writeVarUint(e, syncProtocol.messageYjsSyncStep2);
-    encoding.writeVarUint8Array(e, update);
+    encoding.writeVarUint(e, update.byteLength);
   });
+  const frame = new Uint8Array(header.byteLength + update.byteLength);
+  frame.set(header);
+  frame.set(update, header.byteLength);
+  return frame;
+}
 
 /** The sync step 2 frame answering state vector `sv` for document `name` (throws on an invalid `sv`). */
 export function step2Frame(name: DocName, ydoc: Y.Doc, sv: Uint8Array): Uint8Array {
