@@ -12,7 +12,7 @@
  * the same event ids, after a reconnect; the room's dedupe by id makes that safe.
  * Not re-exported from the package entry point; `team.ts` owns it.
  */
-import type * as Y from "yjs";
+import * as Y from "yjs";
 import {
   backoff,
   type ClientFrame,
@@ -23,6 +23,7 @@ import {
   eventAt,
   eventInputSchema,
   type Json,
+  LOG_SEGMENT_SIZE,
   type LogSegments,
   logDoc,
   logHead,
@@ -36,6 +37,7 @@ import {
   type ReplyOf,
   type RoomFrame,
   type StoredEvent,
+  segmentOf,
   sleep,
   traceparentFor,
   typeResource,
@@ -202,7 +204,17 @@ type Sub = {
   feed: string | null;
 };
 
-type LogView = { stream: string; doc: Y.Doc; segments: LogSegments; subs: Set<Sub> };
+type LogView = {
+  stream: string;
+  doc: Y.Doc;
+  segments: LogSegments;
+  subs: Set<Sub>;
+  /**
+   * The local copy holds the events from this seq on; below it, what every subscription of the
+   * view had delivered was dropped from it (`Events.#shed`), and is read from the room instead.
+   */
+  keptFrom: number;
+};
 
 export class Events {
   /** Unacknowledged publish frames, in send order (Map keeps insertion order). */
@@ -776,7 +788,7 @@ export class Events {
     let view = this.#views.get(stream);
     if (!view) {
       const doc = this.docs.open(logDoc(stream));
-      const created: LogView = { stream, doc, segments: logSegments(doc), subs: new Set() };
+      const created: LogView = { stream, doc, segments: logSegments(doc), subs: new Set(), keptFrom: 1 };
       doc.on("afterTransaction", () => {
         for (const sub of created.subs) if (sub.started) void this.#pump(sub);
       });
@@ -800,7 +812,7 @@ export class Events {
     const t = from.getTime();
     const tail = logTail(view.segments);
     const tsAt = async (seq: number): Promise<number> => {
-      const live = eventAt(view.segments, seq);
+      const live = localEvent(view, seq);
       if (live) return live.ts;
       const page = await this.requests.askUntilAnswered({
         type: "history",
@@ -811,7 +823,7 @@ export class Events {
       });
       return page.events[0]?.ts ?? Number.POSITIVE_INFINITY;
     };
-    let lo = tail <= head && (eventAt(view.segments, tail)?.ts ?? 0) >= t ? 1 : tail;
+    let lo = tail <= head && (await tsAt(tail)) >= t ? 1 : tail;
     let hi = head + 1;
     while (lo < hi) {
       const mid = Math.floor((lo + hi) / 2);
@@ -832,7 +844,7 @@ export class Events {
     }
     const view = this.#views.get(sub.stream);
     if (!view) return undefined;
-    const live = eventAt(view.segments, sub.next);
+    const live = localEvent(view, sub.next);
     if (live) return live;
     // Pages are contiguous but for seqs retention compacted away: the next buffered event
     // is the next event.
@@ -851,7 +863,8 @@ export class Events {
     const view = this.#views.get(sub.stream);
     if (!view) return undefined;
     sub.buffer = [];
-    const tail = logTail(view.segments);
+    // Below what the local copy holds: the archive, or events this agent dropped once delivered.
+    const tail = Math.max(logTail(view.segments), view.keptFrom);
     if (sub.next >= tail) return undefined;
     let page: ReplyOf<"history">;
     try {
@@ -910,7 +923,47 @@ export class Events {
       this.onHandlerError(error, undefined);
     } finally {
       sub.running = false;
+      const view = sub.feed === null ? this.#views.get(sub.stream) : undefined;
+      if (view?.subs.has(sub)) this.#shed(view);
     }
+  }
+
+  /**
+   * Drops from the local log copy the content of the events every subscription of `view` has
+   * delivered, keeping each entry's place (the copy's Yjs structure, so its sync with the room
+   * is unchanged). Left there, the 10,000 decoded events of a live window stayed on the heap of
+   * every subscribing agent until their segment left the window, and the garbage collector's
+   * pauses grew with them. A subscription that reads them later (a new one, from a seq or a
+   * time) gets them from the room, as it gets the archive. Not with durable storage, which
+   * keeps the window for offline reads (`history`) and stores the copy itself.
+   */
+  #shed(view: LogView): void {
+    if (this.persist) return;
+    let upTo = Number.POSITIVE_INFINITY;
+    for (const sub of view.subs) {
+      if (!sub.started) return;
+      upTo = Math.min(upTo, sub.next);
+    }
+    let seq = Math.max(view.keptFrom, logTail(view.segments));
+    while (seq < upTo) {
+      const segNo = segmentOf(seq);
+      const segment = view.segments.get(String(segNo));
+      if (!segment) break;
+      // Room-written and append-only: the segment's items in seq order.
+      let first = segNo * LOG_SEGMENT_SIZE + 1;
+      for (let item = segment._start; item && seq < upTo; item = item.right) {
+        if (item.deleted || !item.countable) continue;
+        const end = first + item.length;
+        if (end > seq && item.content instanceof Y.ContentAny) {
+          const arr = item.content.arr;
+          for (const stop = Math.min(end, upTo); seq < stop; seq++) arr[seq - first] = null;
+        }
+        first = end;
+      }
+      // Only a full segment is followed by the next one.
+      if (first <= (segNo + 1) * LOG_SEGMENT_SIZE) break;
+    }
+    view.keptFrom = Math.max(view.keptFrom, seq);
   }
 
   /**
@@ -1174,6 +1227,10 @@ export class Events {
     return { head: reply.head, consumers: reply.consumers };
   }
 }
+
+/** The event at `seq` in the local log copy, unless it is not there or was dropped once delivered (`Events.#shed`). */
+const localEvent = (view: LogView, seq: number): StoredEvent | undefined =>
+  seq < view.keptFrom ? undefined : eventAt(view.segments, seq);
 
 const isThenable = (value: unknown): value is PromiseLike<unknown> =>
   (typeof value === "object" || typeof value === "function") &&

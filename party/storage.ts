@@ -171,9 +171,16 @@ export const needsCompaction = (stored: StoredDoc, slack = 1): boolean =>
 
 /**
  * Folds every committed record into a new snapshot of `doc`. The caller must not append
- * concurrently (the commit queue in `docs.ts` runs it between batches).
+ * concurrently (the commit queue in `docs.ts` runs it between batches) until it resolves.
+ * With `later`, the old snapshot and records are deleted after it resolves, by the promise
+ * handed to `later`: appends may go on meanwhile (they write other keys).
  */
-export async function compact(storage: KvStorage, stored: StoredDoc, doc: Y.Doc): Promise<void> {
+export async function compact(
+  storage: KvStorage,
+  stored: StoredDoc,
+  doc: Y.Doc,
+  later?: (deleting: Promise<void>) => void,
+): Promise<void> {
   const { name, meta } = stored;
   const gen = meta.gen + 1;
   const snapshot = Y.encodeStateAsUpdate(doc);
@@ -195,9 +202,13 @@ export async function compact(storage: KvStorage, stored: StoredDoc, doc: Y.Doc)
   stored.meta = nextMeta;
   // Garbage: the old snapshot and the folded records. Losing these deletes to a crash only
   // leaves unreachable keys behind.
-  const stale = [
-    ...(await storage.list({ prefix: snapPrefix(name, meta.gen) })).keys(),
-    ...(await storage.list({ start: updateKey(name, 0, 0), end: updateKey(name, meta.next, 0) })).keys(),
-  ];
-  await deleteAll(storage, stale);
+  const deleting = (async () => {
+    const stale = [
+      ...(await storage.list({ prefix: snapPrefix(name, meta.gen) })).keys(),
+      ...(await storage.list({ start: updateKey(name, 0, 0), end: updateKey(name, meta.next, 0) })).keys(),
+    ];
+    await deleteAll(storage, stale);
+  })();
+  if (later) later(deleting);
+  else await deleting;
 }

@@ -161,6 +161,36 @@ describe("dead letters and typed events", () => {
 });
 
 describe("replay and the bounded window", () => {
+  it("gives every subscription of one agent every event once, in order, however far apart they are", async () => {
+    // An agent drops delivered events from its copy of the log (`Events.#shed`): only those
+    // all its subscriptions have passed, and one that starts later reads them from the room.
+    const team = room.team("apart");
+    const writer = await room.agent("writer", { team });
+    const reader = await room.agent("reader", { team });
+    const fast: number[] = [];
+    const slow: number[] = [];
+    await reader.subscribe(">", (e) => void fast.push(e.seq), { from: "start" });
+    await reader.subscribe(
+      ">",
+      async (e) => {
+        slow.push(e.seq);
+        await new Promise((r) => setTimeout(r, 1));
+      },
+      { from: "start" },
+    );
+    for (let i = 0; i < 3; i++)
+      await writer.publishBatch(range(1, 100).map((n) => ({ type: "row.added", data: { n: i * 100 + n } })));
+    await eventually(() => expect(fast).toEqual(range(1, 300)));
+    await eventually(() => expect(slow).toEqual(range(1, 300)), { timeoutMs: 30_000 });
+    // Both have passed 50: a new subscription from there reads what the agent dropped.
+    const late: number[] = [];
+    await reader.subscribe(">", (e) => void late.push(e.seq), { from: 50 });
+    await writer.publishBatch(range(1, 10).map((n) => ({ type: "row.late", data: { n } })));
+    await eventually(() => expect(slow).toEqual(range(1, 310)));
+    await eventually(() => expect(late).toEqual(range(50, 310)));
+    expect(fast).toEqual(range(1, 310));
+  });
+
   it("replays from a seq, from a Date and from the archive after the window has moved", async () => {
     const team = room.team("replay");
     const a = await room.agent("writer", { team });
