@@ -144,7 +144,7 @@ export class Dispatch {
   }
 
   #parsedNow(session: Session, parsed: Parsed<ClientFrame>, chars: number): Promise<void> | void {
-    this.options.metrics.framesIn.inc({ type: parsed.ok ? parsed.frame.type : "invalid" });
+    this.options.metrics.framesIn.incOne("type", parsed.ok ? parsed.frame.type : "invalid");
     if (!parsed.ok) {
       this.#refuse(session, parsed.error, { ref: parsed.ref });
       return this.options.handled?.(session, null);

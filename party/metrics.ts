@@ -49,6 +49,16 @@ class Counter {
     }
   }
 
+  /**
+   * `inc({ [label]: value })` for a counter with that one label, without the labels object
+   * and its key walk once the series exists: the frame counters count every frame in and out.
+   */
+  incOne(label: string, value: string): void {
+    const entry = this.#values.get(value);
+    if (entry) entry.value++;
+    else this.inc({ [label]: value });
+  }
+
   render(): string[] {
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`];
     for (const { labels, value } of this.#values.values()) lines.push(`${this.name}${renderLabels(labels)} ${value}`);

@@ -244,7 +244,7 @@ export class Router {
   }
 
   #reply(caller: Session, ref: string, answer: Answer): void {
-    caller.sendFrame({ type: "rpc.response", ref, ...answer });
+    caller.sendFrame(responseFrame(ref, answer));
   }
 
   /** The session `frame` goes to, or null once the caller has its NO_ROUTE or OVERLOADED. */
@@ -450,7 +450,7 @@ export class Router {
     if (!call.idem) return this.#finish(id, answer, "TIMEOUT");
     for (const w of call.waiters) {
       if (this.#byRef.delete(`${w.session.n}:${w.ref}`)) this.#countCall(w.session, -1);
-      w.session.sendFrame({ type: "rpc.response", ref: w.ref, ...answer });
+      w.session.sendFrame(responseFrame(w.ref, answer));
     }
     call.waiters = [];
   }
@@ -561,34 +561,35 @@ export class Router {
     this.#deadlines.delete(id);
     this.#calls.delete(id);
     const outcome = answer ? (answer.ok ? "ok" : answer.error.code) : (abort ?? "aborted");
+    const endedAt = this.now();
     this.metrics.calls.inc({ method: call.method, outcome });
-    this.metrics.callSeconds.observe({ method: call.method }, (this.now() - call.startedAt) / 1000);
+    this.metrics.callSeconds.observe({ method: call.method }, (endedAt - call.startedAt) / 1000);
     if (this.spans && call.request.traceparent) {
       this.spans.add({
         name: `call ${call.method}`,
         parent: call.request.traceparent,
         startMs: call.startedAt,
-        endMs: this.now(),
+        endMs: endedAt,
         attributes: { "crosstalk.call.id": call.id, "crosstalk.from": call.from, "crosstalk.to": call.calleeAgent },
         ...(outcome === "ok" ? {} : { error: outcome }),
       });
     }
     const { callId, correlationId, causationId } = call.request;
     if (callId && correlationId) {
-      this.traces.add({
-        kind: "call",
-        id: callId,
-        correlationId,
-        ...(causationId ? { causationId } : {}),
-        detail: {
-          from: call.from,
-          to: call.calleeAgent,
-          method: call.method,
-          outcome,
-          ms: this.now() - call.startedAt,
-        },
-        ts: call.startedAt,
-      });
+      const detail = {
+        from: call.from,
+        to: call.calleeAgent,
+        method: call.method,
+        outcome,
+        ms: endedAt - call.startedAt,
+      };
+      const ts = call.startedAt;
+      // Two literals, not a spread: one object per record on a path every call takes.
+      this.traces.add(
+        causationId
+          ? { kind: "call", id: callId, correlationId, causationId, detail, ts }
+          : { kind: "call", id: callId, correlationId, detail, ts },
+      );
     }
     if (call.idem && this.#running.get(call.idem) === id) this.#running.delete(call.idem);
     // Only in-doubt calls have one: no host call for the others.
@@ -603,10 +604,17 @@ export class Router {
     }
     for (const w of call.waiters) {
       if (this.#byRef.delete(`${w.session.n}:${w.ref}`)) this.#countCall(w.session, -1);
-      if (answer) w.session.sendFrame({ type: "rpc.response", ref: w.ref, ...answer });
+      if (answer) w.session.sendFrame(responseFrame(w.ref, answer));
     }
     if (abort) call.callee?.sendFrame({ type: "rpc.abort", id, reason: abort });
   }
+}
+
+/** The caller's answer frame, built in one literal (the same keys, in the same order, as a spread of `answer`). */
+function responseFrame(ref: string, answer: Answer): RoomFrame {
+  return answer.ok
+    ? { type: "rpc.response", ref, ok: true, output: answer.output }
+    : { type: "rpc.response", ref, ok: false, error: answer.error };
 }
 
 /**

@@ -175,7 +175,7 @@ export class Session {
   };
 
   sendFrame(frame: RoomFrame): void {
-    this.metrics.framesOut.inc({ type: frame.type });
+    this.metrics.framesOut.incOne("type", frame.type);
     this.sendText(JSON.stringify(frame));
   }
 
