@@ -28,7 +28,16 @@ import { keys } from "./keys.ts";
 import type { Metrics } from "./metrics.ts";
 import { emptyLive, liveEntries, liveIds, loadLive, nextLive, type RebaseLive } from "./rebase-live.ts";
 import { RawDocSession, type Session } from "./session.ts";
-import { appendUpdate, compact, type KvStorage, loadDoc, needsCompaction, putAll, type StoredDoc } from "./storage.ts";
+import {
+  appendUpdate,
+  compact,
+  compactTail,
+  type KvStorage,
+  loadDoc,
+  needsCompaction,
+  putAll,
+  type StoredDoc,
+} from "./storage.ts";
 import { deflatedStep2, step2Frame } from "./sync-share.ts";
 import { checkUpdate } from "./update-check.ts";
 
@@ -257,7 +266,7 @@ export class DocHub {
         // stream it is thousands of records (1,424 took 72 ms to list and delete in workerd),
         // which every subscriber's next events waited for.
         if (needsCompaction(doc.stored) && !(await this.#burstGoesOn(doc)))
-          await compact(this.storage, doc.stored, doc.ydoc, (deleting) => deleting.catch(this.fatal));
+          await compactTail(this.storage, doc.stored, doc.ydoc, (deleting) => deleting.catch(this.fatal));
       } catch (error) {
         doc.inflight = null;
         this.fatal(error);

@@ -5,7 +5,15 @@
 import { describe, expect, it } from "vitest";
 import * as Y from "yjs";
 import { MAX_KEYS, MAX_VALUE_BYTES, MemoryKv } from "./memory-storage.ts";
-import { appendUpdate, compact, type KvStorage, loadDoc, needsCompaction, type StoredDoc } from "./storage.ts";
+import {
+  appendUpdate,
+  compact,
+  compactTail,
+  type KvStorage,
+  loadDoc,
+  needsCompaction,
+  type StoredDoc,
+} from "./storage.ts";
 
 /** A document with persistence wired like party/docs.ts does: every local transaction is one record. */
 async function open(storage: KvStorage, name: string): Promise<{ doc: Y.Doc; stored: StoredDoc }> {
@@ -223,5 +231,155 @@ describe("document storage", () => {
     expect((await open(kv, "state/x")).doc.getMap("m").toJSON()).toEqual({ who: "x" });
     await compact(kv, x.stored, x.doc);
     expect((await open(kv, "state/x:u:0000000000")).doc.getMap("m").toJSON()).toEqual({ who: "evil" });
+  });
+});
+
+/** A stream-like log: appended events, the oldest trimmed, one record per event. */
+async function logUntilMaintenance(kv: KvStorage, doc: Y.Doc, stored: StoredDoc, start: number): Promise<number> {
+  const log = doc.getArray<string>("log");
+  let i = start;
+  while (!needsCompaction(stored)) {
+    await commit(kv, doc, stored, () => {
+      log.push([`event ${i} ${"x".repeat(i % 40)}`]);
+      if (log.length > 1000) log.delete(0, 1);
+    });
+    i++;
+  }
+  return i;
+}
+
+const updateRecords = (kv: MemoryKv, name: string) =>
+  new Set(
+    kv
+      .keysOf(name)
+      .filter((k) => k.includes("|u|"))
+      .map((k) => k.split("|")[3]),
+  ).size;
+
+describe("folding the records since the last fold", () => {
+  it("replaces many records by one without changing the loaded document, then compacts once folds pile up", async () => {
+    const kv = new MemoryKv();
+    const name = "log/fold";
+    const { doc, stored } = await open(kv, name);
+    let i = await logUntilMaintenance(kv, doc, stored, 0);
+    const before = await open(kv, name);
+    expect(updateRecords(kv, name)).toBeGreaterThanOrEqual(1024);
+    await compactTail(kv, stored, doc);
+    expect(stored.meta).toMatchObject({ gen: 0, folds: 1 });
+    expect(updateRecords(kv, name)).toBe(1);
+    const after = await open(kv, name);
+    expect(after.doc.getArray("log").toJSON()).toEqual(doc.getArray("log").toJSON());
+    expect(Buffer.compare(Y.encodeStateAsUpdate(after.doc), Y.encodeStateAsUpdate(before.doc))).toBe(0);
+
+    // Further folds each leave one record more; the one after the last allowed fold compacts.
+    let folds = 1;
+    while (stored.meta.gen === 0) {
+      i = await logUntilMaintenance(kv, doc, stored, i);
+      await compactTail(kv, stored, doc);
+      if (stored.meta.gen === 0) {
+        folds++;
+        expect(stored.meta.folds).toBe(folds);
+        expect(updateRecords(kv, name)).toBe(folds);
+      }
+      const again = await open(kv, name);
+      expect(again.doc.getArray("log").toJSON()).toEqual(doc.getArray("log").toJSON());
+      expect(Buffer.compare(Y.encodeStateVector(again.doc), Y.encodeStateVector(doc))).toBe(0);
+    }
+    expect(folds).toBeGreaterThan(1);
+    expect(stored.meta.gen).toBe(1);
+    expect(stored.meta.folds ?? 0).toBe(0);
+    expect(updateRecords(kv, name)).toBe(0);
+  });
+
+  it("loses nothing the document gains while the fold is being stored", async () => {
+    const kv = new MemoryKv();
+    const name = "log/race";
+    const { doc, stored } = await open(kv, name);
+    const i = await logUntilMaintenance(kv, doc, stored, 0);
+    const m = doc.getMap("m");
+    // As in docs.ts: the next batch is applied while the fold's put is under way.
+    const put = kv.put.bind(kv);
+    let late: Uint8Array | undefined;
+    kv.put = async (entries) => {
+      doc.once("update", (u: Uint8Array) => {
+        late = u;
+      });
+      m.set("late", "applied during the fold");
+      return put(entries);
+    };
+    await compactTail(kv, stored, doc);
+    kv.put = put;
+    await appendUpdate(kv, stored, late as Uint8Array);
+    await logUntilMaintenance(kv, doc, stored, i);
+    await compactTail(kv, stored, doc);
+    expect(stored.meta).toMatchObject({ gen: 0, folds: 2 });
+    const again = await open(kv, name);
+    expect(again.doc.getArray("log").toJSON()).toEqual(doc.getArray("log").toJSON());
+    expect(again.doc.getMap("m").get("late")).toBe("applied during the fold");
+  });
+
+  it("reloads the same document whatever step a crash interrupts", async () => {
+    const kv = new MemoryKv();
+    const name = "log/crash";
+    const { doc, stored } = await open(kv, name);
+    await logUntilMaintenance(kv, doc, stored, 0);
+    const expected = doc.getArray("log").toJSON();
+
+    // Crash before the fold record and its meta are written: nothing changed.
+    const put = kv.put.bind(kv);
+    kv.put = async () => {
+      throw new Error("crash");
+    };
+    await expect(compactTail(kv, { ...stored }, doc)).rejects.toThrow("crash");
+    kv.put = put;
+    const unchanged = await open(kv, name);
+    expect(unchanged.stored.meta).toEqual(stored.meta);
+    expect(unchanged.doc.getArray("log").toJSON()).toEqual(expected);
+
+    // Crash after the fold record, before the folded records are deleted: both load, same state.
+    const del = kv.delete.bind(kv);
+    kv.delete = async () => {
+      throw new Error("crash");
+    };
+    await expect(compactTail(kv, stored, doc)).rejects.toThrow("crash");
+    kv.delete = del;
+    const twice = await open(kv, name);
+    expect(twice.stored.meta.folds).toBe(1);
+    expect(updateRecords(kv, name)).toBeGreaterThan(1024);
+    expect(twice.doc.getArray("log").toJSON()).toEqual(expected);
+    expect(Buffer.compare(Y.encodeStateVector(twice.doc), Y.encodeStateVector(doc))).toBe(0);
+
+    // The reloaded instance goes on folding (the records left behind are in the fold record
+    // already); the compaction after the last fold deletes them.
+    const left = updateRecords(kv, name);
+    for (let i = 1_000_000; twice.stored.meta.gen === 0; i += 10_000) {
+      await logUntilMaintenance(kv, twice.doc, twice.stored, i);
+      await compactTail(kv, twice.stored, twice.doc);
+      if (twice.stored.meta.gen === 0) expect(updateRecords(kv, name)).toBe(left + (twice.stored.meta.folds ?? 0) - 1);
+    }
+    expect(updateRecords(kv, name)).toBe(0);
+    const last = await open(kv, name);
+    expect(last.doc.getArray("log").toJSON()).toEqual(twice.doc.getArray("log").toJSON());
+  });
+
+  it("folds after a reload only once the records it did not write are compacted", async () => {
+    const kv = new MemoryKv();
+    const name = "log/reload";
+    const first = await open(kv, name);
+    for (let i = 0; i < 100; i++) await commit(kv, first.doc, first.stored, () => first.doc.getArray("log").push([i]));
+    const second = await open(kv, name);
+    await logUntilMaintenance(kv, second.doc, second.stored, 100);
+    await compactTail(kv, second.stored, second.doc);
+    expect(second.stored.meta).toMatchObject({ gen: 1 });
+    await logUntilMaintenance(kv, second.doc, second.stored, 10_000);
+    await compactTail(kv, second.stored, second.doc);
+    expect(second.stored.meta).toMatchObject({ gen: 1, folds: 1 });
+    const third = await open(kv, name);
+    expect(third.doc.getArray("log").toJSON()).toEqual(second.doc.getArray("log").toJSON());
+    // Right after a fold nothing is unfolded, so the reloaded instance folds at once.
+    await logUntilMaintenance(kv, third.doc, third.stored, 20_000);
+    await compactTail(kv, third.stored, third.doc);
+    expect(third.stored.meta).toMatchObject({ gen: 1, folds: 2 });
+    expect((await open(kv, name)).doc.getArray("log").toJSON()).toEqual(third.doc.getArray("log").toJSON());
   });
 });
