@@ -11,7 +11,7 @@ import YPartyKitProvider from "y-partykit/provider";
 import * as Y from "yjs";
 import { PROTOCOL_VERSION } from "../protocol/index.ts";
 import { type CuttableSocket, eventually, type RoomServer, startRoom, type WsClass } from "../testing/index.ts";
-import { partykitInspector } from "../testing/inspector.ts";
+import { inspectorSession, partykitInspector } from "../testing/inspector.ts";
 
 export { cuttableSocket, sleep } from "../testing/index.ts";
 
@@ -362,47 +362,25 @@ function cmdline(pid: number): string {
   }
 }
 
-/** Resident set size of a process, in MB. */
 /**
  * The room's V8 heap in MB as it is, without a GC: `used` (live and not yet collected) and
  * `committed` (what V8 holds from the system, part of the RSS). Unlike `heap()`, no heap
  * snapshot is taken, so reading it does not grow the RSS being measured.
  */
 export async function v8HeapMb(server: BenchServer): Promise<{ used: number; committed: number }> {
-  const address = await partykitInspector(server.pid);
-  const list = (await (await fetch(`http://${address}/json/list`)).json()) as {
-    id: string;
-    webSocketDebuggerUrl: string;
-  }[];
-  const target = list.find((t) => t.id.startsWith("core:user")) ?? list[0];
-  if (!target) throw new Error(`the inspector at ${address} lists no worker`);
-  const url = new URL(target.webSocketDebuggerUrl);
-  url.host = address;
-  const ws = new WebSocket(url);
+  const session = await inspectorSession(await partykitInspector(server.pid), "v8HeapMb");
   try {
-    await new Promise((res, rej) => {
-      ws.once("open", res);
-      ws.once("error", rej);
-    });
-    // High ids: partykit's own session counts from 1 on the same connection.
-    const id = 2_000_000_000 + Math.floor(Math.random() * 1_000_000);
-    const usage = await within(
-      "Runtime.getHeapUsage",
-      new Promise<{ usedSize: number; totalSize: number }>((res) => {
-        ws.on("message", (data) => {
-          const reply = JSON.parse(String(data)) as { id?: number; result?: { usedSize: number; totalSize: number } };
-          if (reply.id === id && reply.result) res(reply.result);
-        });
-        ws.send(JSON.stringify({ id, method: "Runtime.getHeapUsage", params: {} }));
-      }),
-      30_000,
-    );
+    const usage = (await within("Runtime.getHeapUsage", session.call("Runtime.getHeapUsage"), 30_000)) as {
+      usedSize: number;
+      totalSize: number;
+    };
     return { used: usage.usedSize / 2 ** 20, committed: usage.totalSize / 2 ** 20 };
   } finally {
-    ws.terminate();
+    session.close();
   }
 }
 
+/** Resident set size of a process, in MB. */
 export function rssMb(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
   const kb = Number(/VmRSS:\s+(\d+)\s+kB/.exec(status)?.[1] ?? Number.NaN);
@@ -474,6 +452,38 @@ export async function rawSocket(server: BenchServer, path: string): Promise<RawS
     onMessage: (fn) => ws.on("message", (data, isBinary) => !isBinary && fn(String(data))),
     close: () => ws.terminate(),
   };
+}
+
+/**
+ * A call through relay party `party` (the baseline of the rpc scenario): socket `a` sends a
+ * request to `b` by connection id, `b` echoes its input back. The sockets are returned too,
+ * for the caller to close (and to watch).
+ */
+export async function relayEcho(
+  server: BenchServer,
+  party: string,
+  room: string,
+): Promise<{ call: (input: unknown) => Promise<void>; caller: RawSocket; callee: RawSocket }> {
+  const a = await rawSocket(server, `/parties/${party}/${room}?_pk=a`);
+  const b = await rawSocket(server, `/parties/${party}/${room}?_pk=b`);
+  b.onMessage((text) => {
+    const frame = JSON.parse(text) as { from: string; id: number; input: unknown };
+    b.send({ to: frame.from, id: frame.id, ok: true, output: frame.input });
+  });
+  const waiting = new Map<number, () => void>();
+  let nextId = 0;
+  a.onMessage((text) => {
+    const { id } = JSON.parse(text) as { id: number };
+    waiting.get(id)?.();
+    waiting.delete(id);
+  });
+  const call = (input: unknown) =>
+    new Promise<void>((res) => {
+      const id = ++nextId;
+      waiting.set(id, res);
+      a.send({ to: "b", from: "a", id, method: "echo", input });
+    });
+  return { call, caller: a, callee: b };
 }
 
 // ---------------------------------------------------------------------------------------

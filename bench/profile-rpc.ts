@@ -32,8 +32,8 @@ import { writeFileSync } from "node:fs";
 import WebSocket from "ws";
 import { PROTOCOL_VERSION, traceparentFor, uuidv7 } from "../protocol/index.ts";
 import { createTestRoom } from "../testing/index.ts";
-import { partykitInspector } from "../testing/inspector.ts";
-import { median, percentile, rawSocket, startServer, stopServer, waitFor, withCpu } from "./lib.ts";
+import { inspectorSession, partykitInspector } from "../testing/inspector.ts";
+import { median, percentile, rawSocket, relayEcho, startServer, stopServer, waitFor, withCpu } from "./lib.ts";
 
 const N = Number(process.env.N ?? 2000);
 const ROUNDS = Number(process.env.ROUNDS ?? 5);
@@ -161,26 +161,8 @@ try {
     ["r", "relay"],
     ["h", "relayhib"],
   ] as const) {
-    const a = await rawSocket(server, `/parties/${party}/${team}?_pk=a`);
-    const b = await rawSocket(server, `/parties/${party}/${team}?_pk=b`);
-    b.onMessage((text) => {
-      const frame = JSON.parse(text) as { from: string; id: number; input: unknown };
-      b.send({ to: frame.from, id: frame.id, ok: true, output: frame.input });
-    });
-    const waiting = new Map<number, () => void>();
-    let nextId = 0;
-    a.onMessage((text) => {
-      const { id } = JSON.parse(text) as { id: number };
-      waiting.get(id)?.();
-      waiting.delete(id);
-    });
-    const call: Call = (input) =>
-      new Promise<void>((res) => {
-        const id = ++nextId;
-        waiting.set(id, res);
-        a.send({ to: "b", from: "a", id, method: "echo", input });
-      });
-    systems.push({ key, name: party, call, caller: a.ws, callee: b.ws });
+    const { call, caller, callee } = await relayEcho(server, party, team);
+    systems.push({ key, name: party, call, caller: caller.ws, callee: callee.ws });
   }
   const chosen = systems.filter((s) => !ONLY || ONLY.includes(s.key));
   for (const s of chosen) await round(s);
@@ -219,46 +201,17 @@ process.exit(0);
 
 /** A V8 CPU profile of the worker while `fn` runs, through the dev server's inspector. */
 async function roomProfile(fn: () => Promise<unknown>): Promise<unknown> {
-  const address = await partykitInspector(server.pid);
-  const list = (await (await fetch(`http://${address}/json/list`)).json()) as {
-    id: string;
-    webSocketDebuggerUrl: string;
-  }[];
-  const target = list.find((t) => t.id.startsWith("core:user")) ?? list[0];
-  if (!target) throw new Error("the inspector lists no worker");
-  const url = new URL(target.webSocketDebuggerUrl);
-  url.host = address;
-  const ws = new WebSocket(url);
-  let nextId = 2_000_000_000;
-  const replies = new Map<number, (reply: { result?: unknown; error?: { message: string } }) => void>();
-  ws.on("message", (data) => {
-    const reply = JSON.parse(String(data)) as { id?: number; result?: unknown; error?: { message: string } };
-    if (reply.id !== undefined) replies.get(reply.id)?.(reply);
-  });
-  const call = (method: string, params: object = {}) =>
-    new Promise<unknown>((res, rej) => {
-      const id = ++nextId;
-      replies.set(id, (reply) => {
-        replies.delete(id);
-        if (reply.error) rej(new Error(`${method}: ${reply.error.message}`));
-        else res(reply.result);
-      });
-      ws.send(JSON.stringify({ id, method, params }));
-    });
-  await new Promise((res, rej) => {
-    ws.once("open", res);
-    ws.once("error", rej);
-  });
+  const session = await inspectorSession(await partykitInspector(server.pid), "roomProfile");
   try {
-    await call("Profiler.enable");
+    await session.call("Profiler.enable");
     if (process.env.ROOM_INTERVAL)
-      await call("Profiler.setSamplingInterval", { interval: Number(process.env.ROOM_INTERVAL) });
-    await call("Profiler.start");
+      await session.call("Profiler.setSamplingInterval", { interval: Number(process.env.ROOM_INTERVAL) });
+    await session.call("Profiler.start");
     await fn();
-    const { profile } = (await call("Profiler.stop")) as { profile: unknown };
+    const { profile } = (await session.call("Profiler.stop")) as { profile: unknown };
     return profile;
   } finally {
-    ws.terminate();
+    session.close();
   }
 }
 

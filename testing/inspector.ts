@@ -77,18 +77,24 @@ export async function partykitInspector(pid: number): Promise<string> {
   );
 }
 
+/** One session on the user worker's inspector: `call` sends a method and resolves with its result. */
+export type InspectorSession = {
+  call(method: string, params?: object): Promise<unknown>;
+  close(): void;
+};
+
 /**
- * The user worker's JS heap in MB after a full GC, through the inspector at `address`
- * (`host:port` serving `/json/list`).
+ * Opens a session on the user worker's inspector at `address` (`host:port` serving
+ * `/json/list`). `label` names the caller in errors.
  */
-export async function heapAfterGcMb(address: string, timeoutMs = 120_000): Promise<number> {
+export async function inspectorSession(address: string, label: string): Promise<InspectorSession> {
   const list = (await (await fetch(`http://${address}/json/list`)).json()) as {
     id: string;
     webSocketDebuggerUrl: string;
   }[];
   // wrangler lists workerd's internal workers too; the user's is `core:user:<name>`.
   const target = list.find((t) => t.id.startsWith("core:user")) ?? list[0];
-  if (!target) throw new TestKitError("INVALID_ARGUMENT", `heap(): the inspector at ${address} lists no worker`);
+  if (!target) throw new TestKitError("INVALID_ARGUMENT", `${label}: the inspector at ${address} lists no worker`);
   const url = new URL(target.webSocketDebuggerUrl);
   url.host = address;
   const ws = new WebSocket(url);
@@ -100,16 +106,37 @@ export async function heapAfterGcMb(address: string, timeoutMs = 120_000): Promi
     const reply = JSON.parse(text) as { id?: number; result?: unknown; error?: { message: string } };
     if (reply.id !== undefined) replies.get(reply.id)?.(reply);
   });
-  const call = (method: string, params: object = {}) =>
-    new Promise<unknown>((res, rej) => {
-      const id = ++nextId;
-      replies.set(id, (reply) => {
-        replies.delete(id);
-        if (reply.error) rej(new TestKitError("INVALID_ARGUMENT", `heap(): ${method}: ${reply.error.message}`));
-        else res(reply.result);
-      });
-      ws.send(JSON.stringify({ id, method, params }));
+  try {
+    await new Promise((res, rej) => {
+      ws.once("open", res);
+      ws.once("error", rej);
     });
+  } catch (error) {
+    ws.terminate();
+    throw error;
+  }
+  return {
+    call: (method, params = {}) =>
+      new Promise<unknown>((res, rej) => {
+        const id = ++nextId;
+        replies.set(id, (reply) => {
+          replies.delete(id);
+          if (reply.error) rej(new TestKitError("INVALID_ARGUMENT", `${label}: ${method}: ${reply.error.message}`));
+          else res(reply.result);
+        });
+        ws.send(JSON.stringify({ id, method, params }));
+      }),
+    close: () => ws.terminate(),
+  };
+}
+
+/**
+ * The user worker's JS heap in MB after a full GC, through the inspector at `address`
+ * (`host:port` serving `/json/list`).
+ */
+export async function heapAfterGcMb(address: string, timeoutMs = 120_000): Promise<number> {
+  let session: InspectorSession | undefined;
+  let over = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, rej) => {
     timer = setTimeout(
@@ -118,18 +145,18 @@ export async function heapAfterGcMb(address: string, timeoutMs = 120_000): Promi
     );
   });
   const measure = async () => {
-    await new Promise((res, rej) => {
-      ws.once("open", res);
-      ws.once("error", rej);
-    });
-    await call("HeapProfiler.takeHeapSnapshot", { reportProgress: false });
-    const usage = (await call("Runtime.getHeapUsage")) as { usedSize: number };
+    session = await inspectorSession(address, "heap()");
+    // Opened after the timeout: nobody closes it but this.
+    if (over) session.close();
+    await session.call("HeapProfiler.takeHeapSnapshot", { reportProgress: false });
+    const usage = (await session.call("Runtime.getHeapUsage")) as { usedSize: number };
     return usage.usedSize / 1024 / 1024;
   };
   try {
     return await Promise.race([measure(), timeout]);
   } finally {
+    over = true;
     clearTimeout(timer);
-    ws.terminate();
+    (session as InspectorSession | undefined)?.close();
   }
 }

@@ -7,7 +7,7 @@
  * Pipelined calls keep 1,000 in flight; the callee raises the room's per-callee cap (256 by
  * default) with `team.setMaxInFlight`.
  */
-import { type Metric, percentile, range, rawSocket, type Scenario, waitFor, withCpu, within } from "../lib.ts";
+import { type Metric, percentile, range, relayEcho, type Scenario, waitFor, withCpu, within } from "../lib.ts";
 
 const WINDOW = 1000;
 const WARMUP = 2000;
@@ -65,26 +65,9 @@ export const rpc: Scenario = {
       // Relay: the same exchange as raw frames, routed by connection id; once through the
       // stock relay (the baseline) and once through the same code hibernating, as the room does.
       const relayCall = async (party: string): Promise<Call> => {
-        const a = await rawSocket(server, `/parties/${party}/rpc-${ctx.tag}?_pk=a`);
-        const b = await rawSocket(server, `/parties/${party}/rpc-${ctx.tag}?_pk=b`);
-        closers.push(a.close, b.close);
-        b.onMessage((text) => {
-          const frame = JSON.parse(text) as { from: string; id: number; input: unknown };
-          b.send({ to: frame.from, id: frame.id, ok: true, output: frame.input });
-        });
-        const waiting = new Map<number, () => void>();
-        let nextId = 0;
-        a.onMessage((text) => {
-          const { id } = JSON.parse(text) as { id: number };
-          waiting.get(id)?.();
-          waiting.delete(id);
-        });
-        return (input) =>
-          new Promise<void>((res) => {
-            const id = ++nextId;
-            waiting.set(id, res);
-            a.send({ to: "b", from: "a", id, method: "echo", input });
-          });
+        const { call, caller, callee } = await relayEcho(server, party, `rpc-${ctx.tag}`);
+        closers.push(caller.close, callee.close);
+        return call;
       };
       const relay = await relayCall("relay");
       const hibernating = await relayCall("relayhib");
