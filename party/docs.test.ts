@@ -88,4 +88,35 @@ describe("commit queue and compaction", () => {
     });
     expect(fatal).toEqual([]);
   });
+
+  it("keeps a document loaded until its compaction's deletes are done, so no second copy reads records being deleted", async () => {
+    const storage = new MemoryKv();
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const remove = storage.delete.bind(storage);
+    let deletes = 0;
+    storage.delete = async (keys) => {
+      deletes++;
+      await gate;
+      return remove(keys);
+    };
+    const fatal: unknown[] = [];
+    const docs = new DocHub(storage, (error) => fatal.push(error));
+    const doc = await docs.open("log/burst");
+    doc.ydoc.transact(() => doc.ydoc.getMap("m").set("a", BIG), ROOM);
+    await docs.stored(doc);
+    await eventually(() => expect(doc.stored.meta.gen).toBe(1));
+    await eventually(() => expect(deletes).toBeGreaterThan(0));
+    // Nothing pending or in flight, nobody subscribed: only the deletes keep it.
+    expect(doc.pending ?? doc.inflight).toBeNull();
+    expect(docs.unload(doc)).toBe(false);
+    release();
+    await eventually(() => expect(docs.unload(doc)).toBe(true));
+    const again = await docs.open("log/burst");
+    expect(again).not.toBe(doc);
+    expect(again.ydoc.getMap("m").get("a")).toBe(BIG);
+    expect(fatal).toEqual([]);
+  });
 });

@@ -92,6 +92,11 @@ export type HubDoc = {
   usedAt: number;
   /** Set once the hub has let it go (`unload`): a write to it after that revives it or is fatal. */
   unloaded: boolean;
+  /**
+   * The fold or compaction under way, until its deletes are done: no other copy of the
+   * document loads meanwhile (it would read records being folded and deleted under it).
+   */
+  maintenance: Promise<void> | null;
 };
 
 /**
@@ -171,6 +176,7 @@ export class DocHub {
       inflight: null,
       usedAt: 0,
       unloaded: false,
+      maintenance: null,
     };
     this.idle?.touch(doc);
     doc.ydoc.on("update", (update: Uint8Array, origin: unknown) => {
@@ -200,7 +206,7 @@ export class DocHub {
    */
   unload(doc: HubDoc): boolean {
     if (this.#docs.get(doc.name) !== doc || this.#loading.has(doc.name)) return false;
-    if (doc.subscribers.size > 0 || doc.pending || doc.inflight) return false;
+    if (doc.subscribers.size > 0 || doc.pending || doc.inflight || doc.maintenance) return false;
     this.#docs.delete(doc.name);
     doc.unloaded = true;
     return true;
@@ -265,8 +271,11 @@ export class DocHub {
         // Deleting what the compaction folded does not hold up the next commits: after a steady
         // stream it is thousands of records (1,424 took 72 ms to list and delete in workerd),
         // which every subscriber's next events waited for.
-        if (needsCompaction(doc.stored) && !(await this.#burstGoesOn(doc)))
-          await compactTail(this.storage, doc.stored, doc.ydoc, (deleting) => deleting.catch(this.fatal));
+        // Only the live copy: one being rebuilt holds what `#rebuild` threw away, and its
+        // fresh copy is reading the records a fold would delete.
+        const live = () => this.#docs.get(doc.name) === doc;
+        if (live() && needsCompaction(doc.stored) && !(await this.#burstGoesOn(doc)) && live())
+          await this.#maintain(doc);
       } catch (error) {
         doc.inflight = null;
         this.fatal(error);
@@ -274,6 +283,25 @@ export class DocHub {
       }
       doc.inflight = null;
     }
+  }
+
+  /** Folds or compacts `doc`'s records (`compactTail`); its deletes go on behind the next commits. */
+  async #maintain(doc: HubDoc): Promise<void> {
+    let deleting: Promise<void> = Promise.resolve();
+    const compacting = compactTail(this.storage, doc.stored, doc.ydoc, (d) => {
+      deleting = d;
+    });
+    // A failed fold is the commit loop's to report; a failed delete is reported here.
+    const maintenance = compacting
+      .then(
+        () => deleting.catch(this.fatal),
+        () => {},
+      )
+      .finally(() => {
+        if (doc.maintenance === maintenance) doc.maintenance = null;
+      });
+    doc.maintenance = maintenance;
+    await compacting;
   }
 
   /**
@@ -592,6 +620,7 @@ export class DocHub {
     this.#docs.delete(old.name);
     const rebuilt = (async () => {
       await this.stored(old);
+      await old.maintenance;
       const fresh = await this.#load(old.name);
       for (const s of old.subscribers) if (!s.closed) fresh.subscribers.add(s);
       return fresh;
