@@ -21,6 +21,23 @@ async function hub() {
   return { docs, doc, write, fatal };
 }
 
+/** A store whose deletes wait until `release()`; `deletes()` counts those asked for. */
+function gatedDeletes() {
+  const storage = new MemoryKv();
+  let release: () => void = () => {};
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const remove = storage.delete.bind(storage);
+  let asked = 0;
+  storage.delete = async (keys) => {
+    asked++;
+    await gate;
+    return remove(keys);
+  };
+  return { storage, release: () => release(), deletes: () => asked };
+}
+
 describe("commit queue and compaction", () => {
   it("answers a wait for durability asked while the document compacts", async () => {
     const { docs, doc, write, fatal } = await hub();
@@ -50,20 +67,9 @@ describe("commit queue and compaction", () => {
   });
 
   it("stores and broadcasts the next commits while a compaction's folded records are still being deleted", async () => {
-    const storage = new MemoryKv();
     // Deletes wait for `release`: a compaction's garbage of thousands of records took ~100 ms
     // in workerd, and every commit waited behind it.
-    let release: () => void = () => {};
-    const gate = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    const remove = storage.delete.bind(storage);
-    let deletes = 0;
-    storage.delete = async (keys) => {
-      deletes++;
-      await gate;
-      return remove(keys);
-    };
+    const { storage, release, deletes } = gatedDeletes();
     const fatal: unknown[] = [];
     const docs = new DocHub(storage, (error) => fatal.push(error));
     const doc = await docs.open("log/burst");
@@ -71,7 +77,7 @@ describe("commit queue and compaction", () => {
     write("a", BIG);
     await docs.stored(doc);
     await eventually(() => expect(doc.stored.meta.gen).toBe(1));
-    await eventually(() => expect(deletes).toBeGreaterThan(0));
+    await eventually(() => expect(deletes()).toBeGreaterThan(0));
     write("b", "after the compaction");
     let stored = false;
     void docs.stored(doc).then(() => {
@@ -90,25 +96,14 @@ describe("commit queue and compaction", () => {
   });
 
   it("keeps a document loaded until its compaction's deletes are done, so no second copy reads records being deleted", async () => {
-    const storage = new MemoryKv();
-    let release: () => void = () => {};
-    const gate = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    const remove = storage.delete.bind(storage);
-    let deletes = 0;
-    storage.delete = async (keys) => {
-      deletes++;
-      await gate;
-      return remove(keys);
-    };
+    const { storage, release, deletes } = gatedDeletes();
     const fatal: unknown[] = [];
     const docs = new DocHub(storage, (error) => fatal.push(error));
     const doc = await docs.open("log/burst");
     doc.ydoc.transact(() => doc.ydoc.getMap("m").set("a", BIG), ROOM);
     await docs.stored(doc);
     await eventually(() => expect(doc.stored.meta.gen).toBe(1));
-    await eventually(() => expect(deletes).toBeGreaterThan(0));
+    await eventually(() => expect(deletes()).toBeGreaterThan(0));
     // Nothing pending or in flight, nobody subscribed: only the deletes keep it.
     expect(doc.pending ?? doc.inflight).toBeNull();
     expect(docs.unload(doc)).toBe(false);
