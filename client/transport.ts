@@ -17,6 +17,7 @@ import {
   createReassembler,
   type DocName,
   decodeDocFrame,
+  endOfTick,
   FATAL_CLOSE_CODES,
   isBatch,
   MAX_BATCH_CHARS,
@@ -31,13 +32,6 @@ import {
   readFrame,
 } from "../protocol/index.ts";
 import { inflateFrame } from "./inflate.ts";
-
-/**
- * `endOfTick.then(fn)` runs `fn` at the end of this tick, as `queueMicrotask(fn)` does (the
- * same queue, the same order), without the host's wrapper per call (Node makes an
- * AsyncResource for each; workerd crosses into C++): one flush per frame sent is a hot path.
- */
-const endOfTick = Promise.resolve();
 
 export type Status = "connecting" | "online" | "offline" | "closed";
 

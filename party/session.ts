@@ -8,6 +8,7 @@ import {
   chunkBinary,
   createReassembler,
   type DocName,
+  endOfTick,
   type Grants,
   MAX_BATCH_CHARS,
   MAX_FRAME_BYTES,
@@ -16,13 +17,6 @@ import {
   type RoomFrame,
 } from "../protocol/index.ts";
 import type { Metrics } from "./metrics.ts";
-
-/**
- * `endOfTick.then(fn)` runs `fn` at the end of this tick, as `queueMicrotask(fn)` does (the
- * same queue, the same order), without the host's wrapper per call (Node makes an
- * AsyncResource for each; workerd crosses into C++): one flush per frame sent is a hot path.
- */
-const endOfTick = Promise.resolve();
 
 /** The writer of stock Yjs clients without an identity: not a valid agent name, so no agent is it. */
 export const ANONYMOUS_WRITER = "#anonymous";

@@ -243,12 +243,11 @@ export async function compactTail(
   stored.foldFrom = n + 1;
   // The folded records, now also in record `n`. Losing these deletes to a crash leaves them to
   // be applied twice at load (harmless) until the next compaction deletes them.
-  const deleting = (async () => {
-    const stale = [...(await storage.list({ start: updateKey(name, from, 0), end: updateKey(name, n, 0) })).keys()];
-    await deleteAll(storage, stale);
-  })();
-  if (later) later(deleting);
-  else await deleting;
+  await collect(
+    async () => [...(await storage.list({ start: updateKey(name, from, 0), end: updateKey(name, n, 0) })).keys()],
+    storage,
+    later,
+  );
 }
 
 /**
@@ -287,13 +286,26 @@ export async function compact(
   stored.foldFrom = nextMeta.next;
   // Garbage: the old snapshot and the folded records. Losing these deletes to a crash only
   // leaves unreachable keys behind.
-  const deleting = (async () => {
-    const stale = [
+  await collect(
+    async () => [
       ...(await storage.list({ prefix: snapPrefix(name, meta.gen) })).keys(),
       ...(await storage.list({ start: updateKey(name, 0, 0), end: updateKey(name, meta.next, 0) })).keys(),
-    ];
-    await deleteAll(storage, stale);
-  })();
+    ],
+    storage,
+    later,
+  );
+}
+
+/**
+ * Deletes the keys `stale` lists: awaited, or with `later`, handed to it as a promise (the
+ * caller's next commits need not wait for garbage).
+ */
+async function collect(
+  stale: () => Promise<string[]>,
+  storage: KvStorage,
+  later?: (deleting: Promise<void>) => void,
+): Promise<void> {
+  const deleting = stale().then((keys) => deleteAll(storage, keys));
   if (later) later(deleting);
   else await deleting;
 }

@@ -19,6 +19,7 @@ import {
   CrosstalkError,
   type ErrorBody,
   type EventInput,
+  entryIdTs,
   eventAt,
   LOG_SEGMENT_SIZE,
   type LogSegments,
@@ -239,8 +240,8 @@ export class Streams {
     const live = [...segments.keys()].map(Number).sort((a, b) => a - b);
     for (const segNo of live) {
       segments.get(String(segNo))?.forEach((entry, i) => {
-        const ts = Array.isArray(entry) ? entry[3] : entry.ts;
-        state.ids.set(Array.isArray(entry) ? entry[0] : entry.id, { seq: segNo * LOG_SEGMENT_SIZE + i + 1, ts });
+        const { id, ts } = entryIdTs(entry);
+        state.ids.set(id, { seq: segNo * LOG_SEGMENT_SIZE + i + 1, ts });
         state.lastTs = ts;
       });
     }

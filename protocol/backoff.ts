@@ -5,6 +5,14 @@
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * `endOfTick.then(fn)` runs `fn` at the end of this tick, as `queueMicrotask(fn)` does (the
+ * same queue, the same order), without the host's wrapper per call (Node makes an
+ * AsyncResource for each; workerd crosses into C++): both ends flush a tick's frames with it,
+ * once per frame sent, a hot path.
+ */
+export const endOfTick: Promise<void> = Promise.resolve();
+
 export type BackoffOptions = {
   /** The first delay's bound. */
   baseMs: number;

@@ -10,6 +10,7 @@ export * as a2a from "./a2a.ts";
 export {
   type BackoffOptions,
   backoff,
+  endOfTick,
   sleep,
 } from "./backoff.ts";
 export {
@@ -121,6 +122,7 @@ export {
 export {
   type CompactEvent,
   compactEvent,
+  entryIdTs,
   eventAt,
   type LogEntry,
   type LogSegments,

@@ -101,6 +101,10 @@ export const logSegments = (doc: Y.Doc): LogSegments => doc.getMap("segments");
 export const segmentOf = (seq: number): number => Math.floor((seq - 1) / LOG_SEGMENT_SIZE);
 
 /** The event with sequence number `seq`, if the document holds it. */
+/** The id and time of a log entry, without building the whole event ({@link storedEvent}). */
+export const entryIdTs = (entry: LogEntry): { id: string; ts: number } =>
+  Array.isArray(entry) ? { id: entry[0], ts: entry[3] } : { id: entry.id, ts: entry.ts };
+
 export function eventAt(segments: LogSegments, seq: number): StoredEvent | undefined {
   const segment = segments.get(String(segmentOf(seq)));
   const entry = segment?.get((seq - 1) % LOG_SEGMENT_SIZE);
