@@ -235,7 +235,7 @@ export class Streams {
       wanted -= page.size;
       if (page.size < INDEX_PAGE) break;
     }
-    for (const { segNo, hashes } of recent.reverse()) for (const h of hashes) state.archived.addHash(h, segNo);
+    for (const { segNo, hashes } of recent.reverse()) state.archived.addSegment(segNo, hashes);
     // The live ones, read straight from their entries (`storedEvent` would build every event).
     const live = [...segments.keys()].map(Number).sort((a, b) => a - b);
     for (const segNo of live) {
