@@ -102,14 +102,21 @@ export function step2Frame(name: DocName, ydoc: Y.Doc, sv: Uint8Array): Uint8Arr
     : Y.encodeStateAsUpdateV2(ydoc, sv, new Step2Encoder(name, whole ? lastSize.get(ydoc) : undefined));
   if (whole) lastSize.set(ydoc, frame.byteLength);
   if (key === null) return frame;
-  if (!watched.has(ydoc)) {
-    watched.add(ydoc);
-    ydoc.on("update", () => shared.delete(ydoc));
-  }
+  if (!watched.has(ydoc)) watch(ydoc);
   const entry = { sv: key, frame };
   shared.set(ydoc, entry);
   setTimeout(() => {
     if (shared.get(ydoc) === entry) shared.delete(ydoc);
   }, SHARE_MS);
   return frame;
+}
+
+/**
+ * Drops a document's shared answer when it changes. A function of its own: a listener made
+ * inside `step2Frame` would share its closure scope, which holds the frame, and so keep the
+ * first answer (a log window: a megabyte) alive as long as the document.
+ */
+function watch(ydoc: Y.Doc): void {
+  watched.add(ydoc);
+  ydoc.on("update", () => shared.delete(ydoc));
 }
