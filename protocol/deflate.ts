@@ -24,8 +24,13 @@ export const DEFLATE_MIN_BYTES = 64 * 1024;
 
 /** Compresses a whole binary frame into a deflated frame. */
 export async function deflateFrame(frame: Uint8Array): Promise<Uint8Array> {
-  const stream = new Blob([frame as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new CompressionStream("deflate"));
-  const zlib = new Uint8Array(await new Response(stream).arrayBuffer());
+  // Written to the compressor as it is: a Blob around it would copy the frame first (a log
+  // window's first sync is over a megabyte). A failure surfaces through the readable side.
+  const compressor = new CompressionStream("deflate");
+  const writer = compressor.writable.getWriter();
+  writer.write(frame as Uint8Array<ArrayBuffer>).catch(() => {});
+  writer.close().catch(() => {});
+  const zlib = new Uint8Array(await new Response(compressor.readable).arrayBuffer());
   const encoder = encoding.createEncoder();
   encoding.writeVarUint(encoder, BINARY_KIND_DEFLATED);
   encoding.writeVarUint(encoder, frame.byteLength);
