@@ -1,7 +1,8 @@
 /**
  * The commit queue of `DocHub` (`docs.ts`) around compaction, over the in-memory store: a
  * burst is committed before the compaction it calls for, a wait for durability asked
- * meanwhile is answered, and commits go on while the compaction's garbage is deleted.
+ * meanwhile is answered, and commits go on while the compaction's garbage is deleted. On a
+ * state document: a log folds and sheds instead of compacting (`storage.test.ts`).
  */
 import { describe, expect, it } from "vitest";
 import * as Y from "yjs";
@@ -16,7 +17,7 @@ const BIG = "x".repeat(1_100_000);
 async function hub() {
   const fatal: unknown[] = [];
   const docs = new DocHub(new MemoryKv(), (error) => fatal.push(error));
-  const doc = await docs.open("log/burst");
+  const doc = await docs.open("state/burst");
   const write = (key: string, value: string) => doc.ydoc.transact(() => doc.ydoc.getMap("m").set(key, value), ROOM);
   return { docs, doc, write, fatal };
 }
@@ -72,7 +73,7 @@ describe("commit queue and compaction", () => {
     const { storage, release, deletes } = gatedDeletes();
     const fatal: unknown[] = [];
     const docs = new DocHub(storage, (error) => fatal.push(error));
-    const doc = await docs.open("log/burst");
+    const doc = await docs.open("state/burst");
     const write = (key: string, value: string) => doc.ydoc.transact(() => doc.ydoc.getMap("m").set(key, value), ROOM);
     write("a", BIG);
     await docs.stored(doc);
@@ -88,7 +89,7 @@ describe("commit queue and compaction", () => {
     // What a restart loads: the new snapshot and the record written since, nothing lost.
     await eventually(async () => {
       const copy = new Y.Doc();
-      await loadDoc(storage, "log/burst", copy, "load");
+      await loadDoc(storage, "state/burst", copy, "load");
       expect(copy.getMap("m").get("a")).toBe(BIG);
       expect(copy.getMap("m").get("b")).toBe("after the compaction");
     });
@@ -99,7 +100,7 @@ describe("commit queue and compaction", () => {
     const { storage, release, deletes } = gatedDeletes();
     const fatal: unknown[] = [];
     const docs = new DocHub(storage, (error) => fatal.push(error));
-    const doc = await docs.open("log/burst");
+    const doc = await docs.open("state/burst");
     doc.ydoc.transact(() => doc.ydoc.getMap("m").set("a", BIG), ROOM);
     await docs.stored(doc);
     await eventually(() => expect(doc.stored.meta.gen).toBe(1));
@@ -109,7 +110,7 @@ describe("commit queue and compaction", () => {
     expect(docs.unload(doc)).toBe(false);
     release();
     await eventually(() => expect(docs.unload(doc)).toBe(true));
-    const again = await docs.open("log/burst");
+    const again = await docs.open("state/burst");
     expect(again).not.toBe(doc);
     expect(again.ydoc.getMap("m").get("a")).toBe(BIG);
     expect(fatal).toEqual([]);
