@@ -325,7 +325,7 @@ export class DocHub {
         batch.updates.length === 1
           ? (batch.updates[0] as Batch["updates"][number]).update
           : Y.mergeUpdates(batch.updates.map((u) => u.update));
-      await appendUpdate(this.storage, doc.stored, merged, batch.extra);
+      await appendUpdate(this.storage, doc.stored, merged, batch.extra, doc.ydoc);
       this.#broadcast(doc, batch, merged);
     } else if (Object.keys(batch.extra).length > 0) {
       await this.storage.put(batch.extra);

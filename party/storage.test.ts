@@ -40,7 +40,7 @@ async function commit(storage: KvStorage, doc: Y.Doc, stored: StoredDoc, change:
   doc.on("update", listener);
   doc.transact(change);
   doc.off("update", listener);
-  await appendUpdate(storage, stored, Y.mergeUpdates(updates));
+  await appendUpdate(storage, stored, Y.mergeUpdates(updates), {}, doc);
 }
 
 const random = (n: number, seed = 1) => {
@@ -520,6 +520,31 @@ describe("a log sheds what died instead of compacting", () => {
     expect(run.stored.meta.folds).toBeLessThan(40);
   });
 
+  it("keeps a burst's big records as they are instead of encoding them again, and sheds them once dead", async () => {
+    const kv = new MemoryKv();
+    const name = "log/burst";
+    const run = await LogRun.open(kv, name, 2048);
+    const records = () => kv.keysOf(name).filter((k) => k.includes("|u|")).length;
+    // ~20 KB a record: big enough to be kept.
+    await run.append(200, false);
+    await run.append(200, false);
+    expect(needsCompaction(run.stored)).toBe(true);
+    const before = { next: run.stored.meta.next, records: records() };
+    await run.maintain();
+    expect(run.stored.meta).toMatchObject({ next: before.next, unfolded: before.next, gen: 0 });
+    expect(records()).toBe(before.records);
+    expect(run.maintenancePut).toBe(0);
+    expect(logView((await LogRun.open(kv, name, 2048)).doc)).toEqual(logView(run.doc));
+    // Kept records die and are shed like folds (an archive's small delete between them or
+    // not); the whole window is never encoded again, nor any record.
+    while (run.head < 20_000) await run.append(200);
+    expect(run.fullCompactions).toBe(0);
+    expect(run.stored.meta.gen).toBeGreaterThan(3);
+    expect(run.maintenancePut).toBeLessThan(1024);
+    expect(storedBytes(kv, name)).toBeLessThan(Y.encodeStateAsUpdate(run.doc).byteLength * 1.5);
+    expect(logView((await LogRun.open(kv, name, 2048)).doc)).toEqual(logView(run.doc));
+  });
+
   it("does not shed a deleted map entry whose key was set again since", async () => {
     const kv = new MemoryKv();
     const name = "log/reused";
@@ -559,65 +584,73 @@ describe("a log sheds what died instead of compacting", () => {
     expect(logView(third.doc)).toEqual(logView(second.doc));
   });
 
-  it("reloads the same log whatever step of a fold and shed a crash interrupts, and writes no record twice", async () => {
-    const name = "log/crash";
-    // Each op of one maintenance step fails in turn (puts, then deletes), on a copy of the store.
-    for (let step = 0; ; step++) {
-      const kv = new MemoryKv();
-      const written = new Set<string>();
-      const put = kv.put.bind(kv);
-      kv.put = async (entries) => {
-        for (const key of Object.keys(entries)) {
-          if (key.includes("|u|")) {
-            expect(written.has(key), `record key ${key} written twice`).toBe(false);
-            written.add(key);
+  // Small records are folded; big ones (a burst's frames) are kept as they are.
+  it.each([
+    ["a fold", 8],
+    ["keeping big records", 200],
+  ])(
+    "reloads the same log whatever step of %s and shed a crash interrupts, and writes no record twice",
+    async (_, batch) => {
+      const name = "log/crash";
+      // Each op of one maintenance step fails in turn (puts, then deletes), on a copy of the store.
+      for (let step = 0; ; step++) {
+        const kv = new MemoryKv();
+        const written = new Set<string>();
+        const put = kv.put.bind(kv);
+        kv.put = async (entries) => {
+          for (const key of Object.keys(entries)) {
+            if (key.includes("|u|")) {
+              expect(written.has(key), `record key ${key} written twice`).toBe(false);
+              written.add(key);
+            }
           }
-        }
-        return put(entries);
-      };
-      const run = await LogRun.open(kv, name, 2048);
-      // Up to a maintenance that folds and sheds: everything older than the window is dead.
-      while (run.head < 8000) await run.append(8);
-      while (!needsCompaction(run.stored)) {
-        const events = [logEvent(++run.head)];
-        await commit(kv, run.doc, run.stored, () => appendEvents(run.segments, events));
-      }
-      const expected = logView(run.doc);
-      const genBefore = run.stored.meta.gen;
-      let ops = 0;
-      let crashed = false;
-      const fail =
-        <A extends unknown[], R>(op: (...args: A) => Promise<R>) =>
-        async (...args: A): Promise<R> => {
-          if (ops++ === step) {
-            crashed = true;
-            throw new Error("crash");
-          }
-          return op(...args);
+          return put(entries);
         };
-      const [livePut, liveDelete] = [kv.put, kv.delete.bind(kv)];
-      kv.put = fail(livePut);
-      kv.delete = fail(liveDelete);
-      const outcome = await compactTail(kv, run.stored, run.doc).then(
-        () => "done",
-        (error: Error) => error.message,
-      );
-      expect(outcome).toBe(crashed ? "crash" : "done");
-      kv.put = livePut;
-      kv.delete = liveDelete;
-      const after = await LogRun.open(kv, name, 2048);
-      expect(logView(after.doc)).toEqual(expected);
-      // The reloaded instance goes on, folds and sheds what a crash left behind, and loads the same.
-      while (after.head < run.head + 6000) await after.append(8);
-      const last = await LogRun.open(kv, name, 2048);
-      expect(logView(last.doc)).toEqual(logView(after.doc));
-      expect(eventsOf(last.doc)).toEqual(eventsOf(after.doc));
-      expect(after.stored.meta.gen).toBeGreaterThan(genBefore);
-      if (!crashed) {
-        // The uninterrupted run folded and shed; every op before its last was a crash above.
-        expect(step).toBeGreaterThanOrEqual(3);
-        break;
+        const run = await LogRun.open(kv, name, 2048);
+        // Up to a maintenance that folds and sheds: everything older than the window is dead.
+        while (run.head < 8000) await run.append(batch);
+        // Then without maintenance until two more segments died: the next step has a fold to shed.
+        const tail = logTail(run.segments);
+        while (logTail(run.segments) < tail + 2 * LOG_SEGMENT_SIZE || !needsCompaction(run.stored))
+          await run.append(batch, false);
+        const expected = logView(run.doc);
+        const genBefore = run.stored.meta.gen;
+        let ops = 0;
+        let crashed = false;
+        const fail =
+          <A extends unknown[], R>(op: (...args: A) => Promise<R>) =>
+          async (...args: A): Promise<R> => {
+            if (ops++ === step) {
+              crashed = true;
+              throw new Error("crash");
+            }
+            return op(...args);
+          };
+        const [livePut, liveDelete] = [kv.put, kv.delete.bind(kv)];
+        kv.put = fail(livePut);
+        kv.delete = fail(liveDelete);
+        const outcome = await compactTail(kv, run.stored, run.doc).then(
+          () => "done",
+          (error: Error) => error.message,
+        );
+        expect(outcome).toBe(crashed ? "crash" : "done");
+        kv.put = livePut;
+        kv.delete = liveDelete;
+        const after = await LogRun.open(kv, name, 2048);
+        expect(logView(after.doc)).toEqual(expected);
+        // The reloaded instance goes on, folds and sheds what a crash left behind, and loads the same.
+        while (after.head < run.head + 6000) await after.append(batch);
+        const last = await LogRun.open(kv, name, 2048);
+        expect(logView(last.doc)).toEqual(logView(after.doc));
+        expect(eventsOf(last.doc)).toEqual(eventsOf(after.doc));
+        expect(after.stored.meta.gen).toBeGreaterThan(genBefore);
+        if (!crashed) {
+          // The uninterrupted step folded (or kept the records) and shed; each op of it crashed above.
+          expect(run.stored.meta.gen).toBeGreaterThan(genBefore);
+          expect(step).toBeGreaterThanOrEqual(batch === 8 ? 3 : 2);
+          break;
+        }
       }
-    }
-  });
+    },
+  );
 });

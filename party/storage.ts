@@ -81,10 +81,17 @@ const MAX_FOLDS = 8;
  */
 const SHED_FOLD_BYTES = 32 * 1024;
 /**
- * Folds of a log after which it compacts after all: never at the default window (~10,000
- * events, 40–80 folds); a safety net for a log whose oldest content does not die.
+ * Records since a log's last fold at least this large on average are kept as they are
+ * instead of being folded (`adopt`): they are few keys already, and folding them would only
+ * encode them again (a burst's frames).
  */
-const SHED_MAX_FOLDS = 256;
+const SHED_BIG_RECORD = 8 * 1024;
+/**
+ * Records before the unfolded ones (folds, kept records) after which a log compacts after
+ * all: never at the default window (~10,000 events, 1.5–2.5 MB, such records ≥ 8 KiB on
+ * average); a safety net for a log whose oldest content does not die.
+ */
+const SHED_MAX_FOLDS = 512;
 
 const metaKey = keys.docMeta;
 const snapPrefix = keys.docSnapPrefix;
@@ -151,6 +158,8 @@ type Shedding = {
   deadTo: Clocks;
   /** Bytes of the records since the last fold. */
   unfoldedBytes: number;
+  /** The document's state vector right after the last record was appended, if known. */
+  appendedTo?: Clocks;
 };
 
 export type LoadOptions = {
@@ -238,15 +247,20 @@ export async function loadDoc(
 
 /**
  * Durably appends one update record. `extra` entries (e.g. a stream's head) are written in
- * the same put when they fit, so they commit together with the update.
+ * the same put when they fit, so they commit together with the update. `doc`, if given, holds
+ * exactly what was applied up to this update (nothing after it yet): a log then knows where
+ * its records end without reading them (`adopt`).
  */
 export async function appendUpdate(
   storage: KvStorage,
   stored: StoredDoc,
   update: Uint8Array,
   extra: Record<string, unknown> = {},
+  doc?: Y.Doc,
 ): Promise<void> {
-  const { name, meta } = stored;
+  const { name, meta, shed } = stored;
+  // Taken before the put: what the document gains meanwhile is the next record's.
+  const appendedTo = shed && doc ? clocksOf(doc) : undefined;
   const n = meta.next;
   const entries: Record<string, unknown> = { ...extra };
   split(update).forEach((part, i) => {
@@ -256,7 +270,9 @@ export async function appendUpdate(
   entries[metaKey(name)] = nextMeta;
   await putAll(storage, entries);
   stored.meta = nextMeta;
-  if (stored.shed) stored.shed.unfoldedBytes += update.byteLength;
+  if (!shed) return;
+  shed.unfoldedBytes += update.byteLength;
+  shed.appendedTo = appendedTo;
 }
 
 /**
@@ -305,6 +321,11 @@ export async function compactTail(
   const { name, meta, foldedAt } = stored;
   const from = meta.unfolded ?? meta.first;
   if (!foldedAt || !foldable(stored) || needsFullCompaction(stored)) return compact(storage, stored, doc, later);
+  // Records big on average (a burst's frames, with an archive's small delete between) are
+  // kept as they are: few keys already, and folding them would only encode them again.
+  const shed = stored.shed;
+  if (shed?.appendedTo && meta.next > from && (meta.next - from) * SHED_BIG_RECORD <= shed.unfoldedBytes)
+    return adopt(storage, stored, doc, later);
   const n = meta.next;
   // Also what the next batch already applied: stored twice then, which Yjs does not mind.
   const folded = Y.encodeStateAsUpdate(doc, foldedAt);
@@ -319,7 +340,6 @@ export async function compactTail(
   parts.forEach((part, i) => {
     entries[updateKey(name, n, i)] = part;
   });
-  const { shed } = stored;
   const nextMeta: DocMeta = {
     ...meta,
     next: n + 1,
@@ -347,6 +367,38 @@ export async function compactTail(
     storage,
     later,
   );
+}
+
+/**
+ * A log's fold when every record since the last one is big already (a burst's frames): the
+ * records stay as they are and only meta moves `unfolded` past them, so nothing is encoded
+ * again. Then sheds what died, as a fold does.
+ */
+async function adopt(
+  storage: KvStorage,
+  stored: StoredDoc,
+  doc: Y.Doc,
+  later?: (deleting: Promise<void>) => void,
+): Promise<void> {
+  const { name, meta, shed } = stored;
+  const to = shed?.appendedTo;
+  if (!shed || !to) return;
+  const from = meta.unfolded ?? meta.first;
+  const nextMeta: DocMeta = { ...meta, unfolded: meta.next, folds: (meta.folds ?? 0) + meta.next - from };
+  await storage.put({ [metaKey(name)]: nextMeta });
+  stored.meta = nextMeta;
+  // Exactly where the records end: what the document gained since is in none of them yet.
+  stored.foldedAt = Y.encodeStateVector(to);
+  stored.foldFrom = meta.next;
+  shed.bounds.push({ end: meta.next, to, bytes: shed.unfoldedBytes });
+  shed.unfoldedBytes = 0;
+  const garbage = await shedDead(storage, stored, doc);
+  if (garbage.length > 0)
+    await collect(
+      async () => (await Promise.all(garbage.map((r) => storage.list(r)))).flatMap((m) => [...m.keys()]),
+      storage,
+      later,
+    );
 }
 
 /**
