@@ -87,11 +87,12 @@ const SHED_FOLD_BYTES = 32 * 1024;
  */
 const SHED_BIG_RECORD = 8 * 1024;
 /**
- * Records before the unfolded ones (folds, kept records) after which a log compacts after
- * all: never at the default window (~10,000 events, 1.5–2.5 MB, such records ≥ 8 KiB on
- * average); a safety net for a log whose oldest content does not die.
+ * Pieces before a log's unfolded records (folds and runs of kept records, each at least
+ * {@link SHED_FOLD_BYTES}) after which it compacts after all: never at the default window
+ * (~10,000 events, 1.5–2.5 MB, so at most ~80); a safety net for a log whose oldest content
+ * does not die.
  */
-const SHED_MAX_FOLDS = 512;
+const SHED_MAX_FOLDS = 256;
 
 const metaKey = keys.docMeta;
 const snapPrefix = keys.docSnapPrefix;
@@ -362,11 +363,7 @@ export async function compactTail(
   // The folded records, now also in record `n` (and what a log shed). Losing these deletes to
   // a crash leaves them to be applied twice at load (harmless) until the next compaction (or
   // shed) deletes them.
-  await collect(
-    async () => (await Promise.all(garbage.map((range) => storage.list(range)))).flatMap((m) => [...m.keys()]),
-    storage,
-    later,
-  );
+  await collect(keysIn(storage, garbage), storage, later);
 }
 
 /**
@@ -383,8 +380,7 @@ async function adopt(
   const { name, meta, shed } = stored;
   const to = shed?.appendedTo;
   if (!shed || !to) return;
-  const from = meta.unfolded ?? meta.first;
-  const nextMeta: DocMeta = { ...meta, unfolded: meta.next, folds: (meta.folds ?? 0) + meta.next - from };
+  const nextMeta: DocMeta = { ...meta, unfolded: meta.next, folds: (meta.folds ?? 0) + 1 };
   await storage.put({ [metaKey(name)]: nextMeta });
   stored.meta = nextMeta;
   // Exactly where the records end: what the document gained since is in none of them yet.
@@ -393,12 +389,7 @@ async function adopt(
   shed.bounds.push({ end: meta.next, to, bytes: shed.unfoldedBytes });
   shed.unfoldedBytes = 0;
   const garbage = await shedDead(storage, stored, doc);
-  if (garbage.length > 0)
-    await collect(
-      async () => (await Promise.all(garbage.map((r) => storage.list(r)))).flatMap((m) => [...m.keys()]),
-      storage,
-      later,
-    );
+  if (garbage.length > 0) await collect(keysIn(storage, garbage), storage, later);
 }
 
 /**
@@ -480,7 +471,7 @@ async function shedDead(storage: KvStorage, stored: StoredDoc, doc: Y.Doc): Prom
     first: cut.end,
     snapBytes: stub.byteLength,
     tailBytes: Math.max(0, meta.tailBytes - shedBytes),
-    // The records still before `unfolded`: those after the cut.
+    // The pieces still before `unfolded`: those after the cut.
     folds: shed.bounds.length - 1 - last,
   };
   await storage.put({ [snapPrefix(name, gen) + pad(0)]: stub, [metaKey(name)]: nextMeta });
@@ -541,6 +532,10 @@ export async function compact(
     later,
   );
 }
+
+/** Lists the keys in `ranges`, for `collect`. */
+const keysIn = (storage: KvStorage, ranges: ListOptions[]) => async (): Promise<string[]> =>
+  (await Promise.all(ranges.map((range) => storage.list(range)))).flatMap((found) => [...found.keys()]);
 
 /**
  * Deletes the keys `stale` lists: awaited, or with `later`, handed to it as a promise (the
