@@ -38,3 +38,41 @@ describe("ArchivedIds", () => {
     expect(ids.candidates("e-99")).toEqual([9]);
   });
 });
+
+describe("ArchivedIds in bulk", () => {
+  it("answers as a plain list of (hash, segment) would, through adds, whole segments and drops", () => {
+    // The reference: every entry in insertion order; the oldest are dropped first.
+    const entries: { h: number; segNo: number }[] = [];
+    const ids = new ArchivedIds();
+    const idOf = (seg: number, i: number) => `s${seg}-e${i}`;
+    let next = 0;
+    for (let seg = 0; seg < 40; seg++) {
+      const count = seg % 3 === 0 ? 1024 : 200 + seg;
+      if (seg % 2 === 0) {
+        const hashes = Uint32Array.from({ length: count }, (_, i) => idHash(idOf(seg, i)));
+        ids.addSegment(seg, hashes);
+      } else {
+        for (let i = 0; i < count; i++) ids.add(idOf(seg, i), seg);
+      }
+      for (let i = 0; i < count; i++) entries.push({ h: idHash(idOf(seg, i)), segNo: seg });
+      if (seg % 5 === 4) {
+        const n = 700 + seg * 13;
+        ids.dropOldest(n);
+        next += n;
+      }
+      expect(ids.size).toBe(entries.length - next);
+    }
+    const kept = entries.slice(next);
+    const expected = (id: string) => [...new Set(kept.filter((e) => e.h === idHash(id)).map((e) => e.segNo))];
+    for (let seg = 0; seg < 40; seg++) {
+      for (const i of [0, 1, 150, 199, 1023]) {
+        const id = idOf(seg, i);
+        expect(ids.candidates(id)).toEqual(expected(id));
+      }
+    }
+    for (let i = 0; i < 2000; i++) expect(ids.candidates(`fresh-${i}`)).toEqual(expected(`fresh-${i}`));
+    ids.dropOldest(ids.size);
+    expect(ids.size).toBe(0);
+    expect(ids.candidates(idOf(39, 0))).toEqual([]);
+  });
+});

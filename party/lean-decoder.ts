@@ -10,6 +10,12 @@
  * strings are made straight from their bytes, floats are read through one scratch view, and
  * everything else (and any input lib0 would refuse) goes to lib0 as before, so the values and
  * the errors are the same. Used where the room loads a document (`storage.ts`).
+ *
+ * What the loaded document keeps is lighter too: a short string read again (an event type,
+ * a source, a stream name, a key, a repeated value) is the string read before, not a copy —
+ * a log window's events repeat most of theirs — and an array is made at its length (one
+ * grown by `push` keeps room for 17 values: an event's six-value array held three times what
+ * it needs).
  */
 import * as decoding from "lib0/decoding";
 import * as Y from "yjs";
@@ -18,6 +24,13 @@ import * as Y from "yjs";
 const SHORT_STRING_BYTES = 64;
 /** Per length, an array that `String.fromCharCode` reads the bytes from: reused, so no garbage. */
 const charCodes: number[][] = Array.from({ length: SHORT_STRING_BYTES + 1 }, (_, n) => new Array<number>(n).fill(0));
+/**
+ * Short ASCII strings read lately, by a hash of their bytes (direct-mapped: a collision
+ * replaces): a string read again is returned as the same string. Emptied after each load, so
+ * it keeps nothing alive between loads.
+ */
+const RECENT_SLOTS = 4096;
+const recent: (string | undefined)[] = new Array<string | undefined>(RECENT_SLOTS).fill(undefined);
 const float = new DataView(new ArrayBuffer(8));
 const floatBytes = new Uint8Array(float.buffer);
 
@@ -27,19 +40,32 @@ function readString(decoder: decoding.Decoder): string {
   const { arr, pos } = decoder;
   if (length <= SHORT_STRING_BYTES && pos + length <= arr.length) {
     const codes = charCodes[length] as number[];
+    let hash = length;
     let i = 0;
     for (; i < length; i++) {
       const byte = arr[pos + i] as number;
       if (byte >= 0x80) break;
       codes[i] = byte;
+      hash = (Math.imul(hash, 31) + byte) | 0;
     }
     if (i === length) {
       decoder.pos = pos + length;
-      return String.fromCharCode.apply(null, codes);
+      const slot = hash & (RECENT_SLOTS - 1);
+      const known = recent[slot];
+      if (known !== undefined && sameChars(known, codes, length)) return known;
+      const made = String.fromCharCode.apply(null, codes);
+      recent[slot] = made;
+      return made;
     }
   }
   decoder.pos = start;
   return decoding.readVarString(decoder);
+}
+
+function sameChars(known: string, codes: number[], length: number): boolean {
+  if (known.length !== length) return false;
+  for (let i = 0; i < length; i++) if (known.charCodeAt(i) !== codes[i]) return false;
+  return true;
 }
 
 /** A big-endian float of `bytes` (4 or 8) bytes; lib0 reads (or refuses) one that is cut short. */
@@ -81,8 +107,9 @@ export function readAny(decoder: decoding.Decoder): unknown {
     }
     case 117: {
       const length = decoding.readVarUint(decoder);
-      const array: unknown[] = [];
-      for (let i = 0; i < length; i++) array.push(readAny(decoder));
+      // Every value takes at least a byte: a length past the input is cut short, read as lib0 does.
+      const array: unknown[] = length <= decoder.arr.length - decoder.pos ? new Array(length) : [];
+      for (let i = 0; i < length; i++) array[i] = readAny(decoder);
       return array;
     }
     default:
@@ -101,5 +128,9 @@ export class LeanDecoderV1 extends Y.UpdateDecoderV1 {
 
 /** `Y.applyUpdate`, decoding with {@link LeanDecoderV1}. */
 export function applyStoredUpdate(doc: Y.Doc, update: Uint8Array, origin: unknown): void {
-  Y.applyUpdateV2(doc, update, origin, LeanDecoderV1);
+  try {
+    Y.applyUpdateV2(doc, update, origin, LeanDecoderV1);
+  } finally {
+    recent.fill(undefined);
+  }
 }

@@ -80,6 +80,8 @@ export type StreamState = {
 };
 
 export type ArchiveIndex = { ids: string[]; seqs: [number, number]; lastTs: number };
+/** What a stream's load keeps of an archive index: its ids' hashes (`dedupe.ts`). */
+type IndexHashes = { segNo: number; lastTs: number; hashes: Uint32Array };
 type PublishFrame = Extract<ClientFrame, { type: "publish" }>;
 export type Ack = { id: string; seq: number; ts: number; duplicate: boolean };
 
@@ -215,27 +217,21 @@ export class Streams {
     // all are read: a 1M-event stream's 98 indexes hold 100,000 id strings, which all at once
     // survived into the old generation and grew the room's heap for good.
     const horizon = this.now() - this.options.dedupeWindowMs;
-    const recent: { segNo: number; hashes: Uint32Array }[] = [];
+    const recent: IndexHashes[] = [];
     let wanted = Math.ceil(this.options.dedupeMaxIds / LOG_SEGMENT_SIZE);
     let end: string | undefined;
     while (wanted > 0) {
-      const page = await this.storage.list<ArchiveIndex>({
-        prefix: idxPrefix(name),
-        reverse: true,
-        limit: Math.min(wanted, INDEX_PAGE),
-        ...(end !== undefined ? { end } : {}),
-      });
-      for (const [key, idx] of page) {
-        end = key;
+      const page = await this.#indexHashes(name, Math.min(wanted, INDEX_PAGE), end);
+      for (const idx of page.indexes) {
         if (idx.lastTs < horizon) continue;
-        const segNo = Math.floor((idx.seqs[0] - 1) / LOG_SEGMENT_SIZE);
-        recent.push({ segNo, hashes: Uint32Array.from(idx.ids, idHash) });
+        recent.push(idx);
         state.lastTs = Math.max(state.lastTs, idx.lastTs);
       }
-      wanted -= page.size;
-      if (page.size < INDEX_PAGE) break;
+      end = page.end;
+      wanted -= page.read;
+      if (page.read < INDEX_PAGE) break;
     }
-    for (const { segNo, hashes } of recent.reverse()) for (const h of hashes) state.archived.addHash(h, segNo);
+    for (const { segNo, hashes } of recent.reverse()) state.archived.addSegment(segNo, hashes);
     // The live ones, read straight from their entries (`storedEvent` would build every event).
     const live = [...segments.keys()].map(Number).sort((a, b) => a - b);
     for (const segNo of live) {
@@ -247,6 +243,33 @@ export class Streams {
     }
     this.#trimIds(state);
     return state;
+  }
+
+  /**
+   * Up to `limit` archive indexes of `name` before key `end`, newest first, as their ids'
+   * hashes. The indexes themselves (1,024 id strings each) are garbage once this returns, not
+   * held by the caller across its next read, where they would survive a collection or two
+   * and be copied into the old generation for nothing.
+   */
+  async #indexHashes(
+    name: string,
+    limit: number,
+    end: string | undefined,
+  ): Promise<{ indexes: IndexHashes[]; read: number; end: string | undefined }> {
+    const page = await this.storage.list<ArchiveIndex>({
+      prefix: idxPrefix(name),
+      reverse: true,
+      limit,
+      ...(end !== undefined ? { end } : {}),
+    });
+    const indexes: IndexHashes[] = [];
+    let last = end;
+    for (const [key, idx] of page) {
+      last = key;
+      const segNo = Math.floor((idx.seqs[0] - 1) / LOG_SEGMENT_SIZE);
+      indexes.push({ segNo, lastTs: idx.lastTs, hashes: Uint32Array.from(idx.ids, idHash) });
+    }
+    return { indexes, read: page.size, end: last };
   }
 
   /** A publish frame: refused, or acknowledged (`publish.ack`) once the batch is stored. */

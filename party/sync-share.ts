@@ -51,21 +51,72 @@ export function step2Of(name: DocName, update: Uint8Array): Uint8Array {
   return frame;
 }
 
+/** The size of the last whole-document step 2 frame of a document: the next one is encoded into a buffer about that large. */
+const lastSize = new WeakMap<Y.Doc, number>();
+
+/**
+ * Yjs's V1 update encoder that ends as a whole sync step 2 frame of document `name`: the
+ * header, then the update copied once from the encoder's own buffers, instead of the update
+ * copied out of them and then again into the frame (a log window: two megabyte-sized copies).
+ */
+class Step2Encoder extends Y.UpdateEncoderV1 {
+  constructor(
+    readonly name: DocName,
+    sizeHint: number | undefined,
+  ) {
+    super();
+    // Sized to the last frame: a growing encoder would also keep every smaller buffer it outgrew.
+    if (sizeHint !== undefined) this.restEncoder.cbuf = new Uint8Array(sizeHint + (sizeHint >>> 3) + 64);
+  }
+
+  override toUint8Array(): Uint8Array {
+    const { bufs, cbuf, cpos } = this.restEncoder;
+    const length = encoding.length(this.restEncoder);
+    const header = encodeDocFrame(this.name, (e) => {
+      encoding.writeVarUint(e, syncProtocol.messageYjsSyncStep2);
+      encoding.writeVarUint(e, length);
+    });
+    const frame = new Uint8Array(header.byteLength + length);
+    frame.set(header);
+    let at = header.byteLength;
+    for (const buf of bufs) {
+      frame.set(buf, at);
+      at += buf.byteLength;
+    }
+    frame.set(cbuf.subarray(0, cpos), at);
+    return frame;
+  }
+}
+
 /** The sync step 2 frame answering state vector `sv` for document `name` (throws on an invalid `sv`). */
 export function step2Frame(name: DocName, ydoc: Y.Doc, sv: Uint8Array): Uint8Array {
   const key = svKey(sv);
   const hit = shared.get(ydoc);
   if (key !== null && hit?.sv === key) return hit.frame;
-  const frame = step2Of(name, Y.encodeStateAsUpdate(ydoc, sv));
+  // With pending structs or deletes, Yjs merges them into the encoder's output: that must be an update then.
+  const pending = ydoc.store.pendingStructs !== null || ydoc.store.pendingDs !== null;
+  // A client holding nothing yet (the empty state vector) is sent the whole document.
+  const whole = sv.byteLength === 1 && sv[0] === 0;
+  const frame = pending
+    ? step2Of(name, Y.encodeStateAsUpdate(ydoc, sv))
+    : Y.encodeStateAsUpdateV2(ydoc, sv, new Step2Encoder(name, whole ? lastSize.get(ydoc) : undefined));
+  if (whole) lastSize.set(ydoc, frame.byteLength);
   if (key === null) return frame;
-  if (!watched.has(ydoc)) {
-    watched.add(ydoc);
-    ydoc.on("update", () => shared.delete(ydoc));
-  }
+  if (!watched.has(ydoc)) watch(ydoc);
   const entry = { sv: key, frame };
   shared.set(ydoc, entry);
   setTimeout(() => {
     if (shared.get(ydoc) === entry) shared.delete(ydoc);
   }, SHARE_MS);
   return frame;
+}
+
+/**
+ * Drops a document's shared answer when it changes. A function of its own: a listener made
+ * inside `step2Frame` would share its closure scope, which holds the frame, and so keep the
+ * first answer (a log window: a megabyte) alive as long as the document.
+ */
+function watch(ydoc: Y.Doc): void {
+  watched.add(ydoc);
+  ydoc.on("update", () => shared.delete(ydoc));
 }
