@@ -1,12 +1,15 @@
 /**
  * The commit queue of `DocHub` (`docs.ts`) around compaction, over the in-memory store: a
  * burst is committed before the compaction it calls for, a wait for durability asked
- * meanwhile is answered, and commits go on while the compaction's garbage is deleted.
+ * meanwhile is answered, and commits go on while the compaction's garbage is deleted. On a
+ * state document: a log folds and sheds instead of compacting (`storage.test.ts`).
  */
 import { describe, expect, it } from "vitest";
 import * as Y from "yjs";
+import { LOG_SEGMENT_SIZE, logHead, logSegments, logTail, segmentOf } from "../protocol/index.ts";
 import { eventually } from "../testing/index.ts";
 import { DocHub, ROOM } from "./docs.ts";
+import { appendEvents } from "./log.ts";
 import { MemoryKv } from "./memory-storage.ts";
 import { loadDoc } from "./storage.ts";
 
@@ -16,7 +19,7 @@ const BIG = "x".repeat(1_100_000);
 async function hub() {
   const fatal: unknown[] = [];
   const docs = new DocHub(new MemoryKv(), (error) => fatal.push(error));
-  const doc = await docs.open("log/burst");
+  const doc = await docs.open("state/burst");
   const write = (key: string, value: string) => doc.ydoc.transact(() => doc.ydoc.getMap("m").set(key, value), ROOM);
   return { docs, doc, write, fatal };
 }
@@ -72,7 +75,7 @@ describe("commit queue and compaction", () => {
     const { storage, release, deletes } = gatedDeletes();
     const fatal: unknown[] = [];
     const docs = new DocHub(storage, (error) => fatal.push(error));
-    const doc = await docs.open("log/burst");
+    const doc = await docs.open("state/burst");
     const write = (key: string, value: string) => doc.ydoc.transact(() => doc.ydoc.getMap("m").set(key, value), ROOM);
     write("a", BIG);
     await docs.stored(doc);
@@ -88,7 +91,7 @@ describe("commit queue and compaction", () => {
     // What a restart loads: the new snapshot and the record written since, nothing lost.
     await eventually(async () => {
       const copy = new Y.Doc();
-      await loadDoc(storage, "log/burst", copy, "load");
+      await loadDoc(storage, "state/burst", copy, "load");
       expect(copy.getMap("m").get("a")).toBe(BIG);
       expect(copy.getMap("m").get("b")).toBe("after the compaction");
     });
@@ -99,7 +102,7 @@ describe("commit queue and compaction", () => {
     const { storage, release, deletes } = gatedDeletes();
     const fatal: unknown[] = [];
     const docs = new DocHub(storage, (error) => fatal.push(error));
-    const doc = await docs.open("log/burst");
+    const doc = await docs.open("state/burst");
     doc.ydoc.transact(() => doc.ydoc.getMap("m").set("a", BIG), ROOM);
     await docs.stored(doc);
     await eventually(() => expect(doc.stored.meta.gen).toBe(1));
@@ -109,9 +112,46 @@ describe("commit queue and compaction", () => {
     expect(docs.unload(doc)).toBe(false);
     release();
     await eventually(() => expect(docs.unload(doc)).toBe(true));
-    const again = await docs.open("log/burst");
+    const again = await docs.open("state/burst");
     expect(again).not.toBe(doc);
     expect(again.ydoc.getMap("m").get("a")).toBe(BIG);
+    expect(fatal).toEqual([]);
+  });
+});
+
+describe("commit queue and a log's maintenance", () => {
+  it("folds and sheds a paced log behind its commits, never compacting it, and a reload holds the same window", async () => {
+    const storage = new MemoryKv();
+    const fatal: unknown[] = [];
+    const docs = new DocHub(storage, (error) => fatal.push(error));
+    const doc = await docs.open("log/paced");
+    const segments = logSegments(doc.ydoc);
+    const window = 2048;
+    let head = 0;
+    const snapshots = new Set<number>();
+    // 8 events a batch, as a stream paced at 1,000 events/s commits them; the oldest segment
+    // deleted once it left the window, as `streams.ts` archives it.
+    while (head < 20_000) {
+      const events = Array.from({ length: 8 }, () => {
+        head++;
+        return { id: `e${head}`, type: "t", data: { n: head }, stream: "s", seq: head, ts: head, source: "w" };
+      });
+      doc.ydoc.transact(() => appendEvents(segments, events), ROOM);
+      const tail = logTail(segments);
+      if (tail + LOG_SEGMENT_SIZE - 1 <= head - window)
+        doc.ydoc.transact(() => segments.delete(String(segmentOf(tail))), ROOM);
+      await docs.stored(doc);
+      snapshots.add(doc.stored.meta.snapBytes ?? 0);
+    }
+    await eventually(() => expect(doc.maintenance).toBeNull());
+    expect(doc.stored.meta.gen).toBeGreaterThan(5);
+    // Every snapshot it wrote was a stub of GC structs, never the window.
+    expect(Math.max(...snapshots)).toBeLessThan(64);
+    const copy = new Y.Doc();
+    await loadDoc(storage, "log/paced", copy, "load");
+    expect(logSegments(copy).toJSON()).toEqual(segments.toJSON());
+    expect(logTail(logSegments(copy))).toBe(logTail(segments));
+    expect(logHead(logSegments(copy))).toBe(20_000);
     expect(fatal).toEqual([]);
   });
 });

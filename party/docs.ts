@@ -155,7 +155,9 @@ export class DocHub {
   async #load(name: DocName): Promise<HubDoc> {
     // GC stays on: deleted content (trimmed log segments, overwritten fields) is dropped.
     const ydoc = new Y.Doc({ gc: true });
-    const stored = await loadDoc(this.storage, name, ydoc, LOADING);
+    // A log sheds its dead segments' records instead of compacting (`storage.ts` `shedDead`):
+    // only the room writes it, and a segment's key is never set again once deleted.
+    const stored = await loadDoc(this.storage, name, ydoc, LOADING, { shed: name.startsWith("log/") });
     const writers = new Map<number, string>();
     if (isWritableByClients(name)) {
       const prefix = keys.yjsWriterPrefix(name);
@@ -323,7 +325,7 @@ export class DocHub {
         batch.updates.length === 1
           ? (batch.updates[0] as Batch["updates"][number]).update
           : Y.mergeUpdates(batch.updates.map((u) => u.update));
-      await appendUpdate(this.storage, doc.stored, merged, batch.extra);
+      await appendUpdate(this.storage, doc.stored, merged, batch.extra, doc.ydoc);
       this.#broadcast(doc, batch, merged);
     } else if (Object.keys(batch.extra).length > 0) {
       await this.storage.put(batch.extra);

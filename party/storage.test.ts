@@ -4,6 +4,17 @@
  */
 import { describe, expect, it } from "vitest";
 import * as Y from "yjs";
+import {
+  eventAt,
+  LOG_SEGMENT_SIZE,
+  type LogSegments,
+  logHead,
+  logSegments,
+  logTail,
+  type StoredEvent,
+  segmentOf,
+} from "../protocol/index.ts";
+import { appendEvents } from "./log.ts";
 import { MAX_KEYS, MAX_VALUE_BYTES, MemoryKv } from "./memory-storage.ts";
 import {
   appendUpdate,
@@ -29,7 +40,7 @@ async function commit(storage: KvStorage, doc: Y.Doc, stored: StoredDoc, change:
   doc.on("update", listener);
   doc.transact(change);
   doc.off("update", listener);
-  await appendUpdate(storage, stored, Y.mergeUpdates(updates));
+  await appendUpdate(storage, stored, Y.mergeUpdates(updates), {}, doc);
 }
 
 const random = (n: number, seed = 1) => {
@@ -382,4 +393,264 @@ describe("folding the records since the last fold", () => {
     expect(third.stored.meta).toMatchObject({ gen: 1, folds: 2 });
     expect((await open(kv, name)).doc.getArray("log").toJSON()).toEqual(third.doc.getArray("log").toJSON());
   });
+});
+
+/**
+ * A stream's log as the room keeps it (`party/log.ts`, `streams.ts`): events appended in
+ * segments, the oldest whole segment deleted once it falls out of the window, one record per
+ * batch, and the maintenance `docs.ts` runs whenever it is asked for.
+ */
+class LogRun {
+  readonly segments: LogSegments;
+  head = 0;
+  /** The largest single put and the number of compactions that re-encoded the whole document. */
+  maintenancePut = 0;
+  fullCompactions = 0;
+
+  constructor(
+    readonly kv: MemoryKv,
+    readonly doc: Y.Doc,
+    public stored: StoredDoc,
+    readonly window: number,
+  ) {
+    this.segments = logSegments(doc);
+  }
+
+  static async open(kv: MemoryKv, name: string, window: number): Promise<LogRun> {
+    const doc = new Y.Doc({ gc: true });
+    const stored = await loadDoc(kv, name, doc, "loading", { shed: true });
+    const run = new LogRun(kv, doc, stored, window);
+    run.head = logHead(run.segments);
+    return run;
+  }
+
+  /** Appends `batch` events as one record, archives what left the window, maintains (unless told not to). */
+  async append(batch: number, maintain = true): Promise<void> {
+    const events = Array.from({ length: batch }, () => logEvent(++this.head));
+    await commit(this.kv, this.doc, this.stored, () => appendEvents(this.segments, events));
+    for (;;) {
+      const tail = logTail(this.segments);
+      if (tail + LOG_SEGMENT_SIZE - 1 > this.head - this.window) break;
+      await commit(this.kv, this.doc, this.stored, () => this.segments.delete(String(segmentOf(tail))));
+    }
+    if (maintain && needsCompaction(this.stored)) await this.maintain();
+  }
+
+  async maintain(): Promise<void> {
+    const gen = this.stored.meta.gen;
+    const put = this.kv.put.bind(this.kv);
+    this.kv.put = async (entries) => {
+      const bytes = Object.values(entries).reduce<number>(
+        (n, v) => n + (v instanceof Uint8Array ? v.byteLength : 0),
+        0,
+      );
+      this.maintenancePut = Math.max(this.maintenancePut, bytes);
+      return put(entries);
+    };
+    try {
+      await compactTail(this.kv, this.stored, this.doc);
+    } finally {
+      this.kv.put = put;
+    }
+    if (this.stored.meta.gen > gen && (this.stored.meta.snapBytes ?? 0) > 1024) this.fullCompactions++;
+  }
+}
+
+const logEvent = (seq: number): StoredEvent => ({
+  id: `evt-${seq}`,
+  type: "bench.fanout",
+  data: { n: seq, deal: `D-${seq % 997}`, amount: 1234.5, note: "benchmark event" },
+  stream: "s",
+  seq,
+  ts: 1_700_000_000_000 + seq,
+  source: "publisher",
+});
+
+/** The events a log document holds, by seq. */
+const eventsOf = (doc: Y.Doc) => {
+  const segments = logSegments(doc);
+  const out: number[] = [];
+  for (let seq = logTail(segments); seq <= logHead(segments); seq++) out.push(eventAt(segments, seq)?.seq ?? -seq);
+  return out;
+};
+
+/** What a reader sees of `doc`: its content, its state vector, and both again from its encoded state. */
+const logView = (doc: Y.Doc) => {
+  const copy = new Y.Doc();
+  Y.applyUpdate(copy, Y.encodeStateAsUpdate(doc));
+  return {
+    segments: logSegments(doc).toJSON(),
+    stateVector: Y.decodeStateVector(Y.encodeStateVector(doc)),
+    encoded: logSegments(copy).toJSON(),
+    encodedStateVector: Y.decodeStateVector(Y.encodeStateVector(copy)),
+  };
+};
+
+const storedBytes = (kv: MemoryKv, name: string) =>
+  kv
+    .keysOf(name)
+    .map((k) => kv.data.get(k))
+    .reduce<number>((n, v) => n + (v instanceof Uint8Array ? v.byteLength : 0), 0);
+
+describe("a log sheds what died instead of compacting", () => {
+  it("stores about its live window however long it runs, each maintenance step small, and loads the same", async () => {
+    const kv = new MemoryKv();
+    const name = "log/shed";
+    const run = await LogRun.open(kv, name, 3000);
+    let checks = 0;
+    // 8 events a record, as a stream paced at 1,000 events/s commits them.
+    while (run.head < 40_000) {
+      await run.append(8);
+      if (run.head % 4000 === 0) {
+        const again = await LogRun.open(kv, name, 3000);
+        expect(logView(again.doc)).toEqual(logView(run.doc));
+        checks++;
+      }
+    }
+    expect(checks).toBe(10);
+    expect(eventsOf(run.doc).length).toBeGreaterThanOrEqual(3000);
+    // Never the whole window re-encoded: stubs only, each a few bytes.
+    expect(run.fullCompactions).toBe(0);
+    expect(run.stored.meta.gen).toBeGreaterThan(10);
+    expect(run.stored.meta.snapBytes).toBeLessThan(64);
+    const window = Y.encodeStateAsUpdate(run.doc).byteLength;
+    expect(run.maintenancePut).toBeLessThan(window / 4);
+    // The live window and a fold or so of slack, not the history.
+    expect(storedBytes(kv, name)).toBeLessThan(window * 1.5);
+    expect(run.stored.meta.folds).toBeLessThan(40);
+  });
+
+  it("keeps a burst's big records as they are instead of encoding them again, and sheds them once dead", async () => {
+    const kv = new MemoryKv();
+    const name = "log/burst";
+    const run = await LogRun.open(kv, name, 2048);
+    const records = () => kv.keysOf(name).filter((k) => k.includes("|u|")).length;
+    // ~20 KB a record: big enough to be kept.
+    await run.append(200, false);
+    await run.append(200, false);
+    expect(needsCompaction(run.stored)).toBe(true);
+    const before = { next: run.stored.meta.next, records: records() };
+    await run.maintain();
+    expect(run.stored.meta).toMatchObject({ next: before.next, unfolded: before.next, gen: 0 });
+    expect(records()).toBe(before.records);
+    expect(run.maintenancePut).toBe(0);
+    expect(logView((await LogRun.open(kv, name, 2048)).doc)).toEqual(logView(run.doc));
+    // Kept records die and are shed like folds (an archive's small delete between them or
+    // not); the whole window is never encoded again, nor any record.
+    while (run.head < 20_000) await run.append(200);
+    expect(run.fullCompactions).toBe(0);
+    expect(run.stored.meta.gen).toBeGreaterThan(3);
+    expect(run.maintenancePut).toBeLessThan(1024);
+    expect(storedBytes(kv, name)).toBeLessThan(Y.encodeStateAsUpdate(run.doc).byteLength * 1.5);
+    expect(logView((await LogRun.open(kv, name, 2048)).doc)).toEqual(logView(run.doc));
+  });
+
+  it("does not shed a deleted map entry whose key was set again since", async () => {
+    const kv = new MemoryKv();
+    const name = "log/reused";
+    const run = await LogRun.open(kv, name, 1024);
+    const m = run.doc.getMap("m");
+    await commit(kv, run.doc, run.stored, () => m.set("k", "first"));
+    await commit(kv, run.doc, run.stored, () => m.delete("k"));
+    for (let i = 0; i < 20; i++) await run.append(8, false);
+    // A fold whose bound covers the deleted entry and 160 events...
+    await compactTail(kv, run.stored, run.doc);
+    expect(run.stored.meta).toMatchObject({ gen: 0, folds: 1 });
+    // ...all archived later, so only the entry could keep it, and it is set again meanwhile:
+    // the new entry's origin is the old one, which a stub would make GC at load.
+    while (logTail(run.segments) <= 160) await run.append(8, false);
+    await commit(kv, run.doc, run.stored, () => m.set("k", "again"));
+    await compactTail(kv, run.stored, run.doc);
+    expect(run.stored.meta).toMatchObject({ gen: 0, folds: 2 });
+    const again = await LogRun.open(kv, name, 1024);
+    expect(again.doc.getMap("m").get("k")).toBe("again");
+    expect(logView(again.doc)).toEqual(logView(run.doc));
+  });
+
+  it("folds an earlier instance's unfolded records after a reload, then sheds them", async () => {
+    const kv = new MemoryKv();
+    const name = "log/reload";
+    const first = await LogRun.open(kv, name, 2048);
+    for (let i = 0; i < 100; i++) await first.append(1);
+    expect(first.stored.meta.folds ?? 0).toBe(0);
+    const second = await LogRun.open(kv, name, 2048);
+    expect(second.stored.foldFrom).toBe(0);
+    while (second.stored.meta.folds === undefined) await second.append(8);
+    // The fold took the 100 records the first instance left unfolded.
+    expect(updateRecords(kv, name)).toBeLessThanOrEqual(2);
+    while (second.stored.meta.gen === 0) await second.append(8);
+    expect(second.stored.meta.first).toBeGreaterThan(0);
+    const third = await LogRun.open(kv, name, 2048);
+    expect(logView(third.doc)).toEqual(logView(second.doc));
+  });
+
+  // Small records are folded; big ones (a burst's frames) are kept as they are.
+  it.each([
+    ["a fold", 8],
+    ["keeping big records", 200],
+  ])(
+    "reloads the same log whatever step of %s and shed a crash interrupts, and writes no record twice",
+    async (_, batch) => {
+      const name = "log/crash";
+      // Each op of one maintenance step fails in turn (puts, then deletes), on a copy of the store.
+      for (let step = 0; ; step++) {
+        const kv = new MemoryKv();
+        const written = new Set<string>();
+        const put = kv.put.bind(kv);
+        kv.put = async (entries) => {
+          for (const key of Object.keys(entries)) {
+            if (key.includes("|u|")) {
+              expect(written.has(key), `record key ${key} written twice`).toBe(false);
+              written.add(key);
+            }
+          }
+          return put(entries);
+        };
+        const run = await LogRun.open(kv, name, 2048);
+        // Up to a maintenance that folds and sheds: everything older than the window is dead.
+        while (run.head < 8000) await run.append(batch);
+        // Then without maintenance until two more segments died: the next step has a fold to shed.
+        const tail = logTail(run.segments);
+        while (logTail(run.segments) < tail + 2 * LOG_SEGMENT_SIZE || !needsCompaction(run.stored))
+          await run.append(batch, false);
+        const expected = logView(run.doc);
+        const genBefore = run.stored.meta.gen;
+        let ops = 0;
+        let crashed = false;
+        const fail =
+          <A extends unknown[], R>(op: (...args: A) => Promise<R>) =>
+          async (...args: A): Promise<R> => {
+            if (ops++ === step) {
+              crashed = true;
+              throw new Error("crash");
+            }
+            return op(...args);
+          };
+        const [livePut, liveDelete] = [kv.put, kv.delete.bind(kv)];
+        kv.put = fail(livePut);
+        kv.delete = fail(liveDelete);
+        const outcome = await compactTail(kv, run.stored, run.doc).then(
+          () => "done",
+          (error: Error) => error.message,
+        );
+        expect(outcome).toBe(crashed ? "crash" : "done");
+        kv.put = livePut;
+        kv.delete = liveDelete;
+        const after = await LogRun.open(kv, name, 2048);
+        expect(logView(after.doc)).toEqual(expected);
+        // The reloaded instance goes on, folds and sheds what a crash left behind, and loads the same.
+        while (after.head < run.head + 6000) await after.append(batch);
+        const last = await LogRun.open(kv, name, 2048);
+        expect(logView(last.doc)).toEqual(logView(after.doc));
+        expect(eventsOf(last.doc)).toEqual(eventsOf(after.doc));
+        expect(after.stored.meta.gen).toBeGreaterThan(genBefore);
+        if (!crashed) {
+          // The uninterrupted step folded (or kept the records) and shed; each op of it crashed above.
+          expect(run.stored.meta.gen).toBeGreaterThan(genBefore);
+          expect(step).toBeGreaterThanOrEqual(batch === 8 ? 3 : 2);
+          break;
+        }
+      }
+    },
+  );
 });

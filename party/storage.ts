@@ -15,21 +15,25 @@
  * everything the document gained since then (`Y.encodeStateAsUpdate(doc, sv)`): its cost is
  * that of the new data, where a compaction re-encodes the whole document (a 10,000-event
  * log window took 140–240 ms in workerd, which every subscriber waited for).
+ *
+ * Logs (`LoadOptions.shed`) never need that compaction: their content dies a whole segment at
+ * a time, oldest first. Once everything the snapshot and the oldest records hold is dead in
+ * the live document, they are replaced by a new snapshot generation made only of GC structs
+ * for the same clock ranges (`gcStub`), which is how Yjs itself stores collected content. So
+ * a log is stored as its live window, a fold or two of slack and a few bytes of stubs, and
+ * every maintenance step costs what it touches: small folds (by bytes) and tiny stubs.
  */
+import * as encoding from "lib0/encoding";
 import * as Y from "yjs";
 import { keys, pad } from "./keys.ts";
 import { applyStoredUpdate } from "./lean-decoder.ts";
 
+type ListOptions = { prefix?: string; start?: string; end?: string; limit?: number; reverse?: boolean };
+
 /** The subset of Durable Object storage this module needs; PartyKit's `room.storage` fits. */
 export interface KvStorage {
   get<T = unknown>(key: string): Promise<T | undefined>;
-  list<T = unknown>(options: {
-    prefix?: string;
-    start?: string;
-    end?: string;
-    limit?: number;
-    reverse?: boolean;
-  }): Promise<Map<string, T>>;
+  list<T = unknown>(options: ListOptions): Promise<Map<string, T>>;
   put<T>(entries: Record<string, T>): Promise<void>;
   delete(keys: string[]): Promise<number>;
 }
@@ -69,6 +73,26 @@ const FOLD_AFTER_RECORDS = 1024;
 const COMPACT_MIN_TAIL_BYTES = 1024 * 1024;
 /** Fold records after which the next maintenance is a compaction (bounds the records a load reads). */
 const MAX_FOLDS = 8;
+/**
+ * Bytes of records since the last fold that trigger a fold of a log: a fold's cost is that of
+ * what it folds (encoding ~230 paced events took ~1 ms in Node, ~5 in workerd), and the room
+ * stalls meanwhile, so a log folds in small steps. Its folds hold only live content (the dead
+ * ones are shed), so many small ones cost a load nothing but a few keys.
+ */
+const SHED_FOLD_BYTES = 32 * 1024;
+/**
+ * Records since a log's last fold at least this large on average are kept as they are
+ * instead of being folded (`adopt`): they are few keys already, and folding them would only
+ * encode them again (a burst's frames).
+ */
+const SHED_BIG_RECORD = 8 * 1024;
+/**
+ * Pieces before a log's unfolded records (folds and runs of kept records, each at least
+ * {@link SHED_FOLD_BYTES}) after which it compacts after all: never at the default window
+ * (~10,000 events, 1.5–2.5 MB, so at most ~80); a safety net for a log whose oldest content
+ * does not die.
+ */
+const SHED_MAX_FOLDS = 256;
 
 const metaKey = keys.docMeta;
 const snapPrefix = keys.docSnapPrefix;
@@ -118,19 +142,79 @@ const toBytes = (v: unknown): Uint8Array => {
  * vector of the document when everything in it was stored outside the records from
  * `foldFrom` on (at load, the last fold or the last compaction): the next fold encodes from it.
  */
-export type StoredDoc = { name: string; meta: DocMeta; foldedAt?: Uint8Array; foldFrom?: number };
+export type StoredDoc = { name: string; meta: DocMeta; foldedAt?: Uint8Array; foldFrom?: number; shed?: Shedding };
+
+/** Per client, a clock: what a state vector says, as `Y.decodeStateVector` gives it. */
+type Clocks = Map<number, number>;
+
+/** What a log (`LoadOptions.shed`) keeps in memory to find what it may shed (`shedDead`). */
+type Shedding = {
+  /**
+   * The stored pieces in load order, oldest first: the snapshot, then each record before
+   * `meta.unfolded` (the folds). `end`: the first record after the piece; `to`: the document's
+   * state vector once it was applied, so everything it holds lies below `to`.
+   */
+  bounds: { end: number; to: Clocks; bytes: number }[];
+  /** Per client, the clock below which every struct of the live document is known dead. */
+  deadTo: Clocks;
+  /** Bytes of the records since the last fold. */
+  unfoldedBytes: number;
+  /** The document's state vector right after the last record was appended, if known. */
+  appendedTo?: Clocks;
+};
+
+export type LoadOptions = {
+  /**
+   * The document is a log: deleted map entries are never set again (a segment number is not
+   * reused), so an entry deleted with its content may be stored as a GC struct, and what the
+   * oldest records hold is shed once it is all dead instead of compacted (`shedDead`).
+   */
+  shed?: boolean;
+};
+
+const clocksOf = (doc: Y.Doc): Clocks => {
+  const clocks: Clocks = new Map();
+  for (const [client, structs] of doc.store.clients) {
+    const last = structs.at(-1);
+    if (last) clocks.set(client, last.id.clock + last.length);
+  }
+  return clocks;
+};
 
 /**
  * Loads document `name` into `doc` (which should be empty) and returns its handle.
  * Updates are applied with `origin` so the caller's update listener can skip them.
  */
-export async function loadDoc(storage: KvStorage, name: string, doc: Y.Doc, origin: unknown): Promise<StoredDoc> {
+export async function loadDoc(
+  storage: KvStorage,
+  name: string,
+  doc: Y.Doc,
+  origin: unknown,
+  options: LoadOptions = {},
+): Promise<StoredDoc> {
   const meta = (await storage.get<DocMeta>(metaKey(name))) ?? { gen: 0, snapParts: 0, first: 0, next: 0, tailBytes: 0 };
+  const shed: Shedding | undefined = options.shed ? { bounds: [], deadTo: new Map(), unfoldedBytes: 0 } : undefined;
   if (meta.gen > 0) {
-    const parts = await storage.list({ prefix: snapPrefix(name, meta.gen) });
+    // Only the parts meta names: a generation whose writing a crash cut short, before its meta,
+    // is written again by the next one, maybe with fewer parts.
+    const prefix = snapPrefix(name, meta.gen);
+    const parts = await storage.list({ start: prefix + pad(0), end: prefix + pad(meta.snapParts) });
     if (parts.size !== meta.snapParts) throw new Error(`document ${name}: snapshot ${meta.gen} is incomplete`);
     applyStoredUpdate(doc, join([...parts.values()].map(toBytes)), origin);
   }
+  shed?.bounds.push({ end: meta.first, to: clocksOf(doc), bytes: meta.snapBytes ?? 0 });
+  // A log folds from where its folds end, so the records after them (an earlier instance's
+  // unfolded ones) go into its first fold too, instead of waiting for a compaction.
+  const unfolded = meta.unfolded ?? meta.first;
+  let foldedAt: Uint8Array | undefined;
+  const apply = (n: number, parts: Uint8Array[]) => {
+    const update = join(parts);
+    if (shed && n >= unfolded && !foldedAt) foldedAt = Y.encodeStateVector(doc);
+    applyStoredUpdate(doc, update, origin);
+    if (!shed) return;
+    if (n < unfolded) shed.bounds.push({ end: n + 1, to: clocksOf(doc), bytes: update.byteLength });
+    else shed.unfoldedBytes += update.byteLength;
+  };
   // One record at a time, not `Y.mergeUpdates` first: merging decodes and re-encodes every
   // struct of every record (a 10,000-event log window peaked at ~50 MB of garbage and buffers
   // for a 2.5 MB document), and the records' events that later records deleted are dropped
@@ -147,7 +231,7 @@ export async function loadDoc(storage: KvStorage, name: string, doc: Y.Doc, orig
     for (const [key, value] of page) {
       const n = Number(key.slice(prefixLength, prefixLength + 10));
       if (n !== current && parts.length > 0) {
-        applyStoredUpdate(doc, join(parts), origin);
+        apply(current, parts);
         parts = [];
       }
       current = n;
@@ -157,21 +241,27 @@ export async function loadDoc(storage: KvStorage, name: string, doc: Y.Doc, orig
     // Exclusive of the last key read: `start` is inclusive, so step just past it.
     start = `${[...page.keys()].at(-1)}\0`;
   }
-  if (parts.length > 0) applyStoredUpdate(doc, join(parts), origin);
+  if (parts.length > 0) apply(current, parts);
+  if (shed) return { name, meta, foldedAt: foldedAt ?? Y.encodeStateVector(doc), foldFrom: unfolded, shed };
   return { name, meta, foldedAt: Y.encodeStateVector(doc), foldFrom: meta.next };
 }
 
 /**
  * Durably appends one update record. `extra` entries (e.g. a stream's head) are written in
- * the same put when they fit, so they commit together with the update.
+ * the same put when they fit, so they commit together with the update. `doc`, if given, holds
+ * exactly what was applied up to this update (nothing after it yet): a log then knows where
+ * its records end without reading them (`adopt`).
  */
 export async function appendUpdate(
   storage: KvStorage,
   stored: StoredDoc,
   update: Uint8Array,
   extra: Record<string, unknown> = {},
+  doc?: Y.Doc,
 ): Promise<void> {
-  const { name, meta } = stored;
+  const { name, meta, shed } = stored;
+  // Taken before the put: what the document gains meanwhile is the next record's.
+  const appendedTo = shed && doc ? clocksOf(doc) : undefined;
   const n = meta.next;
   const entries: Record<string, unknown> = { ...extra };
   split(update).forEach((part, i) => {
@@ -181,6 +271,9 @@ export async function appendUpdate(
   entries[metaKey(name)] = nextMeta;
   await putAll(storage, entries);
   stored.meta = nextMeta;
+  if (!shed) return;
+  shed.unfoldedBytes += update.byteLength;
+  shed.appendedTo = appendedTo;
 }
 
 /**
@@ -192,25 +285,33 @@ export async function appendUpdate(
  */
 export const needsCompaction = (stored: StoredDoc, slack = 1): boolean =>
   stored.meta.next - (stored.meta.unfolded ?? stored.meta.first) >=
-    (foldable(stored) ? FOLD_AFTER_RECORDS : COMPACT_AFTER_RECORDS) * slack || needsFullCompaction(stored, slack);
+    (foldable(stored) ? FOLD_AFTER_RECORDS : COMPACT_AFTER_RECORDS) * slack ||
+  (stored.shed?.unfoldedBytes ?? 0) >= SHED_FOLD_BYTES * slack ||
+  needsFullCompaction(stored, slack);
 
 /**
  * Whether the records since the last fold are all covered by `foldedAt`: not so for unfolded
- * records loaded from storage (their content is in the document before `foldedAt`).
+ * records loaded from storage (their content is in the document before `foldedAt`), except in
+ * a log, whose `foldedAt` is taken before them at load.
  */
 const foldable = (stored: StoredDoc): boolean =>
   stored.foldedAt !== undefined && stored.foldFrom === (stored.meta.unfolded ?? stored.meta.first);
 
-/** Whether only a full compaction will do: the tail outweighs the snapshot, or folds piled up. */
+/**
+ * Whether only a full compaction will do: the tail outweighs the snapshot, or folds piled up.
+ * A log sheds its garbage instead, so only its fold count calls for one.
+ */
 const needsFullCompaction = (stored: StoredDoc, slack = 1): boolean =>
-  (stored.meta.folds ?? 0) >= MAX_FOLDS ||
-  stored.meta.tailBytes >= Math.max(COMPACT_MIN_TAIL_BYTES, stored.meta.snapBytes ?? 0) * slack;
+  stored.shed
+    ? (stored.meta.folds ?? 0) >= SHED_MAX_FOLDS
+    : (stored.meta.folds ?? 0) >= MAX_FOLDS ||
+      stored.meta.tailBytes >= Math.max(COMPACT_MIN_TAIL_BYTES, stored.meta.snapBytes ?? 0) * slack;
 
 /**
  * What `needsCompaction` asked for, at the cost of the new data when it can: the records since
  * the last fold become one fold record; a full `compact` only when the tail outweighs the
  * snapshot (its cost stays amortised), when folds piled up, or when the fold would not fit in
- * one put. Same contract as `compact`.
+ * one put. A log then sheds what died (`shedDead`). Same contract as `compact`.
  */
 export async function compactTail(
   storage: KvStorage,
@@ -221,6 +322,11 @@ export async function compactTail(
   const { name, meta, foldedAt } = stored;
   const from = meta.unfolded ?? meta.first;
   if (!foldedAt || !foldable(stored) || needsFullCompaction(stored)) return compact(storage, stored, doc, later);
+  // Records big on average (a burst's frames, with an archive's small delete between) are
+  // kept as they are: few keys already, and folding them would only encode them again.
+  const shed = stored.shed;
+  if (shed?.appendedTo && meta.next > from && (meta.next - from) * SHED_BIG_RECORD <= shed.unfoldedBytes)
+    return adopt(storage, stored, doc, later);
   const n = meta.next;
   // Also what the next batch already applied: stored twice then, which Yjs does not mind.
   const folded = Y.encodeStateAsUpdate(doc, foldedAt);
@@ -235,19 +341,146 @@ export async function compactTail(
   parts.forEach((part, i) => {
     entries[updateKey(name, n, i)] = part;
   });
-  const nextMeta: DocMeta = { ...meta, next: n + 1, unfolded: n + 1, folds: (meta.folds ?? 0) + 1 };
+  const nextMeta: DocMeta = {
+    ...meta,
+    next: n + 1,
+    unfolded: n + 1,
+    folds: (meta.folds ?? 0) + 1,
+    // A log's tail is what it stores since the snapshot (nothing decides by it).
+    tailBytes: shed ? Math.max(0, meta.tailBytes - shed.unfoldedBytes) + folded.byteLength : meta.tailBytes,
+  };
   entries[metaKey(name)] = nextMeta;
   await storage.put(entries);
   stored.meta = nextMeta;
   stored.foldedAt = foldsTo;
   stored.foldFrom = n + 1;
-  // The folded records, now also in record `n`. Losing these deletes to a crash leaves them to
-  // be applied twice at load (harmless) until the next compaction deletes them.
-  await collect(
-    async () => [...(await storage.list({ start: updateKey(name, from, 0), end: updateKey(name, n, 0) })).keys()],
-    storage,
-    later,
-  );
+  const garbage: ListOptions[] = [{ start: updateKey(name, from, 0), end: updateKey(name, n, 0) }];
+  if (shed) {
+    shed.bounds.push({ end: n + 1, to: Y.decodeStateVector(foldsTo), bytes: folded.byteLength });
+    shed.unfoldedBytes = 0;
+    garbage.push(...(await shedDead(storage, stored, doc)));
+  }
+  // The folded records, now also in record `n` (and what a log shed). Losing these deletes to
+  // a crash leaves them to be applied twice at load (harmless) until the next compaction (or
+  // shed) deletes them.
+  await collect(keysIn(storage, garbage), storage, later);
+}
+
+/**
+ * A log's fold when every record since the last one is big already (a burst's frames): the
+ * records stay as they are and only meta moves `unfolded` past them, so nothing is encoded
+ * again. Then sheds what died, as a fold does.
+ */
+async function adopt(
+  storage: KvStorage,
+  stored: StoredDoc,
+  doc: Y.Doc,
+  later?: (deleting: Promise<void>) => void,
+): Promise<void> {
+  const { name, meta, shed } = stored;
+  const to = shed?.appendedTo;
+  if (!shed || !to) return;
+  const nextMeta: DocMeta = { ...meta, unfolded: meta.next, folds: (meta.folds ?? 0) + 1 };
+  await storage.put({ [metaKey(name)]: nextMeta });
+  stored.meta = nextMeta;
+  // Exactly where the records end: what the document gained since is in none of them yet.
+  stored.foldedAt = Y.encodeStateVector(to);
+  stored.foldFrom = meta.next;
+  shed.bounds.push({ end: meta.next, to, bytes: shed.unfoldedBytes });
+  shed.unfoldedBytes = 0;
+  const garbage = await shedDead(storage, stored, doc);
+  if (garbage.length > 0) await collect(keysIn(storage, garbage), storage, later);
+}
+
+/**
+ * Whether every struct of `doc` below `to` is dead: collected (GC), or a map entry deleted
+ * with its content (a log never sets such a key again; one set again since would show, being
+ * no longer the map's entry for the key). Walks only what is not known dead yet (`deadTo`),
+ * and notes how far each client is: dead stays dead.
+ */
+function deadBelow(doc: Y.Doc, to: Clocks, deadTo: Clocks): boolean {
+  for (const [client, clock] of to) {
+    const from = deadTo.get(client) ?? 0;
+    if (clock <= from) continue;
+    const structs = doc.store.clients.get(client);
+    if (!structs) return false;
+    for (let i = Y.findIndexSS(structs, from); i < structs.length && (structs[i] as Y.GC).id.clock < clock; i++) {
+      const struct = structs[i] as Y.GC | Y.Item;
+      if (struct instanceof Y.GC) continue;
+      const entry =
+        struct.deleted &&
+        struct.content instanceof Y.ContentDeleted &&
+        struct.parentSub !== null &&
+        (struct.parent as Y.AbstractType<unknown>)._map.get(struct.parentSub) === struct;
+      if (!entry) return false;
+    }
+    deadTo.set(client, clock);
+  }
+  return true;
+}
+
+/**
+ * A Yjs update of one GC struct per client covering clocks `[0, to)`: what the live document
+ * holds below `to` once it is all dead (`deadBelow`), as Yjs stores collected content (a map
+ * entry deleted with its content becomes GC too; its key is never set again). Items that
+ * name a struct in it as origin or parent are collected on integrate, as they are live.
+ * Written by hand: Yjs encodes a document from a state vector on, never up to one.
+ */
+export function gcStub(to: Clocks): Uint8Array {
+  const encoder = new Y.UpdateEncoderV1();
+  const clients = [...to].filter(([, clock]) => clock > 0);
+  encoding.writeVarUint(encoder.restEncoder, clients.length);
+  for (const [client, clock] of clients) {
+    encoding.writeVarUint(encoder.restEncoder, 1); // structs
+    encoder.writeClient(client);
+    encoding.writeVarUint(encoder.restEncoder, 0); // first clock
+    encoder.writeInfo(0); // GC
+    encoder.writeLen(clock);
+  }
+  encoding.writeVarUint(encoder.restEncoder, 0); // an empty delete set: GC is deleted already
+  return encoder.toUint8Array();
+}
+
+/**
+ * In a log, replaces the oldest stored pieces whose content is all dead in `doc` (the
+ * snapshot, then folds, in order) by a new snapshot generation: their `gcStub`. The stub and
+ * the meta that names it go in one put; the old generation and the shed records are left for
+ * the caller to delete (the key ranges returned). Costs the structs that died since the last
+ * shed, and a stub of a few bytes per client: never the live window.
+ */
+async function shedDead(storage: KvStorage, stored: StoredDoc, doc: Y.Doc): Promise<ListOptions[]> {
+  const { name, meta, shed } = stored;
+  if (!shed) return [];
+  let last = -1;
+  while (
+    last + 1 < shed.bounds.length &&
+    deadBelow(doc, (shed.bounds[last + 1] as Shedding["bounds"][number]).to, shed.deadTo)
+  )
+    last++;
+  if (last < 0) return [];
+  const cut = shed.bounds[last] as Shedding["bounds"][number];
+  const stub = gcStub(cut.to);
+  // Only the snapshot is dead: worth it only if it is not a stub already.
+  if (last === 0 && (meta.gen === 0 || stub.byteLength >= (meta.snapBytes ?? Number.POSITIVE_INFINITY))) return [];
+  const gen = meta.gen + 1;
+  const shedBytes = shed.bounds.slice(1, last + 1).reduce((n, b) => n + b.bytes, 0);
+  const nextMeta: DocMeta = {
+    ...meta,
+    gen,
+    snapParts: 1,
+    first: cut.end,
+    snapBytes: stub.byteLength,
+    tailBytes: Math.max(0, meta.tailBytes - shedBytes),
+    // The pieces still before `unfolded`: those after the cut.
+    folds: shed.bounds.length - 1 - last,
+  };
+  await storage.put({ [snapPrefix(name, gen) + pad(0)]: stub, [metaKey(name)]: nextMeta });
+  stored.meta = nextMeta;
+  shed.bounds = [{ end: cut.end, to: cut.to, bytes: stub.byteLength }, ...shed.bounds.slice(last + 1)];
+  return [
+    { prefix: snapPrefix(name, meta.gen) },
+    { start: updateKey(name, meta.first, 0), end: updateKey(name, cut.end, 0) },
+  ];
 }
 
 /**
@@ -284,6 +517,10 @@ export async function compact(
   stored.meta = nextMeta;
   stored.foldedAt = foldsTo;
   stored.foldFrom = nextMeta.next;
+  if (stored.shed) {
+    stored.shed.bounds = [{ end: nextMeta.first, to: Y.decodeStateVector(foldsTo), bytes: snapshot.byteLength }];
+    stored.shed.unfoldedBytes = 0;
+  }
   // Garbage: the old snapshot and the folded records. Losing these deletes to a crash only
   // leaves unreachable keys behind.
   await collect(
@@ -295,6 +532,10 @@ export async function compact(
     later,
   );
 }
+
+/** Lists the keys in `ranges`, for `collect`. */
+const keysIn = (storage: KvStorage, ranges: ListOptions[]) => async (): Promise<string[]> =>
+  (await Promise.all(ranges.map((range) => storage.list(range)))).flatMap((found) => [...found.keys()]);
 
 /**
  * Deletes the keys `stale` lists: awaited, or with `later`, handed to it as a promise (the

@@ -1,8 +1,8 @@
 /**
  * A stream long enough that its log document folds its records several times (party/storage.ts
- * `compactTail`: every 1,024 records, one per publish frame here; a compaction after 4,096
- * before folds existed), then a SIGKILL and a restart: the reloaded log replays every event
- * exactly once, in order.
+ * `compactTail`: a log every 32 KiB of records, one per publish frame here; a compaction after
+ * 4,096 records before folds existed), then a SIGKILL and a restart: the reloaded log replays
+ * every event exactly once, in order. test/shed.test.ts goes on to logs that archive and shed.
  */
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { eventually, type RoomServer, startRoom } from "./harness.ts";
