@@ -477,9 +477,11 @@ async function shedDead(storage: KvStorage, stored: StoredDoc, doc: Y.Doc): Prom
   await storage.put({ [snapPrefix(name, gen) + pad(0)]: stub, [metaKey(name)]: nextMeta });
   stored.meta = nextMeta;
   shed.bounds = [{ end: cut.end, to: cut.to, bytes: stub.byteLength }, ...shed.bounds.slice(last + 1)];
+  // From the first generation and record on, not the last ones: what an earlier shed's lost
+  // deletes left behind (a crash between its put and them) lies below them, unreachable.
   return [
-    { prefix: snapPrefix(name, meta.gen) },
-    { start: updateKey(name, meta.first, 0), end: updateKey(name, cut.end, 0) },
+    { start: snapPrefix(name, 0), end: snapPrefix(name, gen) },
+    { start: updateKey(name, 0, 0), end: updateKey(name, cut.end, 0) },
   ];
 }
 
