@@ -13,7 +13,9 @@ import * as Y from "yjs";
 import type { Namespace, Team } from "../../client/node.ts";
 import {
   type BenchServer,
+  collectGarbage,
   cuttableSocket,
+  looseAgent,
   type Metric,
   range,
   type Scenario,
@@ -77,7 +79,7 @@ const entity = (i: number) => ({
 
 async function crosstalkConverge(server: BenchServer, tag: string, run: number, updates: number): Promise<Converged> {
   const team = `state-${tag}-${run}`;
-  const agents: Team[] = await Promise.all(range(AGENTS).map((i) => server.agent(`writer-${i}`, { team })));
+  const agents: Team[] = await Promise.all(range(AGENTS).map((i) => looseAgent(server, `writer-${i}`, { team })));
   try {
     const spaces: Namespace[] = agents.map((a) => a.state("bench"));
     await within("namespaces ready", Promise.all(spaces.map((s) => s.ready)), 60_000);
@@ -128,6 +130,38 @@ async function ypartyConverge(server: BenchServer, tag: string, run: number, upd
   }
 }
 
+/*
+ * The witnesses check a fill from a fresh client, then are dropped: nothing here keeps one
+ * (an agent from the kit's pool, or a variable a closure of `run` holds, would), so neither
+ * side's loads run beside a whole extra namespace on the heap. The loaders are dropped alike.
+ */
+
+/** A fresh agent sees all `entities` of the namespace; closed and dropped afterwards. */
+async function witness(server: BenchServer, team: string, entities: number): Promise<void> {
+  const agent = await looseAgent(server, "witness", { team });
+  try {
+    const seen = agent.state("big");
+    await within("witness ready", seen.ready, 120_000);
+    await waitFor("witness has every entity", () => seen.size >= entities, { timeoutMs: 180_000, intervalMs: 20 });
+  } finally {
+    await agent.close();
+  }
+}
+
+/** A fresh y-partykit client sees all `entities`; destroyed and dropped afterwards. */
+async function yWitness(server: BenchServer, team: string, entities: number): Promise<void> {
+  const client = yClient(server, team);
+  try {
+    await client.synced;
+    await waitFor("y witness has every entity", () => client.doc.getMap("entities").size >= entities, {
+      timeoutMs: 180_000,
+      intervalMs: 20,
+    });
+  } finally {
+    client.destroy();
+  }
+}
+
 export const state: Scenario = {
   name: "state",
   steps: (o) => o.runs * 2 + 2 + o.runs * 2,
@@ -167,15 +201,10 @@ export const state: Scenario = {
       await new Promise((r) => setImmediate(r));
       ctx.status(`filling namespace: ${b + 1000} entities`);
     }
-    const witness = await server.agent("witness", { team });
-    const seen = witness.state("big");
-    await within("witness ready", seen.ready, 120_000);
-    await waitFor("witness has every entity", () => seen.size >= ENTITIES, { timeoutMs: 180_000, intervalMs: 20 });
-    await witness.close();
+    await witness(server, team, ENTITIES);
     ctx.step("namespace filled");
 
     const yWriter = yClient(server, team);
-    const yClients: YClient[] = [yWriter];
     try {
       await yWriter.synced;
       const entities = yWriter.doc.getMap<Y.Map<unknown>>("entities");
@@ -187,20 +216,17 @@ export const state: Scenario = {
         });
         await new Promise((r) => setImmediate(r));
       }
-      const yWitness = yClient(server, team);
-      yClients.push(yWitness);
-      await yWitness.synced;
-      await waitFor("y witness has every entity", () => yWitness.doc.getMap("entities").size >= ENTITIES, {
-        timeoutMs: 180_000,
-        intervalMs: 20,
-      });
+      await yWitness(server, team, ENTITIES);
       ctx.step("y-partykit map filled");
 
       for (let run = 0; run < runs; run++) {
+        // Each load, on both sides, starts on a heap without the previous loads' garbage, so
+        // none pays for collecting another's (`collectGarbage`).
+        collectGarbage();
         const counter = cuttableSocket();
         const t0 = performance.now();
         // As long a wait as for `ready`: on a busy machine workerd can take over 15 s to answer.
-        const loader = await server.agent(`loader-${run}`, {
+        const loader = await looseAgent(server, `loader-${run}`, {
           team,
           WebSocket: counter.WebSocket,
           connectTimeoutMs: 120_000,
@@ -216,6 +242,7 @@ export const state: Scenario = {
         }
         ctx.step(`crosstalk load ${run + 1}/${runs}`);
 
+        collectGarbage();
         const yCounter = cuttableSocket();
         const y0 = performance.now();
         const yLoader = yClient(server, team, { wire: yCounter });
@@ -229,7 +256,7 @@ export const state: Scenario = {
         ctx.step(`y-partykit load ${run + 1}/${runs}`);
       }
     } finally {
-      for (const c of yClients) c.destroy();
+      yWriter.destroy();
       await filler.close();
     }
     const metrics: Metric[] = [
