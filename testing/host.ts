@@ -63,7 +63,7 @@ let teamCounter = 0;
 export const uniqueTeam = (prefix = "team"): string => `${prefix}-${process.pid}-${++teamCounter}`;
 
 /**
- * Connects agents with a room's defaults and remembers them, to close them all at disposal.
+ * Connects agents with a room's defaults and remembers them until they close, to close them all at disposal.
  * With `tokenFor`, each agent signs in with a token minted for it, again on every reconnect.
  */
 export function agentPool(
@@ -84,6 +84,14 @@ export function agentPool(
         ...options,
       });
       agents.add(team);
+      // A closed agent is forgotten: a closed team still holds its documents (a big namespace
+      // is hundreds of MB), and a long test or bench run opens many.
+      const forget = (status: string) => {
+        if (status !== "closed") return;
+        agents.delete(team);
+        team.off("status", forget);
+      };
+      team.on("status", forget);
       return team;
     },
     async closeAll(): Promise<void> {
