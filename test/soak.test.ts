@@ -9,10 +9,11 @@
  * be read after a forced GC (`v8.setFlagsFromString("--expose-gc")`). What the in-memory
  * storage holds (on disk in a real room) must not count: a stream's archive grows with history
  * (each segment's index record holds its events' ids as an array of strings, about 64 bytes of
- * heap per event in a `MemoryKv`; counting them by JSON length read
- * the rest, ~25-40 bytes per event, as a climb of the room), and that is disk in a Durable Object, not room memory. So the storage here
- * keeps every value serialized off the JS heap ({@link OffHeapKv}), and what remains of it on
- * the heap (keys, map slots, the byte arrays' objects) is measured per entry and subtracted.
+ * heap per event in a `MemoryKv`; counting them by JSON length read the rest, ~25-40 bytes per
+ * event, as a climb of the room), and that is disk in a Durable Object, not room memory. So the
+ * storage here keeps every value serialized off the JS heap ({@link OffHeapKv}), and what
+ * remains of it on the heap (keys, map slots, the byte arrays' objects) is measured per entry
+ * and subtracted.
  * The real server's RSS under the same load is the bench `soak` scenario.
  */
 import { fork } from "node:child_process";
