@@ -11,16 +11,8 @@ import { runInNewContext } from "node:vm";
 import WebSocket from "ws";
 import YPartyKitProvider from "y-partykit/provider";
 import * as Y from "yjs";
-import { type ConnectOptions, connect, type Team } from "../client/node.ts";
 import { PROTOCOL_VERSION } from "../protocol/index.ts";
-import {
-  type AgentOptions,
-  type CuttableSocket,
-  eventually,
-  type RoomServer,
-  startRoom,
-  type WsClass,
-} from "../testing/index.ts";
+import { type CuttableSocket, eventually, type RoomServer, startRoom, type WsClass } from "../testing/index.ts";
 import { inspectorSession, partykitInspector } from "../testing/inspector.ts";
 
 export { cuttableSocket, sleep } from "../testing/index.ts";
@@ -253,29 +245,6 @@ export type BenchServer = RoomServer & {
   /** The workerd process that runs the rooms. */
   workerd(): number;
 };
-
-/**
- * An agent of `server` that nothing here keeps: `server.agent()` remembers every agent until
- * the server stops, closed or not, so a closed agent's documents stay on the heap. Measured
- * loads run one after another in one process, beside the y-partykit loads whose clients are
- * dropped once destroyed: a loader kept alive (a 100,000-entity namespace is about 250 MB of
- * heap) makes every later load, on either side, run against a bigger heap. Close it yourself.
- */
-export function looseAgent(
-  server: BenchServer,
-  agent: string,
-  options: AgentOptions & { team: string },
-): Promise<Team> {
-  const role = options.role ?? "agent";
-  const connectOptions: ConnectOptions = {
-    host: server.host,
-    agent,
-    role,
-    token: () => server.token(agent, role, { team: options.team }),
-    ...options,
-  };
-  return connect(connectOptions);
-}
 
 /**
  * A full garbage collection of this process, now (without `--expose-gc` on the command line).

@@ -11,17 +11,8 @@
 import { type PerformanceEntry, PerformanceObserver } from "node:perf_hooks";
 import WebSocket from "ws";
 import * as Y from "yjs";
-import {
-  collectGarbage,
-  looseAgent,
-  range,
-  startServer,
-  stopServer,
-  waitFor,
-  withCpu,
-  within,
-  yClient,
-} from "./lib.ts";
+import type { Team } from "../client/node.ts";
+import { collectGarbage, range, startServer, stopServer, waitFor, withCpu, within, yClient } from "./lib.ts";
 
 const N = Number(process.env.N ?? 100_000);
 const RUNS = Number(process.env.RUNS ?? 3);
@@ -31,9 +22,8 @@ const RUNS = Number(process.env.RUNS ?? 3);
  */
 const COLD = process.env.COLD === "1";
 /**
- * KEEP=1: loaders connect through the test kit's pool (`server.agent()`), which keeps every
- * agent, closed or not, until the server stops: each closed loader's namespace stays on the
- * heap, as it did in the state scenario before it used `looseAgent`.
+ * KEEP=1: every closed loader is kept here until the end, so its namespace stays on the heap,
+ * as the test kit's pool (`server.agent()`) did before it forgot closed agents.
  */
 const KEEP = process.env.KEEP === "1";
 /** NOGC=1: no full collection before each load (as the state scenario did before): a load may pay for the last one's garbage. */
@@ -129,9 +119,9 @@ try {
     });
     await new Promise((r) => setImmediate(r));
   }
-  // Agents made here are not kept once closed (`looseAgent`): a closed loader kept by the
-  // kit's pool would keep its whole namespace on this process's heap for the next loads.
-  const witness = await looseAgent(server, "witness", { team });
+  // The kit's pool forgets a closed agent: kept, a closed loader would keep its whole
+  // namespace on this process's heap for the next loads.
+  const witness = await server.agent("witness", { team });
   const seen = witness.state("big");
   await within("witness ready", seen.ready, 120_000);
   await waitFor("witness has every entity", () => seen.size >= N, { timeoutMs: 180_000, intervalMs: 20 });
@@ -152,6 +142,7 @@ try {
   yWitness.destroy();
   console.log(`filled ${N} entities`);
 
+  const kept: Team[] = [];
   for (const run of range(RUNS)) {
     if (COLD) {
       for (let b = 0; b < N; b += 1000)
@@ -170,7 +161,8 @@ try {
       tl.mark("start");
       const options = { team, WebSocket: tl.WebSocket, connectTimeoutMs: 120_000 };
       const name = `loader-${run}`;
-      const loader = KEEP ? await server.agent(name, options) : await looseAgent(server, name, options);
+      const loader = await server.agent(name, options);
+      if (KEEP) kept.push(loader);
       tl.mark("agent connected");
       const ns = loader.state("big");
       const doc = ns.doc;

@@ -15,7 +15,6 @@ import {
   type BenchServer,
   collectGarbage,
   cuttableSocket,
-  looseAgent,
   type Metric,
   range,
   type Scenario,
@@ -79,7 +78,7 @@ const entity = (i: number) => ({
 
 async function crosstalkConverge(server: BenchServer, tag: string, run: number, updates: number): Promise<Converged> {
   const team = `state-${tag}-${run}`;
-  const agents: Team[] = await Promise.all(range(AGENTS).map((i) => looseAgent(server, `writer-${i}`, { team })));
+  const agents: Team[] = await Promise.all(range(AGENTS).map((i) => server.agent(`writer-${i}`, { team })));
   try {
     const spaces: Namespace[] = agents.map((a) => a.state("bench"));
     await within("namespaces ready", Promise.all(spaces.map((s) => s.ready)), 60_000);
@@ -132,13 +131,13 @@ async function ypartyConverge(server: BenchServer, tag: string, run: number, upd
 
 /*
  * The witnesses check a fill from a fresh client, then are dropped: nothing here keeps one
- * (an agent from the kit's pool, or a variable a closure of `run` holds, would), so neither
+ * (a variable a closure of `run` holds would; the kit's pool forgets an agent once closed), so neither
  * side's loads run beside a whole extra namespace on the heap. The loaders are dropped alike.
  */
 
 /** A fresh agent sees all `entities` of the namespace; closed and dropped afterwards. */
 async function witness(server: BenchServer, team: string, entities: number): Promise<void> {
-  const agent = await looseAgent(server, "witness", { team });
+  const agent = await server.agent("witness", { team });
   try {
     const seen = agent.state("big");
     await within("witness ready", seen.ready, 120_000);
@@ -231,7 +230,7 @@ export const state: Scenario = {
           const { result: ns, ...cpu } = await withCpu(server, async () => {
             const t0 = performance.now();
             // As long a wait as for `ready`: on a busy machine workerd can take over 15 s to answer.
-            loader = await looseAgent(server, `loader-${run}`, {
+            loader = await server.agent(`loader-${run}`, {
               team,
               WebSocket: counter.WebSocket,
               connectTimeoutMs: 120_000,
