@@ -49,11 +49,7 @@ export class ArchivedIds {
   }
 
   add(id: string, segment: number): void {
-    this.addHash(idHash(id), segment);
-  }
-
-  /** {@link add} for an id whose {@link idHash} is `h`. */
-  addHash(h: number, segment: number): void {
+    const h = idHash(id);
     let group = this.#groups.at(-1);
     if (!group || group.segNo !== segment || group.count === INDEX_SPAN) {
       group = { segNo: segment, packed: new Float64Array(16), count: 0, from: 0, sorted: true };
@@ -70,7 +66,7 @@ export class ArchivedIds {
     this.#added(h);
   }
 
-  /** {@link addHash} for every hash of `hashes`, in order, all of `segment`: made at its size, at once. */
+  /** {@link add} for every id of `segment`, by its {@link idHash} in `hashes`, in order: made at its size, at once. */
   addSegment(segment: number, hashes: ArrayLike<number>): void {
     for (let start = 0; start < hashes.length; start += INDEX_SPAN) {
       const count = Math.min(INDEX_SPAN, hashes.length - start);

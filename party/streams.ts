@@ -469,7 +469,9 @@ export class Streams {
       // Archive first, durably; only then drop the segment from the live document.
       await putAll(this.storage, entries);
       // Their ids stay remembered, as hashes: the index just stored holds them.
-      for (const e of events) if (stream.ids.delete(e.id)) stream.archived.add(e.id, segNo);
+      const hashes: number[] = [];
+      for (const e of events) if (stream.ids.delete(e.id)) hashes.push(idHash(e.id));
+      stream.archived.addSegment(segNo, hashes);
       stream.doc.ydoc.transact(() => stream.segments.delete(String(segNo)), ROOM);
       await this.hub.stored(stream.doc);
     }
