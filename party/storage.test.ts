@@ -201,7 +201,7 @@ describe("document storage", () => {
     await compact(kv, stored, doc);
     expect(stored.meta).toMatchObject({ gen: 2, first: 320, next: 320 });
     const keys2 = kv.keysOf("state/c");
-    expect(keys2.some((k) => k.includes(":snap:0000000001:"))).toBe(false);
+    expect(keys2.some((k) => k.includes("|snap|0000000001|"))).toBe(false);
     expect(keys2.filter((k) => k.includes("|u|"))).toEqual([]);
     const final = await open(kv, "state/c");
     expect(snapshotOf(final.doc)).toEqual(snapshotOf(doc));
@@ -217,6 +217,33 @@ describe("document storage", () => {
     expect(stored.meta.snapParts).toBeGreaterThan(4);
     const again = await open(kv, "state/s");
     expect(Buffer.compare(Y.encodeStateAsUpdate(again.doc), Y.encodeStateAsUpdate(doc))).toBe(0);
+  });
+
+  it("collects what a compaction's lost deletes left behind with the next compaction", async () => {
+    const kv = new MemoryKv();
+    const { doc, stored } = await open(kv, "state/lost");
+    const m = doc.getMap("m");
+    for (let i = 0; i < 10; i++) await commit(kv, doc, stored, () => m.set(`k${i}`, i));
+    await compact(kv, stored, doc);
+    for (let i = 0; i < 10; i++) await commit(kv, doc, stored, () => m.set(`k${i}`, -i));
+    // The room dies after the new generation's meta, before the old one and the records go.
+    const del = kv.delete.bind(kv);
+    kv.delete = async () => {
+      throw new Error("crash");
+    };
+    await expect(compact(kv, stored, doc)).rejects.toThrow("crash");
+    kv.delete = del;
+    const reloaded = await open(kv, "state/lost");
+    expect(reloaded.stored.meta).toMatchObject({ gen: 2, first: 20, next: 20 });
+    expect(kv.keysOf("state/lost").some((k) => k.includes("|snap|0000000001|"))).toBe(true);
+
+    await commit(kv, reloaded.doc, reloaded.stored, () => reloaded.doc.getMap("m").set("late", 1));
+    await compact(kv, reloaded.stored, reloaded.doc);
+    const keys = kv.keysOf("state/lost");
+    expect(keys.filter((k) => k.includes("|u|"))).toEqual([]);
+    expect(keys.filter((k) => k.includes("|snap|")).every((k) => k.includes("|snap|0000000003|"))).toBe(true);
+    const final = await open(kv, "state/lost");
+    expect(final.doc.getMap("m").toJSON()).toEqual(reloaded.doc.getMap("m").toJSON());
   });
 
   it("keeps documents apart", async () => {

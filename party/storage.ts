@@ -477,12 +477,7 @@ async function shedDead(storage: KvStorage, stored: StoredDoc, doc: Y.Doc): Prom
   await storage.put({ [snapPrefix(name, gen) + pad(0)]: stub, [metaKey(name)]: nextMeta });
   stored.meta = nextMeta;
   shed.bounds = [{ end: cut.end, to: cut.to, bytes: stub.byteLength }, ...shed.bounds.slice(last + 1)];
-  // From the first generation and record on, not the last ones: what an earlier shed's lost
-  // deletes left behind (a crash between its put and them) lies below them, unreachable.
-  return [
-    { start: snapPrefix(name, 0), end: snapPrefix(name, gen) },
-    { start: updateKey(name, 0, 0), end: updateKey(name, cut.end, 0) },
-  ];
+  return below(name, gen, cut.end);
 }
 
 /**
@@ -523,17 +518,20 @@ export async function compact(
     stored.shed.bounds = [{ end: nextMeta.first, to: Y.decodeStateVector(foldsTo), bytes: snapshot.byteLength }];
     stored.shed.unfoldedBytes = 0;
   }
-  // Garbage: the old snapshot and the folded records. Losing these deletes to a crash only
-  // leaves unreachable keys behind.
-  await collect(
-    async () => [
-      ...(await storage.list({ prefix: snapPrefix(name, meta.gen) })).keys(),
-      ...(await storage.list({ start: updateKey(name, 0, 0), end: updateKey(name, meta.next, 0) })).keys(),
-    ],
-    storage,
-    later,
-  );
+  // Garbage: the old snapshot and the folded records.
+  await collect(keysIn(storage, below(name, gen, meta.next)), storage, later);
 }
+
+/**
+ * The key ranges of every snapshot generation before `gen` and every record before `record`:
+ * what a new generation or a shed leaves behind. From the first ones on, not only the last: what
+ * an earlier compaction's or shed's lost deletes left (a crash between its meta and them) lies
+ * below them, unreachable, and is collected with the next.
+ */
+const below = (name: string, gen: number, record: number): ListOptions[] => [
+  { start: snapPrefix(name, 0), end: snapPrefix(name, gen) },
+  { start: updateKey(name, 0, 0), end: updateKey(name, record, 0) },
+];
 
 /** Lists the keys in `ranges`, for `collect`. */
 const keysIn = (storage: KvStorage, ranges: ListOptions[]) => async (): Promise<string[]> =>
