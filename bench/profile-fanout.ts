@@ -11,11 +11,21 @@
  * `PACED=1`: the scenario's latency phase instead, against a real `partykit dev` (the room
  * in workerd, only the agents here): a burst of `N`, then `PACED_N` (5500) events at
  * 1,000/s; prints the p50/p99 of the last 5,000 and this process's GC pauses meanwhile
- * (`performance` gc entries), to tell client pauses from room stalls.
+ * (`performance` gc entries), to tell client pauses from room stalls. Each latency is also
+ * split at the event's room timestamp (`ts`, taken when the room appended it; one machine,
+ * one clock): send → append (the publisher, the socket, a room busy with something else) and
+ * append → delivery (commit, broadcast, the subscribers).
+ *
+ * `ROOM_PROFILE=<file>` (with `PACED=1`): the room runs under `wrangler dev` instead (the same
+ * room behind partyserver; partykit's workerd cannot be CPU-profiled, see
+ * `testing/inspector.ts`), and a V8 CPU profile of the last run's room, sampled every
+ * `ROOM_INTERVAL` µs (250), is written to the file, for DevTools.
  */
+import { writeFileSync } from "node:fs";
 import { PerformanceObserver } from "node:perf_hooks";
 import type { Team } from "../client/node.ts";
-import { createTestRoom } from "../testing/index.ts";
+import { createTestRoom, startRoom } from "../testing/index.ts";
+import { inspectorSession, wranglerInspector } from "../testing/inspector.ts";
 import { percentile, sleep, startServer, stopServer } from "./lib.ts";
 
 const N = Number(process.env.N ?? 10_000);
@@ -64,6 +74,8 @@ async function paced(host: Host, i: number): Promise<void> {
   let timing = false;
   const latencies: number[] = [];
   const sentAt: number[] = [];
+  /** Send to room append, per delivery (ms). */
+  const upstream: number[] = [];
   await Promise.all(
     subs.map(
       (s, k) =>
@@ -73,6 +85,7 @@ async function paced(host: Host, i: number): Promise<void> {
           const t = (e.data as { t: number }).t;
           latencies.push(performance.now() - t);
           sentAt.push(t);
+          upstream.push(e.ts - performance.timeOrigin - t);
         }).ready,
     ),
   );
@@ -112,6 +125,11 @@ async function paced(host: Host, i: number): Promise<void> {
         `kind ${k}: ${ms.length} × (sum ${ms.reduce((a, b) => a + b, 0).toFixed(0)}, max ${Math.max(...ms).toFixed(1)} ms)`,
     )
     .join("; ");
+  const downstream = latencies.map((ms, k) => ms - (upstream[k] as number));
+  process.stdout.write(
+    `  split at the room's append: send → append p50 ${percentile(upstream, 50).toFixed(2)} p99 ${percentile(upstream, 99).toFixed(2)}; ` +
+      `append → delivery p50 ${percentile(downstream, 50).toFixed(2)} p99 ${percentile(downstream, 99).toFixed(2)} ms\n`,
+  );
   process.stdout.write(
     `paced ${i}: p50 ${percentile(latencies, 50).toFixed(2)} p99 ${percentile(latencies, 99).toFixed(2)} max ${Math.max(...latencies).toFixed(1)} ms; ` +
       `client CPU ${((cpu.user + cpu.system) / total).toFixed(0)} µs/event; heap ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MB; GC ${gcText}\n`,
@@ -135,7 +153,26 @@ async function paced(host: Host, i: number): Promise<void> {
   await Promise.all([publisher, ...subs].map((a) => a.close()));
 }
 
-if (process.env.PACED) {
+if (process.env.PACED && process.env.ROOM_PROFILE) {
+  const room = await startRoom({
+    host: "wrangler",
+    vars: { CROSSTALK_PUBLISH_RATE: "100000000", CROSSTALK_PUBLISH_BURST: "100000000" },
+  });
+  try {
+    for (let i = 0; i < RUNS - 1; i++) await paced(room, i);
+    const session = await inspectorSession(wranglerInspector(room.port), "room profile");
+    await session.call("Profiler.enable");
+    await session.call("Profiler.setSamplingInterval", { interval: Number(process.env.ROOM_INTERVAL ?? 250) });
+    await session.call("Profiler.start");
+    await paced(room, RUNS - 1);
+    const { profile } = (await session.call("Profiler.stop")) as { profile: { samples: unknown[] } };
+    session.close();
+    writeFileSync(process.env.ROOM_PROFILE, JSON.stringify(profile));
+    process.stdout.write(`room CPU profile (${profile.samples.length} samples): ${process.env.ROOM_PROFILE}\n`);
+  } finally {
+    await room[Symbol.asyncDispose]();
+  }
+} else if (process.env.PACED) {
   const server = await startServer();
   try {
     for (let i = 0; i < RUNS; i++) await paced(server, i);
