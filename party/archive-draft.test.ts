@@ -9,7 +9,7 @@ import { describe, expect, it } from "vitest";
 import type { StoredEvent } from "../protocol/index.ts";
 import { createTestRoom, eventually } from "../test/harness.ts";
 import { keys, pad } from "./keys.ts";
-import type { ArchiveIndex } from "./streams.ts";
+import { type ArchiveIndex, DRAFT_MAX_CHARS } from "./streams.ts";
 
 const SEG = 1024;
 const WINDOW = 1024;
@@ -78,6 +78,27 @@ describe("archive drafting", () => {
     const old = live[5] as StoredEvent;
     const again = await writer.publish("tick", { n: -1 }, { id: old.id });
     expect(again).toMatchObject({ id: old.id, seq: old.seq, duplicate: true });
+    await writer.close();
+    await reader.close();
+  });
+
+  it("archives exactly the whole segment when its events are too big to draft it all (the drafts' cap)", {
+    timeout: 120_000,
+  }, async () => {
+    const room = createTestRoom({ streams: { window: WINDOW } });
+    const team = "big-drafts";
+    const writer = await room.agent("writer", { team });
+    const live: StoredEvent[] = [];
+    const reader = await room.agent("reader", { team });
+    await reader.subscribe(">", (e) => void live.push(e), { from: "start" }).ready;
+    // 2 KB events: a segment is ~2 M characters of JSON, twice what drafts may hold.
+    const text = "x".repeat(2000);
+    for (let n = 0; n < 2 * SEG + 100; n++) await writer.publish("big", { n, text });
+    await eventually(() => expect(live.length).toBe(2 * SEG + 100), { timeoutMs: 30_000 });
+    const { text: archivedText, index } = await archived(room.storage(team), 0);
+    expect(archivedText.length).toBeGreaterThan(2 * DRAFT_MAX_CHARS);
+    expect(archivedText).toBe(JSON.stringify(live.slice(0, SEG)));
+    expect(index?.ids).toEqual(live.slice(0, SEG).map((e) => e.id));
     await writer.close();
     await reader.close();
   });

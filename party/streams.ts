@@ -13,7 +13,9 @@
  * is full and close to leaving the window (`#draftArchive`): encoding its 1,024 events at
  * once stalled the room for milliseconds at every archive, a latency spike for every
  * subscriber about once a second under a steady 1,000 events/s. The draft is text only, in
- * memory; storage sees the same archive records, written at the same moment, as without it.
+ * memory (at most {@link DRAFT_MAX_CHARS} for all streams together: a stream that stops
+ * mid-draft keeps its draft while it stays loaded); storage sees the same archive records,
+ * written at the same moment, as without it.
  *
  * Storage:
  * - `arc|<stream>|<segment>|<part>` → JSON text of the segment's events, split in parts
@@ -95,7 +97,7 @@ export type ArchiveIndex = { ids: string[]; seqs: [number, number]; lastTs: numb
  * ids, and the last one's timestamp. The archive is `[json.join(",")]`, exactly the
  * `JSON.stringify` of the whole segment's events.
  */
-export type ArchiveDraft = { segNo: number; json: string[]; ids: string[]; lastTs: number };
+export type ArchiveDraft = { segNo: number; json: string[]; ids: string[]; lastTs: number; chars: number };
 /** What a stream's load keeps of an archive index: its ids' hashes (`dedupe.ts`). */
 type IndexHashes = { segNo: number; lastTs: number; hashes: Uint32Array };
 type PublishFrame = Extract<ClientFrame, { type: "publish" }>;
@@ -120,6 +122,11 @@ const INDEX_PAGE = 8;
  */
 const DRAFT_AHEAD = LOG_SEGMENT_SIZE;
 const DRAFT_PER_EVENT = 2;
+/**
+ * Drafts of all streams together hold at most this much JSON text (UTF-16 units); past it,
+ * the archive encodes the rest when it runs, as it did all of it before drafts.
+ */
+export const DRAFT_MAX_CHARS = 1024 * 1024;
 
 /** A batch this large is committed when its frame is handled, not at the next tick (`DocHub.commitSoon`). */
 const COMMIT_SOON_EVENTS = 256;
@@ -143,6 +150,8 @@ export class Streams {
    */
   readonly #archiveCache = new Map<string, { events: (StoredEvent | null)[]; chars: number }>();
   #archiveCacheChars = 0;
+  /** JSON text the streams' archive drafts hold together (`DRAFT_MAX_CHARS`). */
+  #draftChars = 0;
   /** Called after every append to any stream (retention schedules its passes here). */
   readonly appended = new Set<(stream: StreamState) => void>();
 
@@ -168,6 +177,7 @@ export class Streams {
       if (!stream) return;
       this.#byDoc.delete(doc);
       this.#streams.delete(stream.name);
+      this.#dropDraft(stream);
       this.#unloadedHeads.set(stream.name, stream.head);
     });
   }
@@ -486,18 +496,43 @@ export class Streams {
     const segNo = Math.floor((tail - 1) / LOG_SEGMENT_SIZE);
     const segment = stream.segments.get(String(segNo));
     if (!segment || segment.length !== LOG_SEGMENT_SIZE) return;
-    if (stream.draft?.segNo !== segNo) stream.draft = { segNo, json: [], ids: [], lastTs: 0 };
-    this.#drafted(stream.draft, segment, tail, DRAFT_PER_EVENT * Math.max(1, appended));
+    if (stream.draft?.segNo !== segNo) {
+      this.#dropDraft(stream);
+      stream.draft = { segNo, json: [], ids: [], lastTs: 0, chars: 0 };
+    }
+    const draft = stream.draft;
+    const before = draft.chars;
+    this.#drafted(draft, segment, tail, DRAFT_PER_EVENT * Math.max(1, appended), DRAFT_MAX_CHARS - this.#draftChars);
+    this.#draftChars += draft.chars - before;
   }
 
-  /** Drafts up to `count` more events of `segment` (whose first seq is `tail`) into `draft`. */
-  #drafted(draft: ArchiveDraft, segment: Y.Array<LogEntry>, tail: number, count: number): ArchiveDraft {
+  /** Forgets `stream`'s draft, if any. */
+  #dropDraft(stream: StreamState): void {
+    if (!stream.draft) return;
+    this.#draftChars -= stream.draft.chars;
+    stream.draft = null;
+  }
+
+  /**
+   * Drafts up to `count` more events of `segment` (whose first seq is `tail`) into `draft`,
+   * stopping once it took `budget` more characters.
+   */
+  #drafted(
+    draft: ArchiveDraft,
+    segment: Y.Array<LogEntry>,
+    tail: number,
+    count: number,
+    budget = Number.POSITIVE_INFINITY,
+  ): ArchiveDraft {
     const end = Math.min(segment.length, draft.json.length + count);
-    for (let i = draft.json.length; i < end; i++) {
+    const limit = draft.chars + budget;
+    for (let i = draft.json.length; i < end && draft.chars < limit; i++) {
       const event = storedEvent(segment.get(i), tail + i);
-      draft.json.push(JSON.stringify(event));
+      const json = JSON.stringify(event);
+      draft.json.push(json);
       draft.ids.push(event.id);
       draft.lastTs = event.ts;
+      draft.chars += json.length;
     }
     return draft;
   }
@@ -512,8 +547,9 @@ export class Streams {
       if (!segment) return;
       // What the draft holds of it, and the rest now (all of it in a burst, which outruns drafting).
       const started = stream.draft?.segNo === segNo ? stream.draft : null;
-      stream.draft = null;
-      const draft = this.#drafted(started ?? { segNo, json: [], ids: [], lastTs: 0 }, segment, tail, LOG_SEGMENT_SIZE);
+      this.#dropDraft(stream);
+      const fresh = { segNo, json: [], ids: [], lastTs: 0, chars: 0 };
+      const draft = this.#drafted(started ?? fresh, segment, tail, LOG_SEGMENT_SIZE);
       const text = `[${draft.json.join(",")}]`;
       const entries: Record<string, unknown> = {};
       for (let i = 0, part = 0; i < text.length; i += ARCHIVE_PART_CHARS, part++) {
