@@ -21,7 +21,14 @@
  *
  * ROOM_PROFILE: a V8 CPU profile of the worker (the room) over one round of crosstalk calls,
  * taken through the dev server's inspector (`testing/inspector.ts` finds it), for DevTools or
- * a script grouping self time by function. ONLY=<keys> limits the systems (x crosstalk,
+ * a script grouping self time by function; the bundle it names lines of is written beside it
+ * (`<ROOM_PROFILE>.js`). ROOM_INTERVAL: the sampling interval in µs (default 100).
+ * partykit's own workerd (2024-07-18) samples the wrong thread: its inspector runs Profiler
+ * commands on a thread of their own, and V8 samples the thread that started the profiler, so
+ * every sample was "(program)" (cloudflare/workerd#1754, fixed in workerd#2227). With
+ * ROOM_PROFILE the dev server therefore runs wrangler's newer workerd (`MINIFLARE_WORKERD_PATH`,
+ * which the caller may set itself): the same room code, a newer V8, so the profile's shares
+ * are what to read, and the plain run's figures stay the ones to compare. ONLY=<keys> limits the systems (x crosstalk,
  * w room with raw sockets, r relay, h hibernating relay). BARE=1: the raw sockets' calls carry
  * no trace fields (callId, correlationId, traceparent), to weigh what those cost the room.
  *
@@ -29,6 +36,7 @@
  * process (`createTestRoom`, in-memory sockets), for `--cpu-prof` without I/O in the profile.
  */
 import { writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import WebSocket from "ws";
 import { PROTOCOL_VERSION, traceparentFor, uuidv7 } from "../protocol/index.ts";
 import { createTestRoom } from "../testing/index.ts";
@@ -96,6 +104,10 @@ async function round(s: System): Promise<{ hops: number[][]; p50: number; benchU
 }
 
 if (process.env.IN_PROCESS === "1") await inProcess();
+if (ROOM_PROFILE && !process.env.MINIFLARE_WORKERD_PATH) {
+  const fromWrangler = createRequire(createRequire(import.meta.url).resolve("wrangler/package.json"));
+  process.env.MINIFLARE_WORKERD_PATH = (fromWrangler("workerd") as { default: string }).default;
+}
 
 const server = await startServer();
 try {
@@ -204,11 +216,23 @@ async function roomProfile(fn: () => Promise<unknown>): Promise<unknown> {
   const session = await inspectorSession(await partykitInspector(server.pid), "roomProfile");
   try {
     await session.call("Profiler.enable");
-    if (process.env.ROOM_INTERVAL)
-      await session.call("Profiler.setSamplingInterval", { interval: Number(process.env.ROOM_INTERVAL) });
+    // Before start: a running profiler keeps the interval it started with (about 10 ms in workerd).
+    await session.call("Profiler.setSamplingInterval", { interval: Number(process.env.ROOM_INTERVAL ?? 100) });
     await session.call("Profiler.start");
     await fn();
     const { profile } = (await session.call("Profiler.stop")) as { profile: unknown };
+    // The bundle the profile's line numbers refer to.
+    const scripts: { scriptId: string; url: string }[] = [];
+    session.on("Debugger.scriptParsed", (s) => scripts.push(s as { scriptId: string; url: string }));
+    await session.call("Debugger.enable");
+    const bundle = scripts.find((s) => s.url.endsWith("server.ts") || s.url.endsWith("server.js"));
+    if (bundle) {
+      const { scriptSource } = (await session.call("Debugger.getScriptSource", { scriptId: bundle.scriptId })) as {
+        scriptSource: string;
+      };
+      writeFileSync(`${ROOM_PROFILE}.js`, scriptSource);
+    }
+    await session.call("Debugger.disable");
     return profile;
   } finally {
     session.close();
