@@ -11,9 +11,11 @@
  *   caller in    → the call's promise resolves               (caller client CPU)
  *
  * Medians per hop over ROUNDS rounds of N calls per system, interleaved, with this process's
- * and workerd's CPU per call over the same sequential calls. A fourth system, "room, raw",
- * sends the same frames the agents send (trace fields included) through the room from bare
- * sockets: the room's share without the client library's.
+ * and workerd's CPU per call over the same sequential calls. Two more systems send the frames
+ * the agents send (trace fields included) from bare sockets: "room, raw" through the room (the
+ * room's share without the client library's), and "floor" through `relay-floor.ts`, the
+ * hibernating relay doing only the work a room must do per call frame (parse and check,
+ * authorize, route by name, answer with the room's fields): the best a room can do here.
  *
  *   node --import tsx bench/profile-rpc.ts                      # N=2000 ROUNDS=5
  *   node --import tsx --cpu-prof --cpu-prof-dir=/tmp/prof bench/profile-rpc.ts
@@ -28,9 +30,11 @@
  * every sample was "(program)" (cloudflare/workerd#1754, fixed in workerd#2227). With
  * ROOM_PROFILE the dev server therefore runs wrangler's newer workerd (`MINIFLARE_WORKERD_PATH`,
  * which the caller may set itself): the same room code, a newer V8, so the profile's shares
- * are what to read, and the plain run's figures stay the ones to compare. ONLY=<keys> limits the systems (x crosstalk,
- * w room with raw sockets, r relay, h hibernating relay). BARE=1: the raw sockets' calls carry
- * no trace fields (callId, correlationId, traceparent), to weigh what those cost the room.
+ * are what to read, and the plain run's figures stay the ones to compare.
+ *
+ * ONLY=<keys> limits the systems (x crosstalk, w room with raw sockets, f the floor, r relay,
+ * h hibernating relay). BARE=1: the raw sockets' calls carry no trace fields (callId,
+ * correlationId, traceparent), to weigh what those cost the room.
  *
  * IN_PROCESS=1: instead, the CPU per sequential call of the room and both agents in this one
  * process (`createTestRoom`, in-memory sockets), for `--cpu-prof` without I/O in the profile.
@@ -41,7 +45,17 @@ import WebSocket from "ws";
 import { PROTOCOL_VERSION, traceparentFor, uuidv7 } from "../protocol/index.ts";
 import { createTestRoom } from "../testing/index.ts";
 import { inspectorSession, partykitInspector } from "../testing/inspector.ts";
-import { median, percentile, rawSocket, relayEcho, startServer, stopServer, waitFor, withCpu } from "./lib.ts";
+import {
+  median,
+  percentile,
+  type RawSocket,
+  rawSocket,
+  relayEcho,
+  startServer,
+  stopServer,
+  waitFor,
+  withCpu,
+} from "./lib.ts";
 
 const N = Number(process.env.N ?? 2000);
 const ROUNDS = Number(process.env.ROUNDS ?? 5);
@@ -133,41 +147,22 @@ try {
     // The room with bare sockets: the frames an agent sends, and nothing of the client library.
     const url = async (agent: string) =>
       `/parties/main/${team}?token=${await server.token(agent, "agent", { team })}&agent=${agent}&role=agent&v=${PROTOCOL_VERSION}&_pk=raw-${agent}&batch=1`;
-    const a = await rawSocket(server, await url("raw-caller"));
-    const b = await rawSocket(server, await url("raw-callee"));
-    b.onMessage((text) => {
-      if (!text.startsWith('{"type":"rpc.request"')) return;
-      const frame = JSON.parse(text) as { id: string; input: unknown };
-      b.send({ type: "rpc.result", id: frame.id, ok: true, output: frame.input });
-    });
+    const { a, b } = {
+      a: await rawSocket(server, await url("raw-caller")),
+      b: await rawSocket(server, await url("raw-callee")),
+    };
     b.send({ type: "rpc.handle", methods: ["echo"] });
-    const waiting = new Map<string, () => void>();
-    let nextRef = 0;
-    a.onMessage((text) => {
-      if (!text.startsWith('{"type":"rpc.response"')) return;
-      const { ref } = JSON.parse(text) as { ref: string };
-      waiting.get(ref)?.();
-      waiting.delete(ref);
-    });
     await waitFor("the raw callee's methods in the roster", () =>
       callerTeam.agents().some((x) => x.agent === "raw-callee" && x.methods.includes("echo")),
     );
-    const call: Call = (input) =>
-      new Promise<void>((res) => {
-        const ref = `r${++nextRef}`;
-        const callId = uuidv7();
-        waiting.set(ref, res);
-        a.send({
-          type: "rpc.call",
-          ref,
-          to: "raw-callee",
-          method: "echo",
-          input,
-          timeoutMs: 30_000,
-          ...(process.env.BARE === "1" ? {} : { callId, correlationId: callId, traceparent: traceparentFor(callId) }),
-        });
-      });
-    systems.push({ key: "w", name: "room, raw", call, caller: a.ws, callee: b.ws });
+    systems.push({ key: "w", name: "room, raw", call: rawCalls(a, b, "raw-callee"), caller: a.ws, callee: b.ws });
+  }
+  {
+    // The floor: the same bare sockets and frames through `relay-floor.ts`, the hibernating
+    // relay doing only the work the room must do per call frame.
+    const a = await rawSocket(server, `/parties/relayfloor/${team}?_pk=floor-caller`);
+    const b = await rawSocket(server, `/parties/relayfloor/${team}?_pk=floor-callee`);
+    systems.push({ key: "f", name: "floor", call: rawCalls(a, b, "floor-callee"), caller: a.ws, callee: b.ws });
   }
   for (const [key, party] of [
     ["r", "relay"],
@@ -210,6 +205,41 @@ try {
   await stopServer(server);
 }
 process.exit(0);
+
+/**
+ * Calls from bare socket `a` to bare socket `b` (which answers `rpc.request`s with their
+ * input), with the frames an agent sends (trace fields included unless BARE=1).
+ */
+function rawCalls(a: RawSocket, b: RawSocket, to: string): Call {
+  b.onMessage((text) => {
+    if (!text.startsWith('{"type":"rpc.request"')) return;
+    const frame = JSON.parse(text) as { id: string; input: unknown };
+    b.send({ type: "rpc.result", id: frame.id, ok: true, output: frame.input });
+  });
+  const waiting = new Map<string, () => void>();
+  let nextRef = 0;
+  a.onMessage((text) => {
+    if (!text.startsWith('{"type":"rpc.response"')) return;
+    const { ref } = JSON.parse(text) as { ref: string };
+    waiting.get(ref)?.();
+    waiting.delete(ref);
+  });
+  return (input) =>
+    new Promise<void>((res) => {
+      const ref = `r${++nextRef}`;
+      const callId = uuidv7();
+      waiting.set(ref, res);
+      a.send({
+        type: "rpc.call",
+        ref,
+        to,
+        method: "echo",
+        input,
+        timeoutMs: 30_000,
+        ...(process.env.BARE === "1" ? {} : { callId, correlationId: callId, traceparent: traceparentFor(callId) }),
+      });
+    });
+}
 
 /** A V8 CPU profile of the worker while `fn` runs, through the dev server's inspector. */
 async function roomProfile(fn: () => Promise<unknown>): Promise<unknown> {
