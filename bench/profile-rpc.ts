@@ -21,7 +21,7 @@
  *   node --import tsx --cpu-prof --cpu-prof-dir=/tmp/prof bench/profile-rpc.ts
  *   ROOM_PROFILE=/tmp/room.cpuprofile node --import tsx bench/profile-rpc.ts
  *
- * ROOM_PROFILE: a V8 CPU profile of the worker (the room) over one round of crosstalk calls,
+ * ROOM_PROFILE: a V8 CPU profile of the worker (the room) over one round of the first system's calls,
  * taken through the dev server's inspector (`testing/inspector.ts` finds it), for DevTools or
  * a script grouping self time by function; the bundle it names lines of is written beside it
  * (`<ROOM_PROFILE>.js`). ROOM_INTERVAL: the sampling interval in µs (default 100).
@@ -42,7 +42,7 @@
 import { writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import WebSocket from "ws";
-import { PROTOCOL_VERSION, traceparentFor, uuidv7 } from "../protocol/index.ts";
+import { PROTOCOL_VERSION, parseRoomFrame, traceparentFor, uuidv7 } from "../protocol/index.ts";
 import { createTestRoom } from "../testing/index.ts";
 import { inspectorSession, partykitInspector } from "../testing/inspector.ts";
 import {
@@ -197,9 +197,9 @@ try {
   process.stdout.write(`${N} sequential calls x ${ROUNDS} rounds, medians\n${lines.join("\n")}\n`);
 
   if (ROOM_PROFILE) {
-    const profile = await roomProfile(() => round(systems[0] as System));
+    const profile = await roomProfile(() => round(chosen[0] as System));
     writeFileSync(ROOM_PROFILE, JSON.stringify(profile));
-    process.stdout.write(`room CPU profile of ${N} crosstalk calls: ${ROOM_PROFILE}\n`);
+    process.stdout.write(`room CPU profile of ${N} calls of ${chosen[0]?.name}: ${ROOM_PROFILE}\n`);
   }
 } finally {
   await stopServer(server);
@@ -208,19 +208,24 @@ process.exit(0);
 
 /**
  * Calls from bare socket `a` to bare socket `b` (which answers `rpc.request`s with their
- * input), with the frames an agent sends (trace fields included unless BARE=1).
+ * input), with the frames an agent sends (trace fields included unless BARE=1), each end
+ * checking what it receives as a client must (`parseRoomFrame`): the client's floor.
  */
 function rawCalls(a: RawSocket, b: RawSocket, to: string): Call {
   b.onMessage((text) => {
     if (!text.startsWith('{"type":"rpc.request"')) return;
-    const frame = JSON.parse(text) as { id: string; input: unknown };
+    const parsed = parseRoomFrame(text);
+    if (!parsed.ok || parsed.frame.type !== "rpc.request") throw new Error(`not a request: ${text}`);
+    const frame = parsed.frame;
     b.send({ type: "rpc.result", id: frame.id, ok: true, output: frame.input });
   });
   const waiting = new Map<string, () => void>();
   let nextRef = 0;
   a.onMessage((text) => {
     if (!text.startsWith('{"type":"rpc.response"')) return;
-    const { ref } = JSON.parse(text) as { ref: string };
+    const parsed = parseRoomFrame(text);
+    if (!parsed.ok || parsed.frame.type !== "rpc.response") throw new Error(`not a response: ${text}`);
+    const { ref } = parsed.frame;
     waiting.get(ref)?.();
     waiting.delete(ref);
   });
