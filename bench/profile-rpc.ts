@@ -42,13 +42,14 @@
 import { writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import WebSocket from "ws";
-import { PROTOCOL_VERSION, parseRoomFrame, traceparentFor, uuidv7 } from "../protocol/index.ts";
+import { PROTOCOL_VERSION } from "../protocol/index.ts";
 import { createTestRoom } from "../testing/index.ts";
 import { inspectorSession, partykitInspector } from "../testing/inspector.ts";
 import {
+  agentFrames,
+  floorEcho,
   median,
   percentile,
-  type RawSocket,
   rawSocket,
   relayEcho,
   startServer,
@@ -155,14 +156,13 @@ try {
     await waitFor("the raw callee's methods in the roster", () =>
       callerTeam.agents().some((x) => x.agent === "raw-callee" && x.methods.includes("echo")),
     );
-    systems.push({ key: "w", name: "room, raw", call: rawCalls(a, b, "raw-callee"), caller: a.ws, callee: b.ws });
+    systems.push({ key: "w", name: "room, raw", call: agentFrames(a, b, "raw-callee"), caller: a.ws, callee: b.ws });
   }
   {
     // The floor: the same bare sockets and frames through `relay-floor.ts`, the hibernating
     // relay doing only the work the room must do per call frame.
-    const a = await rawSocket(server, `/parties/relayfloor/${team}?_pk=floor-caller`);
-    const b = await rawSocket(server, `/parties/relayfloor/${team}?_pk=floor-callee`);
-    systems.push({ key: "f", name: "floor", call: rawCalls(a, b, "floor-callee"), caller: a.ws, callee: b.ws });
+    const { call, caller, callee } = await floorEcho(server, team);
+    systems.push({ key: "f", name: "floor", call, caller: caller.ws, callee: callee.ws });
   }
   for (const [key, party] of [
     ["r", "relay"],
@@ -205,46 +205,6 @@ try {
   await stopServer(server);
 }
 process.exit(0);
-
-/**
- * Calls from bare socket `a` to bare socket `b` (which answers `rpc.request`s with their
- * input), with the frames an agent sends (trace fields included unless BARE=1), each end
- * checking what it receives as a client must (`parseRoomFrame`): the client's floor.
- */
-function rawCalls(a: RawSocket, b: RawSocket, to: string): Call {
-  b.onMessage((text) => {
-    if (!text.startsWith('{"type":"rpc.request"')) return;
-    const parsed = parseRoomFrame(text);
-    if (!parsed.ok || parsed.frame.type !== "rpc.request") throw new Error(`not a request: ${text}`);
-    const frame = parsed.frame;
-    b.send({ type: "rpc.result", id: frame.id, ok: true, output: frame.input });
-  });
-  const waiting = new Map<string, () => void>();
-  let nextRef = 0;
-  a.onMessage((text) => {
-    if (!text.startsWith('{"type":"rpc.response"')) return;
-    const parsed = parseRoomFrame(text);
-    if (!parsed.ok || parsed.frame.type !== "rpc.response") throw new Error(`not a response: ${text}`);
-    const { ref } = parsed.frame;
-    waiting.get(ref)?.();
-    waiting.delete(ref);
-  });
-  return (input) =>
-    new Promise<void>((res) => {
-      const ref = `r${++nextRef}`;
-      const callId = uuidv7();
-      waiting.set(ref, res);
-      a.send({
-        type: "rpc.call",
-        ref,
-        to,
-        method: "echo",
-        input,
-        timeoutMs: 30_000,
-        ...(process.env.BARE === "1" ? {} : { callId, correlationId: callId, traceparent: traceparentFor(callId) }),
-      });
-    });
-}
 
 /** A V8 CPU profile of the worker while `fn` runs, through the dev server's inspector. */
 async function roomProfile(fn: () => Promise<unknown>): Promise<unknown> {
