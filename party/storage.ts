@@ -117,12 +117,18 @@ function join(parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
-/** Writes many entries in as few puts as the 128-keys limit allows. */
+/**
+ * Writes many entries in as few puts as the 128-keys limit allows. The last put holds the last
+ * 128 keys, so the entries named last (a meta, with what must commit with it) land together,
+ * after all the others.
+ */
 export async function putAll(storage: KvStorage, entries: Record<string, unknown>): Promise<void> {
   const keys = Object.keys(entries);
-  for (let i = 0; i < keys.length; i += MAX_KEYS_PER_PUT) {
+  // The first put takes the remainder: every later one is full, and the last ends with the last key.
+  let end = ((keys.length - 1) % MAX_KEYS_PER_PUT) + 1;
+  for (let start = 0; start < keys.length; start = end, end += MAX_KEYS_PER_PUT) {
     const batch: Record<string, unknown> = {};
-    for (const k of keys.slice(i, i + MAX_KEYS_PER_PUT)) batch[k] = entries[k];
+    for (const k of keys.slice(start, end)) batch[k] = entries[k];
     await storage.put(batch);
   }
 }
@@ -242,6 +248,11 @@ export async function loadDoc(
     start = `${[...page.keys()].at(-1)}\0`;
   }
   if (parts.length > 0) apply(current, parts);
+  // Parts at or past `next`: an append too big for one put (`appendUpdate`) that a crash cut
+  // short. The next append writes record `next` again, maybe with fewer parts, and its record
+  // would pick these up as its own; they go before anything is written.
+  const leftovers = await storage.list({ start: end, end: `${updatePrefix(name)}~` });
+  if (leftovers.size > 0) await deleteAll(storage, [...leftovers.keys()]);
   if (shed) return { name, meta, foldedAt: foldedAt ?? Y.encodeStateVector(doc), foldFrom: unfolded, shed };
   return { name, meta, foldedAt: Y.encodeStateVector(doc), foldFrom: meta.next };
 }
@@ -263,12 +274,16 @@ export async function appendUpdate(
   // Taken before the put: what the document gains meanwhile is the next record's.
   const appendedTo = shed && doc ? clocksOf(doc) : undefined;
   const n = meta.next;
-  const entries: Record<string, unknown> = { ...extra };
+  const entries: Record<string, unknown> = {};
   split(update).forEach((part, i) => {
     entries[updateKey(name, n, i)] = part;
   });
+  Object.assign(entries, extra);
   const nextMeta: DocMeta = { ...meta, next: n + 1, tailBytes: meta.tailBytes + update.byteLength };
   entries[metaKey(name)] = nextMeta;
+  // Over ~127 parts (~12 MB) this takes several puts, `extra` and meta in the last: a crash
+  // between them leaves parts under record `n` that meta does not name (the next load deletes
+  // them), and nothing `extra` says about a record that is not there.
   await putAll(storage, entries);
   stored.meta = nextMeta;
   if (!shed) return;
