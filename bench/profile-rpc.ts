@@ -21,16 +21,16 @@
  *   node --import tsx --cpu-prof --cpu-prof-dir=/tmp/prof bench/profile-rpc.ts
  *   ROOM_PROFILE=/tmp/room.cpuprofile node --import tsx bench/profile-rpc.ts
  *
- * ROOM_PROFILE: a V8 CPU profile of the worker (the room) over one round of the first system's calls,
- * taken through the dev server's inspector (`testing/inspector.ts` finds it), for DevTools or
- * a script grouping self time by function; the bundle it names lines of is written beside it
- * (`<ROOM_PROFILE>.js`). ROOM_INTERVAL: the sampling interval in µs (default 100).
+ * ROOM_PROFILE: a V8 CPU profile of the worker (the room) over one round of the first system's
+ * calls, taken through the dev server's inspector (`testing/inspector.ts` finds it), for
+ * DevTools or a script grouping self time by function; the bundle it names lines of is written
+ * beside it (`<ROOM_PROFILE>.js`). ROOM_INTERVAL: the sampling interval in µs (default 100).
  * partykit's own workerd (2024-07-18) samples the wrong thread: its inspector runs Profiler
  * commands on a thread of their own, and V8 samples the thread that started the profiler, so
- * every sample was "(program)" (cloudflare/workerd#1754, fixed in workerd#2227). With
- * ROOM_PROFILE the dev server therefore runs wrangler's newer workerd (`MINIFLARE_WORKERD_PATH`,
- * which the caller may set itself): the same room code, a newer V8, so the profile's shares
- * are what to read, and the plain run's figures stay the ones to compare.
+ * every sample was "(program)" (cloudflare/workerd#1754, fixed by workerd#2497, August 2024).
+ * With ROOM_PROFILE the dev server therefore runs wrangler's newer workerd
+ * (`MINIFLARE_WORKERD_PATH`, which the caller may set itself): the same room code on a newer
+ * V8, so read the profile's shares, and compare the plain run's figures.
  *
  * ONLY=<keys> limits the systems (x crosstalk, w room with raw sockets, f the floor, r relay,
  * h hibernating relay). BARE=1: the raw sockets' calls carry no trace fields (callId,
