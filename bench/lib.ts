@@ -11,7 +11,7 @@ import { runInNewContext } from "node:vm";
 import WebSocket from "ws";
 import YPartyKitProvider from "y-partykit/provider";
 import * as Y from "yjs";
-import { PROTOCOL_VERSION } from "../protocol/index.ts";
+import { PROTOCOL_VERSION, parseRoomFrame, traceparentFor, uuidv7 } from "../protocol/index.ts";
 import { type CuttableSocket, eventually, type RoomServer, startRoom, type WsClass } from "../testing/index.ts";
 import { inspectorSession, partykitInspector } from "../testing/inspector.ts";
 
@@ -37,7 +37,7 @@ function snapshotConfig(): string {
     const dir = mkdtempSync(join(cache, "src-"));
     for (const part of ["party", "client", "protocol"]) cpSync(join(ROOT, part), join(dir, part), { recursive: true });
     mkdirSync(join(dir, "bench"));
-    for (const file of ["partykit.json", "relay.ts", "relay-hibernate.ts", "yparty.ts"]) {
+    for (const file of ["partykit.json", "relay.ts", "relay-hibernate.ts", "relay-floor.ts", "yparty.ts"]) {
       cpSync(join(ROOT, "bench", file), join(dir, "bench", file));
     }
     cpSync(join(ROOT, "package.json"), join(dir, "package.json"));
@@ -497,6 +497,60 @@ export async function relayEcho(
       a.send({ to: "b", from: "a", id, method: "echo", input });
     });
   return { call, caller: a, callee: b };
+}
+
+/**
+ * Calls from bare socket `a` to bare socket `b` (which answers `rpc.request`s with their
+ * input), with the frames an agent sends (trace fields included unless BARE=1), each end
+ * checking what it receives as a client must (`parseRoomFrame`): the client's floor.
+ */
+export function agentFrames(a: RawSocket, b: RawSocket, to: string): (input: unknown) => Promise<void> {
+  b.onMessage((text) => {
+    if (!text.startsWith('{"type":"rpc.request"')) return;
+    const parsed = parseRoomFrame(text);
+    if (!parsed.ok || parsed.frame.type !== "rpc.request") throw new Error(`not a request: ${text}`);
+    const frame = parsed.frame;
+    b.send({ type: "rpc.result", id: frame.id, ok: true, output: frame.input });
+  });
+  const waiting = new Map<string, () => void>();
+  let nextRef = 0;
+  a.onMessage((text) => {
+    if (!text.startsWith('{"type":"rpc.response"')) return;
+    const parsed = parseRoomFrame(text);
+    if (!parsed.ok || parsed.frame.type !== "rpc.response") throw new Error(`not a response: ${text}`);
+    const { ref } = parsed.frame;
+    waiting.get(ref)?.();
+    waiting.delete(ref);
+  });
+  return (input) =>
+    new Promise<void>((res) => {
+      const ref = `r${++nextRef}`;
+      const callId = uuidv7();
+      waiting.set(ref, res);
+      a.send({
+        type: "rpc.call",
+        ref,
+        to,
+        method: "echo",
+        input,
+        timeoutMs: 30_000,
+        ...(process.env.BARE === "1" ? {} : { callId, correlationId: callId, traceparent: traceparentFor(callId) }),
+      });
+    });
+}
+
+/**
+ * A call through the floor party (`relay-floor.ts`: the hibernating relay doing only what a
+ * room must per call frame), between bare sockets sending an agent's frames (`agentFrames`):
+ * what a perfect room and a perfect client would reach. The sockets are returned for closing.
+ */
+export async function floorEcho(
+  server: BenchServer,
+  room: string,
+): Promise<{ call: (input: unknown) => Promise<void>; caller: RawSocket; callee: RawSocket }> {
+  const caller = await rawSocket(server, `/parties/relayfloor/${room}?_pk=floor-caller`);
+  const callee = await rawSocket(server, `/parties/relayfloor/${room}?_pk=floor-callee`);
+  return { call: agentFrames(caller, callee, "floor-callee"), caller, callee };
 }
 
 // ---------------------------------------------------------------------------------------

@@ -11,29 +11,52 @@
  *   caller in    → the call's promise resolves               (caller client CPU)
  *
  * Medians per hop over ROUNDS rounds of N calls per system, interleaved, with this process's
- * and workerd's CPU per call over the same sequential calls. A fourth system, "room, raw",
- * sends the same frames the agents send (trace fields included) through the room from bare
- * sockets: the room's share without the client library's.
+ * and workerd's CPU per call over the same sequential calls. Two more systems send the frames
+ * the agents send (trace fields included) from bare sockets: "room, raw" through the room (the
+ * room's share without the client library's), and "floor" through `relay-floor.ts`, the
+ * hibernating relay doing only the work a room must do per call frame (parse and check,
+ * authorize, route by name, answer with the room's fields): the best a room can do here.
  *
  *   node --import tsx bench/profile-rpc.ts                      # N=2000 ROUNDS=5
  *   node --import tsx --cpu-prof --cpu-prof-dir=/tmp/prof bench/profile-rpc.ts
  *   ROOM_PROFILE=/tmp/room.cpuprofile node --import tsx bench/profile-rpc.ts
  *
- * ROOM_PROFILE: a V8 CPU profile of the worker (the room) over one round of crosstalk calls,
- * taken through the dev server's inspector (`testing/inspector.ts` finds it), for DevTools or
- * a script grouping self time by function. ONLY=<keys> limits the systems (x crosstalk,
- * w room with raw sockets, r relay, h hibernating relay). BARE=1: the raw sockets' calls carry
- * no trace fields (callId, correlationId, traceparent), to weigh what those cost the room.
+ * ROOM_PROFILE: a V8 CPU profile of the worker (the room) over one round of the first system's
+ * calls, taken through the dev server's inspector (`testing/inspector.ts` finds it), for
+ * DevTools or a script grouping self time by function; the bundle it names lines of is written
+ * beside it (`<ROOM_PROFILE>.js`). ROOM_INTERVAL: the sampling interval in µs (default 100).
+ * partykit's own workerd (2024-07-18) samples the wrong thread: its inspector runs Profiler
+ * commands on a thread of their own, and V8 samples the thread that started the profiler, so
+ * every sample was "(program)" (cloudflare/workerd#1754, fixed by workerd#2497, August 2024).
+ * With ROOM_PROFILE the dev server therefore runs wrangler's newer workerd
+ * (`MINIFLARE_WORKERD_PATH`, which the caller may set itself): the same room code on a newer
+ * V8, so read the profile's shares, and compare the plain run's figures.
+ *
+ * ONLY=<keys> limits the systems (x crosstalk, w room with raw sockets, f the floor, r relay,
+ * h hibernating relay). BARE=1: the raw sockets' calls carry no trace fields (callId,
+ * correlationId, traceparent), to weigh what those cost the room.
  *
  * IN_PROCESS=1: instead, the CPU per sequential call of the room and both agents in this one
  * process (`createTestRoom`, in-memory sockets), for `--cpu-prof` without I/O in the profile.
  */
 import { writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import WebSocket from "ws";
-import { PROTOCOL_VERSION, traceparentFor, uuidv7 } from "../protocol/index.ts";
+import { PROTOCOL_VERSION } from "../protocol/index.ts";
 import { createTestRoom } from "../testing/index.ts";
 import { inspectorSession, partykitInspector } from "../testing/inspector.ts";
-import { median, percentile, rawSocket, relayEcho, startServer, stopServer, waitFor, withCpu } from "./lib.ts";
+import {
+  agentFrames,
+  floorEcho,
+  median,
+  percentile,
+  rawSocket,
+  relayEcho,
+  startServer,
+  stopServer,
+  waitFor,
+  withCpu,
+} from "./lib.ts";
 
 const N = Number(process.env.N ?? 2000);
 const ROUNDS = Number(process.env.ROUNDS ?? 5);
@@ -96,6 +119,10 @@ async function round(s: System): Promise<{ hops: number[][]; p50: number; benchU
 }
 
 if (process.env.IN_PROCESS === "1") await inProcess();
+if (ROOM_PROFILE && !process.env.MINIFLARE_WORKERD_PATH) {
+  const fromWrangler = createRequire(createRequire(import.meta.url).resolve("wrangler/package.json"));
+  process.env.MINIFLARE_WORKERD_PATH = (fromWrangler("workerd") as { default: string }).default;
+}
 
 const server = await startServer();
 try {
@@ -121,41 +148,21 @@ try {
     // The room with bare sockets: the frames an agent sends, and nothing of the client library.
     const url = async (agent: string) =>
       `/parties/main/${team}?token=${await server.token(agent, "agent", { team })}&agent=${agent}&role=agent&v=${PROTOCOL_VERSION}&_pk=raw-${agent}&batch=1`;
-    const a = await rawSocket(server, await url("raw-caller"));
-    const b = await rawSocket(server, await url("raw-callee"));
-    b.onMessage((text) => {
-      if (!text.startsWith('{"type":"rpc.request"')) return;
-      const frame = JSON.parse(text) as { id: string; input: unknown };
-      b.send({ type: "rpc.result", id: frame.id, ok: true, output: frame.input });
-    });
+    const { a, b } = {
+      a: await rawSocket(server, await url("raw-caller")),
+      b: await rawSocket(server, await url("raw-callee")),
+    };
     b.send({ type: "rpc.handle", methods: ["echo"] });
-    const waiting = new Map<string, () => void>();
-    let nextRef = 0;
-    a.onMessage((text) => {
-      if (!text.startsWith('{"type":"rpc.response"')) return;
-      const { ref } = JSON.parse(text) as { ref: string };
-      waiting.get(ref)?.();
-      waiting.delete(ref);
-    });
     await waitFor("the raw callee's methods in the roster", () =>
       callerTeam.agents().some((x) => x.agent === "raw-callee" && x.methods.includes("echo")),
     );
-    const call: Call = (input) =>
-      new Promise<void>((res) => {
-        const ref = `r${++nextRef}`;
-        const callId = uuidv7();
-        waiting.set(ref, res);
-        a.send({
-          type: "rpc.call",
-          ref,
-          to: "raw-callee",
-          method: "echo",
-          input,
-          timeoutMs: 30_000,
-          ...(process.env.BARE === "1" ? {} : { callId, correlationId: callId, traceparent: traceparentFor(callId) }),
-        });
-      });
-    systems.push({ key: "w", name: "room, raw", call, caller: a.ws, callee: b.ws });
+    systems.push({ key: "w", name: "room, raw", call: agentFrames(a, b, "raw-callee"), caller: a.ws, callee: b.ws });
+  }
+  {
+    // The floor: the same bare sockets and frames through `relay-floor.ts`, the hibernating
+    // relay doing only the work the room must do per call frame.
+    const { call, caller, callee } = await floorEcho(server, team);
+    systems.push({ key: "f", name: "floor", call, caller: caller.ws, callee: callee.ws });
   }
   for (const [key, party] of [
     ["r", "relay"],
@@ -190,9 +197,9 @@ try {
   process.stdout.write(`${N} sequential calls x ${ROUNDS} rounds, medians\n${lines.join("\n")}\n`);
 
   if (ROOM_PROFILE) {
-    const profile = await roomProfile(() => round(systems[0] as System));
+    const profile = await roomProfile(() => round(chosen[0] as System));
     writeFileSync(ROOM_PROFILE, JSON.stringify(profile));
-    process.stdout.write(`room CPU profile of ${N} crosstalk calls: ${ROOM_PROFILE}\n`);
+    process.stdout.write(`room CPU profile of ${N} calls of ${chosen[0]?.name}: ${ROOM_PROFILE}\n`);
   }
 } finally {
   await stopServer(server);
@@ -204,11 +211,23 @@ async function roomProfile(fn: () => Promise<unknown>): Promise<unknown> {
   const session = await inspectorSession(await partykitInspector(server.pid), "roomProfile");
   try {
     await session.call("Profiler.enable");
-    if (process.env.ROOM_INTERVAL)
-      await session.call("Profiler.setSamplingInterval", { interval: Number(process.env.ROOM_INTERVAL) });
+    // Before start: a running profiler keeps the interval it started with (about 10 ms in workerd).
+    await session.call("Profiler.setSamplingInterval", { interval: Number(process.env.ROOM_INTERVAL ?? 100) });
     await session.call("Profiler.start");
     await fn();
     const { profile } = (await session.call("Profiler.stop")) as { profile: unknown };
+    // The bundle the profile's line numbers refer to.
+    const scripts: { scriptId: string; url: string }[] = [];
+    session.on("Debugger.scriptParsed", (s) => scripts.push(s as { scriptId: string; url: string }));
+    await session.call("Debugger.enable");
+    const bundle = scripts.find((s) => s.url.endsWith("server.ts") || s.url.endsWith("server.js"));
+    if (bundle) {
+      const { scriptSource } = (await session.call("Debugger.getScriptSource", { scriptId: bundle.scriptId })) as {
+        scriptSource: string;
+      };
+      writeFileSync(`${ROOM_PROFILE}.js`, scriptSource);
+    }
+    await session.call("Debugger.disable");
     return profile;
   } finally {
     session.close();

@@ -251,7 +251,30 @@ export class Rpc {
     });
   }
 
-  async call(to: Target, method: string, input: unknown, options: CallOptions = {}): Promise<unknown> {
+  /**
+   * A plain call (no retries, nothing to seal) is its one attempt's promise, with no async
+   * layer around it: the answer reaches the caller two microtask turns sooner. Bad arguments
+   * reject, as they always did.
+   */
+  call(to: Target, method: string, input: unknown, options: CallOptions = {}): Promise<unknown> {
+    let checked: { json: Json; deadline: number; callId: string; kid: string | null };
+    try {
+      checked = this.#checkCall(to, method, input, options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const { json, deadline, callId, kid } = checked;
+    if (kid || options.retries) return this.#callWithRetries(to, method, json, options, deadline, callId, kid);
+    return this.#attempt(this.#attemptOf(to, method, json, options, deadline, callId));
+  }
+
+  /** What `call` checks before anything goes out; throws what the call rejects with. */
+  #checkCall(
+    to: Target,
+    method: string,
+    input: unknown,
+    options: CallOptions,
+  ): { json: Json; deadline: number; callId: string; kid: string | null } {
     const closed = this.transport.closedError;
     if (closed) throw closed;
     // A plain agent name and method pass their schemas' patterns without a zod parse per call.
@@ -269,25 +292,28 @@ export class Rpc {
       throw new CrosstalkError("INVALID_ARGUMENT", `timeoutMs must be a whole number from 1 to ${MAX_TIMEOUT_MS}`);
     if (options.retries !== undefined && !(Number.isInteger(options.retries) && options.retries >= 0))
       throw new CrosstalkError("INVALID_ARGUMENT", "retries must be a whole number, 0 or more");
-    const deadline = Date.now() + timeoutMs;
-    const callId = uuidv7();
-    const kid = this.#keyFor(method, options.encrypt);
+    return {
+      json,
+      deadline: Date.now() + timeoutMs,
+      callId: uuidv7(),
+      kid: this.#keyFor(method, options.encrypt),
+    };
+  }
+
+  /** A call whose input is sealed first, or that may be tried again after a retryable failure. */
+  async #callWithRetries(
+    to: Target,
+    method: string,
+    json: Json,
+    options: CallOptions,
+    deadline: number,
+    callId: string,
+    kid: string | null,
+  ): Promise<unknown> {
     const sent = kid ? await this.#seal(kid, { stream: CALL_INPUT, id: callId, type: method }, json) : json;
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.#attempt({
-          to,
-          method,
-          input: sent,
-          timeoutMs: Math.max(1, deadline - Date.now()),
-          callId,
-          correlationId: options.correlationId ?? callId,
-          causationId: options.causationId,
-          traceparent: options.traceparent,
-          idempotencyKey: options.idempotencyKey,
-          signal: options.signal,
-          onProgress: options.onProgress,
-        });
+        return await this.#attempt(this.#attemptOf(to, method, sent, options, deadline, callId));
       } catch (error) {
         const retry =
           error instanceof CrosstalkError &&
@@ -299,6 +325,23 @@ export class Rpc {
         await sleep(wait);
       }
     }
+  }
+
+  /** One attempt of a call, with what is left of its deadline. */
+  #attemptOf(to: Target, method: string, input: Json, options: CallOptions, deadline: number, callId: string) {
+    return {
+      to,
+      method,
+      input,
+      timeoutMs: Math.max(1, deadline - Date.now()),
+      callId,
+      correlationId: options.correlationId ?? callId,
+      causationId: options.causationId,
+      traceparent: options.traceparent,
+      idempotencyKey: options.idempotencyKey,
+      signal: options.signal,
+      onProgress: options.onProgress,
+    };
   }
 
   #attempt(a: {
@@ -640,7 +683,10 @@ export class Rpc {
       const input = isSealed(frame.input)
         ? await this.#open(CALL_INPUT, frame.callId ?? frame.id, frame, frame.input)
         : frame.input;
-      const json = toJson(await handler(input, ctx));
+      const result = handler(input, ctx);
+      // A plain value is answered in this tick: awaiting it would queue the answer behind
+      // every microtask already waiting.
+      const json = toJson(isThenable(result) ? await result : result);
       outcome =
         json instanceof CrosstalkError
           ? { ok: false, error: { code: "INVALID_OUTPUT", message: json.message } }
@@ -750,6 +796,15 @@ class Running {
     this.#reason = reason;
     this.#controller?.abort(reason);
   }
+}
+
+/** Whether a handler's result must be awaited (a promise, or anything with a `then` method). */
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    value !== null &&
+    (typeof value === "object" || typeof value === "function") &&
+    typeof (value as { then?: unknown }).then === "function"
+  );
 }
 
 /** What a callee sends back for a thrown value: a table code it chose, else HANDLER_ERROR; never a stack. */

@@ -166,7 +166,7 @@ export class Team extends ObservableV2<TeamEvents> {
         });
       };
     }
-    this.#transport.on("frame", (frame) => {
+    this.#transport.onFrame = (frame) => {
       switch (frame.type) {
         case "welcome":
           this.#access.update(frame.permissions);
@@ -246,7 +246,7 @@ export class Team extends ObservableV2<TeamEvents> {
         case "rpc.sent":
           return this.#rpc.receive(frame);
       }
-    });
+    };
     this.#transport.on("doc", (doc, decoder) => this.#docs.receive(doc, decoder));
     this.#transport.on("protocolError", (error) => this.emit("error", [error, {}]));
     this.#transport.on("status", (status) => {

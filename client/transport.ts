@@ -93,7 +93,6 @@ export type TransportOptions = {
 
 type Events = {
   status: (status: Status) => void;
-  frame: (frame: RoomFrame) => void;
   doc: (doc: DocName, decoder: decoding.Decoder) => void;
   /** The room refused this agent for good (bad parameters, identity in use, unauthorized). */
   fatal: (error: CrosstalkError) => void;
@@ -272,6 +271,13 @@ export class Transport extends ObservableV2<Events> {
   }
 
   /**
+   * Where every control frame from the room goes, in order (set by the owner, `team.ts`): a
+   * plain callback, not an emitted event, since an emit copies its listeners and arguments
+   * for each of the frames a call takes.
+   */
+  onFrame: (frame: RoomFrame) => void = () => {};
+
+  /**
    * Runs before every frame goes out (set by the owner of coalesced writes, `docs.ts`): what it
    * holds back goes first, so frames still leave in the order they were made.
    */
@@ -410,11 +416,11 @@ export class Transport extends ObservableV2<Events> {
       this.#pingAt = null;
       if (this.#heartbeat.intervalMs > 0) this.#armHeartbeat(this.#heartbeat.intervalMs);
       this.status = "online";
-      this.emit("frame", [parsed.frame]);
+      this.onFrame(parsed.frame);
       this.emit("status", ["online"]);
       return;
     }
-    this.emit("frame", [parsed.frame]);
+    this.onFrame(parsed.frame);
   }
 
   #receive(data: unknown): void {

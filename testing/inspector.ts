@@ -116,6 +116,8 @@ export function wranglerInspector(port: number): string {
 /** One session on the user worker's inspector: `call` sends a method and resolves with its result. */
 export type InspectorSession = {
   call(method: string, params?: object): Promise<unknown>;
+  /** Calls `fn` with the params of every event `method` sent from now on (e.g. `Debugger.scriptParsed`). */
+  on(method: string, fn: (params: unknown) => void): void;
   close(): void;
 };
 
@@ -135,12 +137,20 @@ export async function inspectorSession(address: string, label: string): Promise<
   url.host = address;
   const ws = new WebSocket(url);
   const replies = new Map<number, (reply: { result?: unknown; error?: { message: string } }) => void>();
+  const events = new Map<string, (params: unknown) => void>();
   ws.on("message", (data) => {
     const text = String(data);
     // Snapshot chunks are most of the traffic and never needed.
     if (text.startsWith('{"method":"HeapProfiler.addHeapSnapshotChunk"')) return;
-    const reply = JSON.parse(text) as { id?: number; result?: unknown; error?: { message: string } };
+    const reply = JSON.parse(text) as {
+      id?: number;
+      method?: string;
+      params?: unknown;
+      result?: unknown;
+      error?: { message: string };
+    };
     if (reply.id !== undefined) replies.get(reply.id)?.(reply);
+    else if (reply.method !== undefined) events.get(reply.method)?.(reply.params);
   });
   try {
     await new Promise((res, rej) => {
@@ -162,6 +172,7 @@ export async function inspectorSession(address: string, label: string): Promise<
         });
         ws.send(JSON.stringify({ id, method, params }));
       }),
+    on: (method, fn) => void events.set(method, fn),
     close: () => ws.terminate(),
   };
 }

@@ -2,12 +2,25 @@
  * rpc: request/response between two agents through the room (`team.call` → the room →
  * the callee's `team.handle` → the room → the caller), sequential and pipelined, beside the
  * same exchange through the bare relay party and through the same relay hibernating (as the
- * room must), a second reference reported under `_vs_hibernating_relay` keys.
+ * room must), a second reference reported under `_vs_hibernating_relay` keys. Sequential calls
+ * also go through the floor (`relay-floor.ts`: that relay doing only what a room must per call
+ * frame, between bare sockets sending an agent's frames), reported as `latency_p50_vs_floor`:
+ * what is left to win in the room and the client together.
  *
  * Pipelined calls keep 1,000 in flight; the callee raises the room's per-callee cap (256 by
  * default) with `team.setMaxInFlight`.
  */
-import { type Metric, percentile, range, relayEcho, type Scenario, waitFor, withCpu, within } from "../lib.ts";
+import {
+  floorEcho,
+  type Metric,
+  percentile,
+  range,
+  relayEcho,
+  type Scenario,
+  waitFor,
+  withCpu,
+  within,
+} from "../lib.ts";
 
 const WINDOW = 1000;
 const WARMUP = 2000;
@@ -39,7 +52,7 @@ async function pipelined(call: Call, n: number, window: number): Promise<number>
 
 export const rpc: Scenario = {
   name: "rpc",
-  steps: (o) => o.runs * 6 + 1,
+  steps: (o) => o.runs * 7 + 1,
   async run(ctx) {
     const { quick, runs } = ctx.options;
     const SEQUENTIAL = quick ? 300 : 2000;
@@ -71,6 +84,9 @@ export const rpc: Scenario = {
       };
       const relay = await relayCall("relay");
       const hibernating = await relayCall("relayhib");
+      const floored = await floorEcho(server, `rpc-${ctx.tag}`);
+      closers.push(floored.caller.close, floored.callee.close);
+      const floor = floored.call;
       const systems = [
         ["x", "crosstalk", crosstalk],
         ["r", "relay", relay],
@@ -80,7 +96,8 @@ export const rpc: Scenario = {
       // Warm up every path equally (JIT, connections, the room's first frames): the first
       // ~2,000 calls after start are measurably slower, so fewer would leave the first
       // measured run cold.
-      for (const [, , call] of systems) await within("rpc warm-up", sequential(call, WARMUP), 60_000);
+      for (const call of [...systems.map(([, , c]) => c), floor])
+        await within("rpc warm-up", sequential(call, WARMUP), 60_000);
       ctx.step("warmed up");
 
       const m = {
@@ -88,6 +105,7 @@ export const rpc: Scenario = {
         p99: { x: [] as number[], r: [] as number[], h: [] as number[] },
         seq: { x: [] as number[], r: [] as number[], h: [] as number[] },
         pipe: { x: [] as number[], r: [] as number[], h: [] as number[] },
+        floorP50: [] as number[],
         roomUs: { x: [] as number[], r: [] as number[], h: [] as number[] },
         clientUs: { x: [] as number[], r: [] as number[], h: [] as number[] },
       };
@@ -99,6 +117,9 @@ export const rpc: Scenario = {
           m.seq[key].push(SEQUENTIAL / (s.totalMs / 1000));
           ctx.step(`sequential ${name} ${run + 1}/${runs}`);
         }
+        const f = await within("sequential calls", sequential(floor, SEQUENTIAL), 120_000);
+        m.floorP50.push(percentile(f.latencies, 50));
+        ctx.step(`sequential floor ${run + 1}/${runs}`);
         for (const [key, name, call] of systems) {
           const p = await withCpu(server, () => within("pipelined calls", pipelined(call, PIPELINED, WINDOW), 120_000));
           m.pipe[key].push(p.result);
@@ -116,6 +137,14 @@ export const rpc: Scenario = {
       ];
       return [
         ...metric("latency_p50", "ms", m.p50, `${SEQUENTIAL} sequential calls`),
+        {
+          name: "latency_p50_vs_floor",
+          unit: "ms",
+          runs: m.p50.x,
+          baselineRuns: m.floorP50,
+          baselineName: "floor",
+          note: "relay-floor.ts: the hibernating relay doing only what a room must per call frame",
+        },
         ...metric("latency_p99", "ms", m.p99),
         ...metric("calls_per_s", "calls/s", m.seq, "sequential"),
         ...metric("pipelined_calls_per_s", "calls/s", m.pipe, `${PIPELINED} calls, ${WINDOW} in flight`),
