@@ -16,16 +16,17 @@
  * one clock): send → append (the publisher, the socket, a room busy with something else) and
  * append → delivery (commit, broadcast, the subscribers).
  *
- * `ROOM_PROFILE=<file>` (with `PACED=1`): the room runs under `wrangler dev` instead (the same
- * room behind partyserver; partykit's workerd cannot be CPU-profiled, see
- * `testing/inspector.ts`), and a V8 CPU profile of the last run's room, sampled every
- * `ROOM_INTERVAL` µs (250), is written to the file, for DevTools.
+ * `ROOM_PROFILE=<file>` (with `PACED=1`): a V8 CPU profile of the last run's room, sampled
+ * every `ROOM_INTERVAL` µs (250), is written to the file, for DevTools. `partykit dev` then
+ * runs on wrangler's newer workerd (`MINIFLARE_WORKERD_PATH`), as `profile-rpc.ts` does:
+ * partykit's own cannot be CPU-profiled (`testing/inspector.ts`).
  */
 import { writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { PerformanceObserver } from "node:perf_hooks";
 import type { Team } from "../client/node.ts";
-import { createTestRoom, startRoom } from "../testing/index.ts";
-import { inspectorSession, wranglerInspector } from "../testing/inspector.ts";
+import { createTestRoom } from "../testing/index.ts";
+import { inspectorSession, partykitInspector } from "../testing/inspector.ts";
 import { percentile, sleep, startServer, stopServer } from "./lib.ts";
 
 const N = Number(process.env.N ?? 10_000);
@@ -153,29 +154,26 @@ async function paced(host: Host, i: number): Promise<void> {
   await Promise.all([publisher, ...subs].map((a) => a.close()));
 }
 
-if (process.env.PACED && process.env.ROOM_PROFILE) {
-  const room = await startRoom({
-    host: "wrangler",
-    vars: { CROSSTALK_PUBLISH_RATE: "100000000", CROSSTALK_PUBLISH_BURST: "100000000" },
-  });
-  try {
-    for (let i = 0; i < RUNS - 1; i++) await paced(room, i);
-    const session = await inspectorSession(wranglerInspector(room.port), "room profile");
-    await session.call("Profiler.enable");
-    await session.call("Profiler.setSamplingInterval", { interval: Number(process.env.ROOM_INTERVAL ?? 250) });
-    await session.call("Profiler.start");
-    await paced(room, RUNS - 1);
-    const { profile } = (await session.call("Profiler.stop")) as { profile: { samples: unknown[] } };
-    session.close();
-    writeFileSync(process.env.ROOM_PROFILE, JSON.stringify(profile));
-    process.stdout.write(`room CPU profile (${profile.samples.length} samples): ${process.env.ROOM_PROFILE}\n`);
-  } finally {
-    await room[Symbol.asyncDispose]();
+if (process.env.PACED) {
+  const file = process.env.ROOM_PROFILE;
+  if (file && !process.env.MINIFLARE_WORKERD_PATH) {
+    const fromWrangler = createRequire(createRequire(import.meta.url).resolve("wrangler/package.json"));
+    process.env.MINIFLARE_WORKERD_PATH = (fromWrangler("workerd") as { default: string }).default;
   }
-} else if (process.env.PACED) {
   const server = await startServer();
   try {
-    for (let i = 0; i < RUNS; i++) await paced(server, i);
+    for (let i = 0; i < RUNS - (file ? 1 : 0); i++) await paced(server, i);
+    if (file) {
+      const session = await inspectorSession(await partykitInspector(server.pid), "room profile");
+      await session.call("Profiler.enable");
+      await session.call("Profiler.setSamplingInterval", { interval: Number(process.env.ROOM_INTERVAL ?? 250) });
+      await session.call("Profiler.start");
+      await paced(server, RUNS - 1);
+      const { profile } = (await session.call("Profiler.stop")) as { profile: { samples: unknown[] } };
+      session.close();
+      writeFileSync(file, JSON.stringify(profile));
+      process.stdout.write(`room CPU profile (${profile.samples.length} samples): ${file}\n`);
+    }
   } finally {
     await stopServer(server);
   }

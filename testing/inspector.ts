@@ -14,13 +14,11 @@
  * - `HeapProfiler.collectGarbage` is never answered by workerd; `takeHeapSnapshot` is (a
  *   snapshot starts with a full GC), so the heap after GC is `Runtime.getHeapUsage` right
  *   after a snapshot, whose chunks are discarded.
- * - CPU profiles (`Profiler.start`) of partykit's workerd are nearly empty: a few dozen
- *   samples a second whatever the interval (14 in 0.43 s of a busy room, against 98 in 0.51 s
- *   under wrangler's workerd, and ~700/s there at a 250 µs interval). That workerd handles
- *   inspector messages on a thread of its own, and V8's sampler, set up by `Profiler.start`,
- *   samples the thread that started it (cloudflare/workerd#1754, patched in later workerd by
- *   cloudflare/workerd#2227). Profile the same room under `host: "wrangler"` instead, whose
- *   inspector {@link wranglerInspector} finds.
+ * - CPU profiles (`Profiler.start`) of partykit's own workerd are nearly empty: it runs
+ *   inspector commands on a thread of their own, and V8 samples the thread that started the
+ *   profiler (cloudflare/workerd#1754, fixed by workerd#2497): 14 samples in 0.43 s of a busy
+ *   room, against ~100 in 0.5 s with wrangler's newer workerd, ~700/s at a 250 µs interval.
+ *   The bench's profilers run `partykit dev` on that workerd (`MINIFLARE_WORKERD_PATH`).
  *
  * Node-only, like the rest of the kit. Not re-exported from the kit's entry point; used by
  * `dev-server.ts`.
@@ -82,35 +80,6 @@ export async function partykitInspector(pid: number): Promise<string> {
     "INVALID_ARGUMENT",
     `heap(): no inspector found for partykit dev ${pid} (it is looked up in Linux /proc)`,
   );
-}
-
-/**
- * The inspector endpoint of the `wrangler dev` serving `port`: the `--inspector-port` it was
- * started with (the kit picks a free one), read from its command line (Linux `/proc`).
- */
-export function wranglerInspector(port: number): string {
-  let pids: string[];
-  try {
-    pids = readdirSync("/proc").filter((p) => /^\d+$/.test(p));
-  } catch {
-    pids = [];
-  }
-  for (const pid of pids) {
-    let args: string[];
-    try {
-      args = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
-    } catch {
-      continue;
-    }
-    const at = (flag: string) => {
-      const i = args.indexOf(flag);
-      return i >= 0 ? args[i + 1] : undefined;
-    };
-    if (!args.some((a) => a.includes("wrangler")) || at("--port") !== String(port)) continue;
-    const inspector = at("--inspector-port");
-    if (inspector) return `127.0.0.1:${inspector}`;
-  }
-  throw new TestKitError("INVALID_ARGUMENT", `no wrangler dev with an inspector port serves port ${port}`);
 }
 
 /** One session on the user worker's inspector: `call` sends a method and resolves with its result. */
