@@ -11,11 +11,22 @@
  * `PACED=1`: the scenario's latency phase instead, against a real `partykit dev` (the room
  * in workerd, only the agents here): a burst of `N`, then `PACED_N` (5500) events at
  * 1,000/s; prints the p50/p99 of the last 5,000 and this process's GC pauses meanwhile
- * (`performance` gc entries), to tell client pauses from room stalls.
+ * (`performance` gc entries), to tell client pauses from room stalls. Each latency is also
+ * split at the event's room timestamp (`ts`, taken when the room appended it; one machine,
+ * one clock): send → append (the publisher, the socket, a room busy with something else) and
+ * append → delivery (commit, broadcast, the subscribers).
+ *
+ * `ROOM_PROFILE=<file>` (with `PACED=1`): a V8 CPU profile of the last run's room, sampled
+ * every `ROOM_INTERVAL` µs (250), is written to the file, for DevTools. `partykit dev` then
+ * runs on wrangler's newer workerd (`MINIFLARE_WORKERD_PATH`), as `profile-rpc.ts` does:
+ * partykit's own cannot be CPU-profiled (`testing/inspector.ts`).
  */
+import { writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { PerformanceObserver } from "node:perf_hooks";
 import type { Team } from "../client/node.ts";
 import { createTestRoom } from "../testing/index.ts";
+import { inspectorSession, partykitInspector } from "../testing/inspector.ts";
 import { percentile, sleep, startServer, stopServer } from "./lib.ts";
 
 const N = Number(process.env.N ?? 10_000);
@@ -64,6 +75,8 @@ async function paced(host: Host, i: number): Promise<void> {
   let timing = false;
   const latencies: number[] = [];
   const sentAt: number[] = [];
+  /** Send to room append, per delivery (ms). */
+  const upstream: number[] = [];
   await Promise.all(
     subs.map(
       (s, k) =>
@@ -73,6 +86,7 @@ async function paced(host: Host, i: number): Promise<void> {
           const t = (e.data as { t: number }).t;
           latencies.push(performance.now() - t);
           sentAt.push(t);
+          upstream.push(e.ts - performance.timeOrigin - t);
         }).ready,
     ),
   );
@@ -112,6 +126,11 @@ async function paced(host: Host, i: number): Promise<void> {
         `kind ${k}: ${ms.length} × (sum ${ms.reduce((a, b) => a + b, 0).toFixed(0)}, max ${Math.max(...ms).toFixed(1)} ms)`,
     )
     .join("; ");
+  const downstream = latencies.map((ms, k) => ms - (upstream[k] as number));
+  process.stdout.write(
+    `  split at the room's append: send → append p50 ${percentile(upstream, 50).toFixed(2)} p99 ${percentile(upstream, 99).toFixed(2)}; ` +
+      `append → delivery p50 ${percentile(downstream, 50).toFixed(2)} p99 ${percentile(downstream, 99).toFixed(2)} ms\n`,
+  );
   process.stdout.write(
     `paced ${i}: p50 ${percentile(latencies, 50).toFixed(2)} p99 ${percentile(latencies, 99).toFixed(2)} max ${Math.max(...latencies).toFixed(1)} ms; ` +
       `client CPU ${((cpu.user + cpu.system) / total).toFixed(0)} µs/event; heap ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MB; GC ${gcText}\n`,
@@ -136,9 +155,25 @@ async function paced(host: Host, i: number): Promise<void> {
 }
 
 if (process.env.PACED) {
+  const file = process.env.ROOM_PROFILE;
+  if (file && !process.env.MINIFLARE_WORKERD_PATH) {
+    const fromWrangler = createRequire(createRequire(import.meta.url).resolve("wrangler/package.json"));
+    process.env.MINIFLARE_WORKERD_PATH = (fromWrangler("workerd") as { default: string }).default;
+  }
   const server = await startServer();
   try {
-    for (let i = 0; i < RUNS; i++) await paced(server, i);
+    for (let i = 0; i < RUNS - (file ? 1 : 0); i++) await paced(server, i);
+    if (file) {
+      const session = await inspectorSession(await partykitInspector(server.pid), "room profile");
+      await session.call("Profiler.enable");
+      await session.call("Profiler.setSamplingInterval", { interval: Number(process.env.ROOM_INTERVAL ?? 250) });
+      await session.call("Profiler.start");
+      await paced(server, RUNS - 1);
+      const { profile } = (await session.call("Profiler.stop")) as { profile: { samples: unknown[] } };
+      session.close();
+      writeFileSync(file, JSON.stringify(profile));
+      process.stdout.write(`room CPU profile (${profile.samples.length} samples): ${file}\n`);
+    }
   } finally {
     await stopServer(server);
   }
