@@ -37,7 +37,14 @@ function snapshotConfig(): string {
     const dir = mkdtempSync(join(cache, "src-"));
     for (const part of ["party", "client", "protocol"]) cpSync(join(ROOT, part), join(dir, part), { recursive: true });
     mkdirSync(join(dir, "bench"));
-    for (const file of ["partykit.json", "relay.ts", "relay-hibernate.ts", "relay-floor.ts", "yparty.ts"]) {
+    for (const file of [
+      "partykit.json",
+      "relay.ts",
+      "relay-hibernate.ts",
+      "relay-floor.ts",
+      "relay-durable.ts",
+      "yparty.ts",
+    ]) {
       cpSync(join(ROOT, "bench", file), join(dir, "bench", file));
     }
     cpSync(join(ROOT, "package.json"), join(dir, "package.json"));

@@ -6,12 +6,14 @@
  * - crosstalk: `team.publish` (concurrent calls travel as one frame per tick), subscribers
  *   on `team.subscribe(">")`.
  * - relay: one JSON frame per event, broadcast by the relay party; the baseline. The same
- *   relay hibernating (as the room must) is a second reference, `_vs_hibernating_relay` keys.
+ *   relay hibernating (as the room must) is a second reference, `_vs_hibernating_relay` keys,
+ *   and that relay storing each event before it sends it (`relay-durable.ts`; the room must
+ *   too: a subscriber never sees an event a crash could take back) a third, `_vs_durable_relay`.
  * - y-partykit: one `push` (one transaction, one update) per event into a flat Y.Array
  *   `events`; subscribers observe it and read the new tail.
  *
  * Each run starts from fresh rooms; the paced phase follows the throughput phase on the
- * same rooms, so it sees a stream of N events (a full live window at N = 10,000). The four
+ * same rooms, so it sees a stream of N events (a full live window at N = 10,000). The
  * systems take turns in an order rotated from run to run.
  */
 import type { Team } from "../../client/node.ts";
@@ -87,14 +89,14 @@ async function crosstalkSystem(server: BenchServer, team: string): Promise<Syste
   return system;
 }
 
-async function relaySystem(server: BenchServer, room: string, party = "relay"): Promise<System> {
+async function relaySystem(server: BenchServer, room: string, party = "relay", name = "relay"): Promise<System> {
   const path = (id: string) => `/parties/${party}/${room}?_pk=${id}`;
   const publisher = await rawSocket(server, path("publisher"));
   const subscribers: RawSocket[] = await Promise.all(
     range(SUBSCRIBERS).map((i) => rawSocket(server, path(`sub-${i}`))),
   );
   const system: System = {
-    name: party === "relay" ? "relay" : "hibernating relay",
+    name,
     counts: subscribers.map(() => 0),
     latencies: [],
     timing: false,
@@ -202,11 +204,15 @@ async function paced(system: System, n: number, warm: number): Promise<number[]>
   return system.latencies;
 }
 
-const hibernatingRelaySystem = (server: BenchServer, room: string) => relaySystem(server, room, "relayhib");
+const hibernatingRelaySystem = (server: BenchServer, room: string) =>
+  relaySystem(server, room, "relayhib", "hibernating relay");
+/** The hibernating relay storing each event before it sends it (`relay-durable.ts`). */
+const durableRelaySystem = (server: BenchServer, room: string) =>
+  relaySystem(server, room, "relaydurable", "durable relay");
 
-const MAKERS = [crosstalkSystem, relaySystem, ypartySystem, hibernatingRelaySystem];
-const BASELINES = ["", "relay", "y-partykit", "hibernating relay"];
-const SUFFIXES = ["", "", "_vs_ypartykit", "_vs_hibernating_relay"];
+const MAKERS = [crosstalkSystem, relaySystem, ypartySystem, hibernatingRelaySystem, durableRelaySystem];
+const BASELINES = ["", "relay", "y-partykit", "hibernating relay", "durable relay"];
+const SUFFIXES = ["", "", "_vs_ypartykit", "_vs_hibernating_relay", "_vs_durable_relay"];
 
 /**
  * Runs `measure` on a freshly connected system of each kind, then closes it; the kinds in
@@ -234,7 +240,7 @@ async function onFresh<T>(
 
 export const fanout: Scenario = {
   name: "fanout",
-  steps: (o) => o.runs * 8 + 1,
+  steps: (o) => o.runs * MAKERS.length * 2 + 1,
   async run(ctx) {
     const { quick, runs } = ctx.options;
     const N = quick ? 2000 : 10_000;
@@ -271,7 +277,7 @@ export const fanout: Scenario = {
       await onFresh(server, `fanout-${ctx.tag}-${run}`, onRun, run);
     }
     const pair = (name: string, unit: string, values: number[][], note?: string): Metric[] =>
-      [1, 2, 3].map((b) => ({
+      [1, 2, 3, 4].map((b) => ({
         name: `${name}${SUFFIXES[b]}`,
         unit,
         runs: values[0] ?? [],
