@@ -13,15 +13,8 @@ export default class DurableRelay extends HibernatingRelay {
   #chain: Promise<void> = Promise.resolve();
   #next = 0;
 
-  override onMessage(message: string | ArrayBuffer | ArrayBufferView, sender: Party.Connection): void {
-    if (typeof message !== "string") return;
-    let to: unknown;
-    try {
-      to = (JSON.parse(message) as { to?: unknown }).to;
-    } catch {
-      return;
-    }
-    if (to !== "*") return super.onMessage(message, sender);
+  protected override forward(message: string, to: unknown, sender: Party.Connection): void {
+    if (to !== "*") return super.forward(message, to, sender);
     const key = `e|${String(++this.#next).padStart(10, "0")}`;
     this.#chain = this.#chain
       .then(() => this.room.storage.put(key, message))

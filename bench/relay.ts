@@ -16,6 +16,11 @@ export default class Relay implements Party.Server {
     } catch {
       return;
     }
+    this.forward(message, to, sender);
+  }
+
+  /** Sends `message` where its `to` says: one connection, or everyone but the sender. */
+  protected forward(message: string, to: unknown, sender: Party.Connection): void {
     if (to === "*") this.room.broadcast(message, [sender.id]);
     else if (typeof to === "string") this.room.getConnection(to)?.send(message);
   }
