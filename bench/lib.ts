@@ -4,7 +4,8 @@
  * for the room process, and bounded waiting. The byte-counting, cuttable WebSocket, `sleep`
  * and polling are the test kit's (`testing/`, published as `crosstalk/testing`).
  */
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
@@ -395,6 +396,55 @@ export async function v8HeapMb(server: BenchServer): Promise<{ used: number; com
       totalSize: number;
     };
     return { used: usage.usedSize / 2 ** 20, committed: usage.totalSize / 2 ** 20 };
+  } finally {
+    session.close();
+  }
+}
+
+/**
+ * Makes the `partykit dev` this process starts next run on wrangler's newer workerd
+ * (`MINIFLARE_WORKERD_PATH`, unless the caller set it): partykit's own cannot be CPU-profiled
+ * (`testing/inspector.ts`). The same room code on a newer V8: read a profile's shares, and
+ * take figures from runs without it. Call before `startServer`.
+ */
+export function useProfilableWorkerd(): void {
+  if (process.env.MINIFLARE_WORKERD_PATH) return;
+  const fromWrangler = createRequire(createRequire(import.meta.url).resolve("wrangler/package.json"));
+  process.env.MINIFLARE_WORKERD_PATH = (fromWrangler("workerd") as { default: string }).default;
+}
+
+/**
+ * A V8 CPU profile of the room while `fn` runs, sampled every `intervalUs`, written to `file`
+ * for DevTools, with the bundle its line numbers refer to beside it (`<file>.js`). Returns how
+ * many samples it holds. The server must run on a profilable workerd (`useProfilableWorkerd`).
+ */
+export async function writeRoomProfile(
+  server: BenchServer,
+  file: string,
+  intervalUs: number,
+  fn: () => Promise<unknown>,
+): Promise<number> {
+  const session = await inspectorSession(await partykitInspector(server.pid), "room profile");
+  try {
+    await session.call("Profiler.enable");
+    // Before start: a running profiler keeps the interval it started with (about 10 ms in workerd).
+    await session.call("Profiler.setSamplingInterval", { interval: intervalUs });
+    await session.call("Profiler.start");
+    await fn();
+    const { profile } = (await session.call("Profiler.stop")) as { profile: { samples: unknown[] } };
+    writeFileSync(file, JSON.stringify(profile));
+    const scripts: { scriptId: string; url: string }[] = [];
+    session.on("Debugger.scriptParsed", (s) => scripts.push(s as { scriptId: string; url: string }));
+    await session.call("Debugger.enable");
+    const bundle = scripts.find((s) => s.url.endsWith("server.ts") || s.url.endsWith("server.js"));
+    if (bundle) {
+      const { scriptSource } = (await session.call("Debugger.getScriptSource", { scriptId: bundle.scriptId })) as {
+        scriptSource: string;
+      };
+      writeFileSync(`${file}.js`, scriptSource);
+    }
+    await session.call("Debugger.disable");
+    return profile.samples.length;
   } finally {
     session.close();
   }

@@ -17,17 +17,14 @@
  * append → delivery (commit, broadcast, the subscribers).
  *
  * `ROOM_PROFILE=<file>` (with `PACED=1`): a V8 CPU profile of the last run's room, sampled
- * every `ROOM_INTERVAL` µs (250), is written to the file, for DevTools. `partykit dev` then
- * runs on wrangler's newer workerd (`MINIFLARE_WORKERD_PATH`), as `profile-rpc.ts` does:
- * partykit's own cannot be CPU-profiled (`testing/inspector.ts`).
+ * every `ROOM_INTERVAL` µs (250), is written to the file, for DevTools (the bundle beside it,
+ * `<file>.js`). `partykit dev` then runs on wrangler's newer workerd (`MINIFLARE_WORKERD_PATH`),
+ * as `profile-rpc.ts` does: partykit's own cannot be CPU-profiled (`testing/inspector.ts`).
  */
-import { writeFileSync } from "node:fs";
-import { createRequire } from "node:module";
 import { PerformanceObserver } from "node:perf_hooks";
 import type { Team } from "../client/node.ts";
 import { createTestRoom } from "../testing/index.ts";
-import { inspectorSession, partykitInspector } from "../testing/inspector.ts";
-import { percentile, sleep, startServer, stopServer } from "./lib.ts";
+import { percentile, sleep, startServer, stopServer, useProfilableWorkerd, writeRoomProfile } from "./lib.ts";
 
 const N = Number(process.env.N ?? 10_000);
 const RUNS = Number(process.env.RUNS ?? 5);
@@ -156,23 +153,14 @@ async function paced(host: Host, i: number): Promise<void> {
 
 if (process.env.PACED) {
   const file = process.env.ROOM_PROFILE;
-  if (file && !process.env.MINIFLARE_WORKERD_PATH) {
-    const fromWrangler = createRequire(createRequire(import.meta.url).resolve("wrangler/package.json"));
-    process.env.MINIFLARE_WORKERD_PATH = (fromWrangler("workerd") as { default: string }).default;
-  }
+  if (file) useProfilableWorkerd();
   const server = await startServer();
   try {
     for (let i = 0; i < RUNS - (file ? 1 : 0); i++) await paced(server, i);
     if (file) {
-      const session = await inspectorSession(await partykitInspector(server.pid), "room profile");
-      await session.call("Profiler.enable");
-      await session.call("Profiler.setSamplingInterval", { interval: Number(process.env.ROOM_INTERVAL ?? 250) });
-      await session.call("Profiler.start");
-      await paced(server, RUNS - 1);
-      const { profile } = (await session.call("Profiler.stop")) as { profile: { samples: unknown[] } };
-      session.close();
-      writeFileSync(file, JSON.stringify(profile));
-      process.stdout.write(`room CPU profile (${profile.samples.length} samples): ${file}\n`);
+      const interval = Number(process.env.ROOM_INTERVAL ?? 250);
+      const samples = await writeRoomProfile(server, file, interval, () => paced(server, RUNS - 1));
+      process.stdout.write(`room CPU profile (${samples} samples): ${file}\n`);
     }
   } finally {
     await stopServer(server);

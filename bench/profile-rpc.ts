@@ -39,12 +39,9 @@
  * IN_PROCESS=1: instead, the CPU per sequential call of the room and both agents in this one
  * process (`createTestRoom`, in-memory sockets), for `--cpu-prof` without I/O in the profile.
  */
-import { writeFileSync } from "node:fs";
-import { createRequire } from "node:module";
 import WebSocket from "ws";
 import { PROTOCOL_VERSION } from "../protocol/index.ts";
 import { createTestRoom } from "../testing/index.ts";
-import { inspectorSession, partykitInspector } from "../testing/inspector.ts";
 import {
   agentFrames,
   floorEcho,
@@ -54,8 +51,10 @@ import {
   relayEcho,
   startServer,
   stopServer,
+  useProfilableWorkerd,
   waitFor,
   withCpu,
+  writeRoomProfile,
 } from "./lib.ts";
 
 const N = Number(process.env.N ?? 2000);
@@ -119,10 +118,7 @@ async function round(s: System): Promise<{ hops: number[][]; p50: number; benchU
 }
 
 if (process.env.IN_PROCESS === "1") await inProcess();
-if (ROOM_PROFILE && !process.env.MINIFLARE_WORKERD_PATH) {
-  const fromWrangler = createRequire(createRequire(import.meta.url).resolve("wrangler/package.json"));
-  process.env.MINIFLARE_WORKERD_PATH = (fromWrangler("workerd") as { default: string }).default;
-}
+if (ROOM_PROFILE) useProfilableWorkerd();
 
 const server = await startServer();
 try {
@@ -148,10 +144,8 @@ try {
     // The room with bare sockets: the frames an agent sends, and nothing of the client library.
     const url = async (agent: string) =>
       `/parties/main/${team}?token=${await server.token(agent, "agent", { team })}&agent=${agent}&role=agent&v=${PROTOCOL_VERSION}&_pk=raw-${agent}&batch=1`;
-    const { a, b } = {
-      a: await rawSocket(server, await url("raw-caller")),
-      b: await rawSocket(server, await url("raw-callee")),
-    };
+    const a = await rawSocket(server, await url("raw-caller"));
+    const b = await rawSocket(server, await url("raw-callee"));
     b.send({ type: "rpc.handle", methods: ["echo"] });
     await waitFor("the raw callee's methods in the roster", () =>
       callerTeam.agents().some((x) => x.agent === "raw-callee" && x.methods.includes("echo")),
@@ -197,42 +191,14 @@ try {
   process.stdout.write(`${N} sequential calls x ${ROUNDS} rounds, medians\n${lines.join("\n")}\n`);
 
   if (ROOM_PROFILE) {
-    const profile = await roomProfile(() => round(chosen[0] as System));
-    writeFileSync(ROOM_PROFILE, JSON.stringify(profile));
+    const interval = Number(process.env.ROOM_INTERVAL ?? 100);
+    await writeRoomProfile(server, ROOM_PROFILE, interval, () => round(chosen[0] as System));
     process.stdout.write(`room CPU profile of ${N} calls of ${chosen[0]?.name}: ${ROOM_PROFILE}\n`);
   }
 } finally {
   await stopServer(server);
 }
 process.exit(0);
-
-/** A V8 CPU profile of the worker while `fn` runs, through the dev server's inspector. */
-async function roomProfile(fn: () => Promise<unknown>): Promise<unknown> {
-  const session = await inspectorSession(await partykitInspector(server.pid), "roomProfile");
-  try {
-    await session.call("Profiler.enable");
-    // Before start: a running profiler keeps the interval it started with (about 10 ms in workerd).
-    await session.call("Profiler.setSamplingInterval", { interval: Number(process.env.ROOM_INTERVAL ?? 100) });
-    await session.call("Profiler.start");
-    await fn();
-    const { profile } = (await session.call("Profiler.stop")) as { profile: unknown };
-    // The bundle the profile's line numbers refer to.
-    const scripts: { scriptId: string; url: string }[] = [];
-    session.on("Debugger.scriptParsed", (s) => scripts.push(s as { scriptId: string; url: string }));
-    await session.call("Debugger.enable");
-    const bundle = scripts.find((s) => s.url.endsWith("server.ts") || s.url.endsWith("server.js"));
-    if (bundle) {
-      const { scriptSource } = (await session.call("Debugger.getScriptSource", { scriptId: bundle.scriptId })) as {
-        scriptSource: string;
-      };
-      writeFileSync(`${ROOM_PROFILE}.js`, scriptSource);
-    }
-    await session.call("Debugger.disable");
-    return profile;
-  } finally {
-    session.close();
-  }
-}
 
 /** CPU per sequential call of the room and both agents in this process (no sockets, no workerd). */
 async function inProcess(): Promise<never> {

@@ -81,9 +81,7 @@ export class ArchivedIds {
   /** The segments that may hold `id` (none: it is not an archived id the stream remembers). */
   candidates(id: string): readonly number[] {
     const h = idHash(id);
-    const filter = this.#filter;
-    const bit = h & (filter.length * 32 - 1);
-    if (((filter[bit >>> 5] as number) & (1 << (bit & 31))) === 0) return [];
+    if (!hasBit(this.#filter, h)) return [];
     const found: number[] = [];
     for (const group of this.#groups) if (holds(group, h)) found.push(group.segNo);
     return found;
@@ -132,6 +130,11 @@ export class ArchivedIds {
 function setBit(filter: Uint32Array, h: number): void {
   const bit = h & (filter.length * 32 - 1);
   filter[bit >>> 5] = (filter[bit >>> 5] as number) | (1 << (bit & 31));
+}
+
+function hasBit(filter: Uint32Array, h: number): boolean {
+  const bit = h & (filter.length * 32 - 1);
+  return ((filter[bit >>> 5] as number) & (1 << (bit & 31))) !== 0;
 }
 
 /** Whether `group` still holds an entry of hash `h`. */

@@ -41,6 +41,7 @@ import {
   MAX_HISTORY_PAGE,
   nameSchema,
   type StoredEvent,
+  segmentOf,
   storedEvent,
 } from "../protocol/index.ts";
 import type { RoomContext } from "./context.ts";
@@ -98,6 +99,7 @@ export type ArchiveIndex = { ids: string[]; seqs: [number, number]; lastTs: numb
  * `JSON.stringify` of the whole segment's events.
  */
 export type ArchiveDraft = { segNo: number; json: string[]; ids: string[]; lastTs: number; chars: number };
+const emptyDraft = (segNo: number): ArchiveDraft => ({ segNo, json: [], ids: [], lastTs: 0, chars: 0 });
 /** What a stream's load keeps of an archive index: its ids' hashes (`dedupe.ts`). */
 type IndexHashes = { segNo: number; lastTs: number; hashes: Uint32Array };
 type PublishFrame = Extract<ClientFrame, { type: "publish" }>;
@@ -301,7 +303,7 @@ export class Streams {
     let last = end;
     for (const [key, idx] of page) {
       last = key;
-      const segNo = Math.floor((idx.seqs[0] - 1) / LOG_SEGMENT_SIZE);
+      const segNo = segmentOf(idx.seqs[0]);
       indexes.push({ segNo, lastTs: idx.lastTs, hashes: Uint32Array.from(idx.ids, idHash) });
     }
     return { indexes, read: page.size, end: last };
@@ -493,12 +495,12 @@ export class Streams {
     if (stream.archiving) return;
     const last = tail + LOG_SEGMENT_SIZE - 1;
     if (last > stream.head || last > stream.head - this.options.window + DRAFT_AHEAD) return;
-    const segNo = Math.floor((tail - 1) / LOG_SEGMENT_SIZE);
+    const segNo = segmentOf(tail);
     const segment = stream.segments.get(String(segNo));
     if (!segment || segment.length !== LOG_SEGMENT_SIZE) return;
     if (stream.draft?.segNo !== segNo) {
       this.#dropDraft(stream);
-      stream.draft = { segNo, json: [], ids: [], lastTs: 0, chars: 0 };
+      stream.draft = emptyDraft(segNo);
     }
     const draft = stream.draft;
     const before = draft.chars;
@@ -542,14 +544,13 @@ export class Streams {
       const tail = logTail(stream.segments);
       const last = tail + LOG_SEGMENT_SIZE - 1;
       if (last > stream.head - this.options.window) return;
-      const segNo = Math.floor((tail - 1) / LOG_SEGMENT_SIZE);
+      const segNo = segmentOf(tail);
       const segment = stream.segments.get(String(segNo));
       if (!segment) return;
       // What the draft holds of it, and the rest now (all of it in a burst, which outruns drafting).
       const started = stream.draft?.segNo === segNo ? stream.draft : null;
       this.#dropDraft(stream);
-      const fresh = { segNo, json: [], ids: [], lastTs: 0, chars: 0 };
-      const draft = this.#drafted(started ?? fresh, segment, tail, LOG_SEGMENT_SIZE);
+      const draft = this.#drafted(started ?? emptyDraft(segNo), segment, tail, LOG_SEGMENT_SIZE);
       const text = `[${draft.json.join(",")}]`;
       const entries: Record<string, unknown> = {};
       for (let i = 0, part = 0; i < text.length; i += ARCHIVE_PART_CHARS, part++) {
@@ -664,7 +665,7 @@ export class Streams {
         seq++;
         continue;
       }
-      const segNo = Math.floor((seq - 1) / LOG_SEGMENT_SIZE);
+      const segNo = segmentOf(seq);
       const archived = await this.#archivedSegment(name, segNo);
       const offset = (seq - 1) % LOG_SEGMENT_SIZE;
       if (archived.length <= offset) {

@@ -41,15 +41,19 @@ export const svKey = (sv: Uint8Array): string | null =>
  * copy both into a third.
  */
 export function step2Of(name: DocName, update: Uint8Array): Uint8Array {
-  const header = encodeDocFrame(name, (e) => {
-    encoding.writeVarUint(e, syncProtocol.messageYjsSyncStep2);
-    encoding.writeVarUint(e, update.byteLength);
-  });
+  const header = step2Header(name, update.byteLength);
   const frame = new Uint8Array(header.byteLength + update.byteLength);
   frame.set(header);
   frame.set(update, header.byteLength);
   return frame;
 }
+
+/** What a sync step 2 frame of document `name` starts with, up to its update of `length` bytes. */
+const step2Header = (name: DocName, length: number): Uint8Array =>
+  encodeDocFrame(name, (e) => {
+    encoding.writeVarUint(e, syncProtocol.messageYjsSyncStep2);
+    encoding.writeVarUint(e, length);
+  });
 
 /** The size of the last whole-document step 2 frame of a document: the next one is encoded into a buffer about that large. */
 const lastSize = new WeakMap<Y.Doc, number>();
@@ -72,10 +76,7 @@ class Step2Encoder extends Y.UpdateEncoderV1 {
   override toUint8Array(): Uint8Array {
     const { bufs, cbuf, cpos } = this.restEncoder;
     const length = encoding.length(this.restEncoder);
-    const header = encodeDocFrame(this.name, (e) => {
-      encoding.writeVarUint(e, syncProtocol.messageYjsSyncStep2);
-      encoding.writeVarUint(e, length);
-    });
+    const header = step2Header(this.name, length);
     const frame = new Uint8Array(header.byteLength + length);
     frame.set(header);
     let at = header.byteLength;
