@@ -286,8 +286,9 @@ function spawnPartykit(
   const direct = ctx.stdout === process.stdout && ctx.stderr === process.stderr;
   const child = spawn(process.execPath, [partykit.bin, ...args], {
     cwd: opts.root,
-    // PWD follows cwd, or workerd warns that they differ.
-    env: { ...ctx.env, PWD: opts.root },
+    // PWD follows cwd, or workerd warns that they differ. PARTYKIT_LOG=debug unless set: at
+    // its default level partykit drops room log lines written together with workerd's stack notes.
+    env: { PARTYKIT_LOG: "debug", ...ctx.env, PWD: opts.root },
     detached: opts.detached,
     // A detached group cannot read the terminal: only deploy (not detached) gets stdin.
     stdio: [opts.detached ? "ignore" : "inherit", direct ? "inherit" : "pipe", direct ? "inherit" : "pipe"],

@@ -39,7 +39,14 @@ const args = [PARTYKIT, "dev", "--port", String(port), "--persist", ".data", "--
 args.push("--no-hotkeys", ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}=${v}`]));
 
 // Its own process group, so a signal reaches partykit and the workerd it starts.
-const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "inherit", "inherit"], detached: true });
+// PARTYKIT_LOG=debug, or partykit drops room log lines written together with workerd's stack notes.
+const env = { PARTYKIT_LOG: "debug", ...process.env };
+const child = spawn(process.execPath, args, {
+  cwd: ROOT,
+  env,
+  stdio: ["ignore", "inherit", "inherit"],
+  detached: true,
+});
 
 const signalChild = (signal) => {
   try {

@@ -196,7 +196,10 @@ export async function startRoom(options: StartRoomOptions = {}): Promise<RoomSer
       args.push("--persist", persistDir, "--disable-request-cf-fetch", "--no-hotkeys");
       for (const [k, v] of vars) args.push("--var", `${k}=${v}`);
     }
-    const env = { ...process.env, WRANGLER_SEND_METRICS: "false" };
+    // PARTYKIT_LOG=debug: at its default level partykit dev drops a whole stderr chunk that holds
+    // workerd's "Not symbolizing stack traces" note or a hex stack, with any room log line that
+    // shares the chunk (seen in CI: the no-key line lost). `output()` must hold every line.
+    const env = { PARTYKIT_LOG: "debug", ...process.env, WRANGLER_SEND_METRICS: "false" };
     const proc = spawn(process.execPath, args, { cwd, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
     const keep = (d: Buffer) => {
       log = (log + d.toString()).slice(-200_000);
