@@ -257,24 +257,18 @@ export class Rpc {
    * reject, as they always did.
    */
   call(to: Target, method: string, input: unknown, options: CallOptions = {}): Promise<unknown> {
-    let checked: { json: Json; deadline: number; callId: string; kid: string | null };
+    let checked: CheckedCall;
     try {
       checked = this.#checkCall(to, method, input, options);
     } catch (error) {
       return Promise.reject(error);
     }
-    const { json, deadline, callId, kid } = checked;
-    if (kid || options.retries) return this.#callWithRetries(to, method, json, options, deadline, callId, kid);
-    return this.#attempt(this.#attemptOf(to, method, json, options, deadline, callId));
+    if (checked.kid || options.retries) return this.#callWithRetries(to, method, options, checked);
+    return this.#attempt(this.#attemptOf(to, method, checked.json, options, checked));
   }
 
   /** What `call` checks before anything goes out; throws what the call rejects with. */
-  #checkCall(
-    to: Target,
-    method: string,
-    input: unknown,
-    options: CallOptions,
-  ): { json: Json; deadline: number; callId: string; kid: string | null } {
+  #checkCall(to: Target, method: string, input: unknown, options: CallOptions): CheckedCall {
     const closed = this.transport.closedError;
     if (closed) throw closed;
     // A plain agent name and method pass their schemas' patterns without a zod parse per call.
@@ -301,19 +295,12 @@ export class Rpc {
   }
 
   /** A call whose input is sealed first, or that may be tried again after a retryable failure. */
-  async #callWithRetries(
-    to: Target,
-    method: string,
-    json: Json,
-    options: CallOptions,
-    deadline: number,
-    callId: string,
-    kid: string | null,
-  ): Promise<unknown> {
+  async #callWithRetries(to: Target, method: string, options: CallOptions, checked: CheckedCall): Promise<unknown> {
+    const { json, deadline, callId, kid } = checked;
     const sent = kid ? await this.#seal(kid, { stream: CALL_INPUT, id: callId, type: method }, json) : json;
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.#attempt(this.#attemptOf(to, method, sent, options, deadline, callId));
+        return await this.#attempt(this.#attemptOf(to, method, sent, options, checked));
       } catch (error) {
         const retry =
           error instanceof CrosstalkError &&
@@ -328,7 +315,7 @@ export class Rpc {
   }
 
   /** One attempt of a call, with what is left of its deadline. */
-  #attemptOf(to: Target, method: string, input: Json, options: CallOptions, deadline: number, callId: string) {
+  #attemptOf(to: Target, method: string, input: Json, options: CallOptions, { deadline, callId }: CheckedCall) {
     return {
       to,
       method,
@@ -797,6 +784,9 @@ class Running {
     this.#controller?.abort(reason);
   }
 }
+
+/** A call's input as JSON, its deadline, its id and the key that seals it, if any (`Rpc.call`). */
+type CheckedCall = { json: Json; deadline: number; callId: string; kid: string | null };
 
 /** Whether a handler's result must be awaited (a promise, or anything with a `then` method). */
 function isThenable(value: unknown): value is PromiseLike<unknown> {

@@ -21,18 +21,24 @@ async function archived(storage: ReturnType<ReturnType<typeof createTestRoom>["s
   return { text: [...parts.values()].join(""), index };
 }
 
+/** A room with the small window, a writer, and every event a reader was sent live from the start. */
+async function drafting(team: string) {
+  const room = createTestRoom({ streams: { window: WINDOW } });
+  const writer = await room.agent("writer", { team });
+  const live: StoredEvent[] = [];
+  const reader = await room.agent("reader", { team });
+  await reader.subscribe(">", (e) => void live.push(e), { from: "start" }).ready;
+  return { room, writer, reader, live };
+}
+
 describe("archive drafting", () => {
   it("archives exactly the JSON of each whole segment and its index, for single appends and bursts alike, across a restart mid-draft", {
     timeout: 120_000,
   }, async () => {
-    const room = createTestRoom({ streams: { window: WINDOW } });
     const team = "drafts";
-    const writer = await room.agent("writer", { team });
-    // What a subscriber was sent from the live window, before its segment was archived: the
-    // events as the room stored them, decoded by the same `storedEvent` the archive uses.
-    const live: StoredEvent[] = [];
-    const reader = await room.agent("reader", { team });
-    await reader.subscribe(">", (e) => void live.push(e), { from: "start" }).ready;
+    // `live`: what a subscriber was sent from the live window, before its segment was archived:
+    // the events as the room stored them, decoded by the same `storedEvent` the archive uses.
+    const { room, writer, reader, live } = await drafting(team);
 
     let n = 0;
     const singles = async (count: number) => {
@@ -85,12 +91,8 @@ describe("archive drafting", () => {
   it("archives exactly the whole segment when its events are too big to draft it all (the drafts' cap)", {
     timeout: 120_000,
   }, async () => {
-    const room = createTestRoom({ streams: { window: WINDOW } });
     const team = "big-drafts";
-    const writer = await room.agent("writer", { team });
-    const live: StoredEvent[] = [];
-    const reader = await room.agent("reader", { team });
-    await reader.subscribe(">", (e) => void live.push(e), { from: "start" }).ready;
+    const { room, writer, reader, live } = await drafting(team);
     // 2 KB events: a segment is ~2 M characters of JSON, twice what drafts may hold.
     const text = "x".repeat(2000);
     for (let n = 0; n < 2 * SEG + 100; n++) await writer.publish("big", { n, text });

@@ -1,14 +1,11 @@
 /** Review: `ArchivedIds` never misses a segment that still holds an id, whatever the mix of adds, whole segments and drops. */
 import { describe, expect, it } from "vitest";
+import { seededRandom } from "../test/harness.ts";
 import { ArchivedIds, idHash } from "./dedupe.ts";
 
 describe("review: ArchivedIds against a plain list", () => {
   it("candidates always include every remembered segment of an id", () => {
-    let seed = 3;
-    const r = () => {
-      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-      return seed / 0x7fffffff;
-    };
+    const r = seededRandom(3);
     for (let round = 0; round < 8; round++) {
       const ids = new ArchivedIds();
       const ref: { id: string; seg: number }[] = [];

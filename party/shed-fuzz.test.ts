@@ -7,14 +7,10 @@
 import { describe, expect, it } from "vitest";
 import * as Y from "yjs";
 import { LOG_SEGMENT_SIZE, logHead, logSegments, logTail, type StoredEvent, segmentOf } from "../protocol/index.ts";
+import { seededRandom } from "../test/harness.ts";
 import { appendEvents } from "./log.ts";
 import { MemoryKv } from "./memory-storage.ts";
 import { appendUpdate, compactTail, loadDoc, needsCompaction, type StoredDoc } from "./storage.ts";
-
-const rng = (seed: number) => () => {
-  seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-  return seed / 0x7fffffff;
-};
 
 const event = (seq: number, big: boolean): StoredEvent => ({
   id: `e-${seq}`,
@@ -65,7 +61,7 @@ class Instance {
 describe("review: shedding fuzz", () => {
   for (let seed = 1; seed <= 6; seed++) {
     it(`seed ${seed}: reloads equal the live log`, async () => {
-      const r = rng(seed);
+      const r = seededRandom(seed);
       const kv = new MemoryKv();
       let inst = await Instance.open(kv);
       const window = 300 + Math.floor(r() * 3000);
@@ -123,7 +119,7 @@ class CrashKv extends MemoryKv {
 describe("review: shedding fuzz with crashes", () => {
   for (let seed = 1; seed <= 5; seed++) {
     it(`seed ${seed}: a crash at any write reloads what was acknowledged`, async () => {
-      const r = rng(seed * 7919);
+      const r = seededRandom(seed * 7919);
       const kv = new CrashKv();
       let inst = await Instance.open(kv);
       const window = 300 + Math.floor(r() * 2000);

@@ -1,15 +1,12 @@
 /** Review: `step2Frame` answers exactly as Yjs's own encoder wrapped by `step2Of`, for many documents and state vectors. */
 import { describe, expect, it } from "vitest";
 import * as Y from "yjs";
+import { seededRandom } from "../test/harness.ts";
 import { step2Frame, step2Of } from "./sync-share.ts";
 
 describe("review: step2Frame is Yjs's own answer", () => {
   it("for growing, shrinking, deleted, pending and empty documents and any state vector", () => {
-    let seed = 7;
-    const r = () => {
-      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-      return seed / 0x7fffffff;
-    };
+    const r = seededRandom(7);
     const doc = new Y.Doc({ gc: true });
     const other = new Y.Doc();
     const empty = new Y.Doc();

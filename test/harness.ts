@@ -27,6 +27,12 @@ export function startRoom(options: StartRoomOptions = {}): Promise<RoomServer> {
   return startKitRoom({ ...(options.host === "wrangler" ? {} : { config: TEST_CONFIG }), cwd: ROOT, ...options });
 }
 
+/** Numbers in [0, 1] from `seed`, the same sequence every run: for reproducible review fuzz. */
+export const seededRandom = (seed: number) => (): number => {
+  seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+  return seed / 0x7fffffff;
+};
+
 /**
  * Both rooms, for cases that must hold on either: `describe.each(ROOMS)("… on the %s", (_, start) => …)`.
  * The real server's pass costs a `partykit dev` start; use it where the server itself matters.
